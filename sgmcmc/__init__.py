@@ -1,0 +1,26 @@
+"""sgmcmc: stochastic-gradient MCMC for PyTorch, many chains at once, traces for ArviZ."""
+
+__version__ = "0.1.0"
+
+from sgmcmc import schedules
+from sgmcmc.chains import chain_seeds
+from sgmcmc.data import Minibatches
+from sgmcmc.ld import LD
+from sgmcmc.log_density import minibatch_log_posterior
+from sgmcmc.runner import SamplerDivergenceWarning
+from sgmcmc.sampler import Sampler
+from sgmcmc.sgld import SGLD
+from sgmcmc.trace import Trace
+
+__all__ = [
+    "LD",
+    "SGLD",
+    "Minibatches",
+    "Sampler",
+    "SamplerDivergenceWarning",
+    "Trace",
+    "chain_seeds",
+    "minibatch_log_posterior",
+    "schedules",
+    "__version__",
+]

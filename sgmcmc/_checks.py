@@ -1,0 +1,40 @@
+"""Argument checks shared by every module: each raises naming the argument and its value."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+
+def real(name: str, value: Any) -> float:
+    """``value`` as a float, or a TypeError naming ``name``."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise TypeError(f"{name} must be a real number, got {type(value).__name__}")
+    return float(value)
+
+
+def positive(name: str, value: Any) -> float:
+    """A finite float > 0, or a ValueError naming ``name``."""
+    value = real(name, value)
+    if not math.isfinite(value) or value <= 0:
+        raise ValueError(f"{name} must be a finite number > 0, got {value}")
+    return value
+
+
+def nonnegative(name: str, value: Any) -> float:
+    """A finite float >= 0, or a ValueError naming ``name``."""
+    value = real(name, value)
+    if not math.isfinite(value) or value < 0:
+        raise ValueError(f"{name} must be a finite number >= 0, got {value}")
+    return value
+
+
+def count(name: str, value: Any, minimum: int) -> int:
+    """An integer >= ``minimum``, or a TypeError/ValueError naming ``name``."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise TypeError(f"{name} must be an integer, got {type(value).__name__}")
+    if value < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {value}")
+    return int(value)

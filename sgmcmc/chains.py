@@ -1,0 +1,69 @@
+"""Per-chain random streams: one seed gives every chain its own ``torch.Generator``.
+
+Chain c's stream depends only on its own seed, never on how many chains run beside it, so a
+chain run alone with its seed reproduces the same chain run in a batch of any size. Kernels
+draw their randomness through :class:`ChainGenerators`, never from the global torch RNG.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils import _pytree as pytree
+
+__all__ = ["chain_seeds", "ChainGenerators", "select_chains"]
+
+
+def chain_seeds(seed: int, num_chains: int) -> list[int]:
+    """Independent 64-bit seeds for chains 0 … num_chains−1, derived from one ``seed``.
+
+    Uses ``numpy.random.SeedSequence(seed).spawn``, whose children are prefix-stable:
+    ``chain_seeds(s, 2) == chain_seeds(s, 4)[:2]``.
+    """
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise ValueError(f"seed must be an integer >= 0, got {seed!r}")
+    children = np.random.SeedSequence(int(seed)).spawn(num_chains)
+    return [int(child.generate_state(1, dtype=np.uint64)[0]) for child in children]
+
+
+def select_chains(mask: torch.Tensor, new: Any, old: Any) -> Any:
+    """Per chain, the leaves of ``new`` where ``mask`` (num_chains,) is True, else those of ``old``."""
+    return pytree.tree_map(
+        lambda new_leaf, old_leaf: torch.where(mask.view(-1, *[1] * (new_leaf.ndim - 1)), new_leaf, old_leaf), new, old
+    )
+
+
+class ChainGenerators:
+    """One ``torch.Generator`` per chain on ``device``; every draw has a leading chain dim."""
+
+    def __init__(self, seeds: Sequence[int], device: torch.device) -> None:
+        self.seeds = [int(seed) for seed in seeds]
+        self.device = device
+        self.generators = [torch.Generator(device=device).manual_seed(seed) for seed in self.seeds]
+
+    def __len__(self) -> int:
+        return len(self.generators)
+
+    def normal_like(self, params: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """ξ ~ N(0, I) shaped like ``params`` (each (num_chains, *shape)), one draw per chain."""
+        dtype = torch.result_type(*params.values()) if len(params) > 1 else next(iter(params.values())).dtype
+        sizes = [value[0].numel() for value in params.values()]
+        flat = torch.stack(
+            [torch.randn(sum(sizes), generator=g, dtype=dtype, device=self.device) for g in self.generators]
+        )
+        pieces = torch.split(flat, sizes, dim=1)
+        return {
+            name: piece.reshape(value.shape).to(value.dtype)
+            for (name, value), piece in zip(params.items(), pieces)
+        }
+
+    def uniform(self, dtype: torch.dtype) -> torch.Tensor:
+        """u ~ U(0, 1), shape (num_chains,)."""
+        return torch.cat([torch.rand(1, generator=g, dtype=dtype, device=self.device) for g in self.generators])
+
+    def permutations(self, n: int) -> torch.Tensor:
+        """A random permutation of 0 … n−1 per chain, shape (num_chains, n)."""
+        return torch.stack([torch.randperm(n, generator=g, device=self.device) for g in self.generators])

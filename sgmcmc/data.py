@@ -1,0 +1,158 @@
+"""Minibatch streams: every chain draws its own independent sequence of batches.
+
+``data`` given to a sampler may be
+
+* a :class:`Minibatches` (tensors with a batch size) or a ``torch.utils.data.DataLoader`` over a
+  ``TensorDataset``: each chain shuffles the rows with its own generator every epoch and takes
+  ``batch_size`` rows per step (an incomplete last batch is dropped, as ``drop_last=True``);
+  the loader's own sampler is not used, so its order cannot couple the chains;
+* any other re-iterable of equally shaped batches (a list of tensors or of tuples/dicts of
+  tensors, a DataLoader over another dataset): it is read once, and each chain visits the
+  batches in its own random order every epoch.
+
+Batches for all chains are gathered with one indexing operation per tensor.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+import torch
+from torch.utils import _pytree as pytree
+from torch.utils.data import DataLoader, TensorDataset
+
+from sgmcmc._checks import count
+from sgmcmc.chains import ChainGenerators
+
+__all__ = ["Minibatches", "ChainData", "chain_data"]
+
+
+def _check_tensors(tensors: tuple[torch.Tensor, ...]) -> int:
+    if not tensors:
+        raise ValueError("data has no tensors")
+    for position, tensor in enumerate(tensors):
+        if not isinstance(tensor, torch.Tensor):
+            raise TypeError(f"data tensor {position} is a {type(tensor).__name__}, not a torch.Tensor")
+        if tensor.ndim == 0:
+            raise ValueError(f"data tensor {position} is 0-dim; rows must be along dim 0")
+    num_rows = tensors[0].shape[0]
+    for position, tensor in enumerate(tensors):
+        if tensor.shape[0] != num_rows:
+            raise ValueError(
+                f"data tensors must share their first dim (rows): tensor 0 has {num_rows}, "
+                f"tensor {position} has {tensor.shape[0]}"
+            )
+    if num_rows == 0:
+        raise ValueError("data is empty: its tensors have 0 rows")
+    return num_rows
+
+
+class Minibatches:
+    """A data set of ``tensors`` (rows along dim 0) read in minibatches of ``batch_size`` rows.
+
+    A batch is the tuple ``(t_1[rows], t_2[rows], …)``, or the tensor ``t_1[rows]`` alone when
+    one tensor is given. Iterating yields the batches in order, like an unshuffled DataLoader.
+    """
+
+    def __init__(self, *tensors: torch.Tensor, batch_size: int) -> None:
+        self.num_rows = _check_tensors(tensors)
+        batch_size = count("batch_size", batch_size, 1)
+        if batch_size > self.num_rows:
+            raise ValueError(f"batch_size {batch_size} is larger than the {self.num_rows} rows of data")
+        self.tensors = tensors
+        self.batch_size = batch_size
+
+    @property
+    def rows(self) -> Any:
+        """All rows in the structure of one batch."""
+        return self.tensors if len(self.tensors) > 1 else self.tensors[0]
+
+    def __len__(self) -> int:
+        return self.num_rows // self.batch_size
+
+    def __iter__(self) -> Iterator[Any]:
+        for start in range(0, len(self) * self.batch_size, self.batch_size):
+            yield pytree.tree_map(lambda t: t[start : start + self.batch_size], self.rows)
+
+
+class ChainData:
+    """Independent minibatch streams for a group of chains, all advanced by one call.
+
+    ``units`` is a pytree of tensors whose dim 0 indexes the units a chain samples: rows
+    (``rows=True``, ``units_per_step`` rows a batch) or whole pre-made batches (one a step).
+    """
+
+    def __init__(self, units: Any, units_per_step: int, rows: bool) -> None:
+        self.units = units
+        self.units_per_step = units_per_step
+        self.rows = rows
+        self.num_units = pytree.tree_leaves(units)[0].shape[0]
+        self.steps_per_epoch = self.num_units // units_per_step
+        self._permutations: torch.Tensor | None = None
+        self._position = 0
+
+    def to(self, device: torch.device) -> ChainData:
+        return ChainData(pytree.tree_map(lambda t: t.to(device), self.units), self.units_per_step, self.rows)
+
+    def full_batch(self) -> Any:
+        """The whole data set as one batch (pre-made batches concatenated along dim 0)."""
+        if self.rows:
+            return self.units
+        return pytree.tree_map(lambda t: t.flatten(0, 1), self.units)
+
+    def first_batch(self) -> Any:
+        """One chain's first batch in the data's own order (used to check ``log_posterior``)."""
+        if self.rows:
+            return pytree.tree_map(lambda t: t[: self.units_per_step], self.units)
+        return pytree.tree_map(lambda t: t[0], self.units)
+
+    def next(self, generators: ChainGenerators) -> Any:
+        """The next batch of every chain, each leaf with a leading chain dim."""
+        if self._position == 0:
+            self._permutations = generators.permutations(self.num_units)
+        start = self._position * self.units_per_step
+        indices = self._permutations[:, start : start + self.units_per_step]
+        self._position = (self._position + 1) % self.steps_per_epoch
+        if not self.rows:
+            indices = indices[:, 0]
+        return pytree.tree_map(lambda t: t[indices], self.units)
+
+
+def _stack_batches(batches: list[Any]) -> Any:
+    leaves0, spec0 = pytree.tree_flatten(batches[0])
+    for number, batch in enumerate(batches):
+        leaves, spec = pytree.tree_flatten(batch)
+        if spec != spec0:
+            raise ValueError(f"batch {number} has structure {spec}, batch 0 has {spec0}")
+        for leaf, leaf0 in zip(leaves, leaves0):
+            if not isinstance(leaf, torch.Tensor):
+                raise TypeError(f"batch {number} holds a {type(leaf).__name__}; batches must hold tensors")
+            if leaf.shape != leaf0.shape or leaf.dtype != leaf0.dtype:
+                raise ValueError(
+                    f"batch {number} has a tensor of shape {tuple(leaf.shape)} ({leaf.dtype}) where batch 0 "
+                    f"has {tuple(leaf0.shape)} ({leaf0.dtype}); chains are stacked, so all batches must be "
+                    "alike (drop the incomplete last batch, e.g. DataLoader(drop_last=True))"
+                )
+    return pytree.tree_map(lambda *leaves: torch.stack(leaves), *batches)
+
+
+def chain_data(data: Any) -> ChainData | None:
+    """Wrap a sampler's ``data`` argument as :class:`ChainData` (``None`` stays ``None``)."""
+    if data is None:
+        return None
+    if isinstance(data, Minibatches):
+        return ChainData(data.rows, data.batch_size, rows=True)
+    if isinstance(data, DataLoader) and isinstance(data.dataset, TensorDataset) and data.batch_size:
+        loader = Minibatches(*data.dataset.tensors, batch_size=data.batch_size)
+        return ChainData(list(loader.tensors), loader.batch_size, rows=True)
+    if isinstance(data, torch.Tensor):
+        raise TypeError("data is a bare tensor; wrap it as sgmcmc.Minibatches(tensor, batch_size=...)")
+    if not isinstance(data, Iterable):
+        raise TypeError(f"data must be a re-iterable of batches, got {type(data).__name__}")
+    if iter(data) is data:
+        raise TypeError("data is a one-shot iterator; give a re-iterable (a list, a DataLoader, Minibatches)")
+    batches = list(data)
+    if not batches:
+        raise ValueError("data yielded no batches (empty loader)")
+    return ChainData(_stack_batches(batches), 1, rows=False)

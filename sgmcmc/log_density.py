@@ -1,0 +1,91 @@
+"""The log posterior: the unbiased minibatch estimate, and its gradient for all chains at once.
+
+Convention (used by every sampler): ``log_posterior(params, batch)`` estimates the *full-data*
+log posterior, log p(θ) + (N/|B|) Σ_{i∈B} log p(x_i | θ), a sum over the data rescaled by
+N/|B|, not a mean. :func:`minibatch_log_posterior` builds it from a prior and a per-example
+likelihood.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch.func import grad_and_value, vmap
+
+from sgmcmc._checks import count
+
+__all__ = ["minibatch_log_posterior", "ChainPotential", "check_log_posterior"]
+
+Params = dict[str, torch.Tensor]
+
+
+def minibatch_log_posterior(
+    log_prior: Callable[[Any], torch.Tensor],
+    log_likelihood: Callable[[Any, Any], torch.Tensor],
+    num_data: int,
+) -> Callable[[Any, Any], torch.Tensor]:
+    """log p̃(θ) = log p(θ) + (N/|B|) Σ_{i∈B} log p(x_i | θ), unbiased for the full log posterior.
+
+    Args:
+        log_prior: ``log_prior(params) -> ()`` tensor.
+        log_likelihood: ``log_likelihood(params, batch) -> (|B|,)`` tensor, one term per example.
+        num_data: N, the number of examples in the full data set.
+
+    Returns:
+        ``log_posterior(params, batch) -> ()`` for one chain.
+    """
+    if not callable(log_prior) or not callable(log_likelihood):
+        raise TypeError("log_prior and log_likelihood must be callables")
+    num_data = count("num_data", num_data, 1)
+
+    def log_posterior(params: Any, batch: Any) -> torch.Tensor:
+        per_example = log_likelihood(params, batch)
+        if not isinstance(per_example, torch.Tensor) or per_example.ndim != 1:
+            shape = tuple(per_example.shape) if isinstance(per_example, torch.Tensor) else type(per_example).__name__
+            raise ValueError(f"log_likelihood must return one value per example, shape (|B|,); got {shape}")
+        return log_prior(params) + (num_data / per_example.shape[0]) * per_example.sum()
+
+    return log_posterior
+
+
+def check_log_posterior(value: Any, where: str) -> None:
+    """Raise if ``value`` is not a finite 0-dim floating tensor; ``where`` names the inputs."""
+    if not isinstance(value, torch.Tensor):
+        raise TypeError(f"log_posterior must return a torch.Tensor, got {type(value).__name__} {where}")
+    if value.ndim != 0:
+        raise ValueError(f"log_posterior must return a 0-dim tensor, got shape {tuple(value.shape)} {where}")
+    if not value.is_floating_point():
+        raise TypeError(f"log_posterior must return a floating tensor, got {value.dtype} {where}")
+    if not torch.isfinite(value):
+        raise ValueError(f"log_posterior returned a non-finite value ({value.item()}) {where}")
+
+
+class ChainPotential:
+    """log p̃ and ∇log p̃ at the params of every chain: ``torch.func.vmap`` of ``grad_and_value``.
+
+    Args:
+        log_posterior: the user's one-chain function, ``(params, batch) -> ()`` or ``(params) -> ()``.
+        to_user: maps the engine's named params to what ``log_posterior`` takes.
+        has_data: whether ``log_posterior`` takes a batch.
+        batch_per_chain: whether each chain has its own batch (leading chain dim) or all share one.
+    """
+
+    def __init__(
+        self,
+        log_posterior: Callable[..., torch.Tensor],
+        to_user: Callable[[Params], Any],
+        has_data: bool,
+        batch_per_chain: bool,
+    ) -> None:
+        def one_chain(params: Params, batch: Any) -> torch.Tensor:
+            user_params = to_user(params)
+            return log_posterior(user_params, batch) if has_data else log_posterior(user_params)
+
+        self._value_and_grad = vmap(grad_and_value(one_chain), in_dims=(0, 0 if batch_per_chain else None))
+
+    def __call__(self, params: Params, batch: Any = None) -> tuple[torch.Tensor, Params]:
+        """Returns (log p̃ of shape (num_chains,), gradients shaped like ``params``)."""
+        gradient, value = self._value_and_grad(params, batch)
+        return value, gradient

@@ -1,0 +1,194 @@
+"""The engine shared by every sampler: validate, start the chains, step them, keep draws.
+
+One loop for all algorithms. Each step gathers every chain's minibatch with one indexing op,
+calls the sampler's vectorised ``step``, freezes any chain whose new state is non-finite (on
+device, without a host sync) and records kept draws.
+"""
+
+from __future__ import annotations
+
+import os
+from importlib.metadata import version
+import warnings
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+from torch.utils import _pytree as pytree
+from tqdm.auto import tqdm
+
+import sgmcmc
+from sgmcmc._checks import count, nonnegative
+from sgmcmc.chains import ChainGenerators, chain_seeds, select_chains
+from sgmcmc.data import chain_data
+from sgmcmc.log_density import ChainPotential, check_log_posterior
+from sgmcmc.trace import Trace, TraceRecorder
+
+if TYPE_CHECKING:
+    from sgmcmc.sampler import Sampler
+
+__all__ = ["run", "SamplerDivergenceWarning"]
+
+TENSOR_PARAM_NAME = "theta"
+"""The name a bare-tensor ``init`` gets in the trace."""
+
+
+class SamplerDivergenceWarning(RuntimeWarning):
+    """A chain's state became non-finite; it was frozen and its later draws flagged ``diverging``."""
+
+
+def _named_params(init: Any) -> tuple[dict[str, torch.Tensor], Callable[[dict[str, torch.Tensor]], Any]]:
+    """``init`` as a dict of named tensors, and the map back to the structure the user gave."""
+    if isinstance(init, torch.Tensor):
+        named, to_user = {TENSOR_PARAM_NAME: init}, lambda params: params[TENSOR_PARAM_NAME]
+    elif isinstance(init, dict):
+        if not init:
+            raise ValueError("init is an empty dict; give at least one parameter tensor")
+        named, to_user = dict(init), lambda params: params
+    else:
+        raise TypeError(f"init must be a tensor or a dict of named tensors, got {type(init).__name__}")
+    for name, value in named.items():
+        if not isinstance(name, str):
+            raise TypeError(f"parameter names must be strings, got {name!r}")
+        if not isinstance(value, torch.Tensor):
+            raise TypeError(f"parameter {name!r} is a {type(value).__name__}, not a torch.Tensor")
+        if not value.is_floating_point():
+            raise TypeError(f"parameter {name!r} has dtype {value.dtype}; parameters must be floating point")
+        if not torch.isfinite(value).all():
+            raise ValueError(f"parameter {name!r} of init holds non-finite values")
+    return named, to_user
+
+
+def _stack_over_chains(params: dict[str, torch.Tensor], num_chains: int, stacked: bool) -> dict[str, torch.Tensor]:
+    if not stacked:
+        return {name: value.detach().unsqueeze(0).repeat(num_chains, *([1] * value.ndim)) for name, value in params.items()}
+    for name, value in params.items():
+        if value.ndim == 0 or value.shape[0] != num_chains:
+            raise ValueError(
+                f"stacked_init=True but parameter {name!r} has shape {tuple(value.shape)}; "
+                f"its leading dim must be num_chains={num_chains}"
+            )
+    return {name: value.detach().clone() for name, value in params.items()}
+
+
+def _seeds(seed: int | Sequence[int], num_chains: int) -> list[int]:
+    if isinstance(seed, Sequence) and not isinstance(seed, str):
+        if len(seed) != num_chains:
+            raise ValueError(f"seed gives {len(seed)} per-chain seeds for num_chains={num_chains}")
+        for value in seed:
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or not 0 <= value < 2**64:
+                raise ValueError(f"per-chain seeds must be integers in [0, 2**64), got {value!r}")
+        return [int(value) for value in seed]
+    return chain_seeds(seed, num_chains)
+
+
+def _finite_per_chain(state: dict[str, Any], num_chains: int) -> torch.Tensor:
+    finite = torch.ones(num_chains, dtype=torch.bool, device=state["params"][next(iter(state["params"]))].device)
+    for leaf in pytree.tree_leaves(state):
+        if leaf.is_floating_point():
+            finite &= torch.isfinite(leaf.reshape(num_chains, -1)).all(dim=1)
+    return finite
+
+
+def run(
+    sampler: Sampler,
+    init: Any,
+    data: Any,
+    *,
+    num_chains: int,
+    num_steps: int,
+    burn_in: int,
+    thin: int,
+    seed: int | Sequence[int],
+    device: str | torch.device,
+    init_jitter: float,
+    stacked_init: bool,
+    progress: bool,
+) -> Trace:
+    """Run ``sampler``; the arguments are those of :meth:`sgmcmc.Sampler.sample`."""
+    num_chains = count("num_chains", num_chains, 1)
+    num_steps = count("num_steps", num_steps, 1)
+    burn_in = count("burn_in", burn_in, 0)
+    thin = count("thin", thin, 1)
+    if burn_in >= num_steps:
+        raise ValueError(f"burn_in ({burn_in}) must be < num_steps ({num_steps}) so that a draw is kept")
+    init_jitter = nonnegative("init_jitter", init_jitter)
+    device = torch.device(device)
+    seeds = _seeds(seed, num_chains)
+
+    params, to_user = _named_params(init)
+    params = {name: value.to(device) for name, value in _stack_over_chains(params, num_chains, stacked_init).items()}
+    generators = ChainGenerators(seeds, device)
+    if init_jitter > 0:
+        params = {name: value + init_jitter * noise for (name, value), noise in zip(params.items(), generators.normal_like(params).values())}
+
+    stream = chain_data(data)
+    if stream is not None:
+        stream = stream.to(device)
+    first_chain = to_user({name: value[0] for name, value in params.items()})
+    if stream is None:
+        check_log_posterior(sampler.log_posterior(first_chain), "at the initial params of chain 0")
+    else:
+        check_log_posterior(sampler.log_posterior(first_chain, stream.first_batch()),
+                            "at the initial params of chain 0 with the first batch")
+
+    full_batch = stream.full_batch() if stream is not None and sampler.full_batch else None
+    potential = ChainPotential(sampler.log_posterior, to_user, has_data=stream is not None,
+                               batch_per_chain=stream is not None and not sampler.full_batch)
+
+    def potential_at(batch: Any) -> Callable[[dict[str, torch.Tensor]], tuple[torch.Tensor, dict[str, torch.Tensor]]]:
+        return lambda chain_params: potential(chain_params, batch)
+
+    state = sampler.init(params, potential_at(full_batch) if sampler.full_batch else None, generators)
+    recorder = TraceRecorder(params, [*sampler.stats, "step_size", "diverging"])
+    alive = torch.ones(num_chains, dtype=torch.bool, device=device)
+    diverged_at = torch.full((num_chains,), -1, dtype=torch.long, device=device)
+    steps_done = 0
+    show = progress and not os.environ.get("CI")
+    try:
+        for step in tqdm(range(num_steps), disable=not show, desc=type(sampler).__name__, unit="step"):
+            if stream is None or sampler.full_batch:
+                batch = full_batch
+            else:
+                batch = stream.next(generators)
+            step_size = sampler.step_size(step)
+            new_state, stats = sampler.step(state, potential_at(batch), step_size, generators)
+            if step >= burn_in and (step - burn_in) % thin == 0:
+                stats = {**stats, "step_size": torch.full((num_chains,), step_size, dtype=torch.float64, device=device), "diverging": ~alive}
+                recorder.append(state["params"], stats)
+            newly_diverged = alive & ~_finite_per_chain(new_state, num_chains)
+            diverged_at = torch.where(newly_diverged, step, diverged_at)
+            alive = alive & ~newly_diverged
+            state = select_chains(alive, new_state, state)
+            steps_done = step + 1
+    except KeyboardInterrupt:
+        warnings.warn(f"sampling interrupted after {steps_done} of {num_steps} steps; the trace keeps the draws so far",
+                      RuntimeWarning, stacklevel=3)
+
+    diverged = {chain: int(step) for chain, step in enumerate(diverged_at.tolist()) if step >= 0}
+    if diverged:
+        listed = ", ".join(f"chain {chain} at step {step}" for chain, step in diverged.items())
+        warnings.warn(
+            f"{len(diverged)} of {num_chains} chains diverged (state became non-finite): {listed}. "
+            "Each is frozen at its last finite state and its later draws are flagged diverging; "
+            "try a smaller step_size.",
+            SamplerDivergenceWarning,
+            stacklevel=3,
+        )
+    attrs = {
+        "sampler": type(sampler).__name__,
+        **sampler.hyperparameters(),
+        "seed": seed if isinstance(seed, int) else list(seed),
+        "chain_seeds": seeds,
+        "num_chains": num_chains,
+        "num_steps": num_steps,
+        "steps_done": steps_done,
+        "burn_in": burn_in,
+        "thin": thin,
+        "inference_library": "sgmcmc",
+        "inference_library_version": sgmcmc.__version__,
+        "torch_version": torch.__version__,
+        "arviz_version": version("arviz"),
+    }
+    return recorder.finish(attrs, state)

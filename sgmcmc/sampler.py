@@ -1,0 +1,114 @@
+"""The sampler interface every algorithm module implements; ``sample`` runs the shared engine."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Sequence
+from typing import Any, ClassVar
+
+import torch
+
+from sgmcmc._checks import nonnegative
+from sgmcmc.chains import ChainGenerators
+from sgmcmc.runner import run
+from sgmcmc.schedules import Schedule, as_schedule
+from sgmcmc.trace import Trace
+
+__all__ = ["Sampler", "Potential", "State"]
+
+Params = dict[str, torch.Tensor]
+State = dict[str, Any]
+"""A sampler's state: ``"params"`` (name -> (num_chains, *shape)) and any other tensors, each
+with a leading chain dim."""
+Potential = Callable[[Params], tuple[torch.Tensor, Params]]
+"""``potential(params) -> (log p̃ of shape (num_chains,), ∇log p̃ shaped like params)``, on this
+step's batch."""
+
+
+class Sampler(ABC):
+    """A stochastic-gradient MCMC kernel for many chains at once.
+
+    Subclasses implement :meth:`step` (one update of every chain, the paper's equation) and,
+    where they carry more than the params, :meth:`init`. Everything else (chains, seeds,
+    data streams, burn-in, thinning, divergence guard, progress, trace) is the engine's.
+
+    Args:
+        log_posterior: ``log_posterior(params, batch) -> ()`` for ONE chain, estimating the
+            full-data log posterior (see :func:`sgmcmc.minibatch_log_posterior`); ``params`` is
+            a tensor or a dict of named tensors, as given to :meth:`sample`. Without data it is
+            called as ``log_posterior(params)``.
+        step_size: η, a float or a :class:`sgmcmc.schedules.Schedule` of η_k.
+        temperature: T ≥ 0; the stationary law is ∝ p(θ)^(1/T). T < 1 is a "cold posterior".
+    """
+
+    full_batch: ClassVar[bool] = False
+    """Whether every step uses the whole data set instead of a minibatch."""
+    stats: tuple[str, ...] = ("lp",)
+    """Names of the per-chain statistics :meth:`step` returns."""
+
+    def __init__(
+        self,
+        log_posterior: Callable[..., torch.Tensor],
+        step_size: float | Schedule,
+        temperature: float = 1.0,
+    ) -> None:
+        if not callable(log_posterior):
+            raise TypeError(f"log_posterior must be callable, got {type(log_posterior).__name__}")
+        self.log_posterior = log_posterior
+        self.step_size = as_schedule(step_size)
+        self.temperature = nonnegative("temperature", temperature)
+
+    def init(self, params: Params, potential: Potential | None, generators: ChainGenerators) -> State:
+        """The state before step 0. ``potential`` is the full-data one for full-batch samplers, else None."""
+        return {"params": params}
+
+    @abstractmethod
+    def step(
+        self, state: State, potential: Potential, step_size: float, generators: ChainGenerators
+    ) -> tuple[State, dict[str, torch.Tensor]]:
+        """Advance every chain once.
+
+        Returns the new state and the stats of the *current* state, each of shape
+        (num_chains,): always ``lp``, the log-posterior estimate at ``state["params"]``.
+        """
+
+    def hyperparameters(self) -> dict[str, Any]:
+        """What the trace's attrs record about this sampler."""
+        return {"step_size": self.step_size, "temperature": self.temperature}
+
+    def sample(
+        self,
+        init: torch.Tensor | Params,
+        data: Any = None,
+        *,
+        num_chains: int = 4,
+        num_steps: int = 1000,
+        burn_in: int = 0,
+        thin: int = 1,
+        seed: int | Sequence[int] = 0,
+        device: str | torch.device = "cpu",
+        init_jitter: float = 0.0,
+        stacked_init: bool = False,
+        progress: bool = True,
+    ) -> Trace:
+        """Run ``num_chains`` chains for ``num_steps`` steps; keep every ``thin``-th state from step ``burn_in``.
+
+        Args:
+            init: one chain's params (a tensor or a dict of named tensors), where every chain
+                starts, or, with ``stacked_init=True``, params with a leading dim of size
+                ``num_chains``.
+            data: None, a :class:`sgmcmc.Minibatches`, a DataLoader or any re-iterable of
+                batches (see :mod:`sgmcmc.data`). Each chain draws its own minibatch stream.
+            seed: one integer (chain c gets ``sgmcmc.chain_seeds(seed, num_chains)[c]``) or
+                one seed per chain; a chain run alone with its seed reproduces itself.
+            init_jitter: standard deviation of Gaussian noise added to each chain's start.
+            progress: show a tqdm bar (always off when the ``CI`` variable is set).
+
+        Returns:
+            A :class:`sgmcmc.Trace`; draw i is the state after ``burn_in + i * thin`` steps.
+            Ctrl-C stops the run and returns the draws kept so far.
+        """
+        return run(
+            self, init, data, num_chains=num_chains, num_steps=num_steps, burn_in=burn_in, thin=thin,
+            seed=seed, device=device, init_jitter=init_jitter, stacked_init=stacked_init, progress=progress,
+        )

@@ -1,0 +1,81 @@
+"""Step-size schedules: the step size η_k used at step k = 0, 1, 2, … of a run.
+
+Every sampler accepts a float (a constant step) or any :class:`Schedule`. A schedule also
+answers whether it satisfies the Robbins–Monro conditions Σ η_k = ∞ and Σ η_k² < ∞, under
+which a decreasing-step SGLD run converges to the exact posterior (Welling & Teh 2011, eq. 2).
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+
+import numpy as np
+
+from sgmcmc._checks import nonnegative, positive
+
+__all__ = ["Schedule", "Constant", "Polynomial", "as_schedule"]
+
+
+class Schedule(ABC):
+    """A step-size schedule: ``schedule(k)`` is the step size η_k at step k ≥ 0."""
+
+    @abstractmethod
+    def __call__(self, step: int) -> float: ...
+
+    @abstractmethod
+    def satisfies_robbins_monro(self) -> bool:
+        """Whether Σ_k η_k = ∞ and Σ_k η_k² < ∞."""
+
+    def values(self, num_steps: int) -> np.ndarray:
+        """η_0 … η_{num_steps−1} as an array of shape (num_steps,)."""
+        return np.array([self(step) for step in range(num_steps)], dtype=np.float64)
+
+
+@dataclass(frozen=True)
+class Constant(Schedule):
+    """η_k = step_size for every k. Never Robbins–Monro: the stationary law keeps an O(η) bias."""
+
+    step_size: float
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "step_size", positive("step_size", self.step_size))
+
+    def __call__(self, step: int) -> float:
+        return self.step_size
+
+    def satisfies_robbins_monro(self) -> bool:
+        return False
+
+
+@dataclass(frozen=True)
+class Polynomial(Schedule):
+    """η_k = a (b + k)^(−γ), the decay of Welling & Teh (2011), Sec. 5.
+
+    Robbins–Monro holds iff 0.5 < γ ≤ 1: Σ (b + k)^(−γ) diverges iff γ ≤ 1 and
+    Σ (b + k)^(−2γ) converges iff γ > 0.5. γ = 0 is the constant step a·b^0 = a.
+    """
+
+    a: float
+    b: float = 1.0
+    gamma: float = 0.55
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "a", positive("a", self.a))
+        object.__setattr__(self, "b", positive("b (η_0 = a·b^(−γ) must be finite)", self.b))
+        object.__setattr__(self, "gamma", nonnegative("gamma", self.gamma))
+
+    def __call__(self, step: int) -> float:
+        return self.a * (self.b + step) ** (-self.gamma)
+
+    def satisfies_robbins_monro(self) -> bool:
+        return 0.5 < self.gamma <= 1.0
+
+
+def as_schedule(step_size: float | Schedule) -> Schedule:
+    """A float becomes :class:`Constant`; a schedule is returned as it is."""
+    if isinstance(step_size, Schedule):
+        return step_size
+    if isinstance(step_size, bool) or not isinstance(step_size, (int, float)):
+        raise TypeError(f"step_size must be a float or a sgmcmc.schedules.Schedule, got {type(step_size).__name__}")
+    return Constant(step_size)
