@@ -1,0 +1,70 @@
+"""Shared targets with known answers, and Monte Carlo error helpers for the statistical tests."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import arviz as az
+import numpy as np
+import torch
+
+import sgmcmc
+
+K_SIGMA = 4.0
+"""Monte Carlo allowance in standard errors (posteriordb's README: k = 4 for CI)."""
+
+
+def standard_normal_log_posterior(theta: torch.Tensor) -> torch.Tensor:
+    """log N(θ; 0, I) up to a constant."""
+    return -0.5 * (theta**2).sum()
+
+
+def ess(draws: np.ndarray) -> float:
+    """Bulk ESS of a (chain, draw) array, from ArviZ."""
+    return float(az.ess(np.asarray(draws, dtype=np.float64)))
+
+
+def mean_and_se(draws: np.ndarray) -> tuple[float, float]:
+    """Mean over (chain, draw) and its Monte Carlo s.e., sd / sqrt(ESS)."""
+    return float(draws.mean()), float(draws.std(ddof=1) / np.sqrt(ess(draws)))
+
+
+def variance_about_and_se(draws: np.ndarray, center: float) -> tuple[float, float]:
+    """E[(x − center)²] over (chain, draw) and its s.e. from the ESS of the squared deviations."""
+    return mean_and_se((draws - center) ** 2)
+
+
+@dataclass
+class ConjugateLinearRegression:
+    """y = X w + ε, ε ~ N(0, noise_sd²), prior w ~ N(0, prior_sd² I): Gaussian posterior in closed form."""
+
+    features: torch.Tensor
+    targets: torch.Tensor
+    noise_sd: float
+    prior_sd: float
+
+    @classmethod
+    def make(cls, num_data: int = 1000, dim: int = 3, seed: int = 0) -> ConjugateLinearRegression:
+        generator = torch.Generator().manual_seed(seed)
+        features = torch.randn(num_data, dim, generator=generator, dtype=torch.float64)
+        weights = torch.linspace(-1.0, 2.0, dim, dtype=torch.float64)
+        targets = features @ weights + torch.randn(num_data, generator=generator, dtype=torch.float64)
+        return cls(features, targets, noise_sd=1.0, prior_sd=10.0)
+
+    def posterior(self) -> tuple[np.ndarray, np.ndarray]:
+        """Posterior mean (dim,) and covariance (dim, dim)."""
+        precision = self.features.T @ self.features / self.noise_sd**2 + torch.eye(self.features.shape[1],
+                                                                                  dtype=torch.float64) / self.prior_sd**2
+        covariance = torch.linalg.inv(precision)
+        mean = covariance @ self.features.T @ self.targets / self.noise_sd**2
+        return mean.numpy(), covariance.numpy()
+
+    def log_prior(self, weights: torch.Tensor) -> torch.Tensor:
+        return -0.5 * (weights**2).sum() / self.prior_sd**2
+
+    def log_likelihood(self, weights: torch.Tensor, batch: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+        features, targets = batch
+        return -0.5 * ((targets - features @ weights) / self.noise_sd) ** 2
+
+    def log_posterior(self):
+        return sgmcmc.minibatch_log_posterior(self.log_prior, self.log_likelihood, num_data=len(self.targets))

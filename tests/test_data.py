@@ -1,0 +1,100 @@
+"""Minibatch streams: every input form, per-chain independence, epochs, and input errors."""
+
+import numpy as np
+import pytest
+import torch
+from torch.utils.data import DataLoader, TensorDataset
+
+import sgmcmc
+from sgmcmc.chains import ChainGenerators
+from sgmcmc.data import chain_data
+
+ROWS = torch.arange(20, dtype=torch.float64).reshape(10, 2)
+LABELS = torch.arange(10, dtype=torch.float64)
+
+
+def _generators(num_chains=3):
+    return ChainGenerators(sgmcmc.chain_seeds(0, num_chains), torch.device("cpu"))
+
+
+def test_minibatches_iterate_like_an_unshuffled_loader():
+    batches = list(sgmcmc.Minibatches(ROWS, LABELS, batch_size=4))
+    assert len(batches) == 2  # the incomplete last batch is dropped
+    np.testing.assert_array_equal(batches[1][1], [4, 5, 6, 7])
+    assert isinstance(next(iter(sgmcmc.Minibatches(ROWS, batch_size=5))), torch.Tensor)
+
+
+def test_each_chain_sees_every_row_once_per_epoch_in_its_own_order():
+    stream = chain_data(sgmcmc.Minibatches(ROWS, LABELS, batch_size=5))
+    generators = _generators()
+    epoch = [stream.next(generators) for _ in range(2)]
+    labels = torch.cat([batch[1] for batch in epoch], dim=1)  # (chains, 10)
+    assert epoch[0][0].shape == (3, 5, 2)
+    for chain in range(3):
+        assert sorted(labels[chain].tolist()) == list(range(10))
+        np.testing.assert_array_equal(epoch[0][0][chain, :, 0], 2 * epoch[0][1][chain])  # rows stay paired
+    assert not torch.equal(labels[0], labels[1]) and not torch.equal(labels[1], labels[2])
+
+
+def test_dataloader_over_tensor_dataset_is_read_as_minibatches():
+    loader = DataLoader(TensorDataset(ROWS, LABELS), batch_size=5, shuffle=True)
+    via_loader, via_minibatches = chain_data(loader), chain_data(sgmcmc.Minibatches(ROWS, LABELS, batch_size=5))
+    first, second = via_loader.next(_generators()), via_minibatches.next(_generators())
+    assert isinstance(first, list) and len(first) == 2  # the structure a DataLoader yields
+    for from_loader, from_minibatches in zip(first, second):
+        np.testing.assert_array_equal(from_loader, from_minibatches)
+
+
+def test_list_of_batches_each_chain_its_own_order():
+    batches = [(ROWS[i : i + 2], LABELS[i : i + 2]) for i in range(0, 10, 2)]
+    stream = chain_data(batches)
+    generators = _generators()
+    visited = torch.stack([stream.next(generators)[1][:, 0] for _ in range(5)], dim=1)  # (chains, 5)
+    for chain in range(3):
+        assert sorted(visited[chain].tolist()) == [0, 2, 4, 6, 8]
+    full_rows, full_labels = stream.full_batch()
+    np.testing.assert_array_equal(full_labels, LABELS)
+    np.testing.assert_array_equal(full_rows, ROWS)
+
+
+def test_dataloader_over_other_datasets_is_read_once_as_batches():
+    class Squares(torch.utils.data.Dataset):
+        def __len__(self):
+            return 6
+
+        def __getitem__(self, index):
+            return {"x": torch.tensor(float(index)), "y": torch.tensor(float(index**2))}
+
+    stream = chain_data(DataLoader(Squares(), batch_size=3))
+    batch = stream.next(_generators())
+    assert batch["x"].shape == (3, 3)
+    np.testing.assert_array_equal(batch["y"], batch["x"] ** 2)
+
+
+def test_data_errors():
+    with pytest.raises(ValueError, match="no batches"):
+        chain_data([])
+    with pytest.raises(ValueError, match="0 rows"):
+        sgmcmc.Minibatches(torch.zeros(0, 2), batch_size=1)
+    with pytest.raises(ValueError, match="batch_size 11 is larger than the 10 rows"):
+        sgmcmc.Minibatches(ROWS, batch_size=11)
+    with pytest.raises(ValueError, match="batch_size must be >= 1"):
+        sgmcmc.Minibatches(ROWS, batch_size=0)
+    with pytest.raises(ValueError, match="share their first dim"):
+        sgmcmc.Minibatches(ROWS, LABELS[:5], batch_size=2)
+    with pytest.raises(ValueError, match="drop the incomplete last batch"):
+        chain_data([ROWS[:4], ROWS[4:8], ROWS[8:]])  # batches of 4, 4, 2 rows
+    with pytest.raises(TypeError, match="one-shot iterator"):
+        chain_data(iter([ROWS]))
+    with pytest.raises(TypeError, match="bare tensor"):
+        chain_data(ROWS)
+    with pytest.raises(TypeError, match="must hold tensors"):
+        chain_data([("a",), ("b",)])
+
+
+def test_empty_loader_is_reported_by_sample():
+    with pytest.raises(ValueError, match="data is empty"):
+        sgmcmc.SGLD(lambda theta, batch: -theta.square().sum(), step_size=0.1).sample(
+            torch.zeros(1), data=DataLoader(TensorDataset(torch.zeros(0, 1)), batch_size=2, drop_last=True),
+            num_steps=2, progress=False,
+        )

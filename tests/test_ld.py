@@ -1,0 +1,57 @@
+"""LD with and without the Metropolis correction (MALA)."""
+
+import numpy as np
+import pytest
+import torch
+
+import sgmcmc
+from targets import K_SIGMA, ConjugateLinearRegression, mean_and_se, standard_normal_log_posterior, variance_about_and_se
+
+LARGE_STEP = 1.5  # plain LD's stationary variance is 1/(1 − 0.75) = 4 here
+
+
+def _run(metropolis: bool) -> sgmcmc.Trace:
+    return sgmcmc.LD(standard_normal_log_posterior, step_size=LARGE_STEP, metropolis=metropolis).sample(
+        torch.zeros(2, dtype=torch.float64), num_chains=8, num_steps=3000, burn_in=200, seed=4, progress=False
+    )
+
+
+def test_mala_is_exact_at_a_step_where_plain_ld_is_far_off():
+    adjusted, plain = _run(metropolis=True), _run(metropolis=False)
+    for dim in range(2):
+        variance, se = variance_about_and_se(adjusted.posterior["theta"][..., dim], center=0.0)
+        assert abs(variance - 1.0) < K_SIGMA * se, (variance, se)
+        plain_variance, plain_se = variance_about_and_se(plain.posterior["theta"][..., dim], center=0.0)
+        assert abs(plain_variance - 4.0) < K_SIGMA * plain_se
+        assert abs(plain_variance - 1.0) > K_SIGMA * (se + plain_se)
+    acceptance = adjusted.sample_stats["acceptance_rate"]
+    assert acceptance.shape == adjusted.sample_stats["lp"].shape
+    assert 0.05 < acceptance.mean() < 0.95
+    assert "acceptance_rate" not in plain.sample_stats
+
+
+def test_mala_lp_stat_is_the_exact_log_posterior_of_the_draw():
+    trace = _run(metropolis=True)
+    theta = trace.posterior["theta"]
+    np.testing.assert_allclose(trace.sample_stats["lp"], -0.5 * (theta**2).sum(axis=-1), rtol=1e-12)
+
+
+def test_ld_uses_the_full_data():
+    """Full-batch LD with MALA on the conjugate regression recovers the exact posterior (no bias budget)."""
+    model = ConjugateLinearRegression.make(num_data=200, dim=2, seed=5)
+    mean, covariance = model.posterior()
+    data = sgmcmc.Minibatches(model.features, model.targets, batch_size=20)
+    trace = sgmcmc.LD(model.log_posterior(), step_size=2e-3, metropolis=True).sample(
+        torch.tensor(mean), data, num_chains=8, num_steps=1500, burn_in=100, seed=6, progress=False
+    )
+    for dim in range(2):
+        draws = trace.posterior["theta"][..., dim]
+        draws_mean, se = mean_and_se(draws)
+        assert abs(draws_mean - mean[dim]) < K_SIGMA * se
+        variance, variance_se = variance_about_and_se(draws, center=mean[dim])
+        assert abs(variance - covariance[dim, dim]) < K_SIGMA * variance_se
+
+
+def test_mala_needs_positive_temperature():
+    with pytest.raises(ValueError, match="temperature > 0"):
+        sgmcmc.LD(standard_normal_log_posterior, step_size=0.1, temperature=0.0, metropolis=True)

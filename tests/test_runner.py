@@ -1,0 +1,161 @@
+"""The engine: determinism, chain independence, input checks, divergence guard, interruption."""
+
+import warnings
+
+import numpy as np
+import pytest
+import torch
+
+import sgmcmc
+from targets import ConjugateLinearRegression, standard_normal_log_posterior
+
+
+def _regression_run(**kwargs):
+    model = ConjugateLinearRegression.make(num_data=100, dim=2, seed=0)
+    data = sgmcmc.Minibatches(model.features, model.targets, batch_size=10)
+    options = dict(num_chains=4, num_steps=60, seed=7, progress=False)
+    options.update(kwargs)
+    return sgmcmc.SGLD(model.log_posterior(), step_size=1e-3).sample(torch.zeros(2, dtype=torch.float64), data, **options)
+
+
+def test_same_seed_same_draws_other_seed_other_draws():
+    first, second, other = _regression_run(), _regression_run(), _regression_run(seed=8)
+    np.testing.assert_array_equal(first.posterior["theta"], second.posterior["theta"])
+    np.testing.assert_array_equal(first.sample_stats["lp"], second.sample_stats["lp"])
+    assert not np.allclose(first.posterior["theta"], other.posterior["theta"])
+
+
+def test_chains_run_together_equal_each_chain_run_alone():
+    """Proves vectorisation and independent per-chain streams (noise and minibatches) at once."""
+    together = _regression_run(num_chains=4)
+    seeds = sgmcmc.chain_seeds(7, 4)
+    assert together.attrs["chain_seeds"] == repr(seeds)
+    for chain, seed in enumerate(seeds):
+        alone = _regression_run(num_chains=1, seed=[seed])
+        np.testing.assert_array_equal(alone.posterior["theta"][0], together.posterior["theta"][chain])
+    draws = together.posterior["theta"]
+    assert all(not np.allclose(draws[0], draws[chain]) for chain in range(1, 4))
+
+
+def test_chains_move_independently():
+    """Increments of different chains are uncorrelated (|r| within 4/sqrt(n) of 0)."""
+    trace = sgmcmc.SGLD(standard_normal_log_posterior, step_size=0.5).sample(
+        torch.zeros(1), num_chains=4, num_steps=2000, seed=0, progress=False
+    )
+    increments = np.diff(trace.posterior["theta"][..., 0], axis=1)
+    correlation = np.corrcoef(increments)
+    off_diagonal = correlation[~np.eye(4, dtype=bool)]
+    assert np.abs(off_diagonal).max() < 4 / np.sqrt(increments.shape[1])
+
+
+def test_dict_params_keep_names_shapes_and_dtypes():
+    def log_posterior(params):
+        return -0.5 * (params["weights"] ** 2).sum() - 0.5 * params["bias"] ** 2
+
+    init = {"weights": torch.zeros(2, 3, dtype=torch.float64), "bias": torch.zeros((), dtype=torch.float64)}
+    trace = sgmcmc.SGLD(log_posterior, step_size=0.1).sample(init, num_chains=3, num_steps=10, burn_in=2, thin=3,
+                                                            seed=0, progress=False)
+    assert trace.posterior["weights"].shape == (3, 3, 2, 3)  # draws at steps 2, 5, 8
+    assert trace.posterior["bias"].shape == (3, 3)
+    assert trace.posterior["weights"].dtype == np.float64
+    assert trace.final_state["params"]["weights"].shape == (3, 2, 3)
+
+
+def test_stacked_init_and_jitter():
+    init = torch.tensor([[-5.0], [0.0], [5.0]])
+    trace = sgmcmc.SGLD(standard_normal_log_posterior, step_size=1e-6).sample(
+        init, num_chains=3, num_steps=1, seed=0, stacked_init=True, progress=False
+    )
+    np.testing.assert_array_equal(trace.posterior["theta"][:, 0, 0], [-5.0, 0.0, 5.0])
+    jittered = sgmcmc.SGLD(standard_normal_log_posterior, step_size=1e-6).sample(
+        torch.zeros(1), num_chains=64, num_steps=1, seed=0, init_jitter=2.0, progress=False
+    )
+    starts = jittered.posterior["theta"][:, 0, 0]
+    assert 1.3 < starts.std() < 2.7  # sd 2 with 64 draws: s.e. about 0.18
+
+
+def _error(exception, match, sampler_kwargs=None, **sample_kwargs):
+    sampler_options = dict(log_posterior=standard_normal_log_posterior, step_size=0.1)
+    sampler_options.update(sampler_kwargs or {})
+    options = dict(init=torch.zeros(2), num_chains=2, num_steps=10, progress=False)
+    options.update(sample_kwargs)
+    with pytest.raises(exception, match=match):
+        sgmcmc.SGLD(**sampler_options).sample(**options)
+
+
+def test_bad_sampler_arguments():
+    _error(TypeError, "log_posterior must be callable", {"log_posterior": 3.0})
+    _error(ValueError, "step_size must be a finite number > 0", {"step_size": 0.0})
+    _error(ValueError, "step_size must be a finite number > 0", {"step_size": -1e-3})
+    _error(ValueError, "temperature must be a finite number >= 0", {"temperature": -1.0})
+
+
+def test_bad_log_posterior_results():
+    _error(TypeError, "must return a torch.Tensor", {"log_posterior": lambda theta: 1.0})
+    _error(ValueError, "0-dim tensor, got shape \\(2,\\)", {"log_posterior": lambda theta: -0.5 * theta**2})
+    _error(ValueError, "non-finite", {"log_posterior": lambda theta: theta.sum() / 0.0})
+    _error(TypeError, "floating", {"log_posterior": lambda theta: torch.tensor(1)})
+
+
+def test_bad_params():
+    _error(TypeError, "floating point", init=torch.zeros(2, dtype=torch.long))
+    _error(TypeError, "tensor or a dict", init=[0.0, 0.0])
+    _error(TypeError, "parameter 'w' is a list", init={"w": [0.0]})
+    _error(ValueError, "empty dict", init={})
+    _error(ValueError, "non-finite", init=torch.tensor([0.0, float("nan")]))
+    _error(ValueError, "leading dim must be num_chains=2", init=torch.zeros(3, 2), stacked_init=True)
+
+
+def test_bad_run_lengths():
+    _error(ValueError, "burn_in \\(10\\) must be < num_steps \\(10\\)", burn_in=10)
+    _error(ValueError, "thin must be >= 1", thin=0)
+    _error(ValueError, "num_chains must be >= 1", num_chains=0)
+    _error(TypeError, "num_steps must be an integer", num_steps=10.0)
+    _error(ValueError, "seed gives 3 per-chain seeds for num_chains=2", seed=[1, 2, 3])
+    _error(ValueError, "seed must be an integer >= 0", seed=-1)
+    _error(ValueError, "init_jitter", init_jitter=-1.0)
+
+
+def test_diverging_chain_is_frozen_flagged_and_reported():
+    def quartic(theta):
+        return -(theta**4).sum()
+
+    init = torch.tensor([[0.1], [0.1], [10.0], [0.1]])
+    with pytest.warns(sgmcmc.SamplerDivergenceWarning, match=r"1 of 4 chains diverged.*chain 2 at step \d+"):
+        trace = sgmcmc.SGLD(quartic, step_size=0.01).sample(
+            init, num_chains=4, num_steps=200, seed=0, stacked_init=True, progress=False
+        )
+    assert np.isfinite(trace.posterior["theta"]).all()
+    diverging = trace.sample_stats["diverging"]
+    assert diverging[2].any() and not diverging[[0, 1, 3]].any()
+    first = int(np.argmax(diverging[2]))
+    assert diverging[2, first:].all()
+    frozen = trace.posterior["theta"][2, first - 1 :]
+    assert (frozen == frozen[0]).all()
+    assert torch.isfinite(trace.final_state["params"]["theta"]).all()
+
+
+def test_interrupted_run_keeps_its_draws():
+    calls = {"count": 0}
+
+    def interrupted_at_step_50(theta):
+        calls["count"] += 1
+        if calls["count"] == 52:  # one call to check the input, then one per step
+            raise KeyboardInterrupt
+        return standard_normal_log_posterior(theta)
+
+    with pytest.warns(RuntimeWarning, match="interrupted after 50 of 1000 steps"):
+        trace = sgmcmc.SGLD(interrupted_at_step_50, step_size=0.1).sample(
+            torch.zeros(2), num_chains=2, num_steps=1000, burn_in=10, seed=0, progress=False
+        )
+    assert trace.num_draws == 40
+    assert trace.attrs["steps_done"] == 50
+    assert np.isfinite(trace.posterior["theta"]).all()
+
+
+def test_no_warning_on_a_healthy_run():
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        sgmcmc.SGLD(standard_normal_log_posterior, step_size=0.1).sample(
+            torch.zeros(2), num_chains=2, num_steps=20, seed=0, progress=False
+        )

@@ -1,0 +1,61 @@
+"""SGLD: the update rule pinned by its exact discrete-time stationary law, and a conjugate posterior."""
+
+import numpy as np
+import pytest
+import torch
+
+import sgmcmc
+from targets import K_SIGMA, ConjugateLinearRegression, ess, mean_and_se, standard_normal_log_posterior, variance_about_and_se
+
+
+@pytest.mark.parametrize("sampler_class", [sgmcmc.LD, sgmcmc.SGLD])
+@pytest.mark.parametrize("step_size", [0.2, 0.8])
+def test_stationary_variance_is_the_discrete_time_value(sampler_class, step_size):
+    """θ ← (1 − η)θ + sqrt(2η)ξ on N(0, I) is AR(1) with variance 1/(1 − η/2), not 1."""
+    trace = sampler_class(standard_normal_log_posterior, step_size=step_size).sample(
+        torch.zeros(2, dtype=torch.float64), num_chains=8, num_steps=4000, burn_in=200, seed=1, progress=False
+    )
+    exact = 1.0 / (1.0 - step_size / 2.0)
+    for dim in range(2):
+        draws = trace.posterior["theta"][:, :, dim]
+        variance, se = variance_about_and_se(draws, center=0.0)
+        assert abs(variance - exact) < K_SIGMA * se, (variance, exact, se)
+        assert abs(variance - 1.0) > K_SIGMA * se, "the test cannot tell the discrete-time law from N(0, 1)"
+        mean, mean_se = mean_and_se(draws)
+        assert abs(mean) < K_SIGMA * mean_se
+
+
+def test_zero_temperature_is_gradient_descent():
+    trace = sgmcmc.SGLD(standard_normal_log_posterior, step_size=0.1, temperature=0.0).sample(
+        torch.ones(3), num_chains=2, num_steps=4, seed=0, progress=False
+    )
+    expected = 0.9 ** np.arange(4)
+    np.testing.assert_allclose(trace.posterior["theta"][0, :, 0], expected, rtol=1e-6)
+
+
+def test_temperature_scales_the_stationary_variance():
+    """The stationary law of θ ← θ − ηθ + sqrt(2ηT)ξ has variance T/(1 − η/2)."""
+    temperature, step_size = 0.25, 0.2
+    trace = sgmcmc.SGLD(standard_normal_log_posterior, step_size=step_size, temperature=temperature).sample(
+        torch.zeros(1, dtype=torch.float64), num_chains=8, num_steps=4000, burn_in=200, seed=2, progress=False
+    )
+    variance, se = variance_about_and_se(trace.posterior["theta"][..., 0], center=0.0)
+    assert abs(variance - temperature / (1 - step_size / 2)) < K_SIGMA * se
+
+
+def test_conjugate_linear_regression_with_minibatches():
+    """N = 1000 rows, batches of 100: mean within 0.1 posterior sd, sds within 10 %, of the closed form."""
+    model = ConjugateLinearRegression.make(num_data=1000, dim=3, seed=0)
+    mean, covariance = model.posterior()
+    sd = np.sqrt(np.diag(covariance))
+    data = sgmcmc.Minibatches(model.features, model.targets, batch_size=100)
+    trace = sgmcmc.SGLD(model.log_posterior(), step_size=2e-5).sample(
+        torch.zeros(3, dtype=torch.float64), data, num_chains=16, num_steps=8000, burn_in=1000, seed=3, progress=False
+    )
+    draws = trace.posterior["theta"]
+    for dim in range(3):
+        effective_size = ess(draws[..., dim])
+        assert effective_size > 400, "too few effective draws for the check to mean anything"
+        assert K_SIGMA / np.sqrt(effective_size) < 0.2, "Monte Carlo error would swamp the 0.1 sd budget"
+        assert abs(draws[..., dim].mean() - mean[dim]) < 0.1 * sd[dim]
+        assert abs(draws[..., dim].std() / sd[dim] - 1.0) < 0.10
