@@ -7,6 +7,7 @@ draw their randomness through :class:`ChainGenerators`, never from the global to
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from typing import Any
 
@@ -49,7 +50,7 @@ class ChainGenerators:
 
     def normal_like(self, params: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """ξ ~ N(0, I) shaped like ``params`` (each (num_chains, *shape)), one draw per chain."""
-        dtype = torch.result_type(*params.values()) if len(params) > 1 else next(iter(params.values())).dtype
+        dtype = functools.reduce(torch.promote_types, (value.dtype for value in params.values()))
         sizes = [value[0].numel() for value in params.values()]
         flat = torch.stack(
             [torch.randn(sum(sizes), generator=g, dtype=dtype, device=self.device) for g in self.generators]

@@ -15,7 +15,7 @@ __all__ = ["LD"]
 
 
 def _squared_norm(difference: dict[str, torch.Tensor]) -> torch.Tensor:
-    return sum(value.flatten(1).pow(2).sum(dim=1) for value in difference.values())
+    return sum(value.reshape(value.shape[0], -1).pow(2).sum(dim=1) for value in difference.values())
 
 
 class LD(Sampler):
