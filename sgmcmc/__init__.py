@@ -9,12 +9,16 @@ from sgmcmc.ld import LD
 from sgmcmc.log_density import minibatch_log_posterior
 from sgmcmc.runner import SamplerDivergenceWarning
 from sgmcmc.sampler import Sampler
+from sgmcmc.sghmc import SGHMC
 from sgmcmc.sgld import SGLD
+from sgmcmc.sgnht import SGNHT
 from sgmcmc.trace import Trace
 
 __all__ = [
     "LD",
+    "SGHMC",
     "SGLD",
+    "SGNHT",
     "Minibatches",
     "Sampler",
     "SamplerDivergenceWarning",

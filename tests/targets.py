@@ -68,3 +68,62 @@ class ConjugateLinearRegression:
 
     def log_posterior(self):
         return sgmcmc.minibatch_log_posterior(self.log_prior, self.log_likelihood, num_data=len(self.targets))
+
+
+def correlated_gaussian(correlation: float = 0.9, scales: tuple[float, float] = (1.0, 2.0)):
+    """A 2-D Gaussian N(mean, covariance) and its log density (one chain, exact gradient)."""
+    mean = torch.tensor([1.0, -2.0], dtype=torch.float64)
+    sd = torch.tensor(scales, dtype=torch.float64)
+    covariance = torch.outer(sd, sd) * torch.tensor([[1.0, correlation], [correlation, 1.0]], dtype=torch.float64)
+    precision = torch.linalg.inv(covariance)
+
+    def log_posterior(theta: torch.Tensor) -> torch.Tensor:
+        centred = theta - mean
+        return -0.5 * centred @ precision @ centred
+
+    return log_posterior, mean.numpy(), covariance.numpy()
+
+
+class DoubleWell:
+    """The SGHMC paper's Figure 1 target: U(θ) = −2θ² + θ⁴, p ∝ exp(−U), gradients ∇U + N(0, 4).
+
+    The gradient noise comes as data: batch z ~ N(0, gradient_noise_variance) and
+    log p̃(θ, z) = −U(θ) + θ z, so ∇log p̃ = −∇U + z.
+    """
+
+    gradient_noise_variance = 4.0
+
+    def __init__(self, pool_size: int = 100_000, seed: int = 0) -> None:
+        from scipy import integrate
+
+        generator = torch.Generator().manual_seed(seed)
+        pool = np.sqrt(self.gradient_noise_variance) * torch.randn(pool_size, generator=generator, dtype=torch.float64)
+        self.noisy_gradients = sgmcmc.Minibatches(pool, batch_size=1)
+        self.grid = np.linspace(-3.0, 3.0, 20_001)
+        density = np.exp(-self.potential(self.grid))
+        cdf = integrate.cumulative_trapezoid(density, self.grid, initial=0.0)
+        self.cdf_on_grid = cdf / cdf[-1]
+
+    @staticmethod
+    def potential(theta):
+        return -2 * theta**2 + theta**4
+
+    def log_posterior(self, theta: torch.Tensor) -> torch.Tensor:
+        return -self.potential(theta).sum()
+
+    def noisy_log_posterior(self, theta: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        return -self.potential(theta).sum() + (theta * z).sum()
+
+    def ks_distance(self, draws: np.ndarray) -> float:
+        """sup |F_n − F| between the draws' empirical CDF and the exact CDF."""
+        ordered = np.sort(draws.ravel())
+        exact = np.interp(ordered, self.grid, self.cdf_on_grid)
+        n = len(ordered)
+        return float(max((np.arange(1, n + 1) / n - exact).max(), (exact - np.arange(n) / n).max()))
+
+
+def ks_bound(effective_size: float, false_alarm: float = 1e-3) -> float:
+    """The KS distance exceeded with probability ``false_alarm`` by ``effective_size`` independent draws."""
+    from scipy import stats
+
+    return float(stats.kstwobign.ppf(1 - false_alarm) / np.sqrt(effective_size))

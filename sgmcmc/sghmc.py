@@ -1,0 +1,141 @@
+"""SGHMC: v ← v + η M⁻¹ ∇log p̃(θ) − α v + N(0, 2(α − β̂) η T M⁻¹), θ ← θ + v; Chen, Fox & Guestrin (2014), eq. (15)."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+
+from sgmcmc._checks import count, nonnegative, positive
+from sgmcmc.chains import ChainGenerators
+from sgmcmc.sampler import Potential, Sampler, State
+from sgmcmc.schedules import Schedule
+
+__all__ = ["SGHMC"]
+
+Mass = float | torch.Tensor | dict[str, float | torch.Tensor]
+
+
+def _mass_like(mass: Mass, params: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The diagonal mass shaped like ``params`` (num_chains, *shape), from a float, a tensor or a dict."""
+    if isinstance(mass, dict):
+        missing = set(params) - set(mass)
+        if missing or set(mass) - set(params):
+            raise ValueError(f"mass must give every parameter: params {sorted(params)}, mass {sorted(mass)}")
+        per_parameter = mass
+    elif isinstance(mass, torch.Tensor) and len(params) > 1:
+        raise ValueError("mass is one tensor but params is a dict; give a dict of masses (or one float)")
+    else:
+        per_parameter = {name: mass for name in params}
+    masses = {}
+    for name, value in per_parameter.items():
+        shape = tuple(params[name].shape[1:])
+        if isinstance(value, torch.Tensor):
+            if tuple(value.shape) != shape:
+                raise ValueError(f"mass of {name!r} has shape {tuple(value.shape)}; it must be {shape}, the parameter's")
+            if not value.is_floating_point() or not (torch.isfinite(value) & (value > 0)).all():
+                raise ValueError(f"mass of {name!r} must hold finite floating values > 0")
+        else:
+            value = torch.tensor(positive(f"mass of {name!r}", value))
+        masses[name] = value.to(params[name]).expand_as(params[name]).clone()
+    return masses
+
+
+class SGHMC(Sampler):
+    """Stochastic gradient Hamiltonian Monte Carlo (Chen, Fox & Guestrin 2014), practical form, eq. (15).
+
+    v ← v + η M⁻¹ ∇log p̃(θ) − α v + N(0, 2(α − β̂) η T M⁻¹),  θ ← θ + v.
+
+    Mapping to the paper's (ε, C, B̂, M) with momentum r = M v / ε: η = ε² (``step_size``),
+    α = ε M⁻¹ C (``friction``), β̂ = ε M⁻¹ B̂ (``noise_estimate``, the gradient noise the
+    sampler assumes and does not inject; a minibatch gradient with covariance V gives
+    β̂ = η V / 2 for M = 1). With M = 1 this is the paper's eq. (15) verbatim. Stationary law:
+    θ ∝ p(θ)^(1/T), v ~ N(0, η T M⁻¹). ``friction = 1`` with β̂ = 0 is SGLD with step η; large
+    friction α < 1 behaves like SGLD with step η/α (the high-friction limit).
+
+    Args:
+        friction: α in (0, 1]; at most 1, where the momentum is forgotten at every step.
+        mass: M, diagonal: a float, or a tensor (a dict of them for dict params) of each
+            parameter's shape.
+        noise_estimate: β̂ in [0, α].
+        resample_momentum_every: draw v afresh from N(0, η T M⁻¹) every this many steps
+            (None keeps the momentum for the whole run).
+
+    The trace's ``kinetic_energy`` is r⊤M⁻¹r/2 = Σ M v²/(2η), whose stationary mean is d·T/2.
+    """
+
+    stats = ("lp", "kinetic_energy")
+
+    def __init__(
+        self,
+        log_posterior: Any,
+        step_size: float | Schedule,
+        friction: float,
+        mass: Mass = 1.0,
+        noise_estimate: float = 0.0,
+        temperature: float = 1.0,
+        resample_momentum_every: int | None = None,
+    ) -> None:
+        super().__init__(log_posterior, step_size, temperature)
+        self.friction = positive("friction", friction)
+        if self.friction > 1:
+            raise ValueError(f"friction must be <= 1 (the momentum decays by 1 − friction each step), got {friction}")
+        self.noise_estimate = nonnegative("noise_estimate", noise_estimate)
+        if self.noise_estimate > self.friction:
+            raise ValueError(
+                f"noise_estimate ({noise_estimate}) > friction ({friction}) would make the injected noise "
+                "variance 2(friction − noise_estimate)·η·T negative"
+            )
+        if isinstance(mass, (int, float)) and not isinstance(mass, bool):
+            positive("mass", mass)
+        self.mass = mass
+        self.resample_momentum_every = (
+            None if resample_momentum_every is None else count("resample_momentum_every", resample_momentum_every, 1)
+        )
+
+    def hyperparameters(self) -> dict[str, Any]:
+        return {
+            **super().hyperparameters(),
+            "friction": self.friction,
+            "noise_estimate": self.noise_estimate,
+            "mass": self.mass if isinstance(self.mass, (int, float)) else repr(self.mass),
+            "resample_momentum_every": self.resample_momentum_every or 0,
+        }
+
+    def _stationary_momentum(
+        self, mass: dict[str, torch.Tensor], step_size: float, generators: ChainGenerators
+    ) -> dict[str, torch.Tensor]:
+        """v ~ N(0, η T M⁻¹)."""
+        noise = generators.normal_like(mass)
+        return {name: noise[name] * torch.sqrt(step_size * self.temperature / mass[name]) for name in mass}
+
+    def init(self, params: dict[str, torch.Tensor], potential: Potential | None, generators: ChainGenerators) -> State:
+        mass = _mass_like(self.mass, params)
+        momentum = self._stationary_momentum(mass, self.step_size(0), generators)
+        steps = torch.zeros(next(iter(params.values())).shape[0], dtype=torch.long, device=generators.device)
+        return {"params": params, "momentum": momentum, "mass": mass, "steps": steps}
+
+    def step(
+        self, state: State, potential: Potential, step_size: float, generators: ChainGenerators
+    ) -> tuple[State, dict[str, torch.Tensor]]:
+        params, momentum, mass = state["params"], state["momentum"], state["mass"]
+        if self.resample_momentum_every is not None:
+            fresh = self._stationary_momentum(mass, step_size, generators)
+            refresh = (state["steps"] % self.resample_momentum_every == 0) & (state["steps"] > 0)
+            momentum = {name: torch.where(refresh.view(-1, *[1] * (v.ndim - 1)), fresh[name], v)
+                        for name, v in momentum.items()}
+        kinetic_energy = sum(
+            (mass[name] * v**2).reshape(v.shape[0], -1).sum(dim=1) for name, v in momentum.items()
+        ) / (2.0 * step_size)
+        log_posterior, gradient = potential(params)
+        noise = generators.normal_like(params)
+        noise_variance = 2.0 * (self.friction - self.noise_estimate) * step_size * self.temperature
+        momentum = {
+            name: v + step_size * gradient[name] / mass[name] - self.friction * v
+            + torch.sqrt(noise_variance / mass[name]) * noise[name]
+            for name, v in momentum.items()
+        }
+        params = {name: theta + momentum[name] for name, theta in params.items()}
+        new_state = {"params": params, "momentum": momentum, "mass": mass, "steps": state["steps"] + 1}
+        return new_state, {"lp": log_posterior, "kinetic_energy": kinetic_energy}
