@@ -58,7 +58,7 @@ class ChainGenerators:
         pieces = torch.split(flat, sizes, dim=1)
         return {
             name: piece.reshape(value.shape).to(value.dtype)
-            for (name, value), piece in zip(params.items(), pieces)
+            for (name, value), piece in zip(params.items(), pieces, strict=True)
         }
 
     def uniform(self, dtype: torch.dtype) -> torch.Tensor:

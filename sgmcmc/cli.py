@@ -23,8 +23,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     arguments = parser.parse_args(argv)
     warnings.filterwarnings("ignore", category=FutureWarning, module="arviz")
     logistic_regression_demo(
-        output=arguments.output, num_chains=arguments.num_chains, num_steps=arguments.num_steps,
-        seed=arguments.seed, progress=not arguments.no_progress,
+        output=arguments.output,
+        num_chains=arguments.num_chains,
+        num_steps=arguments.num_steps,
+        seed=arguments.seed,
+        progress=not arguments.no_progress,
     )
     return 0
 

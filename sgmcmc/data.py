@@ -73,7 +73,8 @@ class Minibatches:
 
     def __iter__(self) -> Iterator[Any]:
         for start in range(0, len(self) * self.batch_size, self.batch_size):
-            yield pytree.tree_map(lambda t: t[start : start + self.batch_size], self.rows)
+            rows = slice(start, start + self.batch_size)
+            yield pytree.tree_map(lambda t, rows=rows: t[rows], self.rows)
 
 
 class ChainData:
@@ -125,7 +126,7 @@ def _stack_batches(batches: list[Any]) -> Any:
         leaves, spec = pytree.tree_flatten(batch)
         if spec != spec0:
             raise ValueError(f"batch {number} has structure {spec}, batch 0 has {spec0}")
-        for leaf, leaf0 in zip(leaves, leaves0):
+        for leaf, leaf0 in zip(leaves, leaves0, strict=True):
             if not isinstance(leaf, torch.Tensor):
                 raise TypeError(f"batch {number} holds a {type(leaf).__name__}; batches must hold tensors")
             if leaf.shape != leaf0.shape or leaf.dtype != leaf0.dtype:

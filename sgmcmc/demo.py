@@ -67,8 +67,15 @@ def logistic_regression_demo(
 
     start = time.perf_counter()
     trace = sampler.sample(
-        init, data, num_chains=num_chains, num_steps=num_steps, burn_in=num_steps // 2, thin=5,
-        seed=seed, init_jitter=1.0, progress=progress,
+        init,
+        data,
+        num_chains=num_chains,
+        num_steps=num_steps,
+        burn_in=num_steps // 2,
+        thin=5,
+        seed=seed,
+        init_jitter=1.0,
+        progress=progress,
     )
     seconds = time.perf_counter() - start
 
@@ -81,8 +88,10 @@ def logistic_regression_demo(
     summary = az.summary(idata, var_names=["bias", "weights"], coords={"weights_dim_0": [0, 1, 2, 3]})
     print(summary.to_string())
     max_rhat = float(np.nanmax(az.summary(idata, kind="diagnostics")["r_hat"]))
-    print(f"\n{num_chains} chains x {num_steps} SGLD steps in {seconds:.1f} s; "
-          f"max R-hat over all {train_x.shape[1] + 1} parameters: {max_rhat:.3f}")
+    print(
+        f"\n{num_chains} chains x {num_steps} SGLD steps in {seconds:.1f} s; "
+        f"max R-hat over all {train_x.shape[1] + 1} parameters: {max_rhat:.3f}"
+    )
     print(f"held-out accuracy of the posterior predictive: {accuracy:.3f} ({len(test_y)} patients)")
     output = Path(output)
     output.mkdir(parents=True, exist_ok=True)

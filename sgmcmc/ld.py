@@ -1,4 +1,4 @@
-"""LD and MALA: full-batch Langevin θ' = θ + η ∇log p(θ) + sqrt(2ηT) ξ, optionally Metropolis-adjusted (Roberts & Tweedie 1996, eq. 2.2–2.3)."""
+"""LD: full-batch Langevin θ' = θ + η ∇log p(θ) + sqrt(2ηT) ξ; MALA adds Roberts & Tweedie (1996)'s accept step."""
 
 from __future__ import annotations
 
@@ -51,7 +51,9 @@ class LD(Sampler):
 
     def _log_proposal(self, to: dict[str, torch.Tensor], start: State, step_size: float) -> torch.Tensor:
         """log q(to | start) up to a constant: −|to − start − η ∇log p(start)|² / (4ηT)."""
-        residual = {name: to[name] - theta - step_size * start["gradient"][name] for name, theta in start["params"].items()}
+        residual = {
+            name: to[name] - theta - step_size * start["gradient"][name] for name, theta in start["params"].items()
+        }
         return -_squared_norm(residual) / (4.0 * step_size * self.temperature)
 
     def step(

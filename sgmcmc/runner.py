@@ -8,9 +8,9 @@ device, without a host sync) and records kept draws.
 from __future__ import annotations
 
 import os
-from importlib.metadata import version
 import warnings
 from collections.abc import Callable, Sequence
+from importlib.metadata import version
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -62,7 +62,7 @@ def _named_params(init: Any) -> tuple[dict[str, torch.Tensor], Callable[[dict[st
 
 def _stack_over_chains(params: dict[str, torch.Tensor], num_chains: int, stacked: bool) -> dict[str, torch.Tensor]:
     if not stacked:
-        return {name: value.detach().unsqueeze(0).repeat(num_chains, *([1] * value.ndim)) for name, value in params.items()}
+        return {name: value.detach().expand(num_chains, *value.shape).clone() for name, value in params.items()}
     for name, value in params.items():
         if value.ndim == 0 or value.shape[0] != num_chains:
             raise ValueError(
@@ -121,7 +121,8 @@ def run(
     params = {name: value.to(device) for name, value in _stack_over_chains(params, num_chains, stacked_init).items()}
     generators = ChainGenerators(seeds, device)
     if init_jitter > 0:
-        params = {name: value + init_jitter * noise for (name, value), noise in zip(params.items(), generators.normal_like(params).values())}
+        jitter = generators.normal_like(params)
+        params = {name: value + init_jitter * jitter[name] for name, value in params.items()}
 
     stream = chain_data(data)
     if stream is not None:
@@ -130,12 +131,18 @@ def run(
     if stream is None:
         check_log_posterior(sampler.log_posterior(first_chain), "at the initial params of chain 0")
     else:
-        check_log_posterior(sampler.log_posterior(first_chain, stream.first_batch()),
-                            "at the initial params of chain 0 with the first batch")
+        check_log_posterior(
+            sampler.log_posterior(first_chain, stream.first_batch()),
+            "at the initial params of chain 0 with the first batch",
+        )
 
     full_batch = stream.full_batch() if stream is not None and sampler.full_batch else None
-    potential = ChainPotential(sampler.log_posterior, to_user, has_data=stream is not None,
-                               batch_per_chain=stream is not None and not sampler.full_batch)
+    potential = ChainPotential(
+        sampler.log_posterior,
+        to_user,
+        has_data=stream is not None,
+        batch_per_chain=stream is not None and not sampler.full_batch,
+    )
 
     def potential_at(batch: Any) -> Callable[[dict[str, torch.Tensor]], tuple[torch.Tensor, dict[str, torch.Tensor]]]:
         return lambda chain_params: potential(chain_params, batch)
@@ -155,16 +162,19 @@ def run(
             step_size = sampler.step_size(step)
             new_state, stats = sampler.step(state, potential_at(batch), step_size, generators)
             if step >= burn_in and (step - burn_in) % thin == 0:
-                stats = {**stats, "step_size": torch.full((num_chains,), step_size, dtype=torch.float64, device=device), "diverging": ~alive}
-                recorder.append(state["params"], stats)
+                step_sizes = torch.full((num_chains,), step_size, dtype=torch.float64, device=device)
+                recorder.append(state["params"], {**stats, "step_size": step_sizes, "diverging": ~alive})
             newly_diverged = alive & ~_finite_per_chain(new_state, num_chains)
             diverged_at = torch.where(newly_diverged, step, diverged_at)
             alive = alive & ~newly_diverged
             state = select_chains(alive, new_state, state)
             steps_done = step + 1
     except KeyboardInterrupt:
-        warnings.warn(f"sampling interrupted after {steps_done} of {num_steps} steps; the trace keeps the draws so far",
-                      RuntimeWarning, stacklevel=3)
+        warnings.warn(
+            f"sampling interrupted after {steps_done} of {num_steps} steps; the trace keeps the draws so far",
+            RuntimeWarning,
+            stacklevel=3,
+        )
 
     diverged = {chain: int(step) for chain, step in enumerate(diverged_at.tolist()) if step >= 0}
     if diverged:

@@ -109,6 +109,16 @@ class Sampler(ABC):
             Ctrl-C stops the run and returns the draws kept so far.
         """
         return run(
-            self, init, data, num_chains=num_chains, num_steps=num_steps, burn_in=burn_in, thin=thin,
-            seed=seed, device=device, init_jitter=init_jitter, stacked_init=stacked_init, progress=progress,
+            self,
+            init,
+            data,
+            num_chains=num_chains,
+            num_steps=num_steps,
+            burn_in=burn_in,
+            thin=thin,
+            seed=seed,
+            device=device,
+            init_jitter=init_jitter,
+            stacked_init=stacked_init,
+            progress=progress,
         )

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import torch
@@ -33,7 +32,7 @@ def _mass_like(mass: Mass, params: dict[str, torch.Tensor]) -> dict[str, torch.T
         shape = tuple(params[name].shape[1:])
         if isinstance(value, torch.Tensor):
             if tuple(value.shape) != shape:
-                raise ValueError(f"mass of {name!r} has shape {tuple(value.shape)}; it must be {shape}, the parameter's")
+                raise ValueError(f"mass of {name!r} has shape {tuple(value.shape)}; need {shape}")
             if not value.is_floating_point() or not (torch.isfinite(value) & (value > 0)).all():
                 raise ValueError(f"mass of {name!r} must hold finite floating values > 0")
         else:
@@ -123,16 +122,19 @@ class SGHMC(Sampler):
         if self.resample_momentum_every is not None:
             fresh = self._stationary_momentum(mass, step_size, generators)
             refresh = (state["steps"] % self.resample_momentum_every == 0) & (state["steps"] > 0)
-            momentum = {name: torch.where(refresh.view(-1, *[1] * (v.ndim - 1)), fresh[name], v)
-                        for name, v in momentum.items()}
-        kinetic_energy = sum(
-            (mass[name] * v**2).reshape(v.shape[0], -1).sum(dim=1) for name, v in momentum.items()
-        ) / (2.0 * step_size)
+            momentum = {
+                name: torch.where(refresh.view(-1, *[1] * (v.ndim - 1)), fresh[name], v) for name, v in momentum.items()
+            }
+        kinetic_energy = sum((mass[name] * v**2).reshape(v.shape[0], -1).sum(dim=1) for name, v in momentum.items()) / (
+            2.0 * step_size
+        )
         log_posterior, gradient = potential(params)
         noise = generators.normal_like(params)
         noise_variance = 2.0 * (self.friction - self.noise_estimate) * step_size * self.temperature
         momentum = {
-            name: v + step_size * gradient[name] / mass[name] - self.friction * v
+            name: v
+            + step_size * gradient[name] / mass[name]
+            - self.friction * v
             + torch.sqrt(noise_variance / mass[name]) * noise[name]
             for name, v in momentum.items()
         }

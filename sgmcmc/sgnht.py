@@ -1,4 +1,4 @@
-"""SGNHT: p ← p − ξ p h + h ∇log p̃(θ) + sqrt(2AhT) N(0, I), θ ← θ + h p, ξ ← ξ + h (p⊤p/n − T); Ding et al. (2014), Algorithm 2."""
+"""SGNHT: p ← (1 − ξh) p + h ∇log p̃ + sqrt(2AhT) ξ_t, θ ← θ + h p, ξ ← ξ + h(p⊤p/n − T); Ding et al. 2014, Alg. 2."""
 
 from __future__ import annotations
 
@@ -69,7 +69,9 @@ class SGNHT(Sampler):
         noise = generators.normal_like(params)
         noise_scale = math.sqrt(2.0 * self.diffusion * step_size * self.temperature)
         momentum = {
-            name: p - thermostat.view(-1, *[1] * (p.ndim - 1)) * p * step_size + step_size * gradient[name]
+            name: p
+            - thermostat.view(-1, *[1] * (p.ndim - 1)) * p * step_size
+            + step_size * gradient[name]
             + noise_scale * noise[name]
             for name, p in momentum.items()
         }

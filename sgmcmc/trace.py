@@ -81,10 +81,14 @@ class TraceRecorder:
         self.chunk_size = chunk_size
         num_chains = next(iter(params.values())).shape[0]
         self._empty = {
-            **{f"posterior/{name}": torch.empty((num_chains, 0, *value.shape[1:]), dtype=value.dtype).numpy()
-               for name, value in params.items()},
-            **{f"sample_stats/{name}": np.zeros((num_chains, 0), dtype=bool if name == "diverging" else np.float64)
-               for name in stat_names},
+            **{
+                f"posterior/{name}": torch.empty((num_chains, 0, *value.shape[1:]), dtype=value.dtype).numpy()
+                for name, value in params.items()
+            },
+            **{
+                f"sample_stats/{name}": np.zeros((num_chains, 0), dtype=bool if name == "diverging" else np.float64)
+                for name in stat_names
+            },
         }
         self._pending: list[dict[str, torch.Tensor]] = []
         self._chunks: list[dict[str, np.ndarray]] = []
@@ -112,7 +116,7 @@ class TraceRecorder:
             group, name = key.split("/", 1)
             groups[group][name] = np.concatenate([empty, *(chunk[key] for chunk in self._chunks)], axis=1)
         attrs = {
-            "created_at": datetime.datetime.now(datetime.timezone.utc).isoformat(),
+            "created_at": datetime.datetime.now(datetime.UTC).isoformat(),
             **{key: _netcdf_attr(value) for key, value in attrs.items()},
         }
         return Trace(groups["posterior"], groups["sample_stats"], attrs, final_state)

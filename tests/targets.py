@@ -53,8 +53,10 @@ class ConjugateLinearRegression:
 
     def posterior(self) -> tuple[np.ndarray, np.ndarray]:
         """Posterior mean (dim,) and covariance (dim, dim)."""
-        precision = self.features.T @ self.features / self.noise_sd**2 + torch.eye(self.features.shape[1],
-                                                                                  dtype=torch.float64) / self.prior_sd**2
+        precision = (
+            self.features.T @ self.features / self.noise_sd**2
+            + torch.eye(self.features.shape[1], dtype=torch.float64) / self.prior_sd**2
+        )
         covariance = torch.linalg.inv(precision)
         mean = covariance @ self.features.T @ self.targets / self.noise_sd**2
         return mean.numpy(), covariance.numpy()

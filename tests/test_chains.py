@@ -16,7 +16,9 @@ def test_a_chains_stream_does_not_depend_on_its_neighbours():
     seeds = sgmcmc.chain_seeds(0, 3)
     params = {"a": torch.zeros(3, 2), "b": torch.zeros(3, dtype=torch.float64), "c": torch.zeros(3, 1, 1)}
     together = ChainGenerators(seeds, torch.device("cpu")).normal_like(params)
-    alone = ChainGenerators(seeds[1:2], torch.device("cpu")).normal_like({name: value[:1] for name, value in params.items()})
+    alone = ChainGenerators(seeds[1:2], torch.device("cpu")).normal_like(
+        {name: value[:1] for name, value in params.items()}
+    )
     for name in params:
         torch.testing.assert_close(together[name][1:2], alone[name])
         assert together[name].dtype == params[name].dtype

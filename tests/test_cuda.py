@@ -12,7 +12,12 @@ pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a C
 def test_sgld_on_cuda_has_the_discrete_time_variance():
     step_size = 0.5
     trace = sgmcmc.SGLD(standard_normal_log_posterior, step_size=step_size).sample(
-        torch.zeros(2, dtype=torch.float64), num_chains=64, num_steps=2000, burn_in=100, seed=0, device="cuda",
+        torch.zeros(2, dtype=torch.float64),
+        num_chains=64,
+        num_steps=2000,
+        burn_in=100,
+        seed=0,
+        device="cuda",
         progress=False,
     )
     assert trace.final_state["params"]["theta"].device.type == "cuda"
@@ -27,7 +32,10 @@ def test_minibatches_on_cuda_are_reproducible():
     def log_posterior(theta, batch):
         return -0.5 * (theta**2).sum() - 10.0 * ((batch @ theta) ** 2).mean()
 
-    runs = [sgmcmc.SGLD(log_posterior, step_size=1e-2).sample(torch.zeros(2, dtype=torch.float64), data, num_chains=8,
-                                                              num_steps=50, seed=1, device="cuda", progress=False)
-            for _ in range(2)]
+    runs = [
+        sgmcmc.SGLD(log_posterior, step_size=1e-2).sample(
+            torch.zeros(2, dtype=torch.float64), data, num_chains=8, num_steps=50, seed=1, device="cuda", progress=False
+        )
+        for _ in range(2)
+    ]
     assert (runs[0].posterior["theta"] == runs[1].posterior["theta"]).all()

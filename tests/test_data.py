@@ -41,7 +41,7 @@ def test_dataloader_over_tensor_dataset_is_read_as_minibatches():
     via_loader, via_minibatches = chain_data(loader), chain_data(sgmcmc.Minibatches(ROWS, LABELS, batch_size=5))
     first, second = via_loader.next(_generators()), via_minibatches.next(_generators())
     assert isinstance(first, list) and len(first) == 2  # the structure a DataLoader yields
-    for from_loader, from_minibatches in zip(first, second):
+    for from_loader, from_minibatches in zip(first, second, strict=True):
         np.testing.assert_array_equal(from_loader, from_minibatches)
 
 
@@ -95,6 +95,8 @@ def test_data_errors():
 def test_empty_loader_is_reported_by_sample():
     with pytest.raises(ValueError, match="data is empty"):
         sgmcmc.SGLD(lambda theta, batch: -theta.square().sum(), step_size=0.1).sample(
-            torch.zeros(1), data=DataLoader(TensorDataset(torch.zeros(0, 1)), batch_size=2, drop_last=True),
-            num_steps=2, progress=False,
+            torch.zeros(1),
+            data=DataLoader(TensorDataset(torch.zeros(0, 1)), batch_size=2, drop_last=True),
+            num_steps=2,
+            progress=False,
         )

@@ -5,7 +5,13 @@ import pytest
 import torch
 
 import sgmcmc
-from targets import K_SIGMA, ConjugateLinearRegression, mean_and_se, standard_normal_log_posterior, variance_about_and_se
+from targets import (
+    K_SIGMA,
+    ConjugateLinearRegression,
+    mean_and_se,
+    standard_normal_log_posterior,
+    variance_about_and_se,
+)
 
 LARGE_STEP = 1.5  # plain LD's stationary variance is 1/(1 − 0.75) = 4 here
 

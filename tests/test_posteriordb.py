@@ -41,8 +41,11 @@ def _se_sd(draws: np.ndarray) -> float:
 
 
 def test_mala_matches_the_stan_reference():
-    init = {"theta_trans": torch.zeros(8, dtype=torch.float64), "mu": torch.tensor(4.0, dtype=torch.float64),
-            "log_tau": torch.tensor(1.0, dtype=torch.float64)}
+    init = {
+        "theta_trans": torch.zeros(8, dtype=torch.float64),
+        "mu": torch.tensor(4.0, dtype=torch.float64),
+        "log_tau": torch.tensor(1.0, dtype=torch.float64),
+    }
     trace = sgmcmc.LD(log_density, step_size=0.6, metropolis=True).sample(
         init, num_chains=8, num_steps=8000, burn_in=500, seed=11, init_jitter=0.5, progress=False
     )
@@ -62,5 +65,15 @@ def test_mala_matches_the_stan_reference():
             mcse_mean = np.atleast_1d(reference["mcse_mean"])[element]
             mcse_sd = np.atleast_1d(reference["mcse_sd"])[element]
             se_mean = draws.std(ddof=1) / math.sqrt(effective_size)
-            assert abs(draws.mean() - mean) <= K_SIGMA * math.hypot(se_mean, mcse_mean), (name, element, draws.mean(), mean)
-            assert abs(draws.std(ddof=1) - sd) <= K_SIGMA * math.hypot(_se_sd(draws), mcse_sd), (name, element, draws.std(), sd)
+            assert abs(draws.mean() - mean) <= K_SIGMA * math.hypot(se_mean, mcse_mean), (
+                name,
+                element,
+                draws.mean(),
+                mean,
+            )
+            assert abs(draws.std(ddof=1) - sd) <= K_SIGMA * math.hypot(_se_sd(draws), mcse_sd), (
+                name,
+                element,
+                draws.std(),
+                sd,
+            )

@@ -15,7 +15,9 @@ def _regression_run(**kwargs):
     data = sgmcmc.Minibatches(model.features, model.targets, batch_size=10)
     options = dict(num_chains=4, num_steps=60, seed=7, progress=False)
     options.update(kwargs)
-    return sgmcmc.SGLD(model.log_posterior(), step_size=1e-3).sample(torch.zeros(2, dtype=torch.float64), data, **options)
+    return sgmcmc.SGLD(model.log_posterior(), step_size=1e-3).sample(
+        torch.zeros(2, dtype=torch.float64), data, **options
+    )
 
 
 def test_same_seed_same_draws_other_seed_other_draws():
@@ -53,8 +55,9 @@ def test_dict_params_keep_names_shapes_and_dtypes():
         return -0.5 * (params["weights"] ** 2).sum() - 0.5 * params["bias"] ** 2
 
     init = {"weights": torch.zeros(2, 3, dtype=torch.float64), "bias": torch.zeros((), dtype=torch.float64)}
-    trace = sgmcmc.SGLD(log_posterior, step_size=0.1).sample(init, num_chains=3, num_steps=10, burn_in=2, thin=3,
-                                                            seed=0, progress=False)
+    trace = sgmcmc.SGLD(log_posterior, step_size=0.1).sample(
+        init, num_chains=3, num_steps=10, burn_in=2, thin=3, seed=0, progress=False
+    )
     assert trace.posterior["weights"].shape == (3, 3, 2, 3)  # draws at steps 2, 5, 8
     assert trace.posterior["bias"].shape == (3, 3)
     assert trace.posterior["weights"].dtype == np.float64

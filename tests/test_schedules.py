@@ -21,7 +21,8 @@ def test_polynomial_values_at_hand_computed_points():
 
 
 @pytest.mark.parametrize(
-    ("gamma", "expected"), [(0.0, False), (0.3, False), (0.5, False), (0.51, True), (0.55, True), (1.0, True), (1.01, False), (2.0, False)]
+    ("gamma", "expected"),
+    [(0.0, False), (0.3, False), (0.5, False), (0.51, True), (0.55, True), (1.0, True), (1.01, False), (2.0, False)],
 )
 def test_polynomial_robbins_monro_iff_half_to_one(gamma, expected):
     assert Polynomial(a=1.0, b=1.0, gamma=gamma).satisfies_robbins_monro() is expected

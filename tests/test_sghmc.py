@@ -7,8 +7,15 @@ from scipy import linalg, stats
 
 import sgmcmc
 from targets import (
-    K_SIGMA, ConjugateLinearRegression, DoubleWell, correlated_gaussian, ess, ks_bound, mean_and_se,
-    standard_normal_log_posterior, variance_about_and_se,
+    K_SIGMA,
+    ConjugateLinearRegression,
+    DoubleWell,
+    correlated_gaussian,
+    ess,
+    ks_bound,
+    mean_and_se,
+    standard_normal_log_posterior,
+    variance_about_and_se,
 )
 
 
@@ -40,17 +47,27 @@ def test_high_friction_limit_is_sgld():
     """friction → 1 with the SGLD step η/α: the discrete law converges to SGLD's, and equals it at α = 1."""
     sgld_step = 0.4
     sgld_variance = 1 / (1 - sgld_step / 2)
-    gaps = [abs(exact_stationary_covariance(friction * sgld_step, friction)[0, 0] - sgld_variance)
-            for friction in (0.3, 0.6, 0.9, 1.0)]
-    assert all(later < earlier for earlier, later in zip(gaps, gaps[1:])) and gaps[-1] < 1e-12
+    gaps = [
+        abs(exact_stationary_covariance(friction * sgld_step, friction)[0, 0] - sgld_variance)
+        for friction in (0.3, 0.6, 0.9, 1.0)
+    ]
+    assert all(later < earlier for earlier, later in zip(gaps, gaps[1:], strict=False)) and gaps[-1] < 1e-12
 
     well = DoubleWell()
     runs = {}
-    for name, sampler in [("sghmc", sgmcmc.SGHMC(well.noisy_log_posterior, step_size=0.05, friction=1.0)),
-                          ("sgld", sgmcmc.SGLD(well.noisy_log_posterior, step_size=0.05))]:
-        runs[name] = sampler.sample(torch.zeros(1, dtype=torch.float64), well.noisy_gradients, num_chains=8,
-                                    num_steps=5000, burn_in=500, seed=1 if name == "sgld" else 2,
-                                    progress=False).posterior["theta"][..., 0]
+    for name, sampler in [
+        ("sghmc", sgmcmc.SGHMC(well.noisy_log_posterior, step_size=0.05, friction=1.0)),
+        ("sgld", sgmcmc.SGLD(well.noisy_log_posterior, step_size=0.05)),
+    ]:
+        runs[name] = sampler.sample(
+            torch.zeros(1, dtype=torch.float64),
+            well.noisy_gradients,
+            num_chains=8,
+            num_steps=5000,
+            burn_in=500,
+            seed=1 if name == "sgld" else 2,
+            progress=False,
+        ).posterior["theta"][..., 0]
     first, second = ess(runs["sghmc"]), ess(runs["sgld"])
     distance = stats.ks_2samp(runs["sghmc"].ravel(), runs["sgld"].ravel()).statistic
     assert distance < ks_bound(first * second / (first + second)), distance
@@ -60,10 +77,16 @@ def test_figure_1_friction_matches_the_exact_density_naive_drifts_away():
     well = DoubleWell()
     step_size = 0.01
     noise_estimate = step_size * well.gradient_noise_variance / 2  # β̂ = ηV/2
-    trace = sgmcmc.SGHMC(well.noisy_log_posterior, step_size=step_size, friction=0.1,
-                         noise_estimate=noise_estimate).sample(
-        torch.zeros(1, dtype=torch.float64), well.noisy_gradients, num_chains=8, num_steps=8000, burn_in=1000,
-        seed=3, progress=False,
+    trace = sgmcmc.SGHMC(
+        well.noisy_log_posterior, step_size=step_size, friction=0.1, noise_estimate=noise_estimate
+    ).sample(
+        torch.zeros(1, dtype=torch.float64),
+        well.noisy_gradients,
+        num_chains=8,
+        num_steps=8000,
+        burn_in=1000,
+        seed=3,
+        progress=False,
     )
     draws = trace.posterior["theta"][..., 0]
     effective_size = ess(draws)
@@ -72,7 +95,11 @@ def test_figure_1_friction_matches_the_exact_density_naive_drifts_away():
 
     # Naive SGHMC: no friction (1e-6) and no injected noise (noise_estimate = friction).
     naive = sgmcmc.SGHMC(well.noisy_log_posterior, step_size=step_size, friction=1e-6, noise_estimate=1e-6).sample(
-        torch.zeros(1, dtype=torch.float64), well.noisy_gradients, num_chains=8, num_steps=2000, seed=3,
+        torch.zeros(1, dtype=torch.float64),
+        well.noisy_gradients,
+        num_chains=8,
+        num_steps=2000,
+        seed=3,
         progress=False,
     )
     naive_draws = naive.posterior["theta"][..., 0]
@@ -115,29 +142,32 @@ def test_mass_m_is_step_size_over_m():
     """v' = (1 − α)v + (η/M)∇log p + N(0, 2αηT/M): mass M and step η move θ as mass 1 and step η/M."""
     common = dict(num_chains=3, num_steps=50, seed=6, progress=False)
     heavy = sgmcmc.SGHMC(standard_normal_log_posterior, step_size=0.2, friction=0.3, mass=4.0).sample(
-        torch.ones(2, dtype=torch.float64), **common)
+        torch.ones(2, dtype=torch.float64), **common
+    )
     light = sgmcmc.SGHMC(standard_normal_log_posterior, step_size=0.05, friction=0.3).sample(
-        torch.ones(2, dtype=torch.float64), **common)
+        torch.ones(2, dtype=torch.float64), **common
+    )
     np.testing.assert_allclose(heavy.posterior["theta"], light.posterior["theta"], rtol=1e-10)
-    per_element = sgmcmc.SGHMC(standard_normal_log_posterior, step_size=0.2, friction=0.3,
-                               mass=torch.full((2,), 4.0, dtype=torch.float64)).sample(torch.ones(2, dtype=torch.float64), **common)
+    per_element = sgmcmc.SGHMC(
+        standard_normal_log_posterior, step_size=0.2, friction=0.3, mass=torch.full((2,), 4.0, dtype=torch.float64)
+    ).sample(torch.ones(2, dtype=torch.float64), **common)
     np.testing.assert_allclose(per_element.posterior["theta"], heavy.posterior["theta"], rtol=1e-12)
 
 
 def test_momentum_resampling_keeps_the_stationary_law():
     step_size, friction = 0.1, 0.1
-    trace = sgmcmc.SGHMC(standard_normal_log_posterior, step_size=step_size, friction=friction,
-                         resample_momentum_every=50).sample(
-        torch.zeros(2, dtype=torch.float64), num_chains=8, num_steps=4000, burn_in=500, seed=7, progress=False
-    )
+    trace = sgmcmc.SGHMC(
+        standard_normal_log_posterior, step_size=step_size, friction=friction, resample_momentum_every=50
+    ).sample(torch.zeros(2, dtype=torch.float64), num_chains=8, num_steps=4000, burn_in=500, seed=7, progress=False)
     kinetic, se = mean_and_se(trace.sample_stats["kinetic_energy"])
     assert abs(kinetic - 1.0) < K_SIGMA * se + 0.05  # d T / 2 = 1, up to the O(η) discretisation bias
     assert trace.attrs["resample_momentum_every"] == 50
 
 
 def test_momentum_is_in_the_final_state():
-    trace = sgmcmc.SGHMC(lambda p: -(p["w"] ** 2).sum(), step_size=0.1,
-                         friction=0.5).sample({"w": torch.zeros(2, 3)}, num_chains=2, num_steps=3, progress=False)
+    trace = sgmcmc.SGHMC(lambda p: -(p["w"] ** 2).sum(), step_size=0.1, friction=0.5).sample(
+        {"w": torch.zeros(2, 3)}, num_chains=2, num_steps=3, progress=False
+    )
     assert trace.final_state["momentum"]["w"].shape == (2, 2, 3)
 
 
@@ -155,6 +185,6 @@ def test_errors():
     _error(r"noise_estimate \(0.2\) > friction \(0.1\)", noise_estimate=0.2)
     _error("noise_estimate must be a finite number >= 0", noise_estimate=-0.1)
     _error("mass must be a finite number > 0", mass=0.0)
-    _error("mass of 'theta' has shape \\(3,\\); it must be \\(2,\\)", mass=torch.ones(3))
+    _error("mass of 'theta' has shape \\(3,\\); need \\(2,\\)", mass=torch.ones(3))
     _error("mass of 'theta' must hold finite floating values > 0", mass=torch.tensor([1.0, -1.0]))
     _error("resample_momentum_every must be >= 1", resample_momentum_every=0)

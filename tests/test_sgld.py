@@ -5,7 +5,14 @@ import pytest
 import torch
 
 import sgmcmc
-from targets import K_SIGMA, ConjugateLinearRegression, ess, mean_and_se, standard_normal_log_posterior, variance_about_and_se
+from targets import (
+    K_SIGMA,
+    ConjugateLinearRegression,
+    ess,
+    mean_and_se,
+    standard_normal_log_posterior,
+    variance_about_and_se,
+)
 
 
 @pytest.mark.parametrize("sampler_class", [sgmcmc.LD, sgmcmc.SGLD])

@@ -6,7 +6,13 @@ import torch
 
 import sgmcmc
 from targets import (
-    K_SIGMA, ConjugateLinearRegression, DoubleWell, correlated_gaussian, ess, ks_bound, mean_and_se,
+    K_SIGMA,
+    ConjugateLinearRegression,
+    DoubleWell,
+    correlated_gaussian,
+    ess,
+    ks_bound,
+    mean_and_se,
     standard_normal_log_posterior,
 )
 
@@ -14,10 +20,9 @@ from targets import (
 def test_thermostat_integrates_the_kinetic_temperature_gap():
     """ξ_N − ξ_0 = h Σ_{t=1..N} (p_t⊤p_t/n − T) exactly, the rule of Algorithm 2."""
     step_size, temperature, dimension, num_steps = 0.1, 0.7, 3, 400
-    trace = sgmcmc.SGNHT(standard_normal_log_posterior, step_size=step_size, diffusion=2.0,
-                         temperature=temperature).sample(
-        torch.zeros(dimension, dtype=torch.float64), num_chains=2, num_steps=num_steps, seed=0, progress=False
-    )
+    trace = sgmcmc.SGNHT(
+        standard_normal_log_posterior, step_size=step_size, diffusion=2.0, temperature=temperature
+    ).sample(torch.zeros(dimension, dtype=torch.float64), num_chains=2, num_steps=num_steps, seed=0, progress=False)
     kinetic = trace.sample_stats["kinetic_energy"]  # p_t⊤p_t/2 for t = 0 … N − 1
     final_momentum = trace.final_state["momentum"]["theta"].numpy()
     squared_norms = np.concatenate([2 * kinetic[:, 1:], (final_momentum**2).sum(axis=1, keepdims=True)], axis=1)
@@ -31,7 +36,12 @@ def test_adapts_to_unknown_gradient_noise_on_figure_1():
     """Noisy gradients ∇U + N(0, 4) that SGNHT is not told about: the draws match exp(−U)/Z."""
     well = DoubleWell()
     trace = sgmcmc.SGNHT(well.noisy_log_posterior, step_size=0.1, diffusion=1.0).sample(
-        torch.zeros(1, dtype=torch.float64), well.noisy_gradients, num_chains=8, num_steps=8000, burn_in=1000, seed=1,
+        torch.zeros(1, dtype=torch.float64),
+        well.noisy_gradients,
+        num_chains=8,
+        num_steps=8000,
+        burn_in=1000,
+        seed=1,
         progress=False,
     )
     draws = trace.posterior["theta"][..., 0]
