@@ -4,6 +4,7 @@ __version__ = "0.1.0"
 
 from sgmcmc import schedules
 from sgmcmc.chains import chain_seeds
+from sgmcmc.cyclical import CyclicalSGHMC, CyclicalSGLD
 from sgmcmc.data import Minibatches
 from sgmcmc.ld import LD
 from sgmcmc.log_density import minibatch_log_posterior
@@ -15,6 +16,8 @@ from sgmcmc.sgnht import SGNHT
 from sgmcmc.trace import Trace
 
 __all__ = [
+    "CyclicalSGHMC",
+    "CyclicalSGLD",
     "LD",
     "SGHMC",
     "SGLD",

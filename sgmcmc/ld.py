@@ -49,26 +49,27 @@ class LD(Sampler):
         log_posterior, gradient = potential(params)
         return {"params": params, "lp": log_posterior, "gradient": gradient}
 
-    def _log_proposal(self, to: dict[str, torch.Tensor], start: State, step_size: float) -> torch.Tensor:
+    @staticmethod
+    def _log_proposal(to: dict[str, torch.Tensor], start: State, step_size: float, temperature: float) -> torch.Tensor:
         """log q(to | start) up to a constant: −|to − start − η ∇log p(start)|² / (4ηT)."""
         residual = {
             name: to[name] - theta - step_size * start["gradient"][name] for name, theta in start["params"].items()
         }
-        return -_squared_norm(residual) / (4.0 * step_size * self.temperature)
+        return -_squared_norm(residual) / (4.0 * step_size * temperature)
 
     def step(
-        self, state: State, potential: Potential, step_size: float, generators: ChainGenerators
+        self, state: State, potential: Potential, step_size: float, temperature: float, generators: ChainGenerators
     ) -> tuple[State, dict[str, torch.Tensor]]:
         noise = generators.normal_like(state["params"])
-        proposal_params = langevin_step(state["params"], state["gradient"], noise, step_size, self.temperature)
+        proposal_params = langevin_step(state["params"], state["gradient"], noise, step_size, temperature)
         log_posterior, gradient = potential(proposal_params)
         proposal = {"params": proposal_params, "lp": log_posterior, "gradient": gradient}
         if not self.metropolis:
             return proposal, {"lp": state["lp"]}
         log_acceptance = (
-            (proposal["lp"] - state["lp"]) / self.temperature
-            + self._log_proposal(state["params"], proposal, step_size)
-            - self._log_proposal(proposal_params, state, step_size)
+            (proposal["lp"] - state["lp"]) / temperature
+            + self._log_proposal(state["params"], proposal, step_size, temperature)
+            - self._log_proposal(proposal_params, state, step_size, temperature)
         )
         accept = torch.log(generators.uniform(log_acceptance.dtype)) < log_acceptance
         new_state = select_chains(accept, proposal, state)

@@ -160,10 +160,15 @@ def run(
             else:
                 batch = stream.next(generators)
             step_size = sampler.step_size(step)
-            new_state, stats = sampler.step(state, potential_at(batch), step_size, generators)
-            if step >= burn_in and (step - burn_in) % thin == 0:
+            temperature = sampler.temperature_at(step)
+            new_state, stats = sampler.step(state, potential_at(batch), step_size, temperature, generators)
+            if step >= burn_in and (step - burn_in) % thin == 0 and sampler.keeps(step):
                 step_sizes = torch.full((num_chains,), step_size, dtype=torch.float64, device=device)
-                recorder.append(state["params"], {**stats, "step_size": step_sizes, "diverging": ~alive})
+                recorder.append(
+                    state["params"],
+                    {**stats, "step_size": step_sizes, "diverging": ~alive},
+                    {"step": step, **sampler.draw_coords(step)},
+                )
             newly_diverged = alive & ~_finite_per_chain(new_state, num_chains)
             diverged_at = torch.where(newly_diverged, step, diverged_at)
             alive = alive & ~newly_diverged

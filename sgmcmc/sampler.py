@@ -64,13 +64,25 @@ class Sampler(ABC):
 
     @abstractmethod
     def step(
-        self, state: State, potential: Potential, step_size: float, generators: ChainGenerators
+        self, state: State, potential: Potential, step_size: float, temperature: float, generators: ChainGenerators
     ) -> tuple[State, dict[str, torch.Tensor]]:
         """Advance every chain once.
 
         Returns the new state and the stats of the *current* state, each of shape
         (num_chains,): always ``lp``, the log-posterior estimate at ``state["params"]``.
         """
+
+    def temperature_at(self, step: int) -> float:
+        """T at step ``step``; constant unless a subclass tempers by stage (cyclical samplers)."""
+        return self.temperature
+
+    def keeps(self, step: int) -> bool:
+        """Whether the state at ``step`` may be kept as a draw (before burn-in and thinning)."""
+        return True
+
+    def draw_coords(self, step: int) -> dict[str, int]:
+        """Labels of the draw at ``step`` beyond its step index (e.g. its cycle), for the trace."""
+        return {}
 
     def hyperparameters(self) -> dict[str, Any]:
         """What the trace's attrs record about this sampler."""

@@ -7,14 +7,15 @@ which a decreasing-step SGLD run converges to the exact posterior (Welling & Teh
 
 from __future__ import annotations
 
+import math
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 
 import numpy as np
 
-from sgmcmc._checks import nonnegative, positive
+from sgmcmc._checks import count, nonnegative, positive
 
-__all__ = ["Schedule", "Constant", "Polynomial", "as_schedule"]
+__all__ = ["Schedule", "Constant", "Polynomial", "Cyclical", "as_schedule"]
 
 
 class Schedule(ABC):
@@ -70,6 +71,55 @@ class Polynomial(Schedule):
 
     def satisfies_robbins_monro(self) -> bool:
         return 0.5 < self.gamma <= 1.0
+
+
+@dataclass(frozen=True)
+class Cyclical(Schedule):
+    """The cosine cyclical step of Zhang et al. (2020), eq. (1), with exploration fraction β.
+
+    η_k = η_0/2 · [cos(π · mod(k, L) / L) + 1],  L = ⌈K/M⌉ the cycle length,
+
+    for our step k = 0, 1, … (the paper's k − 1), K = ``total_steps``, M = ``num_cycles``. Within
+    each cycle the first fraction β (``exploration``) of the steps explore (r = mod(k, L)/L < β)
+    and the rest sample. Periodic, so never Robbins–Monro.
+    """
+
+    initial_step_size: float
+    num_cycles: int
+    total_steps: int
+    exploration: float = 0.8
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "initial_step_size", positive("initial_step_size", self.initial_step_size))
+        count("num_cycles", self.num_cycles, 1)
+        count("total_steps", self.total_steps, self.num_cycles)
+        exploration = nonnegative("exploration", self.exploration)
+        if exploration >= 1:
+            raise ValueError(f"exploration must be in [0, 1) so that each cycle samples, got {exploration}")
+        object.__setattr__(self, "exploration", exploration)
+
+    @property
+    def cycle_length(self) -> int:
+        """L = ⌈K/M⌉ steps."""
+        return math.ceil(self.total_steps / self.num_cycles)
+
+    def _position(self, step: int) -> float:
+        """r = mod(k, L)/L ∈ [0, 1), where the step lies within its cycle."""
+        return (step % self.cycle_length) / self.cycle_length
+
+    def __call__(self, step: int) -> float:
+        return self.initial_step_size / 2 * (math.cos(math.pi * self._position(step)) + 1)
+
+    def cycle(self, step: int) -> int:
+        """The index (from 0) of the cycle that ``step`` belongs to."""
+        return step // self.cycle_length
+
+    def is_sampling(self, step: int) -> bool:
+        """Whether ``step`` is in the sampling stage (r ≥ β) of its cycle, not the exploration stage."""
+        return self._position(step) >= self.exploration
+
+    def satisfies_robbins_monro(self) -> bool:
+        return False
 
 
 def as_schedule(step_size: float | Schedule) -> Schedule:

@@ -102,25 +102,26 @@ class SGHMC(Sampler):
             "resample_momentum_every": self.resample_momentum_every or 0,
         }
 
+    @staticmethod
     def _stationary_momentum(
-        self, mass: dict[str, torch.Tensor], step_size: float, generators: ChainGenerators
+        mass: dict[str, torch.Tensor], step_size: float, temperature: float, generators: ChainGenerators
     ) -> dict[str, torch.Tensor]:
         """v ~ N(0, η T M⁻¹)."""
         noise = generators.normal_like(mass)
-        return {name: noise[name] * torch.sqrt(step_size * self.temperature / mass[name]) for name in mass}
+        return {name: noise[name] * torch.sqrt(step_size * temperature / mass[name]) for name in mass}
 
     def init(self, params: dict[str, torch.Tensor], potential: Potential | None, generators: ChainGenerators) -> State:
         mass = _mass_like(self.mass, params)
-        momentum = self._stationary_momentum(mass, self.step_size(0), generators)
+        momentum = self._stationary_momentum(mass, self.step_size(0), self.temperature_at(0), generators)
         steps = torch.zeros(next(iter(params.values())).shape[0], dtype=torch.long, device=generators.device)
         return {"params": params, "momentum": momentum, "mass": mass, "steps": steps}
 
     def step(
-        self, state: State, potential: Potential, step_size: float, generators: ChainGenerators
+        self, state: State, potential: Potential, step_size: float, temperature: float, generators: ChainGenerators
     ) -> tuple[State, dict[str, torch.Tensor]]:
         params, momentum, mass = state["params"], state["momentum"], state["mass"]
         if self.resample_momentum_every is not None:
-            fresh = self._stationary_momentum(mass, step_size, generators)
+            fresh = self._stationary_momentum(mass, step_size, temperature, generators)
             refresh = (state["steps"] % self.resample_momentum_every == 0) & (state["steps"] > 0)
             momentum = {
                 name: torch.where(refresh.view(-1, *[1] * (v.ndim - 1)), fresh[name], v) for name, v in momentum.items()
@@ -130,7 +131,7 @@ class SGHMC(Sampler):
         )
         log_posterior, gradient = potential(params)
         noise = generators.normal_like(params)
-        noise_variance = 2.0 * (self.friction - self.noise_estimate) * step_size * self.temperature
+        noise_variance = 2.0 * (self.friction - self.noise_estimate) * step_size * temperature
         momentum = {
             name: v
             + step_size * gradient[name] / mass[name]

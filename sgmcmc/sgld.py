@@ -37,9 +37,9 @@ class SGLD(Sampler):
     """
 
     def step(
-        self, state: State, potential: Potential, step_size: float, generators: ChainGenerators
+        self, state: State, potential: Potential, step_size: float, temperature: float, generators: ChainGenerators
     ) -> tuple[State, dict[str, torch.Tensor]]:
         log_posterior, gradient = potential(state["params"])
         noise = generators.normal_like(state["params"])
-        params = langevin_step(state["params"], gradient, noise, step_size, self.temperature)
+        params = langevin_step(state["params"], gradient, noise, step_size, temperature)
         return {"params": params}, {"lp": log_posterior}

@@ -54,20 +54,20 @@ class SGNHT(Sampler):
 
     def init(self, params: dict[str, torch.Tensor], potential: Potential | None, generators: ChainGenerators) -> State:
         noise = generators.normal_like(params)
-        momentum = {name: math.sqrt(self.temperature) * value for name, value in noise.items()}
+        momentum = {name: math.sqrt(self.temperature_at(0)) * value for name, value in noise.items()}
         num_chains = next(iter(params.values())).shape[0]
         dtype = next(iter(params.values())).dtype
         thermostat = torch.full((num_chains,), self.diffusion, dtype=dtype, device=generators.device)
         return {"params": params, "momentum": momentum, "thermostat": thermostat}
 
     def step(
-        self, state: State, potential: Potential, step_size: float, generators: ChainGenerators
+        self, state: State, potential: Potential, step_size: float, temperature: float, generators: ChainGenerators
     ) -> tuple[State, dict[str, torch.Tensor]]:
         params, momentum, thermostat = state["params"], state["momentum"], state["thermostat"]
         squared_norm = _per_chain_sum({name: p**2 for name, p in momentum.items()})
         log_posterior, gradient = potential(params)
         noise = generators.normal_like(params)
-        noise_scale = math.sqrt(2.0 * self.diffusion * step_size * self.temperature)
+        noise_scale = math.sqrt(2.0 * self.diffusion * step_size * temperature)
         momentum = {
             name: p
             - thermostat.view(-1, *[1] * (p.ndim - 1)) * p * step_size
@@ -78,6 +78,6 @@ class SGNHT(Sampler):
         params = {name: theta + step_size * momentum[name] for name, theta in params.items()}
         dimension = sum(p[0].numel() for p in momentum.values())
         new_squared_norm = _per_chain_sum({name: p**2 for name, p in momentum.items()})
-        thermostat = thermostat + step_size * (new_squared_norm / dimension - self.temperature)
+        thermostat = thermostat + step_size * (new_squared_norm / dimension - temperature)
         new_state = {"params": params, "momentum": momentum, "thermostat": thermostat}
         return new_state, {"lp": log_posterior, "kinetic_energy": squared_norm / 2.0, "thermostat": state["thermostat"]}

@@ -22,12 +22,15 @@ class Trace:
         sample_stats: name -> array of shape (num_chains, num_draws); always ``lp`` (the
             log-posterior estimate at the draw), ``step_size`` and ``diverging``.
         attrs: the sampler, its hyperparameters, the seed and library versions.
+        draw_coords: name -> array of shape (num_draws,), labels shared by the chains: always
+            ``step``, the step index of each draw; cyclical samplers add ``cycle``.
         final_state: the sampler state after the last step (tensors with a leading chain dim).
     """
 
     posterior: dict[str, np.ndarray]
     sample_stats: dict[str, np.ndarray]
     attrs: dict[str, Any]
+    draw_coords: dict[str, np.ndarray]
     final_state: dict[str, Any] = field(repr=False)
 
     @property
@@ -39,7 +42,11 @@ class Trace:
         return next(iter(self.sample_stats.values())).shape[1]
 
     def _dataset(self, variables: dict[str, np.ndarray]) -> xr.Dataset:
-        coords = {"chain": np.arange(self.num_chains), "draw": np.arange(self.num_draws)}
+        coords = {
+            "chain": np.arange(self.num_chains),
+            "draw": np.arange(self.num_draws),
+            **{name: ("draw", values) for name, values in self.draw_coords.items()},
+        }
         data_vars = {
             name: (("chain", "draw", *(f"{name}_dim_{axis}" for axis in range(values.ndim - 2))), values)
             for name, values in variables.items()
@@ -49,7 +56,9 @@ class Trace:
     def to_arviz(self) -> Any:
         """An ``arviz.InferenceData`` (ArviZ 0.x) or ``xarray.DataTree`` (ArviZ 1.x).
 
-        Groups ``posterior`` (dims chain, draw, ``<name>_dim_<i>``…) and ``sample_stats``.
+        Groups ``posterior`` (dims chain, draw, ``<name>_dim_<i>``…) and ``sample_stats``; the
+        :attr:`draw_coords` are coordinates along ``draw``, so ``idata.posterior.groupby("cycle")``
+        groups the draws of a cyclical sampler by cycle.
         """
         import arviz as az  # imported on use: importing ArviZ is slow and, in 0.x, warns
 
@@ -92,12 +101,15 @@ class TraceRecorder:
         }
         self._pending: list[dict[str, torch.Tensor]] = []
         self._chunks: list[dict[str, np.ndarray]] = []
+        self._coords: list[dict[str, int]] = []
 
-    def append(self, params: dict[str, torch.Tensor], stats: dict[str, torch.Tensor]) -> None:
-        """Record one draw: ``params`` (name -> (num_chains, *shape)) and ``stats`` (name -> (num_chains,))."""
+    def append(self, params: dict[str, torch.Tensor], stats: dict[str, torch.Tensor], coords: dict[str, int]) -> None:
+        """Record one draw: ``params`` (name -> (num_chains, *shape)), ``stats`` (name -> (num_chains,)) and
+        its ``coords``, labels shared by all chains."""
         draw = {f"posterior/{name}": value.detach().clone() for name, value in params.items()}
         draw.update({f"sample_stats/{name}": value.detach().clone() for name, value in stats.items()})
         self._pending.append(draw)
+        self._coords.append(coords)
         if len(self._pending) >= self.chunk_size:
             self._flush()
 
@@ -119,4 +131,6 @@ class TraceRecorder:
             "created_at": datetime.datetime.now(datetime.UTC).isoformat(),
             **{key: _netcdf_attr(value) for key, value in attrs.items()},
         }
-        return Trace(groups["posterior"], groups["sample_stats"], attrs, final_state)
+        names = self._coords[0] if self._coords else {"step": 0}
+        coords = {name: np.array([draw[name] for draw in self._coords], dtype=np.int64) for name in names}
+        return Trace(groups["posterior"], groups["sample_stats"], attrs, coords, final_state)

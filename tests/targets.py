@@ -129,3 +129,22 @@ def ks_bound(effective_size: float, false_alarm: float = 1e-3) -> float:
     from scipy import stats
 
     return float(stats.kstwobign.ppf(1 - false_alarm) / np.sqrt(effective_size))
+
+
+class GaussianGrid:
+    """Zhang et al. (2020)'s synthetic target: 25 equally weighted Gaussians on {−4, −2, 0, 2, 4}², variance 0.03."""
+
+    variance = 0.03
+
+    def __init__(self) -> None:
+        grid = torch.tensor([-4.0, -2.0, 0.0, 2.0, 4.0], dtype=torch.float64)
+        self.modes = torch.cartesian_prod(grid, grid)
+
+    def log_posterior(self, theta: torch.Tensor) -> torch.Tensor:
+        return torch.logsumexp(-((theta - self.modes) ** 2).sum(-1) / (2 * self.variance), dim=0)
+
+    def mode_indicators(self, draws: np.ndarray) -> np.ndarray:
+        """(…, 25) indicators: the draw lies within 3 sd of that mode."""
+        distances = torch.cdist(torch.as_tensor(draws.reshape(-1, 2)), self.modes)
+        near = (distances < 3 * np.sqrt(self.variance)).numpy()
+        return near.reshape(*draws.shape[:-1], len(self.modes))

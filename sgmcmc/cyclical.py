@@ -1,0 +1,64 @@
+"""cSGLD, cSGHMC: SGLD/SGHMC on the cosine cycle of eq. (1), noise-free while exploring; Zhang et al. 2020, Alg. 1."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sgmcmc.schedules import Cyclical
+from sgmcmc.sghmc import SGHMC, Mass
+from sgmcmc.sgld import SGLD
+
+__all__ = ["CyclicalSGLD", "CyclicalSGHMC"]
+
+
+class _CyclicalStages:
+    """The two stages of every cycle (Zhang et al. 2020, Alg. 1), shared by cSGLD and cSGHMC.
+
+    Exploration (the first β of a cycle): the update with temperature 0, i.e. SGD (with
+    momentum for cSGHMC), and no draw is kept. Sampling (the rest): the sampler at its
+    temperature, and draws are kept, each labelled with its ``cycle``.
+    """
+
+    step_size: Cyclical
+    temperature: float
+
+    @staticmethod
+    def _check_schedule(step_size: Any) -> None:
+        if not isinstance(step_size, Cyclical):
+            raise TypeError(
+                f"step_size of a cyclical sampler must be a sgmcmc.schedules.Cyclical, got {type(step_size).__name__}"
+            )
+
+    def temperature_at(self, step: int) -> float:
+        return self.temperature if self.step_size.is_sampling(step) else 0.0
+
+    def keeps(self, step: int) -> bool:
+        return self.step_size.is_sampling(step)
+
+    def draw_coords(self, step: int) -> dict[str, int]:
+        return {"cycle": self.step_size.cycle(step)}
+
+
+class CyclicalSGLD(_CyclicalStages, SGLD):
+    """Cyclical SGLD (Zhang et al. 2020): SGD while exploring, SGLD while sampling, on a :class:`Cyclical` step."""
+
+    def __init__(self, log_posterior: Any, step_size: Cyclical, temperature: float = 1.0) -> None:
+        self._check_schedule(step_size)
+        super().__init__(log_posterior, step_size, temperature)
+
+
+class CyclicalSGHMC(_CyclicalStages, SGHMC):
+    """Cyclical SGHMC (Zhang et al. 2020): SGD with momentum while exploring, SGHMC while sampling."""
+
+    def __init__(
+        self,
+        log_posterior: Any,
+        step_size: Cyclical,
+        friction: float,
+        mass: Mass = 1.0,
+        noise_estimate: float = 0.0,
+        temperature: float = 1.0,
+        resample_momentum_every: int | None = None,
+    ) -> None:
+        self._check_schedule(step_size)
+        super().__init__(log_posterior, step_size, friction, mass, noise_estimate, temperature, resample_momentum_every)

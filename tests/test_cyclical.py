@@ -1,0 +1,111 @@
+"""Cyclical SG-MCMC: the cosine schedule of eq. (1), the two stages, and the 25-Gaussian experiment."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+import sgmcmc
+from sgmcmc.schedules import Cyclical
+from targets import GaussianGrid, mean_and_se, standard_normal_log_posterior
+
+
+def test_schedule_equals_equation_1_at_hand_computed_points():
+    schedule = Cyclical(initial_step_size=0.2, num_cycles=4, total_steps=10, exploration=0.5)
+    assert schedule.cycle_length == 3  # ⌈10/4⌉
+    # our step k is the paper's k + 1: η = η0/2 (cos(π mod(k, 3)/3) + 1)
+    expected = [0.2, 0.1 * (math.cos(math.pi / 3) + 1), 0.1 * (math.cos(2 * math.pi / 3) + 1)]
+    np.testing.assert_allclose(schedule.values(6), expected * 2)
+    assert schedule(1) == pytest.approx(0.15) and schedule(2) == pytest.approx(0.05)
+    assert [schedule.cycle(step) for step in range(7)] == [0, 0, 0, 1, 1, 1, 2]
+    # r = 0, 1/3, 2/3: only r ≥ β = 0.5 samples
+    assert [schedule.is_sampling(step) for step in range(6)] == [False, False, True] * 2
+    assert not schedule.satisfies_robbins_monro()
+
+
+def test_cycle_boundaries_are_exact():
+    schedule = Cyclical(initial_step_size=1.0, num_cycles=5, total_steps=1000, exploration=0.8)
+    starts = [step for step in range(1000) if schedule(step) == 1.0]
+    assert starts == [0, 200, 400, 600, 800]
+    sampling = [step for step in range(200) if schedule.is_sampling(step)]
+    assert sampling == list(range(160, 200))
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        (dict(initial_step_size=0.0), "initial_step_size"),
+        (dict(num_cycles=0), "num_cycles must be >= 1"),
+        (dict(total_steps=3), "total_steps must be >= 4"),
+        (dict(exploration=1.0), "exploration must be in"),
+        (dict(exploration=-0.1), "exploration must be a finite number >= 0"),
+    ],
+)
+def test_schedule_errors(kwargs, match):
+    arguments = dict(initial_step_size=0.1, num_cycles=4, total_steps=100, exploration=0.5)
+    arguments.update(kwargs)
+    with pytest.raises(ValueError, match=match):
+        Cyclical(**arguments)
+
+
+def test_exploration_is_noise_free_and_only_sampling_draws_are_kept():
+    schedule = Cyclical(initial_step_size=0.1, num_cycles=3, total_steps=30, exploration=0.5)
+    trace = sgmcmc.CyclicalSGLD(standard_normal_log_posterior, schedule).sample(
+        torch.ones(2, dtype=torch.float64), num_chains=2, num_steps=30, seed=0, progress=False
+    )
+    steps = trace.draw_coords["step"]
+    np.testing.assert_array_equal(steps, [s for s in range(30) if schedule.is_sampling(s)])
+    np.testing.assert_array_equal(trace.draw_coords["cycle"], steps // 10)
+    # the first 5 steps are SGD from θ = 1: θ_k = Π (1 − η_j)
+    expected = np.prod([1 - schedule(step) for step in range(5)])
+    np.testing.assert_allclose(trace.posterior["theta"][:, 0], expected, rtol=1e-12)
+    idata = trace.to_arviz()
+    assert idata.posterior["cycle"].dims == ("draw",)
+    assert [cycle for cycle, _ in idata.posterior.groupby("cycle")] == [0, 1, 2]
+
+
+def test_cyclical_sghmc_runs_sgd_with_momentum_while_exploring():
+    schedule = Cyclical(initial_step_size=0.1, num_cycles=2, total_steps=20, exploration=0.5)
+    trace = sgmcmc.CyclicalSGHMC(standard_normal_log_posterior, schedule, friction=0.5).sample(
+        torch.ones(1, dtype=torch.float64), num_chains=1, num_steps=20, seed=0, progress=False
+    )
+    theta, velocity = 1.0, 0.0  # momentum starts at N(0, η T) with T = 0 in exploration
+    for step in range(5):
+        velocity = velocity - schedule(step) * theta - 0.5 * velocity
+        theta += velocity
+    assert trace.posterior["theta"][0, 0, 0] == pytest.approx(theta, rel=1e-12)
+    assert set(trace.sample_stats) >= {"kinetic_energy", "lp"}
+
+
+def test_cyclical_samplers_need_a_cyclical_schedule():
+    with pytest.raises(TypeError, match="must be a sgmcmc.schedules.Cyclical"):
+        sgmcmc.CyclicalSGLD(standard_normal_log_posterior, 0.1)
+    with pytest.raises(TypeError, match="must be a sgmcmc.schedules.Cyclical"):
+        sgmcmc.CyclicalSGHMC(standard_normal_log_posterior, 0.1, friction=0.1)
+
+
+def test_25_gaussians_csgld_finds_every_mode_with_equal_weights_sgld_does_not():
+    """Same budget (16 chains x 20 000 gradients). cSGLD explores with noisy large steps (exploration=0):
+    on this target a noise-free exploration stage only descends into the nearest mode (see docs)."""
+    target = GaussianGrid()
+    common = dict(num_chains=16, num_steps=20_000, seed=0, init_jitter=3.0, progress=False)
+    init = torch.zeros(2, dtype=torch.float64)
+    cyclical = sgmcmc.CyclicalSGLD(
+        target.log_posterior, Cyclical(0.05, num_cycles=50, total_steps=20_000, exploration=0.0)
+    ).sample(init, **common)
+    constant = sgmcmc.SGLD(target.log_posterior, step_size=0.01).sample(init, **common)
+
+    near = target.mode_indicators(cyclical.posterior["theta"]).astype(np.float64)  # (chain, draw, 25)
+    assert near.any(axis=(0, 1)).all(), "cSGLD missed a mode"
+    weights = near.sum(axis=(0, 1)) / near.sum()
+    for mode in range(25):
+        _, se = mean_and_se(near[..., mode])
+        # Bonferroni over 25 modes at 1e-3 family-wise: z = 4.1; se of a share of all near-mode draws
+        assert abs(weights[mode] - 1 / 25) < 4.1 * se / near.sum(axis=-1).mean(), (mode, weights[mode], se)
+    cyclical_per_chain = near.any(axis=1).sum(axis=-1)
+    constant_near = target.mode_indicators(constant.posterior["theta"])
+    constant_per_chain = constant_near.any(axis=1).sum(axis=-1)
+    assert cyclical_per_chain.min() >= 10, cyclical_per_chain  # every cSGLD chain crosses between many modes
+    assert constant_per_chain.max() <= 2, constant_per_chain  # every SGLD chain stays where it fell
+    assert constant_near.any(axis=(0, 1)).sum() < 25
