@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from torch.utils import _pytree as pytree
 
-__all__ = ["chain_seeds", "ChainGenerators", "select_chains"]
+__all__ = ["chain_seeds", "ChainGenerators", "select_chains", "per_chain_sum"]
 
 
 def chain_seeds(seed: int, num_chains: int) -> list[int]:
@@ -35,6 +35,11 @@ def select_chains(mask: torch.Tensor, new: Any, old: Any) -> Any:
     return pytree.tree_map(
         lambda new_leaf, old_leaf: torch.where(mask.view(-1, *[1] * (new_leaf.ndim - 1)), new_leaf, old_leaf), new, old
     )
+
+
+def per_chain_sum(tensors: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Σ over every element of every tensor (each (num_chains, *shape)), per chain: shape (num_chains,)."""
+    return sum(value.reshape(value.shape[0], -1).sum(dim=1) for value in tensors.values())
 
 
 class ChainGenerators:

@@ -6,16 +6,12 @@ from typing import Any
 
 import torch
 
-from sgmcmc.chains import ChainGenerators, select_chains
+from sgmcmc.chains import ChainGenerators, per_chain_sum, select_chains
 from sgmcmc.sampler import Potential, Sampler, State
 from sgmcmc.schedules import Schedule
 from sgmcmc.sgld import langevin_step
 
 __all__ = ["LD"]
-
-
-def _squared_norm(difference: dict[str, torch.Tensor]) -> torch.Tensor:
-    return sum(value.reshape(value.shape[0], -1).pow(2).sum(dim=1) for value in difference.values())
 
 
 class LD(Sampler):
@@ -55,7 +51,7 @@ class LD(Sampler):
         residual = {
             name: to[name] - theta - step_size * start["gradient"][name] for name, theta in start["params"].items()
         }
-        return -_squared_norm(residual) / (4.0 * step_size * temperature)
+        return -per_chain_sum({name: value**2 for name, value in residual.items()}) / (4.0 * step_size * temperature)
 
     def step(
         self, state: State, potential: Potential, step_size: float, temperature: float, generators: ChainGenerators

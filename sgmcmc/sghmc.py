@@ -7,7 +7,7 @@ from typing import Any
 import torch
 
 from sgmcmc._checks import count, nonnegative, positive
-from sgmcmc.chains import ChainGenerators
+from sgmcmc.chains import ChainGenerators, per_chain_sum, select_chains
 from sgmcmc.sampler import Potential, Sampler, State
 from sgmcmc.schedules import Schedule
 
@@ -123,12 +123,8 @@ class SGHMC(Sampler):
         if self.resample_momentum_every is not None:
             fresh = self._stationary_momentum(mass, step_size, temperature, generators)
             refresh = (state["steps"] % self.resample_momentum_every == 0) & (state["steps"] > 0)
-            momentum = {
-                name: torch.where(refresh.view(-1, *[1] * (v.ndim - 1)), fresh[name], v) for name, v in momentum.items()
-            }
-        kinetic_energy = sum((mass[name] * v**2).reshape(v.shape[0], -1).sum(dim=1) for name, v in momentum.items()) / (
-            2.0 * step_size
-        )
+            momentum = select_chains(refresh, fresh, momentum)
+        kinetic_energy = per_chain_sum({name: mass[name] * v**2 for name, v in momentum.items()}) / (2.0 * step_size)
         log_posterior, gradient = potential(params)
         noise = generators.normal_like(params)
         noise_variance = 2.0 * (self.friction - self.noise_estimate) * step_size * temperature

@@ -8,15 +8,11 @@ from typing import Any
 import torch
 
 from sgmcmc._checks import positive
-from sgmcmc.chains import ChainGenerators
+from sgmcmc.chains import ChainGenerators, per_chain_sum
 from sgmcmc.sampler import Potential, Sampler, State
 from sgmcmc.schedules import Schedule
 
 __all__ = ["SGNHT"]
-
-
-def _per_chain_sum(tensors: dict[str, torch.Tensor]) -> torch.Tensor:
-    return sum(value.reshape(value.shape[0], -1).sum(dim=1) for value in tensors.values())
 
 
 class SGNHT(Sampler):
@@ -64,7 +60,7 @@ class SGNHT(Sampler):
         self, state: State, potential: Potential, step_size: float, temperature: float, generators: ChainGenerators
     ) -> tuple[State, dict[str, torch.Tensor]]:
         params, momentum, thermostat = state["params"], state["momentum"], state["thermostat"]
-        squared_norm = _per_chain_sum({name: p**2 for name, p in momentum.items()})
+        squared_norm = per_chain_sum({name: p**2 for name, p in momentum.items()})
         log_posterior, gradient = potential(params)
         noise = generators.normal_like(params)
         noise_scale = math.sqrt(2.0 * self.diffusion * step_size * temperature)
@@ -77,7 +73,7 @@ class SGNHT(Sampler):
         }
         params = {name: theta + step_size * momentum[name] for name, theta in params.items()}
         dimension = sum(p[0].numel() for p in momentum.values())
-        new_squared_norm = _per_chain_sum({name: p**2 for name, p in momentum.items()})
+        new_squared_norm = per_chain_sum({name: p**2 for name, p in momentum.items()})
         thermostat = thermostat + step_size * (new_squared_norm / dimension - temperature)
         new_state = {"params": params, "momentum": momentum, "thermostat": thermostat}
         return new_state, {"lp": log_posterior, "kinetic_energy": squared_norm / 2.0, "thermostat": state["thermostat"]}
