@@ -148,3 +148,29 @@ class GaussianGrid:
         distances = torch.cdist(torch.as_tensor(draws.reshape(-1, 2)), self.modes)
         near = (distances < 3 * np.sqrt(self.variance)).numpy()
         return near.reshape(*draws.shape[:-1], len(self.modes))
+
+
+def assert_within_budget(draws: np.ndarray, mean: np.ndarray, covariance: np.ndarray, budget: float = 0.1) -> None:
+    """Posteriordb-style check for a fixed-step SG sampler, (chain, draw, dim) draws against a Gaussian:
+    each mean within ``budget`` sd, each sd within ``budget`` relative, after gating on ESS ≥ 400 and
+    on a Monte Carlo error small against the budget (so the check cannot pass by noise alone)."""
+    sd = np.sqrt(np.diag(covariance))
+    for dim in range(draws.shape[-1]):
+        effective_size = ess(draws[..., dim])
+        assert effective_size > 400, "too few effective draws for the check to mean anything"
+        assert K_SIGMA / np.sqrt(effective_size) < 2 * budget, "Monte Carlo error would swamp the budget"
+        assert abs(draws[..., dim].mean() - mean[dim]) < budget * sd[dim], dim
+        assert abs(draws[..., dim].std() / sd[dim] - 1.0) < budget, dim
+
+
+def assert_moments(draws: np.ndarray, mean: np.ndarray, covariance: np.ndarray, relative_bias: float = 0.01) -> None:
+    """Means within K_SIGMA s.e.; covariances within K_SIGMA s.e. plus ``relative_bias`` (discretisation)."""
+    for i in range(draws.shape[-1]):
+        draws_mean, se = mean_and_se(draws[..., i])
+        assert abs(draws_mean - mean[i]) < K_SIGMA * se, i
+        for j in range(draws.shape[-1]):
+            product, product_se = mean_and_se((draws[..., i] - mean[i]) * (draws[..., j] - mean[j]))
+            assert abs(product - covariance[i, j]) < K_SIGMA * product_se + relative_bias * abs(covariance[i, j]), (
+                i,
+                j,
+            )
