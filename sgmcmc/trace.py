@@ -63,7 +63,7 @@ class Trace:
         import arviz as az  # imported on use: importing ArviZ is slow and, in 0.x, warns
 
         groups = {"posterior": self._dataset(self.posterior), "sample_stats": self._dataset(self.sample_stats)}
-        if hasattr(az, "InferenceData"):
+        if int(az.__version__.split(".")[0]) < 1:
             return az.InferenceData(**groups)
         return xr.DataTree.from_dict(groups)
 
