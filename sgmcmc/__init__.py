@@ -2,12 +2,14 @@
 
 __version__ = "0.1.0"
 
-from sgmcmc import schedules
+from sgmcmc import optim, schedules
+from sgmcmc.asgld import ASGLD
 from sgmcmc.chains import chain_seeds
 from sgmcmc.cyclical import CyclicalSGHMC, CyclicalSGLD
 from sgmcmc.data import Minibatches
 from sgmcmc.ld import LD
 from sgmcmc.log_density import minibatch_log_posterior
+from sgmcmc.psgld import PSGLD
 from sgmcmc.runner import SamplerDivergenceWarning
 from sgmcmc.sampler import Sampler
 from sgmcmc.sghmc import SGHMC
@@ -16,6 +18,8 @@ from sgmcmc.sgnht import SGNHT
 from sgmcmc.trace import Trace
 
 __all__ = [
+    "ASGLD",
+    "PSGLD",
     "CyclicalSGHMC",
     "CyclicalSGLD",
     "LD",
@@ -28,6 +32,7 @@ __all__ = [
     "Trace",
     "chain_seeds",
     "minibatch_log_posterior",
+    "optim",
     "schedules",
     "__version__",
 ]

@@ -12,11 +12,11 @@ from collections.abc import Callable
 from typing import Any
 
 import torch
-from torch.func import grad_and_value, vmap
+from torch.func import grad_and_value, jvp, vmap
 
 from sgmcmc._checks import count
 
-__all__ = ["minibatch_log_posterior", "ChainPotential", "check_log_posterior"]
+__all__ = ["minibatch_log_posterior", "ChainPotential", "BoundPotential", "check_log_posterior"]
 
 Params = dict[str, torch.Tensor]
 
@@ -83,9 +83,38 @@ class ChainPotential:
             user_params = to_user(params)
             return log_posterior(user_params, batch) if has_data else log_posterior(user_params)
 
-        self._value_and_grad = vmap(grad_and_value(one_chain), in_dims=(0, 0 if batch_per_chain else None))
+        def one_chain_with_hvp(params: Params, batch: Any, tangent: Params) -> tuple[torch.Tensor, Params, Params]:
+            (gradient, value), (product, _) = jvp(
+                lambda chain_params: grad_and_value(one_chain)(chain_params, batch), (params,), (tangent,)
+            )
+            return value, gradient, product
+
+        batch_dim = 0 if batch_per_chain else None
+        self._value_and_grad = vmap(grad_and_value(one_chain), in_dims=(0, batch_dim))
+        self._with_hvp = vmap(one_chain_with_hvp, in_dims=(0, batch_dim, 0))
 
     def __call__(self, params: Params, batch: Any = None) -> tuple[torch.Tensor, Params]:
         """Returns (log p̃ of shape (num_chains,), gradients shaped like ``params``)."""
         gradient, value = self._value_and_grad(params, batch)
         return value, gradient
+
+    def with_hessian_vector_product(
+        self, params: Params, batch: Any, tangent: Params
+    ) -> tuple[torch.Tensor, Params, Params]:
+        """(log p̃, ∇log p̃, ∇²log p̃ · tangent) by forward-over-reverse differentiation."""
+        return self._with_hvp(params, batch, tangent)
+
+
+class BoundPotential:
+    """A :class:`ChainPotential` on one step's batch: ``potential(params) -> (log p̃, ∇log p̃)``."""
+
+    def __init__(self, potential: ChainPotential, batch: Any) -> None:
+        self.potential = potential
+        self.batch = batch
+
+    def __call__(self, params: Params) -> tuple[torch.Tensor, Params]:
+        return self.potential(params, self.batch)
+
+    def with_hessian_vector_product(self, params: Params, tangent: Params) -> tuple[torch.Tensor, Params, Params]:
+        """(log p̃, ∇log p̃, ∇²log p̃ · tangent) on this batch, for samplers that need curvature."""
+        return self.potential.with_hessian_vector_product(params, self.batch, tangent)

@@ -22,7 +22,7 @@ import sgmcmc
 from sgmcmc._checks import count, nonnegative
 from sgmcmc.chains import ChainGenerators, chain_seeds, select_chains
 from sgmcmc.data import chain_data
-from sgmcmc.log_density import ChainPotential, check_log_posterior
+from sgmcmc.log_density import BoundPotential, ChainPotential, check_log_posterior
 from sgmcmc.trace import Trace, TraceRecorder
 
 if TYPE_CHECKING:
@@ -144,10 +144,7 @@ def run(
         batch_per_chain=stream is not None and not sampler.full_batch,
     )
 
-    def potential_at(batch: Any) -> Callable[[dict[str, torch.Tensor]], tuple[torch.Tensor, dict[str, torch.Tensor]]]:
-        return lambda chain_params: potential(chain_params, batch)
-
-    state = sampler.init(params, potential_at(full_batch) if sampler.full_batch else None, generators)
+    state = sampler.init(params, BoundPotential(potential, full_batch) if sampler.full_batch else None, generators)
     recorder = TraceRecorder(params, [*sampler.stats, "step_size", "diverging"])
     alive = torch.ones(num_chains, dtype=torch.bool, device=device)
     diverged_at = torch.full((num_chains,), -1, dtype=torch.long, device=device)
@@ -161,7 +158,7 @@ def run(
                 batch = stream.next(generators)
             step_size = sampler.step_size(step)
             temperature = sampler.temperature_at(step)
-            new_state, stats = sampler.step(state, potential_at(batch), step_size, temperature, generators)
+            new_state, stats = sampler.step(state, BoundPotential(potential, batch), step_size, temperature, generators)
             if step >= burn_in and (step - burn_in) % thin == 0 and sampler.keeps(step):
                 step_sizes = torch.full((num_chains,), step_size, dtype=torch.float64, device=device)
                 recorder.append(

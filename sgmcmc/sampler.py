@@ -10,6 +10,7 @@ import torch
 
 from sgmcmc._checks import nonnegative
 from sgmcmc.chains import ChainGenerators
+from sgmcmc.log_density import BoundPotential
 from sgmcmc.runner import run
 from sgmcmc.schedules import Schedule, as_schedule
 from sgmcmc.trace import Trace
@@ -20,9 +21,9 @@ Params = dict[str, torch.Tensor]
 State = dict[str, Any]
 """A sampler's state: ``"params"`` (name -> (num_chains, *shape)) and any other tensors, each
 with a leading chain dim."""
-Potential = Callable[[Params], tuple[torch.Tensor, Params]]
+Potential = BoundPotential
 """``potential(params) -> (log p̃ of shape (num_chains,), ∇log p̃ shaped like params)``, on this
-step's batch."""
+step's batch; ``potential.with_hessian_vector_product(params, tangent)`` adds ∇²log p̃ · tangent."""
 
 
 class Sampler(ABC):

@@ -11,7 +11,7 @@ from sgmcmc.chains import ChainGenerators, per_chain_sum, select_chains
 from sgmcmc.sampler import Potential, Sampler, State
 from sgmcmc.schedules import Schedule
 
-__all__ = ["SGHMC"]
+__all__ = ["SGHMC", "sghmc_step", "stationary_momentum"]
 
 Mass = float | torch.Tensor | dict[str, float | torch.Tensor]
 
@@ -39,6 +39,37 @@ def _mass_like(mass: Mass, params: dict[str, torch.Tensor]) -> dict[str, torch.T
             value = torch.tensor(positive(f"mass of {name!r}", value))
         masses[name] = value.to(params[name]).expand_as(params[name]).clone()
     return masses
+
+
+def stationary_momentum(
+    mass: dict[str, torch.Tensor], step_size: float, temperature: float, generators: ChainGenerators
+) -> dict[str, torch.Tensor]:
+    """v ~ N(0, η T M⁻¹), shaped like ``mass`` (num_chains, *shape)."""
+    noise = generators.normal_like(mass)
+    return {name: noise[name] * torch.sqrt(step_size * temperature / mass[name]) for name in mass}
+
+
+def sghmc_step(
+    params: dict[str, torch.Tensor],
+    momentum: dict[str, torch.Tensor],
+    gradient: dict[str, torch.Tensor],
+    noise: dict[str, torch.Tensor],
+    mass: dict[str, torch.Tensor],
+    step_size: float,
+    friction: float,
+    noise_estimate: float,
+    temperature: float,
+) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    """v ← v + η M⁻¹ ∇log p̃(θ) − α v + N(0, 2(α − β̂) η T M⁻¹), θ ← θ + v; all tensors (num_chains, *shape)."""
+    noise_variance = 2.0 * (friction - noise_estimate) * step_size * temperature
+    momentum = {
+        name: v
+        + step_size * gradient[name] / mass[name]
+        - friction * v
+        + torch.sqrt(noise_variance / mass[name]) * noise[name]
+        for name, v in momentum.items()
+    }
+    return {name: theta + momentum[name] for name, theta in params.items()}, momentum
 
 
 class SGHMC(Sampler):
@@ -102,17 +133,9 @@ class SGHMC(Sampler):
             "resample_momentum_every": self.resample_momentum_every or 0,
         }
 
-    @staticmethod
-    def _stationary_momentum(
-        mass: dict[str, torch.Tensor], step_size: float, temperature: float, generators: ChainGenerators
-    ) -> dict[str, torch.Tensor]:
-        """v ~ N(0, η T M⁻¹)."""
-        noise = generators.normal_like(mass)
-        return {name: noise[name] * torch.sqrt(step_size * temperature / mass[name]) for name in mass}
-
     def init(self, params: dict[str, torch.Tensor], potential: Potential | None, generators: ChainGenerators) -> State:
         mass = _mass_like(self.mass, params)
-        momentum = self._stationary_momentum(mass, self.step_size(0), self.temperature_at(0), generators)
+        momentum = stationary_momentum(mass, self.step_size(0), self.temperature_at(0), generators)
         steps = torch.zeros(next(iter(params.values())).shape[0], dtype=torch.long, device=generators.device)
         return {"params": params, "momentum": momentum, "mass": mass, "steps": steps}
 
@@ -121,20 +144,14 @@ class SGHMC(Sampler):
     ) -> tuple[State, dict[str, torch.Tensor]]:
         params, momentum, mass = state["params"], state["momentum"], state["mass"]
         if self.resample_momentum_every is not None:
-            fresh = self._stationary_momentum(mass, step_size, temperature, generators)
+            fresh = stationary_momentum(mass, step_size, temperature, generators)
             refresh = (state["steps"] % self.resample_momentum_every == 0) & (state["steps"] > 0)
             momentum = select_chains(refresh, fresh, momentum)
         kinetic_energy = per_chain_sum({name: mass[name] * v**2 for name, v in momentum.items()}) / (2.0 * step_size)
         log_posterior, gradient = potential(params)
         noise = generators.normal_like(params)
-        noise_variance = 2.0 * (self.friction - self.noise_estimate) * step_size * temperature
-        momentum = {
-            name: v
-            + step_size * gradient[name] / mass[name]
-            - self.friction * v
-            + torch.sqrt(noise_variance / mass[name]) * noise[name]
-            for name, v in momentum.items()
-        }
-        params = {name: theta + momentum[name] for name, theta in params.items()}
+        params, momentum = sghmc_step(
+            params, momentum, gradient, noise, mass, step_size, self.friction, self.noise_estimate, temperature
+        )
         new_state = {"params": params, "momentum": momentum, "mass": mass, "steps": state["steps"] + 1}
         return new_state, {"lp": log_posterior, "kinetic_energy": kinetic_energy}

@@ -35,3 +35,16 @@ def test_errors():
     summed = sgmcmc.minibatch_log_posterior(lambda p: p.sum(), lambda p, b: (b * p).sum(), num_data=10)
     with pytest.raises(ValueError, match=r"one value per example, shape \(\|B\|,\); got \(\)"):
         summed(torch.ones(()), torch.ones(3))
+
+
+def test_hessian_vector_product_for_every_chain():
+    from sgmcmc.log_density import BoundPotential, ChainPotential
+
+    matrix = torch.tensor([[2.0, 0.5], [0.5, 1.0]], dtype=torch.float64)
+    potential = ChainPotential(lambda theta: -0.5 * theta @ matrix @ theta, lambda p: p["theta"], False, False)
+    params = {"theta": torch.tensor([[1.0, 2.0], [-1.0, 0.5], [0.0, 3.0]], dtype=torch.float64)}
+    tangent = {"theta": torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, -1.0]], dtype=torch.float64)}
+    value, gradient, product = BoundPotential(potential, None).with_hessian_vector_product(params, tangent)
+    torch.testing.assert_close(gradient["theta"], -params["theta"] @ matrix)
+    torch.testing.assert_close(product["theta"], -tangent["theta"] @ matrix)
+    torch.testing.assert_close(value, -0.5 * ((params["theta"] @ matrix) * params["theta"]).sum(dim=1))

@@ -1,0 +1,184 @@
+"""``torch.optim.Optimizer`` front doors to the samplers' update rules, for an ordinary training loop.
+
+Each optimizer calls the same update function as its sampler (``langevin_step``,
+``sghmc_step``, ``psgld_step``, ``asgld_step``): one implementation, two front doors. The loss
+you back-propagate is −log p̃(θ), the full-data scale of the samplers (e.g. N × mean NLL minus
+the log prior), so ``lr`` is the samplers' step size η. ``seed`` gives the noise stream: with
+one parameter tensor, ``optim.SGLD([theta], lr, seed=s)`` moves θ exactly as
+``sgmcmc.SGLD(...).sample(theta, num_chains=1, seed=s)`` on the same gradients.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import torch
+
+from sgmcmc._checks import nonnegative, positive
+from sgmcmc.asgld import asgld_step
+from sgmcmc.chains import ChainGenerators, chain_seeds
+from sgmcmc.psgld import psgld_step
+from sgmcmc.sghmc import sghmc_step, stationary_momentum
+from sgmcmc.sgld import langevin_step
+
+__all__ = ["SGLD", "SGHMC", "PSGLD", "ASGLD"]
+
+
+class _UpdateRuleOptimizer(torch.optim.Optimizer):
+    """Shared plumbing: each group's parameters as a dict of (1, *shape) views, and one noise stream."""
+
+    def __init__(self, params: Iterable[Any], defaults: dict[str, Any], seed: int) -> None:
+        positive("lr", defaults["lr"])
+        super().__init__(params, defaults)
+        device = self.param_groups[0]["params"][0].device
+        self._generators = ChainGenerators(chain_seeds(seed, 1), device)
+
+    @staticmethod
+    def _named(tensors: list[torch.Tensor]) -> dict[str, torch.Tensor]:
+        return {str(position): tensor.detach().unsqueeze(0) for position, tensor in enumerate(tensors)}
+
+    def _state_dict_of(self, parameters: list[torch.Tensor], key: str, make: Callable[[], dict]) -> dict:
+        """The per-group state ``key`` (a dict of (1, *shape) tensors), created by ``make`` on first use."""
+        state = self.state[parameters[0]]
+        if key not in state:
+            state[key] = make()
+        return state[key]
+
+    @torch.no_grad()
+    def step(self, closure: Callable[[], torch.Tensor] | None = None) -> torch.Tensor | None:
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        for group in self.param_groups:
+            parameters = [p for p in group["params"] if p.grad is not None]
+            if parameters:
+                params = self._named(parameters)
+                gradient = {name: -p.grad.unsqueeze(0) for name, p in zip(params, parameters, strict=True)}
+                updated = self._update(group, parameters, params, gradient)
+                for parameter, value in zip(parameters, updated.values(), strict=True):
+                    parameter.copy_(value[0])
+        return loss
+
+    def _update(
+        self, group: dict, parameters: list[torch.Tensor], params: dict, gradient: dict
+    ) -> dict[str, torch.Tensor]:
+        raise NotImplementedError
+
+
+class SGLD(_UpdateRuleOptimizer):
+    """θ ← θ − lr ∇loss + sqrt(2 lr T) ξ: :func:`sgmcmc.sgld.langevin_step` with ∇log p̃ = −∇loss."""
+
+    def __init__(self, params: Iterable[Any], lr: float, temperature: float = 1.0, seed: int = 0) -> None:
+        super().__init__(params, {"lr": lr, "temperature": nonnegative("temperature", temperature)}, seed)
+
+    def _update(self, group, parameters, params, gradient):
+        noise = self._generators.normal_like(params)
+        return langevin_step(params, gradient, noise, group["lr"], group["temperature"])
+
+
+class SGHMC(_UpdateRuleOptimizer):
+    """SGHMC (:func:`sgmcmc.sghmc.sghmc_step`) with a scalar mass; the momentum lives in the optimizer state."""
+
+    def __init__(
+        self,
+        params: Iterable[Any],
+        lr: float,
+        friction: float,
+        mass: float = 1.0,
+        noise_estimate: float = 0.0,
+        temperature: float = 1.0,
+        seed: int = 0,
+    ) -> None:
+        friction = positive("friction", friction)
+        if friction > 1 or nonnegative("noise_estimate", noise_estimate) > friction:
+            raise ValueError(f"need 0 < noise_estimate <= friction <= 1, got {noise_estimate}, {friction}")
+        defaults = {
+            "lr": lr,
+            "friction": friction,
+            "mass": positive("mass", mass),
+            "noise_estimate": noise_estimate,
+            "temperature": nonnegative("temperature", temperature),
+        }
+        super().__init__(params, defaults, seed)
+
+    def _update(self, group, parameters, params, gradient):
+        mass = {name: torch.full_like(value, group["mass"]) for name, value in params.items()}
+        momentum = self._state_dict_of(
+            parameters,
+            "momentum",
+            lambda: stationary_momentum(mass, group["lr"], group["temperature"], self._generators),
+        )
+        noise = self._generators.normal_like(params)
+        updated, new_momentum = sghmc_step(
+            params,
+            momentum,
+            gradient,
+            noise,
+            mass,
+            group["lr"],
+            group["friction"],
+            group["noise_estimate"],
+            group["temperature"],
+        )
+        momentum.update(new_momentum)
+        return updated
+
+
+class PSGLD(_UpdateRuleOptimizer):
+    """pSGLD without the Γ term (:func:`sgmcmc.psgld.psgld_step`); Γ needs curvature, which only the sampler has."""
+
+    def __init__(
+        self,
+        params: Iterable[Any],
+        lr: float,
+        alpha: float = 0.99,
+        eps: float = 1e-5,
+        temperature: float = 1.0,
+        seed: int = 0,
+    ) -> None:
+        defaults = {
+            "lr": lr,
+            "alpha": nonnegative("alpha", alpha),
+            "eps": positive("eps", eps),
+            "temperature": nonnegative("temperature", temperature),
+        }
+        super().__init__(params, defaults, seed)
+
+    def _update(self, group, parameters, params, gradient):
+        square_average = self._state_dict_of(
+            parameters, "square_average", lambda: {name: torch.zeros_like(value) for name, value in params.items()}
+        )
+        noise = self._generators.normal_like(params)
+        updated, new_square_average = psgld_step(
+            params, square_average, gradient, noise, group["lr"], group["alpha"], group["eps"], group["temperature"]
+        )
+        square_average.update(new_square_average)
+        return updated
+
+
+class ASGLD(_UpdateRuleOptimizer):
+    """ASGLD, seed 003's Algorithm 1 (:func:`sgmcmc.asgld.asgld_step`); μ and C live in the optimizer state."""
+
+    def __init__(
+        self, params: Iterable[Any], lr: float, momentum: float = 0.9, noise: float = 1.0, seed: int = 0
+    ) -> None:
+        super().__init__(
+            params,
+            {"lr": lr, "momentum": nonnegative("momentum", momentum), "noise": nonnegative("noise", noise)},
+            seed,
+        )
+
+    def _update(self, group, parameters, params, gradient):
+        zeros = lambda: {name: torch.zeros_like(value) for name, value in params.items()}  # noqa: E731
+        mean = self._state_dict_of(parameters, "mean", zeros)
+        variance = self._state_dict_of(parameters, "variance", zeros)
+        loss_gradient = {name: -g for name, g in gradient.items()}
+        noise = self._generators.normal_like(params)
+        updated, new_mean, new_variance = asgld_step(
+            params, mean, variance, loss_gradient, noise, group["lr"], group["momentum"], group["noise"]
+        )
+        mean.update(new_mean)
+        variance.update(new_variance)
+        return updated
