@@ -31,6 +31,14 @@ def nonnegative(name: str, value: Any) -> float:
     return value
 
 
+def below_one(name: str, value: Any) -> float:
+    """A float in [0, 1) (a decay rate), or a ValueError naming ``name``."""
+    value = nonnegative(name, value)
+    if value >= 1:
+        raise ValueError(f"{name} must be in [0, 1), got {value}")
+    return value
+
+
 def count(name: str, value: Any, minimum: int) -> int:
     """An integer >= ``minimum``, or a TypeError/ValueError naming ``name``."""
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)):

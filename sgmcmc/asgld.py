@@ -6,7 +6,7 @@ from typing import Any
 
 import torch
 
-from sgmcmc._checks import nonnegative
+from sgmcmc._checks import below_one, nonnegative
 from sgmcmc.chains import ChainGenerators
 from sgmcmc.sampler import Potential, Sampler, State
 from sgmcmc.schedules import Schedule
@@ -56,16 +56,14 @@ class ASGLD(Sampler):
     This is an optimizer, not a sampler with a known stationary law: the noise N(μ, C) has a
     non-zero mean (ψ μ adds to the gradient step) and a covariance that shrinks with the
     gradient fluctuations, so there is no temperature and its draws do not target p(θ). Use
-    it to train; use SGLD, SGHMC or pSGLD (with Γ) for posterior samples.
+    it to train; for posterior samples use SGLD, SGHMC, or pSGLD with α close to 1.
     """
 
     def __init__(
         self, log_posterior: Any, step_size: float | Schedule, momentum: float = 0.9, noise: float = 1.0
     ) -> None:
         super().__init__(log_posterior, step_size)
-        self.momentum = nonnegative("momentum", momentum)
-        if self.momentum >= 1:
-            raise ValueError(f"momentum must be in [0, 1), got {momentum}")
+        self.momentum = below_one("momentum", momentum)
         self.noise = nonnegative("noise", noise)
 
     def hyperparameters(self) -> dict[str, Any]:

@@ -15,11 +15,11 @@ from typing import Any
 
 import torch
 
-from sgmcmc._checks import nonnegative, positive
+from sgmcmc._checks import below_one, nonnegative, positive
 from sgmcmc.asgld import asgld_step
 from sgmcmc.chains import ChainGenerators, chain_seeds
 from sgmcmc.psgld import psgld_step
-from sgmcmc.sghmc import sghmc_step, stationary_momentum
+from sgmcmc.sghmc import check_friction, sghmc_step, stationary_momentum
 from sgmcmc.sgld import langevin_step
 
 __all__ = ["SGLD", "SGHMC", "PSGLD", "ASGLD"]
@@ -91,9 +91,7 @@ class SGHMC(_UpdateRuleOptimizer):
         temperature: float = 1.0,
         seed: int = 0,
     ) -> None:
-        friction = positive("friction", friction)
-        if friction > 1 or nonnegative("noise_estimate", noise_estimate) > friction:
-            raise ValueError(f"need 0 < noise_estimate <= friction <= 1, got {noise_estimate}, {friction}")
+        friction, noise_estimate = check_friction(friction, noise_estimate)
         defaults = {
             "lr": lr,
             "friction": friction,
@@ -140,7 +138,7 @@ class PSGLD(_UpdateRuleOptimizer):
     ) -> None:
         defaults = {
             "lr": lr,
-            "alpha": nonnegative("alpha", alpha),
+            "alpha": below_one("alpha", alpha),
             "eps": positive("eps", eps),
             "temperature": nonnegative("temperature", temperature),
         }
@@ -166,7 +164,7 @@ class ASGLD(_UpdateRuleOptimizer):
     ) -> None:
         super().__init__(
             params,
-            {"lr": lr, "momentum": nonnegative("momentum", momentum), "noise": nonnegative("noise", noise)},
+            {"lr": lr, "momentum": below_one("momentum", momentum), "noise": nonnegative("noise", noise)},
             seed,
         )
 

@@ -7,7 +7,7 @@ from typing import Any
 
 import torch
 
-from sgmcmc._checks import nonnegative, positive
+from sgmcmc._checks import below_one, positive
 from sgmcmc.chains import ChainGenerators
 from sgmcmc.sampler import Potential, Sampler, State
 from sgmcmc.schedules import Schedule
@@ -55,11 +55,15 @@ class PSGLD(Sampler):
 
     Mapping to Algorithm 1 of the paper (ε, ḡ the per-example mean gradient): our η = ε/2 and
     our V is built from the full-data gradient estimate g = ∇log p̃ = ∇log p + N ḡ, not from
-    ḡ, so our (η, λ) behave like the paper's (2η·N, λ/N) where the likelihood dominates.
+    ḡ, so where the likelihood dominates our (η, λ) are the paper's (ε, λ) = (2η/N, λ/N).
 
     ``gamma_correction=True`` adds Γ, with the Hessian diagonal H_ii estimated without bias by
     Hutchinson's z ⊙ (∇²log p̃ · z), z Rademacher: one extra Hessian-vector product per step.
-    The paper drops Γ; without it the stationary law is biased wherever G varies with θ.
+    The paper drops Γ; without it the stationary law is biased wherever G varies with θ, the
+    more so the smaller α (V then follows the current gradient). Measured (docs/preconditioning.md):
+    Γ does not remove that bias in practice and is singular as V → 0 (at the start, V = 0), where
+    it throws chains far out, so the default is ``gamma_correction=False``; for sampling prefer
+    α close to 1 (0.999 left about a tenth of the bias of 0.9 on badly scaled Gaussians).
     """
 
     def __init__(
@@ -72,9 +76,7 @@ class PSGLD(Sampler):
         gamma_correction: bool = False,
     ) -> None:
         super().__init__(log_posterior, step_size, temperature)
-        self.alpha = nonnegative("alpha", alpha)
-        if self.alpha >= 1:
-            raise ValueError(f"alpha must be in [0, 1), got {alpha}")
+        self.alpha = below_one("alpha", alpha)
         self.eps = positive("eps", eps)
         self.gamma_correction = bool(gamma_correction)
 

@@ -11,7 +11,7 @@ from sgmcmc.chains import ChainGenerators, per_chain_sum, select_chains
 from sgmcmc.sampler import Potential, Sampler, State
 from sgmcmc.schedules import Schedule
 
-__all__ = ["SGHMC", "sghmc_step", "stationary_momentum"]
+__all__ = ["SGHMC", "check_friction", "sghmc_step", "stationary_momentum"]
 
 Mass = float | torch.Tensor | dict[str, float | torch.Tensor]
 
@@ -39,6 +39,20 @@ def _mass_like(mass: Mass, params: dict[str, torch.Tensor]) -> dict[str, torch.T
             value = torch.tensor(positive(f"mass of {name!r}", value))
         masses[name] = value.to(params[name]).expand_as(params[name]).clone()
     return masses
+
+
+def check_friction(friction: float, noise_estimate: float) -> tuple[float, float]:
+    """(α, β̂) as floats, or a ValueError: 0 < α ≤ 1 and 0 ≤ β̂ ≤ α."""
+    friction = positive("friction", friction)
+    if friction > 1:
+        raise ValueError(f"friction must be <= 1 (the momentum decays by 1 − friction each step), got {friction}")
+    noise_estimate = nonnegative("noise_estimate", noise_estimate)
+    if noise_estimate > friction:
+        raise ValueError(
+            f"noise_estimate ({noise_estimate}) > friction ({friction}) would make the injected noise "
+            "variance 2(friction − noise_estimate)·η·T negative"
+        )
+    return friction, noise_estimate
 
 
 def stationary_momentum(
@@ -108,15 +122,7 @@ class SGHMC(Sampler):
         resample_momentum_every: int | None = None,
     ) -> None:
         super().__init__(log_posterior, step_size, temperature)
-        self.friction = positive("friction", friction)
-        if self.friction > 1:
-            raise ValueError(f"friction must be <= 1 (the momentum decays by 1 − friction each step), got {friction}")
-        self.noise_estimate = nonnegative("noise_estimate", noise_estimate)
-        if self.noise_estimate > self.friction:
-            raise ValueError(
-                f"noise_estimate ({noise_estimate}) > friction ({friction}) would make the injected noise "
-                "variance 2(friction − noise_estimate)·η·T negative"
-            )
+        self.friction, self.noise_estimate = check_friction(friction, noise_estimate)
         if isinstance(mass, (int, float)) and not isinstance(mass, bool):
             positive("mass", mass)
         self.mass = mass

@@ -77,5 +77,13 @@ def test_errors():
         sgmcmc.optim.SGLD(theta, lr=0.0)
     with pytest.raises(ValueError, match="temperature"):
         sgmcmc.optim.SGLD(theta, lr=0.1, temperature=-1.0)
-    with pytest.raises(ValueError, match="noise_estimate <= friction"):
+    with pytest.raises(ValueError, match=r"noise_estimate \(0.2\) > friction \(0.1\)"):
         sgmcmc.optim.SGHMC(theta, lr=0.1, friction=0.1, noise_estimate=0.2)
+
+
+def test_decay_rates_must_be_below_one():
+    theta = [torch.nn.Parameter(torch.zeros(2))]
+    with pytest.raises(ValueError, match=r"alpha must be in \[0, 1\)"):
+        sgmcmc.optim.PSGLD(theta, lr=0.1, alpha=1.0)
+    with pytest.raises(ValueError, match=r"momentum must be in \[0, 1\)"):
+        sgmcmc.optim.ASGLD(theta, lr=0.1, momentum=1.5)
