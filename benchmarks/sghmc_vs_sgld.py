@@ -31,8 +31,15 @@ def log_posterior(theta: torch.Tensor) -> torch.Tensor:
 
 def measure(name: str, sampler: sgmcmc.Sampler) -> dict[str, object]:
     start = time.perf_counter()
-    trace = sampler.sample(torch.zeros(DIMENSION, dtype=torch.float64), num_chains=NUM_CHAINS, num_steps=NUM_STEPS,
-                           burn_in=BURN_IN, seed=0, init_jitter=1.0, progress=False)
+    trace = sampler.sample(
+        torch.zeros(DIMENSION, dtype=torch.float64),
+        num_chains=NUM_CHAINS,
+        num_steps=NUM_STEPS,
+        burn_in=BURN_IN,
+        seed=0,
+        init_jitter=1.0,
+        progress=False,
+    )
     seconds = time.perf_counter() - start
     draws = trace.posterior["theta"]
     ess = az.ess(az.convert_to_dataset({"theta": draws}))["theta"].values
@@ -55,8 +62,12 @@ def main() -> None:
         runs.append(measure(f"SGLD η={step_size}", sgmcmc.SGLD(log_posterior, step_size=step_size)))
     for leapfrog in (0.05, 0.1):
         for friction in (0.01, 0.05, 0.2):
-            runs.append(measure(f"SGHMC η={leapfrog**2:g} (h={leapfrog}) α={friction}",
-                                sgmcmc.SGHMC(log_posterior, step_size=leapfrog**2, friction=friction)))
+            runs.append(
+                measure(
+                    f"SGHMC η={leapfrog**2:g} (h={leapfrog}) α={friction}",
+                    sgmcmc.SGHMC(log_posterior, step_size=leapfrog**2, friction=friction),
+                )
+            )
     for leapfrog in (0.05, 0.1):
         runs.append(measure(f"SGNHT h={leapfrog} A=1", sgmcmc.SGNHT(log_posterior, step_size=leapfrog, diffusion=1.0)))
 
@@ -66,8 +77,10 @@ def main() -> None:
         cells = [f"{value:.3g}" if isinstance(value, float) else str(value) for value in run.values()]
         lines.append("| " + " | ".join(cells) + " |")
     table = "\n".join(lines)
-    context = (f"d={DIMENSION}, σ² from 1e-2 to 1e2, {NUM_CHAINS} chains x {NUM_STEPS} steps ({BURN_IN} burn-in), "
-               f"torch {torch.__version__}, {torch.get_num_threads()} threads")
+    context = (
+        f"d={DIMENSION}, σ² from 1e-2 to 1e2, {NUM_CHAINS} chains x {NUM_STEPS} steps ({BURN_IN} burn-in), "
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads"
+    )
     print(context)
     print(table)
     output = Path(__file__).parent / "results" / "sghmc_vs_sgld.md"
