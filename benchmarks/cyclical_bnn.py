@@ -34,6 +34,7 @@ import numpy as np
 import torch
 from sklearn.datasets import load_digits
 from sklearn.model_selection import train_test_split
+from tables import markdown_table
 
 import sgmcmc
 from sgmcmc.schedules import Cyclical
@@ -154,15 +155,6 @@ def single_network_scores(networks: dict[str, torch.Tensor], x: torch.Tensor, y:
     return float(np.mean([score[0] for score in scores])), float(np.mean([score[1] for score in scores]))
 
 
-def markdown(rows: list[dict[str, object]]) -> str:
-    header = list(rows[0])
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    for row in rows:
-        cells = [f"{value:.4g}" if isinstance(value, float) else str(value) for value in row.values()]
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)
-
-
 def main() -> None:
     torch.manual_seed(SEED)
     data = split()
@@ -219,7 +211,7 @@ def main() -> None:
         f"{NUM_STEPS // NUM_CYCLES} steps, exploration {EXPLORATION}, thin {THIN}; temperature 1 for SGLD and cSGLD; "
         f"seed {SEED}; torch {torch.__version__}, {torch.get_num_threads()} threads"
     )
-    table, tuning_table = markdown(results), markdown(tuning)
+    table, tuning_table = markdown_table(results), markdown_table(tuning)
     print(context, table, "Step-size tuning on the validation split:", tuning_table, sep="\n\n")
     output = Path(__file__).parent / "results" / "cyclical_bnn.md"
     output.parent.mkdir(exist_ok=True)

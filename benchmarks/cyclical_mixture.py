@@ -30,6 +30,7 @@ from pathlib import Path
 import matplotlib
 import numpy as np
 import torch
+from tables import markdown_table
 
 import sgmcmc
 from sgmcmc.schedules import Cyclical
@@ -115,15 +116,6 @@ def sgd_fate(step_size: float) -> dict[str, object]:
     }
 
 
-def markdown(rows: list[dict[str, object]]) -> str:
-    header = list(rows[0])
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    for row in rows:
-        cells = [f"{value:.3g}" if isinstance(value, float) else str(value) for value in row.values()]
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)
-
-
 def figure(results: list[tuple[dict[str, object], np.ndarray]], path: Path) -> None:
     axis = np.linspace(-5.5, 5.5, 221)
     x, y = np.meshgrid(axis, axis)
@@ -174,7 +166,8 @@ def main() -> None:
         f"the same kind of start: share diverged, share at rest (within 1e-3) in a mode at the end, and in the mode "
         f"nearest its start; median number of modes passed within 3 sd in the last {SGD_STEPS // 2} steps"
     )
-    table, sgd_table = markdown([row for row, _ in results]), markdown(fates)
+    three_digits = lambda column, value: f"{value:.3g}"  # noqa: E731
+    table, sgd_table = markdown_table([row for row, _ in results], three_digits), markdown_table(fates, three_digits)
     print(context, table, sgd_context, sgd_table, sep="\n\n")
     output = Path(__file__).parent / "results" / "cyclical_mixture.md"
     output.parent.mkdir(exist_ok=True)

@@ -23,6 +23,7 @@ from pathlib import Path
 import arviz as az
 import numpy as np
 import torch
+from tables import markdown_table
 
 import sgmcmc
 
@@ -138,15 +139,7 @@ def main() -> None:
         runs.append(run(name, step_size, NUM_STEPS, BURN_IN))
         print(sweeps[-1], flush=True)
 
-    header = list(runs[0])
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    for result in runs:
-        cells = [
-            f"{value:+.3g}" if key.startswith("var") else f"{value:.3g}" if isinstance(value, float) else str(value)
-            for key, value in result.items()
-        ]
-        lines.append("| " + " | ".join(cells) + " |")
-    table = "\n".join(lines)
+    table = markdown_table(runs, lambda column, value: f"{value:+.3g}" if column.startswith("var") else f"{value:.3g}")
     bias_table = two_dimensional_bias()
     context = (
         f"d={DIMENSION}, σ² log-spaced 1e-2 … 1e2, θ_0 = 3σ, exact gradients, {NUM_CHAINS} chains x {NUM_STEPS} steps "

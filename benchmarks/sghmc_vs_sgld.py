@@ -17,6 +17,7 @@ from pathlib import Path
 
 import arviz as az
 import torch
+from tables import markdown_table
 
 import sgmcmc
 
@@ -71,12 +72,7 @@ def main() -> None:
     for leapfrog in (0.05, 0.1):
         runs.append(measure(f"SGNHT h={leapfrog} A=1", sgmcmc.SGNHT(log_posterior, step_size=leapfrog, diffusion=1.0)))
 
-    header = list(runs[0])
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    for run in runs:
-        cells = [f"{value:.3g}" if isinstance(value, float) else str(value) for value in run.values()]
-        lines.append("| " + " | ".join(cells) + " |")
-    table = "\n".join(lines)
+    table = markdown_table(runs, lambda column, value: f"{value:.3g}")
     context = (
         f"d={DIMENSION}, σ² from 1e-2 to 1e2, {NUM_CHAINS} chains x {NUM_STEPS} steps ({BURN_IN} burn-in), "
         f"torch {torch.__version__}, {torch.get_num_threads()} threads"

@@ -116,6 +116,12 @@ class DoubleWell:
     def noisy_log_posterior(self, theta: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
         return -self.potential(theta).sum() + (theta * z).sum()
 
+    def assert_matches_exact_density(self, draws: np.ndarray) -> None:
+        """The (chain, draw) draws pass a KS test against exp(−U)/Z at their effective sample size (≥ 1000)."""
+        effective_size = ess(draws)
+        assert effective_size > 1000, effective_size
+        assert self.ks_distance(draws) < ks_bound(effective_size)
+
     def ks_distance(self, draws: np.ndarray) -> float:
         """sup |F_n − F| between the draws' empirical CDF and the exact CDF."""
         ordered = np.sort(draws.ravel())

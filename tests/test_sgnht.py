@@ -11,8 +11,6 @@ from targets import (
     assert_moments,
     assert_within_budget,
     correlated_gaussian,
-    ess,
-    ks_bound,
     standard_normal_log_posterior,
 )
 
@@ -44,10 +42,7 @@ def test_adapts_to_unknown_gradient_noise_on_figure_1():
         seed=1,
         progress=False,
     )
-    draws = trace.posterior["theta"][..., 0]
-    effective_size = ess(draws)
-    assert effective_size > 1000
-    assert well.ks_distance(draws) < ks_bound(effective_size)
+    well.assert_matches_exact_density(trace.posterior["theta"][..., 0])
     # the thermostat settled above A = 1: it absorbed the extra (gradient-noise) heat
     assert trace.sample_stats["thermostat"][:, -2000:].mean() > 1.1
 
