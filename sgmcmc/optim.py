@@ -25,6 +25,10 @@ from sgmcmc.sgld import langevin_step
 __all__ = ["SGLD", "SGHMC", "PSGLD", "ASGLD"]
 
 
+def _zeros_like(params: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {name: torch.zeros_like(value) for name, value in params.items()}
+
+
 class _UpdateRuleOptimizer(torch.optim.Optimizer):
     """Shared plumbing: each group's parameters as a dict of (1, *shape) views, and one noise stream."""
 
@@ -34,16 +38,19 @@ class _UpdateRuleOptimizer(torch.optim.Optimizer):
         device = self.param_groups[0]["params"][0].device
         self._generators = ChainGenerators(chain_seeds(seed, 1), device)
 
-    @staticmethod
-    def _named(tensors: list[torch.Tensor]) -> dict[str, torch.Tensor]:
-        return {str(position): tensor.detach().unsqueeze(0) for position, tensor in enumerate(tensors)}
+    def _state(
+        self, parameters: dict[str, torch.Tensor], key: str, make: Callable[[dict[str, torch.Tensor]], dict]
+    ) -> dict[str, torch.Tensor]:
+        """Each parameter's state ``key``, a (1, *shape) tensor; ``make(params)`` creates the missing ones."""
+        missing = {name: p.detach().unsqueeze(0) for name, p in parameters.items() if key not in self.state[p]}
+        if missing:
+            for name, value in make(missing).items():
+                self.state[parameters[name]][key] = value
+        return {name: self.state[p][key] for name, p in parameters.items()}
 
-    def _state_dict_of(self, parameters: list[torch.Tensor], key: str, make: Callable[[], dict]) -> dict:
-        """The per-group state ``key`` (a dict of (1, *shape) tensors), created by ``make`` on first use."""
-        state = self.state[parameters[0]]
-        if key not in state:
-            state[key] = make()
-        return state[key]
+    def _store(self, parameters: dict[str, torch.Tensor], key: str, values: dict[str, torch.Tensor]) -> None:
+        for name, value in values.items():
+            self.state[parameters[name]][key] = value
 
     @torch.no_grad()
     def step(self, closure: Callable[[], torch.Tensor] | None = None) -> torch.Tensor | None:
@@ -52,17 +59,18 @@ class _UpdateRuleOptimizer(torch.optim.Optimizer):
             with torch.enable_grad():
                 loss = closure()
         for group in self.param_groups:
-            parameters = [p for p in group["params"] if p.grad is not None]
+            # named by position in the group, so state stays with its parameter when others have no grad
+            parameters = {str(index): p for index, p in enumerate(group["params"]) if p.grad is not None}
             if parameters:
-                params = self._named(parameters)
-                gradient = {name: -p.grad.unsqueeze(0) for name, p in zip(params, parameters, strict=True)}
+                params = {name: p.detach().unsqueeze(0) for name, p in parameters.items()}
+                gradient = {name: -p.grad.unsqueeze(0) for name, p in parameters.items()}
                 updated = self._update(group, parameters, params, gradient)
-                for parameter, value in zip(parameters, updated.values(), strict=True):
-                    parameter.copy_(value[0])
+                for name, parameter in parameters.items():
+                    parameter.copy_(updated[name][0])
         return loss
 
     def _update(
-        self, group: dict, parameters: list[torch.Tensor], params: dict, gradient: dict
+        self, group: dict, parameters: dict[str, torch.Tensor], params: dict, gradient: dict
     ) -> dict[str, torch.Tensor]:
         raise NotImplementedError
 
@@ -103,10 +111,12 @@ class SGHMC(_UpdateRuleOptimizer):
 
     def _update(self, group, parameters, params, gradient):
         mass = {name: torch.full_like(value, group["mass"]) for name, value in params.items()}
-        momentum = self._state_dict_of(
+        momentum = self._state(
             parameters,
             "momentum",
-            lambda: stationary_momentum(mass, group["lr"], group["temperature"], self._generators),
+            lambda missing: stationary_momentum(
+                {name: mass[name] for name in missing}, group["lr"], group["temperature"], self._generators
+            ),
         )
         noise = self._generators.normal_like(params)
         updated, new_momentum = sghmc_step(
@@ -120,7 +130,7 @@ class SGHMC(_UpdateRuleOptimizer):
             group["noise_estimate"],
             group["temperature"],
         )
-        momentum.update(new_momentum)
+        self._store(parameters, "momentum", new_momentum)
         return updated
 
 
@@ -145,14 +155,12 @@ class PSGLD(_UpdateRuleOptimizer):
         super().__init__(params, defaults, seed)
 
     def _update(self, group, parameters, params, gradient):
-        square_average = self._state_dict_of(
-            parameters, "square_average", lambda: {name: torch.zeros_like(value) for name, value in params.items()}
-        )
+        square_average = self._state(parameters, "square_average", _zeros_like)
         noise = self._generators.normal_like(params)
         updated, new_square_average = psgld_step(
             params, square_average, gradient, noise, group["lr"], group["alpha"], group["eps"], group["temperature"]
         )
-        square_average.update(new_square_average)
+        self._store(parameters, "square_average", new_square_average)
         return updated
 
 
@@ -169,14 +177,13 @@ class ASGLD(_UpdateRuleOptimizer):
         )
 
     def _update(self, group, parameters, params, gradient):
-        zeros = lambda: {name: torch.zeros_like(value) for name, value in params.items()}  # noqa: E731
-        mean = self._state_dict_of(parameters, "mean", zeros)
-        variance = self._state_dict_of(parameters, "variance", zeros)
+        mean = self._state(parameters, "mean", _zeros_like)
+        variance = self._state(parameters, "variance", _zeros_like)
         loss_gradient = {name: -g for name, g in gradient.items()}
         noise = self._generators.normal_like(params)
         updated, new_mean, new_variance = asgld_step(
             params, mean, variance, loss_gradient, noise, group["lr"], group["momentum"], group["noise"]
         )
-        mean.update(new_mean)
-        variance.update(new_variance)
+        self._store(parameters, "mean", new_mean)
+        self._store(parameters, "variance", new_variance)
         return updated

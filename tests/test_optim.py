@@ -87,3 +87,20 @@ def test_decay_rates_must_be_below_one():
         sgmcmc.optim.PSGLD(theta, lr=0.1, alpha=1.0)
     with pytest.raises(ValueError, match=r"momentum must be in \[0, 1\)"):
         sgmcmc.optim.ASGLD(theta, lr=0.1, momentum=1.5)
+
+
+def test_state_stays_with_its_parameter_when_another_has_no_gradient():
+    first, second = torch.nn.Parameter(torch.ones(2)), torch.nn.Parameter(torch.ones(3))
+    optimizer = sgmcmc.optim.PSGLD([first, second], lr=0.01, alpha=0.5, temperature=0.0)
+    (-(second**2).sum()).backward()  # first has no gradient at step 1
+    optimizer.step()
+    assert "square_average" not in optimizer.state[first]
+    torch.testing.assert_close(optimizer.state[second]["square_average"][0], 0.5 * (2 * torch.ones(3)) ** 2)
+    optimizer.zero_grad()
+    gradient_2 = 2 * second.detach().clone()
+    (-(first**2).sum() - (second**2).sum()).backward()
+    optimizer.step()
+    torch.testing.assert_close(optimizer.state[first]["square_average"][0], 0.5 * (2 * torch.ones(2)) ** 2)
+    torch.testing.assert_close(
+        optimizer.state[second]["square_average"][0], 0.5 * 0.5 * (2 * torch.ones(3)) ** 2 + 0.5 * gradient_2**2
+    )
