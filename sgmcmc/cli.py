@@ -1,4 +1,4 @@
-"""The ``sgmcmc`` command."""
+"""The ``sgmcmc`` command: each subcommand is registered by the module that implements it."""
 
 from __future__ import annotations
 
@@ -6,30 +6,21 @@ import argparse
 import warnings
 from collections.abc import Sequence
 
-from sgmcmc.demo import logistic_regression_demo
+from sgmcmc import demo
+
+COMMAND_MODULES = [demo]
+"""Modules with ``add_command(commands)``: it adds a subparser whose ``run`` default takes the
+parsed arguments and returns the exit status."""
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="sgmcmc", description="Stochastic-gradient MCMC for PyTorch.")
     commands = parser.add_subparsers(dest="command", required=True)
-    demo = commands.add_parser(
-        "demo", help="Bayesian logistic regression on breast-cancer data: 4 SGLD chains, ArviZ summary"
-    )
-    demo.add_argument("--output", default="sgmcmc-output", help="folder for posterior.nc (default: %(default)s)")
-    demo.add_argument("--num-chains", type=int, default=4)
-    demo.add_argument("--num-steps", type=int, default=20_000)
-    demo.add_argument("--seed", type=int, default=0)
-    demo.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    for module in COMMAND_MODULES:
+        module.add_command(commands)
     arguments = parser.parse_args(argv)
     warnings.filterwarnings("ignore", category=FutureWarning, module="arviz")
-    logistic_regression_demo(
-        output=arguments.output,
-        num_chains=arguments.num_chains,
-        num_steps=arguments.num_steps,
-        seed=arguments.seed,
-        progress=not arguments.no_progress,
-    )
-    return 0
+    return arguments.run(arguments)
 
 
 if __name__ == "__main__":

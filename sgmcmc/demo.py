@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import time
 from pathlib import Path
 
@@ -14,7 +15,7 @@ from sklearn.model_selection import train_test_split
 import sgmcmc
 from sgmcmc.schedules import Polynomial
 
-__all__ = ["logistic_regression_demo"]
+__all__ = ["logistic_regression_demo", "add_command"]
 
 
 def _log_prior(params: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -98,3 +99,27 @@ def logistic_regression_demo(
     idata.to_netcdf(str(output / "posterior.nc"))
     print(f"InferenceData written to {output / 'posterior.nc'}")
     return {"accuracy": accuracy, "seconds": seconds, "max_rhat": max_rhat}
+
+
+def _run_command(arguments: argparse.Namespace) -> int:
+    logistic_regression_demo(
+        output=arguments.output,
+        num_chains=arguments.num_chains,
+        num_steps=arguments.num_steps,
+        seed=arguments.seed,
+        progress=not arguments.no_progress,
+    )
+    return 0
+
+
+def add_command(commands: argparse._SubParsersAction) -> None:
+    """Register ``sgmcmc demo``."""
+    demo = commands.add_parser(
+        "demo", help="Bayesian logistic regression on breast-cancer data: 4 SGLD chains, ArviZ summary"
+    )
+    demo.add_argument("--output", default="sgmcmc-output", help="folder for posterior.nc (default: %(default)s)")
+    demo.add_argument("--num-chains", type=int, default=4)
+    demo.add_argument("--num-steps", type=int, default=20_000)
+    demo.add_argument("--seed", type=int, default=0)
+    demo.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    demo.set_defaults(run=_run_command)
