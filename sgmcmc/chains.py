@@ -53,6 +53,17 @@ class ChainGenerators:
     def __len__(self) -> int:
         return len(self.generators)
 
+    def get_states(self) -> list[torch.Tensor]:
+        """Every chain's generator state, for a checkpoint."""
+        return [generator.get_state() for generator in self.generators]
+
+    def set_states(self, states: Sequence[torch.Tensor]) -> None:
+        """Restore the states of :meth:`get_states`."""
+        if len(states) != len(self.generators):
+            raise ValueError(f"{len(states)} generator states for {len(self.generators)} chains")
+        for generator, state in zip(self.generators, states, strict=True):
+            generator.set_state(state)
+
     def normal_like(self, params: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """ξ ~ N(0, I) shaped like ``params`` (each (num_chains, *shape)), one draw per chain."""
         dtype = functools.reduce(torch.promote_types, (value.dtype for value in params.values()))

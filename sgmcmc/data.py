@@ -108,6 +108,20 @@ class ChainData:
             return pytree.tree_map(lambda t: t[: self.units_per_step], self.units)
         return pytree.tree_map(lambda t: t[0], self.units)
 
+    def get_state(self) -> dict[str, Any]:
+        """The position in every chain's epoch, for a checkpoint."""
+        return {"permutations": self._permutations, "position": self._position, "num_units": self.num_units}
+
+    def set_state(self, state: dict[str, Any]) -> None:
+        """Restore a :meth:`get_state`; the data must have as many rows (or batches) as when it was saved."""
+        if state["num_units"] != self.num_units:
+            raise ValueError(
+                f"the checkpoint's data had {state['num_units']} units (rows or batches), this has {self.num_units}"
+            )
+        permutations = state["permutations"]
+        self._permutations = None if permutations is None else permutations.to(pytree.tree_leaves(self.units)[0].device)
+        self._position = state["position"]
+
     def next(self, generators: ChainGenerators) -> Any:
         """The next batch of every chain, each leaf with a leading chain dim."""
         if self._position == 0:

@@ -9,21 +9,24 @@ from __future__ import annotations
 
 import os
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from importlib.metadata import version
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
+from torch.func import vmap
 from torch.utils import _pytree as pytree
 from tqdm.auto import tqdm
 
 import sgmcmc
 from sgmcmc._checks import count, nonnegative
 from sgmcmc.chains import ChainGenerators, chain_seeds, select_chains
+from sgmcmc.checkpoint import check_same_run, load_checkpoint, save_checkpoint
 from sgmcmc.data import chain_data
 from sgmcmc.log_density import BoundPotential, ChainPotential, check_log_posterior
-from sgmcmc.trace import Trace, TraceRecorder
+from sgmcmc.trace import Trace, TraceRecorder, Variable, netcdf_attr
 
 if TYPE_CHECKING:
     from sgmcmc.sampler import Sampler
@@ -32,6 +35,9 @@ __all__ = ["run", "SamplerDivergenceWarning"]
 
 TENSOR_PARAM_NAME = "theta"
 """The name a bare-tensor ``init`` gets in the trace."""
+
+RESERVED_NAMES = ("chain", "draw", "step", "cycle")
+"""Names of trace coordinates, which parameters and functionals cannot take."""
 
 
 class SamplerDivergenceWarning(RuntimeWarning):
@@ -91,6 +97,53 @@ def _finite_per_chain(state: dict[str, Any], num_chains: int) -> torch.Tensor:
     return finite
 
 
+def _functionals(
+    functionals: Mapping[str, Callable[[Any], torch.Tensor]] | None,
+    to_user: Callable[[dict[str, torch.Tensor]], Any],
+    params: dict[str, torch.Tensor],
+) -> dict[str, Callable[[dict[str, torch.Tensor]], torch.Tensor]]:
+    """Each functional vectorised over chains, checked on the initial params."""
+    if functionals is None:
+        return {}
+    if not isinstance(functionals, Mapping):
+        raise TypeError(f"functionals must be a dict of name -> callable, got {type(functionals).__name__}")
+    vectorised = {}
+    for name, functional in functionals.items():
+        _check_name("functional", name)
+        if not callable(functional):
+            raise TypeError(f"functional {name!r} is a {type(functional).__name__}, not a callable")
+        over_chains = vmap(lambda chain_params, functional=functional: functional(to_user(chain_params)))
+        try:
+            value = over_chains(params)
+        except Exception as error:
+            raise ValueError(
+                f"functional {name!r} failed on the initial params, evaluated for all chains with "
+                f"torch.func.vmap (use torch operations, no .item() or branching on values): {error}"
+            ) from error
+        if not isinstance(value, torch.Tensor):
+            raise TypeError(f"functional {name!r} must return a tensor, got {type(value).__name__}")
+        vectorised[name] = over_chains
+    return vectorised
+
+
+def _check_name(kind: str, name: Any) -> None:
+    if not isinstance(name, str) or not name or "/" in name or name in RESERVED_NAMES:
+        raise ValueError(
+            f"{kind} name {name!r} is not usable: names are non-empty strings without '/', not {RESERVED_NAMES}"
+        )
+
+
+def _kept_params(keep: Sequence[str] | None, params: dict[str, torch.Tensor]) -> list[str]:
+    if keep is None:
+        return list(params)
+    if isinstance(keep, str):
+        raise TypeError(f"keep must be a sequence of parameter names, got the string {keep!r}")
+    unknown = [name for name in keep if name not in params]
+    if unknown:
+        raise ValueError(f"keep names unknown parameters {unknown}; the parameters are {list(params)}")
+    return list(keep)
+
+
 def run(
     sampler: Sampler,
     init: Any,
@@ -105,12 +158,19 @@ def run(
     init_jitter: float,
     stacked_init: bool,
     progress: bool,
+    functionals: Mapping[str, Callable[[Any], torch.Tensor]] | None,
+    keep: Sequence[str] | None,
+    keep_gradients: bool,
+    trace_file: str | Path | None,
+    checkpoint: str | Path | None,
+    checkpoint_every: int,
 ) -> Trace:
     """Run ``sampler``; the arguments are those of :meth:`sgmcmc.Sampler.sample`."""
     num_chains = count("num_chains", num_chains, 1)
     num_steps = count("num_steps", num_steps, 1)
     burn_in = count("burn_in", burn_in, 0)
     thin = count("thin", thin, 1)
+    checkpoint_every = count("checkpoint_every", checkpoint_every, 1)
     if burn_in >= num_steps:
         raise ValueError(f"burn_in ({burn_in}) must be < num_steps ({num_steps}) so that a draw is kept")
     init_jitter = nonnegative("init_jitter", init_jitter)
@@ -118,7 +178,10 @@ def run(
     seeds = _seeds(seed, num_chains)
 
     params, to_user = _named_params(init)
+    for name in params:
+        _check_name("parameter", name)
     params = {name: value.to(device) for name, value in _stack_over_chains(params, num_chains, stacked_init).items()}
+    kept_params = _kept_params(keep, params)
     generators = ChainGenerators(seeds, device)
     if init_jitter > 0:
         jitter = generators.normal_like(params)
@@ -135,6 +198,7 @@ def run(
             sampler.log_posterior(first_chain, stream.first_batch()),
             "at the initial params of chain 0 with the first batch",
         )
+    functionals = _functionals(functionals, to_user, params)
 
     full_batch = stream.full_batch() if stream is not None and sampler.full_batch else None
     potential = ChainPotential(
@@ -143,15 +207,81 @@ def run(
         has_data=stream is not None,
         batch_per_chain=stream is not None and not sampler.full_batch,
     )
-
     state = sampler.init(params, BoundPotential(potential, full_batch) if sampler.full_batch else None, generators)
-    recorder = TraceRecorder(params, [*sampler.stats, "step_size", "diverging"])
+
+    def draw(state: dict[str, Any], stats: dict[str, torch.Tensor], batch: Any) -> dict[str, dict[str, torch.Tensor]]:
+        chain_params = state["params"]
+        values = {
+            "posterior": {name: chain_params[name] for name in kept_params},
+            "functionals": {name: functional(chain_params) for name, functional in functionals.items()},
+            "sample_stats": stats,
+        }
+        if keep_gradients:
+            gradient = BoundPotential(potential, batch)(chain_params)[1]
+            values["gradients"] = {name: gradient[name] for name in kept_params}
+        return values
+
     alive = torch.ones(num_chains, dtype=torch.bool, device=device)
     diverged_at = torch.full((num_chains,), -1, dtype=torch.long, device=device)
-    steps_done = 0
+    stat_names = [*sampler.stats, "step_size", "diverging"]
+    layout = {
+        "posterior": {name: Variable.of(params[name]) for name in kept_params},
+        "functionals": {name: Variable.of(functional(params)) for name, functional in functionals.items()},
+        "gradients": {name: Variable.of(params[name]) for name in kept_params} if keep_gradients else {},
+        "sample_stats": {
+            name: Variable((), np.dtype(bool) if name == "diverging" else np.dtype(np.float64)) for name in stat_names
+        },
+    }
+    run_settings = {
+        "sampler": type(sampler).__name__,
+        **{key: netcdf_attr(value) for key, value in sampler.hyperparameters().items()},
+        "seed": seed if isinstance(seed, int) else list(seed),
+        "chain_seeds": seeds,
+        "num_chains": num_chains,
+        "num_steps": num_steps,
+        "burn_in": burn_in,
+        "thin": thin,
+    }
+    attrs = {
+        **run_settings,
+        "inference_library": "sgmcmc",
+        "inference_library_version": sgmcmc.__version__,
+        "torch_version": torch.__version__,
+        "arviz_version": version("arviz"),
+    }
+    recorder = TraceRecorder(layout, ["step", *sampler.draw_coords(0)], num_chains, attrs, path=trace_file)
+    checkpoint_settings = {
+        **run_settings,
+        "params": {name: tuple(value.shape) for name, value in params.items()},
+        "kept": kept_params,
+        "functionals": list(functionals),
+        "keep_gradients": keep_gradients,
+        "trace_file": None if trace_file is None else str(trace_file),
+    }
+    checkpoint = None if checkpoint is None else Path(checkpoint)
+    first_step = 0
+    if checkpoint is not None and checkpoint.exists():
+        saved = load_checkpoint(checkpoint, device)
+        check_same_run(saved["settings"], checkpoint_settings, checkpoint)
+        state, alive, diverged_at, first_step = saved["state"], saved["alive"], saved["diverged_at"], saved["step"]
+        generators.set_states(saved["generators"])
+        if stream is not None:
+            stream.set_state(saved["data"])
+        recorder.restore(saved["trace"])
+    else:
+        recorder.start(steps_done=0)
+
+    steps_done = first_step
     show = progress and not os.environ.get("CI")
     try:
-        for step in tqdm(range(num_steps), disable=not show, desc=type(sampler).__name__, unit="step"):
+        for step in tqdm(
+            range(first_step, num_steps),
+            initial=first_step,
+            total=num_steps,
+            disable=not show,
+            desc=type(sampler).__name__,
+            unit="step",
+        ):
             if stream is None or sampler.full_batch:
                 batch = full_batch
             else:
@@ -162,8 +292,7 @@ def run(
             if step >= burn_in and (step - burn_in) % thin == 0 and sampler.keeps(step):
                 step_sizes = torch.full((num_chains,), step_size, dtype=torch.float64, device=device)
                 recorder.append(
-                    state["params"],
-                    {**stats, "step_size": step_sizes, "diverging": ~alive},
+                    draw(state, {**stats, "step_size": step_sizes, "diverging": ~alive}, batch),
                     {"step": step, **sampler.draw_coords(step)},
                 )
             newly_diverged = alive & ~_finite_per_chain(new_state, num_chains)
@@ -171,12 +300,27 @@ def run(
             alive = alive & ~newly_diverged
             state = select_chains(alive, new_state, state)
             steps_done = step + 1
+            if checkpoint is not None and (steps_done % checkpoint_every == 0 or steps_done == num_steps):
+                contents = {
+                    "settings": checkpoint_settings,
+                    "step": steps_done,
+                    "state": state,
+                    "alive": alive,
+                    "diverged_at": diverged_at,
+                    "generators": generators.get_states(),
+                    "data": None if stream is None else stream.get_state(),
+                    "trace": recorder.checkpoint(steps_done),
+                }
+                save_checkpoint(checkpoint, contents)
     except KeyboardInterrupt:
         warnings.warn(
             f"sampling interrupted after {steps_done} of {num_steps} steps; the trace keeps the draws so far",
             RuntimeWarning,
             stacklevel=3,
         )
+    except BaseException:
+        recorder.flush(steps_done)
+        raise
 
     diverged = {chain: int(step) for chain, step in enumerate(diverged_at.tolist()) if step >= 0}
     if diverged:
@@ -188,19 +332,4 @@ def run(
             SamplerDivergenceWarning,
             stacklevel=3,
         )
-    attrs = {
-        "sampler": type(sampler).__name__,
-        **sampler.hyperparameters(),
-        "seed": seed if isinstance(seed, int) else list(seed),
-        "chain_seeds": seeds,
-        "num_chains": num_chains,
-        "num_steps": num_steps,
-        "steps_done": steps_done,
-        "burn_in": burn_in,
-        "thin": thin,
-        "inference_library": "sgmcmc",
-        "inference_library_version": sgmcmc.__version__,
-        "torch_version": torch.__version__,
-        "arviz_version": version("arviz"),
-    }
-    return recorder.finish(attrs, state)
+    return recorder.finish(steps_done, state)

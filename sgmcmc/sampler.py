@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
 from typing import Any, ClassVar
 
 import torch
@@ -103,6 +104,12 @@ class Sampler(ABC):
         init_jitter: float = 0.0,
         stacked_init: bool = False,
         progress: bool = True,
+        functionals: Mapping[str, Callable[[Any], torch.Tensor]] | None = None,
+        keep: Sequence[str] | None = None,
+        keep_gradients: bool = False,
+        trace_file: str | Path | None = None,
+        checkpoint: str | Path | None = None,
+        checkpoint_every: int = 1000,
     ) -> Trace:
         """Run ``num_chains`` chains for ``num_steps`` steps; keep every ``thin``-th state from step ``burn_in``.
 
@@ -116,10 +123,25 @@ class Sampler(ABC):
                 one seed per chain; a chain run alone with its seed reproduces itself.
             init_jitter: standard deviation of Gaussian noise added to each chain's start.
             progress: show a tqdm bar (always off when the ``CI`` variable is set).
+            functionals: name -> ``f(params) -> tensor`` of one chain's params (as given in
+                ``init``), evaluated at every kept draw for all chains at once (torch.func.vmap)
+                and stored in the trace's ``functionals`` group: predictive probabilities of
+                held-out points, a log-likelihood, any summary whose R-hat and ESS mean more
+                than those of unidentifiable weights.
+            keep: names of the parameters to keep in the trace (default all; ``()`` keeps only
+                functionals and stats).
+            keep_gradients: also keep ∇log p̃ at each kept draw (on its step's batch) in the
+                ``gradients`` group; costs one more gradient per kept draw.
+            trace_file: stream the kept draws to this netCDF file every 256 draws instead of
+                holding them in memory; the returned trace reads them from the file.
+            checkpoint: a file to which the run's complete state is saved (atomically) every
+                ``checkpoint_every`` steps. If it exists when the run starts, the run resumes
+                from it and continues bit for bit as if it had never stopped; it must then be
+                configured as the run that wrote it.
 
         Returns:
             A :class:`sgmcmc.Trace`; draw i is the state after ``burn_in + i * thin`` steps.
-            Ctrl-C stops the run and returns the draws kept so far.
+            Ctrl-C stops the run and returns the draws kept so far (also in ``trace_file``).
         """
         return run(
             self,
@@ -134,4 +156,10 @@ class Sampler(ABC):
             init_jitter=init_jitter,
             stacked_init=stacked_init,
             progress=progress,
+            functionals=functionals,
+            keep=keep,
+            keep_gradients=keep_gradients,
+            trace_file=trace_file,
+            checkpoint=checkpoint,
+            checkpoint_every=checkpoint_every,
         )

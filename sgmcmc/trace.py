@@ -1,16 +1,33 @@
-"""The trace of a run: kept draws on the host, their sample stats, and the ArviZ export."""
+"""The trace of a run: kept draws, their sample stats and functionals, and the ArviZ export.
+
+Draws are collected on the device and moved to the host in chunks, either into memory or
+appended to a netCDF file (an ArviZ InferenceData layout: one HDF5 group per ArviZ group, dims
+``chain``, ``draw``, ``<name>_dim_<i>``). A file is rewritten in place after every chunk and
+closed between chunks, so at any moment it is a valid trace of the draws written so far; its
+``steps_done`` attribute says how far the run got.
+"""
 
 from __future__ import annotations
 
 import datetime
+import warnings
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
+import h5netcdf
 import numpy as np
 import torch
 import xarray as xr
 
-__all__ = ["Trace", "TraceRecorder"]
+__all__ = ["Trace", "TraceRecorder", "GROUPS"]
+
+GROUPS = ("posterior", "functionals", "gradients", "sample_stats")
+"""The groups of a trace, in the order they are exported: the kept parameters, the user's
+functionals of them, ∇log p̃ at the kept parameters (on request) and the per-draw stats."""
+
+_TARGET_CHUNK_BYTES = 1 << 20
 
 
 @dataclass
@@ -18,119 +35,368 @@ class Trace:
     """Kept draws of every chain, after burn-in and thinning.
 
     Attributes:
-        posterior: name -> array of shape (num_chains, num_draws, *param_shape).
+        posterior: name -> array of shape (num_chains, num_draws, *param_shape), the kept params.
         sample_stats: name -> array of shape (num_chains, num_draws); always ``lp`` (the
             log-posterior estimate at the draw), ``step_size`` and ``diverging``.
-        attrs: the sampler, its hyperparameters, the seed and library versions.
+        attrs: the sampler, its hyperparameters, the seed, ``steps_done`` and library versions.
         draw_coords: name -> array of shape (num_draws,), labels shared by the chains: always
             ``step``, the step index of each draw; cyclical samplers add ``cycle``.
-        final_state: the sampler state after the last step (tensors with a leading chain dim).
+        final_state: the sampler state after the last step (tensors with a leading chain dim);
+            None for a trace loaded from a file.
+        functionals: name -> array of shape (num_chains, num_draws, *value_shape), each
+            user-given functional evaluated at every draw.
+        gradients: name -> array shaped like ``posterior[name]``: ∇log p̃ at the draw on the
+            batch of its step (the estimate the sampler used), when ``keep_gradients=True``.
+        path: the netCDF file holding the draws when the run streamed them to disk (then the
+            groups read each variable from the file when it is indexed), else None.
     """
 
-    posterior: dict[str, np.ndarray]
-    sample_stats: dict[str, np.ndarray]
+    posterior: Mapping[str, np.ndarray]
+    sample_stats: Mapping[str, np.ndarray]
     attrs: dict[str, Any]
     draw_coords: dict[str, np.ndarray]
-    final_state: dict[str, Any] = field(repr=False)
+    final_state: dict[str, Any] | None = field(default=None, repr=False)
+    functionals: Mapping[str, np.ndarray] = field(default_factory=dict)
+    gradients: Mapping[str, np.ndarray] = field(default_factory=dict)
+    path: Path | None = None
 
     @property
     def num_chains(self) -> int:
-        return next(iter(self.sample_stats.values())).shape[0]
+        return self.sample_stats["lp"].shape[0]
 
     @property
     def num_draws(self) -> int:
-        return next(iter(self.sample_stats.values())).shape[1]
+        return len(next(iter(self.draw_coords.values())))
 
-    def _dataset(self, variables: dict[str, np.ndarray]) -> xr.Dataset:
+    def groups(self) -> dict[str, Mapping[str, np.ndarray]]:
+        """The non-empty groups, in :data:`GROUPS` order."""
+        return {name: getattr(self, name) for name in GROUPS if len(getattr(self, name))}
+
+    def _dataset(self, variables: Mapping[str, np.ndarray]) -> xr.Dataset:
         coords = {
             "chain": np.arange(self.num_chains),
             "draw": np.arange(self.num_draws),
             **{name: ("draw", values) for name, values in self.draw_coords.items()},
         }
         data_vars = {
-            name: (("chain", "draw", *(f"{name}_dim_{axis}" for axis in range(values.ndim - 2))), values)
-            for name, values in variables.items()
+            name: (("chain", "draw", *_dims(name, values.ndim - 2)), values) for name, values in variables.items()
         }
         return xr.Dataset(data_vars, coords=coords, attrs=self.attrs)
 
     def to_arviz(self) -> Any:
         """An ``arviz.InferenceData`` (ArviZ 0.x) or ``xarray.DataTree`` (ArviZ 1.x).
 
-        Groups ``posterior`` (dims chain, draw, ``<name>_dim_<i>``…) and ``sample_stats``; the
-        :attr:`draw_coords` are coordinates along ``draw``, so ``idata.posterior.groupby("cycle")``
-        groups the draws of a cyclical sampler by cycle.
+        Groups ``posterior`` (dims chain, draw, ``<name>_dim_<i>``…), ``sample_stats`` and, when
+        present, ``functionals`` and ``gradients``, so ``az.summary(idata, group="functionals")``
+        gives R-hat and ESS of the functionals. The :attr:`draw_coords` are coordinates along
+        ``draw``, so ``idata.posterior.groupby("cycle")`` groups the draws of a cyclical sampler
+        by cycle. A trace streamed to disk is opened lazily from its file.
         """
         import arviz as az  # imported on use: importing ArviZ is slow and, in 0.x, warns
 
-        groups = {"posterior": self._dataset(self.posterior), "sample_stats": self._dataset(self.sample_stats)}
+        if self.path is not None:
+            return az.from_netcdf(str(self.path))
+        groups = {name: self._dataset(variables) for name, variables in self.groups().items()}
         if int(az.__version__.split(".")[0]) < 1:
-            return az.InferenceData(**groups)
+            with warnings.catch_warnings():
+                warnings.filterwarnings("ignore", message=".*not defined in the InferenceData scheme")
+                return az.InferenceData(**groups)
         return xr.DataTree.from_dict(groups)
 
+    @classmethod
+    def load(cls, path: str | Path) -> Trace:
+        """The trace in a netCDF file written by a streaming run (``sample(..., trace_file=path)``).
 
-def _netcdf_attr(value: Any) -> Any:
+        Variables are read from the file when indexed, so a trace larger than memory can be
+        opened; the file of an interrupted run holds the draws written before it stopped.
+        """
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"no trace file at {path}")
+        with h5netcdf.File(path, "r") as file:
+            present = [name for name in GROUPS if name in file.groups]
+            if "sample_stats" not in present:
+                raise ValueError(f"{path} is not an sgmcmc trace: it has no sample_stats group")
+            attrs = dict(file.attrs)
+            stats = file.groups["sample_stats"]
+            coords = [name for name, variable in stats.variables.items() if variable.dimensions == ("draw",)]
+            draw_coords = {name: np.asarray(stats.variables[name][...]) for name in coords if name != "draw"}
+        groups = {name: _StoredGroup(path, name) for name in present}
+        return cls(
+            posterior=groups.get("posterior", {}),
+            sample_stats=groups["sample_stats"],
+            attrs=attrs,
+            draw_coords=draw_coords,
+            functionals=groups.get("functionals", {}),
+            gradients=groups.get("gradients", {}),
+            path=path,
+        )
+
+
+def _dims(name: str, ndim: int) -> tuple[str, ...]:
+    return tuple(f"{name}_dim_{axis}" for axis in range(ndim))
+
+
+def netcdf_attr(value: Any) -> Any:
+    """``value`` as a netCDF attribute: numbers and strings as they are, anything else as its repr."""
     if isinstance(value, bool):
         return int(value)
     if isinstance(value, str):
-        return str(value)
+        return str(value)  # plain str: h5py cannot store subclasses such as torch's TorchVersion
     if isinstance(value, (int, float)):
         return value
     return repr(value)
 
 
+class _StoredGroup(Mapping[str, np.ndarray]):
+    """One group of a trace file; indexing reads that variable (decoded by xarray)."""
+
+    def __init__(self, path: Path, group: str) -> None:
+        self.path, self.group = path, group
+        with h5netcdf.File(path, "r") as file:
+            variables = file.groups[group].variables
+            self._names = [name for name, variable in variables.items() if variable.dimensions[:2] == ("chain", "draw")]
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        if name not in self._names:
+            raise KeyError(name)
+        with xr.open_dataset(self.path, group=self.group, engine="h5netcdf") as dataset:
+            return dataset[name].values
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._names)
+
+    def __len__(self) -> int:
+        return len(self._names)
+
+
+@dataclass(frozen=True)
+class Variable:
+    """The per-chain, per-draw shape and dtype of one recorded variable."""
+
+    shape: tuple[int, ...]
+    dtype: np.dtype
+
+    @classmethod
+    def of(cls, value: torch.Tensor) -> Variable:
+        """The variable recorded from ``value`` of shape (num_chains, *shape)."""
+        return cls(tuple(value.shape[1:]), torch.empty(0, dtype=value.dtype).numpy().dtype)
+
+
+Layout = dict[str, dict[str, Variable]]
+"""group -> variable name -> :class:`Variable`."""
+
+
+class _TraceFile:
+    """A netCDF trace file that grows along ``draw``: created empty, appended to chunk by chunk."""
+
+    def __init__(self, path: Path, layout: Layout, coord_names: list[str], num_chains: int) -> None:
+        self.path = path
+        self.layout = {group: variables for group, variables in layout.items() if variables}
+        self.coord_names = coord_names
+        self.num_chains = num_chains
+
+    def create(self, attrs: dict[str, Any]) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with h5netcdf.File(self.path, "w") as file:
+            file.attrs.update(attrs)
+            for group_name, variables in self.layout.items():
+                group = file.create_group(group_name)
+                group.dimensions = {
+                    "chain": self.num_chains,
+                    "draw": None,
+                    **{
+                        dim: size
+                        for name, variable in variables.items()
+                        for dim, size in zip(_dims(name, len(variable.shape)), variable.shape, strict=True)
+                    },
+                }
+                group.create_variable("chain", ("chain",), data=np.arange(self.num_chains))
+                for coord in ["draw", *self.coord_names]:
+                    group.create_variable(coord, ("draw",), dtype=np.int64, chunks=(1024,))
+                for name, variable in variables.items():
+                    draw_bytes = variable.dtype.itemsize * max(1, int(np.prod(variable.shape)))
+                    draws_per_chunk = max(1, min(1024, _TARGET_CHUNK_BYTES // draw_bytes))
+                    stored = group.create_variable(
+                        name,
+                        ("chain", "draw", *_dims(name, len(variable.shape))),
+                        dtype=np.int8 if variable.dtype == bool else variable.dtype,
+                        chunks=(1, draws_per_chunk, *variable.shape),
+                    )
+                    if variable.dtype == bool:
+                        stored.attrs["dtype"] = "bool"
+                    stored.attrs["coordinates"] = " ".join(self.coord_names)
+                group.attrs.update(attrs)
+
+    def append(self, chunk: dict[str, dict[str, np.ndarray]], coords: dict[str, np.ndarray], attrs: dict) -> None:
+        with h5netcdf.File(self.path, "a") as file:
+            start = file.groups["sample_stats"].dimensions["draw"].size
+            end = start + len(coords["draw"])
+            for group_name, variables in self.layout.items():
+                group = file.groups[group_name]
+                group.resize_dimension("draw", end)
+                for coord, values in coords.items():
+                    group.variables[coord][start:end] = values
+                for name in variables:
+                    group.variables[name][:, start:end] = chunk[group_name][name]
+                group.attrs.update(attrs)
+            file.attrs.update(attrs)
+
+    def truncate(self, num_draws: int) -> None:
+        """Drop every draw after the first ``num_draws`` (a resumed run rewrites them)."""
+        with h5netcdf.File(self.path, "a") as file:
+            written = file.groups["sample_stats"].dimensions["draw"].size
+            if written < num_draws:
+                raise ValueError(f"trace file {self.path} holds {written} draws; the checkpoint needs {num_draws}")
+            for group_name in self.layout:
+                file.groups[group_name].resize_dimension("draw", num_draws)
+
+
 class TraceRecorder:
-    """Collects kept draws on the device and moves them to the host every ``chunk_size`` draws.
+    """Collects kept draws on the device; every ``chunk_size`` draws moves them to the host.
 
     Args:
-        params: the chains' params (name -> (num_chains, *shape)), giving names, shapes and dtypes.
-        stat_names: the names of the per-draw sample stats, each recorded with shape (num_chains,).
+        layout: group -> name -> :class:`Variable` of every recorded value (groups of :data:`GROUPS`).
+        coord_names: names of the per-draw labels beyond ``draw`` (``step``, and e.g. ``cycle``).
+        num_chains: the number of chains.
+        attrs: the run's attributes, written to the file and the trace.
+        path: where to stream the draws as a netCDF file; None keeps them in memory.
+        chunk_size: draws held on the device before they move to the host.
     """
 
-    def __init__(self, params: dict[str, torch.Tensor], stat_names: list[str], chunk_size: int = 256) -> None:
-        self.chunk_size = chunk_size
-        num_chains = next(iter(params.values())).shape[0]
-        self._empty = {
-            **{
-                f"posterior/{name}": torch.empty((num_chains, 0, *value.shape[1:]), dtype=value.dtype).numpy()
-                for name, value in params.items()
-            },
-            **{
-                f"sample_stats/{name}": np.zeros((num_chains, 0), dtype=bool if name == "diverging" else np.float64)
-                for name in stat_names
-            },
-        }
-        self._pending: list[dict[str, torch.Tensor]] = []
-        self._chunks: list[dict[str, np.ndarray]] = []
-        self._coords: list[dict[str, int]] = []
-
-    def append(self, params: dict[str, torch.Tensor], stats: dict[str, torch.Tensor], coords: dict[str, int]) -> None:
-        """Record one draw: ``params`` (name -> (num_chains, *shape)), ``stats`` (name -> (num_chains,)) and
-        its ``coords``, labels shared by all chains."""
-        draw = {f"posterior/{name}": value.detach().clone() for name, value in params.items()}
-        draw.update({f"sample_stats/{name}": value.detach().clone() for name, value in stats.items()})
-        self._pending.append(draw)
-        self._coords.append(coords)
-        if len(self._pending) >= self.chunk_size:
-            self._flush()
-
-    def _flush(self) -> None:
-        if self._pending:
-            self._chunks.append(
-                {key: torch.stack([draw[key] for draw in self._pending], dim=1).cpu().numpy() for key in self._empty}
-            )
-            self._pending = []
-
-    def finish(self, attrs: dict[str, Any], final_state: dict[str, Any]) -> Trace:
-        """The :class:`Trace` of every draw recorded so far."""
-        self._flush()
-        groups: dict[str, dict[str, np.ndarray]] = {"posterior": {}, "sample_stats": {}}
-        for key, empty in self._empty.items():
-            group, name = key.split("/", 1)
-            groups[group][name] = np.concatenate([empty, *(chunk[key] for chunk in self._chunks)], axis=1)
-        attrs = {
+    def __init__(
+        self,
+        layout: Layout,
+        coord_names: list[str],
+        num_chains: int,
+        attrs: dict[str, Any],
+        path: str | Path | None = None,
+        chunk_size: int = 256,
+    ) -> None:
+        self.layout = {group: layout.get(group, {}) for group in GROUPS}
+        self.coord_names = coord_names
+        self.num_chains = num_chains
+        self.attrs = {
             "created_at": datetime.datetime.now(datetime.UTC).isoformat(),
-            **{key: _netcdf_attr(value) for key, value in attrs.items()},
+            **{key: netcdf_attr(value) for key, value in attrs.items()},
         }
-        names = self._coords[0] if self._coords else {"step": 0}
-        coords = {name: np.array([draw[name] for draw in self._coords], dtype=np.int64) for name in names}
-        return Trace(groups["posterior"], groups["sample_stats"], attrs, coords, final_state)
+        self.chunk_size = chunk_size
+        self.file = None if path is None else _TraceFile(Path(path), self.layout, coord_names, num_chains)
+        self._pending: list[dict[str, dict[str, torch.Tensor]]] = []
+        self._pending_coords: list[dict[str, int]] = []
+        self._num_flushed = 0
+        self._chunks: list[dict[str, dict[str, np.ndarray]]] = []
+        self._coords: dict[str, list[np.ndarray]] = {name: [] for name in ["draw", *coord_names]}
+
+    def start(self, steps_done: int) -> None:
+        """Create the trace file (a fresh run); a resumed run calls :meth:`restore` instead."""
+        if self.file is not None:
+            self.file.create({**self.attrs, "steps_done": steps_done})
+
+    @property
+    def num_draws(self) -> int:
+        return self._num_flushed + len(self._pending)
+
+    def append(self, values: dict[str, dict[str, torch.Tensor]], coords: dict[str, int]) -> None:
+        """Record one draw: group -> name -> tensor (num_chains, *shape), and its labels."""
+        self._pending.append(
+            {group: {name: value.detach().clone() for name, value in v.items()} for group, v in values.items()}
+        )
+        self._pending_coords.append({"draw": self.num_draws - 1, **coords})
+        if len(self._pending) >= self.chunk_size:
+            self.flush(steps_done=None)
+
+    def flush(self, steps_done: int | None) -> None:
+        """Move pending draws to the host (and the file); record ``steps_done`` in the file's attrs."""
+        attrs = {} if steps_done is None else {"steps_done": steps_done}
+        if not self._pending:
+            if self.file is not None and attrs:
+                self.file.append(self._empty_chunk(), {name: np.zeros(0, np.int64) for name in self._coords}, attrs)
+            return
+        chunk = {
+            group: {
+                name: torch.stack([draw[group][name] for draw in self._pending], dim=1).cpu().numpy()
+                for name in variables
+            }
+            for group, variables in self.layout.items()
+        }
+        coords = {name: np.array([draw[name] for draw in self._pending_coords], np.int64) for name in self._coords}
+        self._num_flushed += len(self._pending)
+        self._pending, self._pending_coords = [], []
+        if self.file is not None:
+            self.file.append(chunk, coords, attrs)
+            return
+        self._chunks.append(chunk)
+        for name, values in coords.items():
+            self._coords[name].append(values)
+
+    def _empty_chunk(self) -> dict[str, dict[str, np.ndarray]]:
+        return {
+            group: {
+                name: np.zeros((self.num_chains, 0, *variable.shape), variable.dtype)
+                for name, variable in variables.items()
+            }
+            for group, variables in self.layout.items()
+        }
+
+    def checkpoint(self, steps_done: int) -> dict[str, Any]:
+        """What a checkpoint needs to restore the trace: the draws so far (in memory) or their count."""
+        self.flush(steps_done)
+        if self.file is not None:
+            return {"num_draws": self._num_flushed}
+        chunk = self._concatenated()
+        return {
+            "num_draws": self._num_flushed,
+            "values": {
+                group: {name: torch.from_numpy(v) for name, v in variables.items()}
+                for group, variables in chunk.items()
+            },
+            "coords": {
+                name: torch.from_numpy(np.concatenate([np.zeros(0, np.int64), *v])) for name, v in self._coords.items()
+            },
+        }
+
+    def restore(self, checkpoint: dict[str, Any]) -> None:
+        """Continue from a :meth:`checkpoint`: reload its draws, or cut the file back to them."""
+        self._num_flushed = checkpoint["num_draws"]
+        if self.file is not None:
+            if not self.file.path.is_file():
+                raise FileNotFoundError(f"resuming needs the trace file {self.file.path}, which is missing")
+            self.file.truncate(self._num_flushed)
+            return
+        self._chunks = [
+            {
+                group: {name: v.numpy() for name, v in variables.items()}
+                for group, variables in checkpoint["values"].items()
+            }
+        ]
+        self._coords = {name: [values.numpy()] for name, values in checkpoint["coords"].items()}
+
+    def _concatenated(self) -> dict[str, dict[str, np.ndarray]]:
+        """Every draw held in memory; the empty chunk gives shapes and dtypes when there is none."""
+        chunks = [self._empty_chunk(), *self._chunks]
+        return {
+            group: {name: np.concatenate([chunk[group][name] for chunk in chunks], axis=1) for name in variables}
+            for group, variables in self.layout.items()
+        }
+
+    def finish(self, steps_done: int, final_state: dict[str, Any]) -> Trace:
+        """The :class:`Trace` of every draw recorded so far."""
+        self.flush(steps_done)
+        if self.file is not None:
+            trace = Trace.load(self.file.path)
+            trace.final_state = final_state
+            return trace
+        groups = self._concatenated()
+        coords = {
+            name: np.concatenate([np.zeros(0, np.int64), *v]) for name, v in self._coords.items() if name != "draw"
+        }
+        return Trace(
+            posterior=groups["posterior"],
+            sample_stats=groups["sample_stats"],
+            attrs={**self.attrs, "steps_done": steps_done},
+            draw_coords=coords,
+            final_state=final_state,
+            functionals=groups["functionals"],
+            gradients=groups["gradients"],
+        )

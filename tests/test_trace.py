@@ -74,3 +74,92 @@ def test_rhat_flags_chains_started_far_apart_and_run_briefly():
         init, num_chains=4, num_steps=60, seed=0, stacked_init=True, progress=False
     )
     assert float(az.rhat(trace.to_arviz())["theta"].max()) > 1.1
+
+
+def _cyclical_run(**kwargs):
+    """A cyclical sampler (draw coords step and cycle) keeping functionals and gradients."""
+    init = {"weights": torch.zeros(2, 3), "bias": torch.zeros(())}
+    schedule = sgmcmc.schedules.Cyclical(initial_step_size=0.3, num_cycles=3, total_steps=90, exploration=0.0)
+    sampler = sgmcmc.CyclicalSGLD(_log_posterior, schedule)
+    functionals = {"norm": lambda params: params["weights"].norm(), "squares": lambda params: params["weights"] ** 2}
+    return sampler.sample(
+        init, num_chains=3, num_steps=90, seed=0, functionals=functionals, keep_gradients=True, progress=False, **kwargs
+    )
+
+
+def test_functionals_and_gradients_are_groups_of_their_own():
+    trace = _cyclical_run()
+    weights = trace.posterior["weights"]
+    np.testing.assert_allclose(trace.functionals["norm"], np.linalg.norm(weights.reshape(3, -1, 6), axis=-1), rtol=1e-6)
+    np.testing.assert_array_equal(trace.functionals["squares"], weights**2)
+    np.testing.assert_allclose(trace.gradients["weights"], -weights)  # ∇log p of a standard normal
+    np.testing.assert_allclose(trace.gradients["bias"], -trace.posterior["bias"])
+    idata = trace.to_arviz()
+    assert idata.functionals["squares"].dims == ("chain", "draw", "squares_dim_0", "squares_dim_1")
+    np.testing.assert_array_equal(idata.functionals["cycle"], trace.draw_coords["cycle"])
+    summary = az.summary(idata, group="functionals", kind="diagnostics")
+    assert len(summary) == 1 + 6 and summary["ess_bulk"].notna().all()
+
+
+def test_keep_chooses_parameters():
+    only_bias = _cyclical_run(keep=["bias"])
+    assert list(only_bias.posterior) == ["bias"] and list(only_bias.gradients) == ["bias"]
+    nothing = _cyclical_run(keep=())
+    assert not nothing.posterior and list(nothing.functionals) == ["norm", "squares"]
+    np.testing.assert_array_equal(nothing.functionals["norm"], _cyclical_run().functionals["norm"])
+    assert "posterior" not in nothing.to_arviz().groups()
+
+
+def test_streaming_to_a_file_equals_keeping_in_memory(tmp_path):
+    in_memory = _cyclical_run()
+    streamed = _cyclical_run(trace_file=tmp_path / "trace.nc")
+    assert streamed.path == tmp_path / "trace.nc"
+    for group in ("posterior", "functionals", "gradients", "sample_stats"):
+        assert list(getattr(streamed, group)) == list(getattr(in_memory, group))
+        for name, values in getattr(in_memory, group).items():
+            np.testing.assert_array_equal(getattr(streamed, group)[name], values)
+            assert getattr(streamed, group)[name].dtype == values.dtype
+    for name, values in in_memory.draw_coords.items():
+        np.testing.assert_array_equal(streamed.draw_coords[name], values)
+    assert streamed.attrs["steps_done"] == 90
+    idata = streamed.to_arviz()
+    np.testing.assert_array_equal(idata.posterior["weights"].values, in_memory.posterior["weights"])
+    assert idata.sample_stats["diverging"].dtype == bool
+
+
+def test_streamed_file_of_an_interrupted_run_holds_the_draws_so_far(tmp_path):
+    calls = {"count": 0}
+
+    def interrupted_at_step_700(theta):
+        calls["count"] += 1
+        if calls["count"] == 702:  # one call to check the input, then one per step
+            raise KeyboardInterrupt
+        return standard_normal_log_posterior(theta)
+
+    with pytest.warns(RuntimeWarning, match="interrupted after 700 of 1000 steps"):
+        sgmcmc.SGLD(interrupted_at_step_700, step_size=0.1).sample(
+            torch.zeros(2), num_chains=2, num_steps=1000, seed=0, trace_file=tmp_path / "t.nc", progress=False
+        )
+    loaded = sgmcmc.Trace.load(tmp_path / "t.nc")
+    assert loaded.attrs["steps_done"] == 700 and loaded.num_draws == 700  # 2 chunks of 256, then the rest
+    idata = az.from_netcdf(str(tmp_path / "t.nc"))
+    assert idata.posterior["theta"].shape == (2, 700, 2)
+    np.testing.assert_array_equal(idata.posterior["step"], np.arange(700))
+
+
+def test_bad_trace_requests():
+    def run(**kwargs):
+        return sgmcmc.SGLD(standard_normal_log_posterior, 0.1).sample(
+            torch.zeros(2), num_chains=2, num_steps=5, progress=False, **kwargs
+        )
+
+    with pytest.raises(ValueError, match=r"keep names unknown parameters \['w'\]"):
+        run(keep=["w"])
+    with pytest.raises(TypeError, match="functional 'f' is a float"):
+        run(functionals={"f": 1.0})
+    with pytest.raises(ValueError, match="functional name 'step' is not usable"):
+        run(functionals={"step": lambda theta: theta})
+    with pytest.raises(ValueError, match="functional 'f' failed on the initial params.*vmap"):
+        run(functionals={"f": lambda theta: theta.sum().item()})
+    with pytest.raises(FileNotFoundError, match="no trace file"):
+        sgmcmc.Trace.load("missing.nc")

@@ -1,0 +1,100 @@
+"""Checkpoint and resume: a resumed run equals the uninterrupted one draw for draw."""
+
+import numpy as np
+import pytest
+import torch
+
+import sgmcmc
+from targets import ConjugateLinearRegression
+
+NUM_STEPS = 120
+
+
+def _sghmc(log_posterior):
+    return sgmcmc.SGHMC(log_posterior, step_size=1e-3, friction=0.1)
+
+
+def _run(checkpoint=None, interrupt_at=None, make_sampler=_sghmc, **kwargs):
+    """SGHMC (momentum in its state) with minibatches (a data position) on a conjugate regression."""
+    model = ConjugateLinearRegression.make(num_data=100, dim=2, seed=0)
+    log_posterior = model.log_posterior()
+    calls = {"count": 0}
+
+    def interrupted(params, batch):
+        calls["count"] += 1
+        if calls["count"] == interrupt_at:
+            raise KeyboardInterrupt
+        return log_posterior(params, batch)
+
+    data = sgmcmc.Minibatches(model.features, model.targets, batch_size=30)  # 3 batches an epoch: positions vary
+    options = dict(num_chains=3, num_steps=NUM_STEPS, burn_in=10, thin=3, seed=5, progress=False)
+    options.update(kwargs)
+    sampler = make_sampler(interrupted)
+    trace = sampler.sample(
+        torch.zeros(2, dtype=torch.float64),
+        data,
+        checkpoint=checkpoint,
+        checkpoint_every=25,
+        **options,
+    )
+    trace.steps_run = calls["count"] - 1  # one call checks the input, then one per step
+    return trace
+
+
+def _assert_same_draws(first, second):
+    assert first.num_draws == second.num_draws
+    for group in ("posterior", "sample_stats", "functionals"):
+        for name in getattr(first, group):
+            np.testing.assert_array_equal(getattr(first, group)[name], getattr(second, group)[name], err_msg=name)
+    for name in first.draw_coords:
+        np.testing.assert_array_equal(first.draw_coords[name], second.draw_coords[name])
+
+
+def test_resumed_run_equals_uninterrupted_run(tmp_path):
+    uninterrupted = _run()
+    checkpoint = tmp_path / "run.pt"
+    with pytest.warns(RuntimeWarning, match="interrupted after 60 of 120 steps"):
+        stopped = _run(checkpoint, interrupt_at=62)  # one call checks the input, then one per step
+    assert stopped.num_draws < uninterrupted.num_draws
+    resumed = _run(checkpoint)
+    assert resumed.steps_run == NUM_STEPS - 50  # from the checkpoint of step 50
+    _assert_same_draws(resumed, uninterrupted)
+    for name, value in uninterrupted.final_state["momentum"].items():
+        torch.testing.assert_close(resumed.final_state["momentum"][name], value, rtol=0, atol=0)
+
+
+def test_resumed_streaming_run_equals_uninterrupted_run(tmp_path):
+    uninterrupted = _run()
+    checkpoint, trace_file = tmp_path / "run.pt", tmp_path / "trace.nc"
+    with pytest.warns(RuntimeWarning, match="interrupted"):
+        _run(checkpoint, interrupt_at=90, trace_file=trace_file)
+    assert sgmcmc.Trace.load(trace_file).attrs["steps_done"] == 88
+    resumed = _run(checkpoint, trace_file=trace_file)  # cuts the file back to step 75, then appends
+    assert resumed.steps_run == NUM_STEPS - 75
+    _assert_same_draws(resumed, uninterrupted)
+    _assert_same_draws(sgmcmc.Trace.load(trace_file), uninterrupted)
+
+
+def test_finished_run_rerun_from_its_checkpoint_does_nothing_more(tmp_path):
+    checkpoint = tmp_path / "run.pt"
+    first = _run(checkpoint)
+    again = _run(checkpoint)
+    assert again.steps_run == 0
+    _assert_same_draws(again, first)
+
+
+def test_checkpoint_of_another_run_is_refused(tmp_path):
+    checkpoint = tmp_path / "run.pt"
+    _run(checkpoint, num_steps=30)
+    with pytest.raises(ValueError, match="different run.*num_steps: checkpoint 30, now 120"):
+        _run(checkpoint)
+    with pytest.raises(ValueError, match="different run.*sampler: checkpoint 'SGHMC', now 'SGLD'"):
+        _run(checkpoint, num_steps=30, make_sampler=lambda log_posterior: sgmcmc.SGLD(log_posterior, 1e-3))
+
+
+def test_checkpoint_is_written_atomically(tmp_path):
+    checkpoint = tmp_path / "run.pt"
+    _run(checkpoint, num_steps=30)
+    assert [path.name for path in tmp_path.iterdir()] == ["run.pt"]  # no temporary file left behind
+    contents = torch.load(checkpoint, weights_only=True)
+    assert contents["step"] == 30 and len(contents["generators"]) == 3
