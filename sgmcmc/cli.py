@@ -6,9 +6,9 @@ import argparse
 import warnings
 from collections.abc import Sequence
 
-from sgmcmc import demo
+from sgmcmc import job
 
-COMMAND_MODULES = [demo]
+COMMAND_MODULES = [job]
 """Modules with ``add_command(commands)``: it adds a subparser whose ``run`` default takes the
 parsed arguments and returns the exit status."""
 

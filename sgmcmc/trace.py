@@ -117,7 +117,7 @@ class Trace:
             present = [name for name in GROUPS if name in file.groups]
             if "sample_stats" not in present:
                 raise ValueError(f"{path} is not an sgmcmc trace: it has no sample_stats group")
-            attrs = dict(file.attrs)
+            attrs = {key: value.item() if isinstance(value, np.generic) else value for key, value in file.attrs.items()}
             stats = file.groups["sample_stats"]
             coords = [name for name, variable in stats.variables.items() if variable.dimensions == ("draw",)]
             draw_coords = {name: np.asarray(stats.variables[name][...]) for name in coords if name != "draw"}

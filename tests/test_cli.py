@@ -1,15 +1,24 @@
-"""The main job, ``sgmcmc demo``, on a short run."""
+"""The ``sgmcmc`` command: ``demo`` is ``run`` with the digits defaults."""
 
-import arviz as az
+import json
+
+import pytest
 
 from sgmcmc.cli import main
 
 
-def test_demo_writes_an_inference_data_and_reports(tmp_path, capsys):
-    assert main(["demo", "--num-steps", "400", "--output", str(tmp_path), "--no-progress"]) == 0
+def test_demo_is_the_job_on_digits(tmp_path, capsys):
+    arguments = ["--num-steps", "100", "--burn-in", "50", "--thin", "10", "--hidden", "8", "--no-progress"]
+    assert main(["demo", *arguments, "--output", str(tmp_path / "demo")]) == 0
     printed = capsys.readouterr().out
-    assert "r_hat" in printed and "held-out accuracy" in printed
-    idata = az.from_netcdf(str(tmp_path / "posterior.nc"))
-    assert idata.posterior["weights"].shape == (4, 40, 10)
-    accuracy = float(printed.split("held-out accuracy of the posterior predictive: ")[1].split()[0])
-    assert accuracy > 0.9  # a 10-component logistic regression; chance is 0.63
+    assert "digits (classification)" in printed and "SGD ensemble of 4" in printed
+    report = json.loads((tmp_path / "demo" / "report.json").read_text())
+    assert report["config"]["dataset"] == "digits" and report["config"]["num_steps"] == 100
+
+
+def test_unknown_command_and_bad_flag_exit_with_usage(capsys):
+    with pytest.raises(SystemExit):
+        main(["fly"])
+    with pytest.raises(SystemExit):
+        main(["run", "--num-steps", "many"])
+    assert "invalid int value" in capsys.readouterr().err

@@ -1,0 +1,466 @@
+"""The main job, ``sgmcmc run``: a Bayesian MLP on a tabular data set, end to end.
+
+Load and split the data, sample the network's posterior with many chains, train a deep
+ensemble of the same cost (the same chains at temperature 0: SGD on the same log posterior),
+and report held-out accuracy (or RMSE), NLL, expected calibration error, Brier score, OOD
+detection by predictive entropy and R-hat/ESS of predictive functionals. Writes the
+InferenceData (posterior, sample_stats, functionals, posterior_predictive, observed_data),
+``report.json`` and PNG plots.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import time
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import xarray as xr
+from sklearn import datasets
+from sklearn.model_selection import train_test_split
+from torch import nn
+
+import sgmcmc
+from sgmcmc import metrics
+from sgmcmc.models import Classification, ModulePosterior, Regression
+from sgmcmc.schedules import Cyclical
+
+__all__ = ["JobConfig", "run_job", "add_command"]
+
+BUNDLED = {
+    "digits": datasets.load_digits,
+    "breast_cancer": datasets.load_breast_cancer,
+    "wine": datasets.load_wine,
+    "diabetes": datasets.load_diabetes,
+}
+"""scikit-learn's data sets that ship with it (no download)."""
+
+SAMPLERS = ("sgld", "sghmc", "sgnht", "psgld", "csgld", "csghmc")
+DEFAULT_STEP_SIZES = {"sgld": 1e-3, "sghmc": 1e-4, "sgnht": 1e-2, "psgld": 1e-4, "csgld": 3e-4, "csghmc": 3e-5}
+"""Per-sampler default step sizes, tuned on digits (docs/bnn.md); for SGHMC it is the paper's ε²."""
+
+
+@dataclass
+class JobConfig:
+    """Every setting of ``sgmcmc run``; the command's flags and ``--config`` TOML keys have these names.
+
+    ``dataset`` is a bundled name (:data:`BUNDLED`) or a ``.npz`` (arrays ``x``, ``y``) or
+    ``.csv`` (last column the target, a header row) file. ``task`` is inferred when None:
+    classification for integer targets with at most 50 values. ``ood_classes`` are held out of
+    training and used as out-of-distribution inputs, beside uniform noise over each feature's
+    training range. ``burn_in`` None means half the steps.
+    """
+
+    dataset: str = "digits"
+    task: str | None = None
+    hidden: list[int] = field(default_factory=lambda: [100])
+    activation: str = "tanh"
+    sampler: str = "sgld"
+    step_size: float | None = None
+    friction: float = 0.1
+    num_cycles: int = 4
+    temperature: float = 1.0
+    prior_scale: float = 1.0
+    noise_scale: float = 0.5
+    num_chains: int = 4
+    num_steps: int = 8000
+    burn_in: int | None = None
+    thin: int = 20
+    batch_size: int = 64
+    test_fraction: float = 0.25
+    ood_classes: list[int] = field(default_factory=list)
+    ensemble: bool = True
+    ensemble_step_size: float = 1e-3
+    keep_params: bool = True
+    stream: bool = False
+    checkpoint_every: int = 0
+    seed: int = 0
+    device: str = "cpu"
+    output: str = "sgmcmc-output"
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        if self.sampler not in SAMPLERS:
+            raise ValueError(f"sampler must be one of {SAMPLERS}, got {self.sampler!r}")
+        if self.task not in (None, "classification", "regression"):
+            raise ValueError(f"task must be 'classification' or 'regression', got {self.task!r}")
+        if self.activation not in ("tanh", "relu"):
+            raise ValueError(f"activation must be 'tanh' or 'relu', got {self.activation!r}")
+        if not 0 < self.test_fraction < 1:
+            raise ValueError(f"test_fraction must be in (0, 1), got {self.test_fraction}")
+        if not self.hidden or any(width < 1 for width in self.hidden):
+            raise ValueError(f"hidden must list layer widths >= 1, got {self.hidden}")
+
+
+@dataclass
+class _Data:
+    train: tuple[torch.Tensor, torch.Tensor]
+    test: tuple[torch.Tensor, torch.Tensor]
+    out_of_distribution: dict[str, torch.Tensor]
+    task: str
+    num_outputs: int
+    target_scale: float
+    noise_scale: float
+
+
+def _load(dataset: str) -> tuple[np.ndarray, np.ndarray]:
+    if dataset in BUNDLED:
+        return BUNDLED[dataset](return_X_y=True)
+    path = Path(dataset)
+    if not path.is_file():
+        raise ValueError(f"dataset {dataset!r} is neither one of {list(BUNDLED)} nor an existing .npz/.csv file")
+    if path.suffix == ".npz":
+        with np.load(path) as arrays:
+            if not {"x", "y"} <= set(arrays.files):
+                raise ValueError(f"{path} must hold arrays 'x' and 'y', it holds {arrays.files}")
+            return arrays["x"], arrays["y"]
+    if path.suffix == ".csv":
+        table = np.loadtxt(path, delimiter=",", skiprows=1, ndmin=2)
+        return table[:, :-1], table[:, -1]
+    raise ValueError(f"dataset file {path} must be .npz or .csv")
+
+
+def _prepare(config: JobConfig) -> _Data:
+    features, targets = _load(config.dataset)
+    features = np.asarray(features, np.float64).reshape(len(features), -1)
+    if len(features) != len(targets) or len(features) < 10:
+        raise ValueError(f"dataset has {len(features)} rows of features and {len(targets)} targets; need >= 10 of each")
+    if not (np.isfinite(features).all() and np.isfinite(np.asarray(targets, np.float64)).all()):
+        raise ValueError("dataset holds non-finite values")
+    is_integer = np.allclose(targets, np.round(targets))
+    task = config.task or ("classification" if is_integer and len(np.unique(targets)) <= 50 else "regression")
+    held_out = np.isin(targets, config.ood_classes) if task == "classification" else np.zeros(len(targets), bool)
+    if config.ood_classes and not held_out.any():
+        raise ValueError(f"ood_classes {config.ood_classes} match no label of {config.dataset}")
+    stratify = targets if task == "classification" else None
+    train_x, test_x, train_y, test_y, train_held, test_held = train_test_split(
+        features, targets, held_out, test_size=config.test_fraction, random_state=config.seed, stratify=stratify
+    )
+    mean, scale = train_x[~train_held].mean(axis=0), train_x[~train_held].std(axis=0)
+    scale = np.where(scale > 0, scale, 1.0)
+    as_float = lambda array: torch.as_tensor((array - mean) / scale, dtype=torch.float32)  # noqa: E731
+    low, high = train_x.min(axis=0), train_x.max(axis=0)
+    noise = np.random.default_rng(config.seed).uniform(low, high, size=(len(test_x), features.shape[1]))
+    out_of_distribution = {"noise": as_float(noise)}
+    if task == "classification":
+        classes = np.unique(train_y[~train_held])
+        relabel = {label: index for index, label in enumerate(classes)}
+        if config.ood_classes:
+            out_of_distribution["held_out_classes"] = as_float(test_x[test_held])
+        as_labels = lambda labels: torch.tensor([relabel[label] for label in labels])  # noqa: E731
+        train = (as_float(train_x[~train_held]), as_labels(train_y[~train_held]))
+        test = (as_float(test_x[~test_held]), as_labels(test_y[~test_held]))
+        return _Data(train, test, out_of_distribution, task, len(classes), 1.0, config.noise_scale)
+    target_mean, target_scale = float(train_y.mean()), float(train_y.std())
+    as_targets = lambda y: torch.as_tensor((y - target_mean) / target_scale, dtype=torch.float32)  # noqa: E731
+    return _Data(
+        (as_float(train_x), as_targets(train_y)),
+        (as_float(test_x), as_targets(test_y)),
+        out_of_distribution,
+        task,
+        1,
+        target_scale,
+        config.noise_scale,
+    )
+
+
+def _network(config: JobConfig, num_inputs: int, num_outputs: int) -> nn.Sequential:
+    activation = {"tanh": nn.Tanh, "relu": nn.ReLU}[config.activation]
+    widths = [num_inputs, *config.hidden]
+    layers: list[nn.Module] = []
+    for width_in, width_out in zip(widths[:-1], widths[1:], strict=True):
+        layers += [nn.Linear(width_in, width_out), activation()]
+    return nn.Sequential(*layers, nn.Linear(widths[-1], num_outputs))
+
+
+def _sampler(config: JobConfig, log_posterior: Any, temperature: float) -> sgmcmc.Sampler:
+    step_size = config.step_size if config.step_size is not None else DEFAULT_STEP_SIZES[config.sampler]
+    if config.sampler in ("csgld", "csghmc"):
+        schedule = Cyclical(step_size, num_cycles=config.num_cycles, total_steps=config.num_steps)
+        if config.sampler == "csgld":
+            return sgmcmc.CyclicalSGLD(log_posterior, schedule, temperature=temperature)
+        return sgmcmc.CyclicalSGHMC(log_posterior, schedule, friction=config.friction, temperature=temperature)
+    if config.sampler == "sghmc":
+        return sgmcmc.SGHMC(log_posterior, step_size, friction=config.friction, temperature=temperature)
+    if config.sampler == "sgnht":
+        return sgmcmc.SGNHT(log_posterior, step_size, temperature=temperature)
+    if config.sampler == "psgld":
+        return sgmcmc.PSGLD(log_posterior, step_size, temperature=temperature)
+    return sgmcmc.SGLD(log_posterior, step_size, temperature=temperature)
+
+
+def _scores(data: _Data, test_predictive: np.ndarray, ood_predictive: dict[str, np.ndarray], draw_means=None) -> dict:
+    """Metrics of a predictive: class probabilities (points, classes), or (draws, points) means for regression."""
+    if data.task == "regression":
+        targets = data.test[1].numpy()
+        return {
+            "rmse": metrics.root_mean_squared_error(draw_means.mean(axis=0), targets) * data.target_scale,
+            "nll": metrics.gaussian_mixture_negative_log_likelihood(draw_means, targets, data.noise_scale)
+            + float(np.log(data.target_scale)),
+        }
+    labels = data.test[1].numpy()
+    return {
+        "accuracy": metrics.accuracy(test_predictive, labels),
+        "nll": metrics.negative_log_likelihood(test_predictive, labels),
+        "ece": metrics.expected_calibration_error(test_predictive, labels),
+        "brier": metrics.brier_score(test_predictive, labels),
+        **{
+            f"auroc_{name}": metrics.ood_auroc(test_predictive, predictive)
+            for name, predictive in ood_predictive.items()
+        },
+    }
+
+
+def _plot(output: Path, data: _Data, test_predictive: np.ndarray, idata: Any) -> list[Path]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    written = []
+    if data.task == "classification":
+        confidence, accuracy, counts = metrics.reliability_bins(test_predictive, data.test[1].numpy())
+        figure, axes = plt.subplots(figsize=(4.5, 4.5))
+        filled = counts > 0
+        axes.plot([0, 1], [0, 1], color="grey", linestyle="--", label="perfect calibration")
+        axes.plot(confidence[filled], accuracy[filled], marker="o", label="posterior predictive")
+        axes.set(xlabel="confidence (top-label probability)", ylabel="accuracy", title="Reliability diagram")
+        axes.legend(loc="upper left")
+        figure.tight_layout()
+        figure.savefig(output / "reliability.png", dpi=120)
+        plt.close(figure)
+        written.append(output / "reliability.png")
+    values = idata.functionals["test_log_likelihood"].values
+    figure, axes = plt.subplots(figsize=(7, 3.5))
+    for chain, trajectory in enumerate(values):
+        axes.plot(idata.functionals["step"].values, trajectory, label=f"chain {chain}", linewidth=0.8)
+    axes.set(xlabel="step", ylabel="test log-likelihood", title="Trace of a predictive functional")
+    axes.legend(fontsize="small")
+    figure.tight_layout()
+    figure.savefig(output / "functionals.png", dpi=120)
+    plt.close(figure)
+    return [*written, output / "functionals.png"]
+
+
+def _with_predictive_groups(idata: Any, groups: dict[str, xr.Dataset]) -> Any:
+    if hasattr(idata, "add_groups"):  # ArviZ 0.x InferenceData
+        idata.add_groups(groups)
+        return idata
+    for name, dataset in groups.items():  # ArviZ 1.x: an xarray DataTree
+        idata[name] = xr.DataTree(dataset)
+    return idata
+
+
+def run_job(config: JobConfig) -> dict[str, Any]:
+    """Run the job of ``config``; prints the report and returns it (the contents of ``report.json``)."""
+    import arviz as az
+
+    output = Path(config.output)
+    output.mkdir(parents=True, exist_ok=True)
+    data = _prepare(config)
+    likelihood = Classification() if data.task == "classification" else Regression(config.noise_scale)
+    train_x, train_y = data.train
+    torch.manual_seed(config.seed)
+    network = _network(config, train_x.shape[1], data.num_outputs)
+    posterior = ModulePosterior(network, likelihood, num_data=len(train_y), prior_scale=config.prior_scale)
+    test_x, test_y = (tensor.to(config.device) for tensor in data.test)
+    ood = {name: inputs.to(config.device) for name, inputs in data.out_of_distribution.items()}
+
+    def test_log_likelihood(params: dict[str, torch.Tensor]) -> torch.Tensor:
+        return posterior.log_likelihood(params, (test_x, test_y)).sum()
+
+    functionals = {
+        "test_log_likelihood": test_log_likelihood,
+        "test_predictive": lambda params: posterior.predictive(params, test_x),
+        **{f"{name}_predictive": lambda params, x=x: posterior.predictive(params, x) for name, x in ood.items()},
+    }
+    minibatches = sgmcmc.Minibatches(train_x.to(config.device), train_y.to(config.device), batch_size=config.batch_size)
+    common = dict(
+        num_chains=config.num_chains,
+        num_steps=config.num_steps,
+        seed=config.seed,
+        device=config.device,
+        stacked_init=True,
+        progress=config.progress,
+    )
+    init = posterior.initial_params(config.num_chains, config.seed)
+    burn_in = config.num_steps // 2 if config.burn_in is None else config.burn_in
+
+    start = time.perf_counter()
+    trace = _sampler(config, posterior.log_posterior, config.temperature).sample(
+        init,
+        minibatches,
+        burn_in=burn_in,
+        thin=config.thin,
+        functionals=functionals,
+        keep=None if config.keep_params else (),
+        trace_file=output / "trace.nc" if config.stream else None,
+        checkpoint=output / "checkpoint.pt" if config.checkpoint_every else None,
+        checkpoint_every=max(config.checkpoint_every, 1),
+        **common,
+    )
+    seconds = {"sampler": time.perf_counter() - start}
+    alive = ~trace.sample_stats["diverging"]
+
+    def pooled(name: str) -> np.ndarray:
+        return trace.functionals[name][alive]  # (kept draws of every chain, *shape)
+
+    ood_functionals = {name: f"{name}_predictive" for name in ood}
+    if data.task == "classification":
+        methods = {
+            "posterior": _scores(
+                data,
+                pooled("test_predictive").mean(axis=0),
+                {name: pooled(functional).mean(axis=0) for name, functional in ood_functionals.items()},
+            )
+        }
+    else:
+        methods = {"posterior": _scores(data, None, {}, pooled("test_predictive"))}
+    methods["posterior"]["draws"] = int(alive.sum())
+
+    if config.ensemble:
+        start = time.perf_counter()
+        ensemble = sgmcmc.SGLD(posterior.log_posterior, config.ensemble_step_size, temperature=0.0).sample(
+            init, minibatches, burn_in=config.num_steps - 1, functionals=functionals, keep=(), **common
+        )
+        seconds["ensemble"] = time.perf_counter() - start
+        members = {name: values[:, -1] for name, values in ensemble.functionals.items()}  # (num_chains, *shape)
+        for label, chosen in (("SGD, one network", slice(0, 1)), (f"SGD ensemble of {config.num_chains}", slice(None))):
+            if data.task == "classification":
+                methods[label] = _scores(
+                    data,
+                    members["test_predictive"][chosen].mean(axis=0),
+                    {name: members[functional][chosen].mean(axis=0) for name, functional in ood_functionals.items()},
+                )
+            else:
+                methods[label] = _scores(data, None, {}, members["test_predictive"][chosen])
+            methods[label]["draws"] = len(members["test_predictive"][chosen])
+
+    idata = trace.to_arviz()
+    test_log_likelihood = idata.functionals[["test_log_likelihood"]]
+    predictive_rhat = az.rhat(idata.functionals["test_predictive"])["test_predictive"].values
+    convergence = {
+        "test_log_likelihood_rhat": float(az.rhat(test_log_likelihood)["test_log_likelihood"]),
+        "test_log_likelihood_ess_bulk": float(az.ess(test_log_likelihood, method="bulk")["test_log_likelihood"]),
+        "test_predictive_rhat_max": float(np.nanmax(predictive_rhat)),
+        "test_predictive_rhat_median": float(np.nanmedian(predictive_rhat)),
+    }
+    generator = np.random.default_rng(config.seed)
+    draws = np.asarray(idata.functionals["test_predictive"].values)
+    if data.task == "classification":
+        cumulative = draws.cumsum(axis=-1)
+        replicated = (generator.uniform(size=draws.shape[:-1] + (1,)) > cumulative).sum(axis=-1)
+        replicated = np.minimum(replicated, draws.shape[-1] - 1)
+    else:
+        replicated = draws + config.noise_scale * generator.standard_normal(draws.shape)
+    dims = ("chain", "draw", "test_point")
+    coords = {"chain": idata.functionals.chain.values, "draw": idata.functionals.draw.values}
+    idata = _with_predictive_groups(
+        idata,
+        {
+            "posterior_predictive": xr.Dataset({"y": (dims, replicated)}, coords=coords),
+            "observed_data": xr.Dataset({"y": (("test_point",), test_y.cpu().numpy())}),
+        },
+    )
+    idata.to_netcdf(str(output / "posterior.nc"))
+    figures = _plot(
+        output, data, pooled("test_predictive").mean(axis=0) if data.task == "classification" else None, idata
+    )
+
+    report = {
+        "config": dataclasses.asdict(config),
+        "task": data.task,
+        "num_train": len(train_y),
+        "num_test": len(test_y),
+        "methods": methods,
+        "convergence": convergence,
+        "seconds": seconds,
+        "steps_done": trace.attrs["steps_done"],
+        "files": [str(output / "posterior.nc"), *map(str, figures)],
+    }
+    (output / "report.json").write_text(json.dumps(report, indent=2))
+    _print_report(report)
+    return report
+
+
+def _print_report(report: dict[str, Any]) -> None:
+    config = report["config"]
+    print(
+        f"\n{config['dataset']} ({report['task']}): {report['num_train']} train / {report['num_test']} test rows; "
+        f"MLP hidden {config['hidden']} {config['activation']}; {config['sampler']}, {config['num_chains']} chains x "
+        f"{config['num_steps']} steps in {report['seconds']['sampler']:.1f} s"
+    )
+    columns = sorted({key for scores in report["methods"].values() for key in scores}, key=_column_order)
+    width = max(len(name) for name in report["methods"]) + 2
+    print("".join([f"{'method':<{width}}", *(f"{column:>16}" for column in columns)]))
+    for name, scores in report["methods"].items():
+        cells = [f"{scores[column]:>16.4g}" if column in scores else f"{'':>16}" for column in columns]
+        print("".join([f"{name:<{width}}", *cells]))
+    convergence = report["convergence"]
+    print(
+        f"R-hat of the test log-likelihood {convergence['test_log_likelihood_rhat']:.3f} "
+        f"(bulk ESS {convergence['test_log_likelihood_ess_bulk']:.0f}); R-hat of the test predictive "
+        f"probabilities: median {convergence['test_predictive_rhat_median']:.3f}, "
+        f"max {convergence['test_predictive_rhat_max']:.3f}"
+    )
+    print("written: " + ", ".join(report["files"]) + f", {Path(config['output']) / 'report.json'}")
+
+
+def _column_order(column: str) -> tuple[int, str]:
+    order = ["accuracy", "rmse", "nll", "ece", "brier"]
+    return (order.index(column) if column in order else len(order) + (column == "draws"), column)
+
+
+def config_from_arguments(arguments: argparse.Namespace) -> JobConfig:
+    """The config of a parsed ``sgmcmc run``: the TOML file's values, then the flags given."""
+    values: dict[str, Any] = {}
+    if arguments.config is not None:
+        with open(arguments.config, "rb") as file:
+            values = tomllib.load(file)
+        unknown = set(values) - {item.name for item in dataclasses.fields(JobConfig)}
+        if unknown:
+            raise ValueError(f"{arguments.config}: unknown settings {sorted(unknown)}")
+    given = {key: value for key, value in vars(arguments).items() if value is not None and key not in _NOT_SETTINGS}
+    return JobConfig(**{**values, **given})
+
+
+_NOT_SETTINGS = {"config", "run", "command"}
+
+
+def add_options(parser: argparse.ArgumentParser) -> None:
+    """The flags of :class:`JobConfig` (every default None: unset flags leave the config's value)."""
+    parser.add_argument("--config", help="a TOML file of settings (the names below, with underscores)")
+    for item in dataclasses.fields(JobConfig):
+        flag = "--" + item.name.replace("_", "-")
+        default = item.default if item.default is not dataclasses.MISSING else item.default_factory()
+        text = f"default: {default}"
+        if item.type == "bool":
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=text)
+        elif item.name in ("hidden", "ood_classes"):
+            parser.add_argument(flag, type=int, nargs="*", default=None, help=text)
+        else:
+            kind = {"int": int, "float": float, "int | None": int, "float | None": float}.get(item.type, str)
+            parser.add_argument(flag, type=kind, default=None, help=text)
+
+
+def _run_command(arguments: argparse.Namespace) -> int:
+    run_job(config_from_arguments(arguments))
+    return 0
+
+
+def add_command(commands: argparse._SubParsersAction) -> None:
+    """Register ``sgmcmc run`` and its alias ``sgmcmc demo`` (the defaults are the digits demo)."""
+    parser = commands.add_parser(
+        "run",
+        aliases=["demo"],
+        help="Bayesian MLP on a data set (default: digits, about a minute): sample, compare with a deep "
+        "ensemble of the same cost, report accuracy, NLL, calibration, OOD AUROC and R-hat of functionals",
+    )
+    add_options(parser)
+    parser.set_defaults(run=_run_command)

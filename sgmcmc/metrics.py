@@ -1,0 +1,129 @@
+"""Quality of posterior predictions: accuracy, NLL, calibration, Brier score, OOD detection, RMSE.
+
+Classification metrics take predictive probabilities of shape (num_points, num_classes) (for a
+posterior, the average over draws of each draw's probabilities) and integer labels of shape
+(num_points,). All return Python floats.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy.special import logsumexp
+from sklearn.metrics import roc_auc_score
+
+__all__ = [
+    "accuracy",
+    "negative_log_likelihood",
+    "expected_calibration_error",
+    "reliability_bins",
+    "brier_score",
+    "predictive_entropy",
+    "ood_auroc",
+    "root_mean_squared_error",
+    "gaussian_mixture_negative_log_likelihood",
+]
+
+_TINY = np.finfo(np.float64).tiny
+
+
+def _check(probabilities: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    probabilities, labels = np.asarray(probabilities, np.float64), np.asarray(labels)
+    if probabilities.ndim != 2 or labels.shape != probabilities.shape[:1]:
+        raise ValueError(
+            f"probabilities must be (num_points, num_classes) and labels (num_points,); "
+            f"got {probabilities.shape} and {labels.shape}"
+        )
+    if not np.isfinite(probabilities).all():
+        raise ValueError("probabilities hold non-finite values")
+    return probabilities, labels.astype(np.int64)
+
+
+def accuracy(probabilities: np.ndarray, labels: np.ndarray) -> float:
+    """The fraction of points whose most probable class is the label."""
+    probabilities, labels = _check(probabilities, labels)
+    return float((probabilities.argmax(axis=1) == labels).mean())
+
+
+def negative_log_likelihood(probabilities: np.ndarray, labels: np.ndarray) -> float:
+    """−(1/n) Σ_i log p(y_i | x_i), in nats per point."""
+    probabilities, labels = _check(probabilities, labels)
+    return float(-np.log(np.maximum(probabilities[np.arange(len(labels)), labels], _TINY)).mean())
+
+
+def reliability_bins(
+    probabilities: np.ndarray, labels: np.ndarray, num_bins: int = 15
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Top-label confidence and accuracy in ``num_bins`` equal-width confidence bins of (0, 1].
+
+    Returns:
+        (mean confidence, accuracy, number of points), each of shape (num_bins,); empty bins
+        have NaN confidence and accuracy.
+    """
+    probabilities, labels = _check(probabilities, labels)
+    confidence = probabilities.max(axis=1)
+    correct = probabilities.argmax(axis=1) == labels
+    bins = np.clip(np.ceil(confidence * num_bins).astype(np.int64) - 1, 0, num_bins - 1)
+    counts = np.bincount(bins, minlength=num_bins)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean_confidence = np.bincount(bins, weights=confidence, minlength=num_bins) / counts
+        bin_accuracy = np.bincount(bins, weights=correct, minlength=num_bins) / counts
+    return mean_confidence, bin_accuracy, counts
+
+
+def expected_calibration_error(probabilities: np.ndarray, labels: np.ndarray, num_bins: int = 15) -> float:
+    """ECE = Σ_b (n_b / n) |accuracy_b − confidence_b| over equal-width bins of top-label confidence
+    (Guo, Pleiss, Sun & Weinberger 2017, eq. 3)."""
+    confidence, bin_accuracy, counts = reliability_bins(probabilities, labels, num_bins)
+    filled = counts > 0
+    return float((counts[filled] * np.abs(bin_accuracy[filled] - confidence[filled])).sum() / counts.sum())
+
+
+def brier_score(probabilities: np.ndarray, labels: np.ndarray) -> float:
+    """(1/n) Σ_i Σ_c (p_ic − 1[y_i = c])² (Brier 1950; ranges over [0, 2])."""
+    probabilities, labels = _check(probabilities, labels)
+    one_hot = np.eye(probabilities.shape[1])[labels]
+    return float(((probabilities - one_hot) ** 2).sum(axis=1).mean())
+
+
+def predictive_entropy(probabilities: np.ndarray) -> np.ndarray:
+    """H[p(y | x)] = −Σ_c p_c log p_c for each point, shape (num_points,)."""
+    probabilities = np.asarray(probabilities, np.float64)
+    return -(probabilities * np.log(np.maximum(probabilities, _TINY))).sum(axis=-1)
+
+
+def ood_auroc(in_distribution: np.ndarray, out_of_distribution: np.ndarray) -> float:
+    """AUROC of telling out-of-distribution points from in-distribution ones by predictive entropy.
+
+    Args:
+        in_distribution: predictive probabilities (n_in, num_classes) of test points.
+        out_of_distribution: predictive probabilities (n_out, num_classes) of OOD points.
+
+    Returns:
+        P(entropy of a random OOD point > that of a random test point), ties counting half.
+    """
+    scores = np.concatenate([predictive_entropy(in_distribution), predictive_entropy(out_of_distribution)])
+    is_out = np.concatenate([np.zeros(len(in_distribution)), np.ones(len(out_of_distribution))])
+    return float(roc_auc_score(is_out, scores))
+
+
+def root_mean_squared_error(predicted_mean: np.ndarray, targets: np.ndarray) -> float:
+    """sqrt((1/n) Σ_i (ŷ_i − y_i)²)."""
+    predicted_mean, targets = np.asarray(predicted_mean, np.float64), np.asarray(targets, np.float64)
+    if predicted_mean.shape != targets.shape:
+        raise ValueError(f"predicted_mean {predicted_mean.shape} and targets {targets.shape} differ in shape")
+    return float(np.sqrt(((predicted_mean - targets) ** 2).mean()))
+
+
+def gaussian_mixture_negative_log_likelihood(draw_means: np.ndarray, targets: np.ndarray, noise_scale: float) -> float:
+    """−(1/n) Σ_i log (1/S) Σ_s N(y_i; μ_si, σ²): the NLL of the posterior predictive of S draws.
+
+    Args:
+        draw_means: μ, shape (num_draws, num_points), each draw's predicted mean.
+        targets: y, shape (num_points,).
+        noise_scale: σ, the likelihood's noise standard deviation.
+    """
+    draw_means, targets = np.asarray(draw_means, np.float64), np.asarray(targets, np.float64)
+    if draw_means.ndim != 2 or draw_means.shape[1:] != targets.shape:
+        raise ValueError(f"draw_means must be (num_draws, {len(targets)}), got {draw_means.shape}")
+    log_densities = -0.5 * ((targets - draw_means) / noise_scale) ** 2 - np.log(noise_scale * np.sqrt(2 * np.pi))
+    return float(-(logsumexp(log_densities, axis=0) - np.log(len(draw_means))).mean())

@@ -1,0 +1,146 @@
+"""Any ``torch.nn.Module`` as a Bayesian model: a likelihood of its outputs and a Gaussian prior.
+
+The sampled parameters are the module's ``named_parameters()``, passed to the module through
+``torch.func.functional_call``, so one module serves every chain under ``torch.func.vmap``.
+Buffers (e.g. batch-norm statistics) are held fixed.
+"""
+
+from __future__ import annotations
+
+import copy
+import fnmatch
+import math
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+from torch import nn
+from torch.func import functional_call
+
+from sgmcmc._checks import count, positive
+from sgmcmc.log_density import minibatch_log_posterior
+
+__all__ = ["Classification", "Regression", "ModulePosterior"]
+
+Params = dict[str, torch.Tensor]
+
+
+class Classification:
+    """Categorical likelihood of class labels given logits: log p(y | x, θ) = log softmax(f_θ(x))_y."""
+
+    task = "classification"
+
+    def log_likelihood(self, outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """Per-example log-likelihood, shape (|B|,), of logits (|B|, classes) and labels (|B|,)."""
+        return -nn.functional.cross_entropy(outputs, targets.long(), reduction="none")
+
+    def predictive(self, outputs: torch.Tensor) -> torch.Tensor:
+        """Class probabilities (…, classes) from logits."""
+        return outputs.softmax(dim=-1)
+
+
+class Regression:
+    """Gaussian likelihood with a known noise scale: y ~ N(f_θ(x), noise_scale²).
+
+    Args:
+        noise_scale: σ, the standard deviation of the observation noise (in the targets' units).
+    """
+
+    task = "regression"
+
+    def __init__(self, noise_scale: float = 1.0) -> None:
+        self.noise_scale = positive("noise_scale", noise_scale)
+
+    def log_likelihood(self, outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """Per-example log-likelihood, shape (|B|,), of outputs (|B|, 1) or (|B|,) and targets (|B|,)."""
+        mean = outputs.reshape(targets.shape)
+        return -0.5 * ((targets - mean) / self.noise_scale) ** 2 - math.log(self.noise_scale * math.sqrt(2 * math.pi))
+
+    def predictive(self, outputs: torch.Tensor) -> torch.Tensor:
+        """The predictive mean (…,) from outputs (…, 1)."""
+        return outputs.squeeze(-1)
+
+
+class ModulePosterior:
+    """p(θ | data) ∝ Π_i p(y_i | f_θ(x_i)) Π_j N(θ_j; 0, s_j²) for the parameters θ of ``module``.
+
+    Args:
+        module: the network f_θ; its current parameter values are :meth:`params`.
+        likelihood: :class:`Classification`, :class:`Regression` or any object with
+            ``log_likelihood(outputs, targets) -> (|B|,)`` and ``predictive(outputs)``.
+        num_data: N, the number of training examples (the minibatch estimate scales by N/|B|).
+        prior_scale: s, the prior standard deviation: one float for every parameter, or a dict
+            of ``fnmatch`` patterns over parameter names to scales, the first match applying
+            (e.g. ``{"*.bias": 10.0, "*": 1.0}``).
+
+    Batches are ``(inputs, targets)`` with inputs (|B|, …) for the module.
+    """
+
+    def __init__(
+        self,
+        module: nn.Module,
+        likelihood: Any,
+        num_data: int,
+        prior_scale: float | Mapping[str, float] = 1.0,
+    ) -> None:
+        if not isinstance(module, nn.Module):
+            raise TypeError(f"module must be a torch.nn.Module, got {type(module).__name__}")
+        self.module = module
+        self.likelihood = likelihood
+        self.num_data = count("num_data", num_data, 1)
+        names = [name for name, _ in module.named_parameters()]
+        if not names:
+            raise ValueError(f"{type(module).__name__} has no parameters to sample")
+        self.prior_scales = {name: self._prior_scale(name, prior_scale) for name in names}
+        self.log_posterior = minibatch_log_posterior(self.log_prior, self.log_likelihood, self.num_data)
+
+    @staticmethod
+    def _prior_scale(name: str, prior_scale: float | Mapping[str, float]) -> float:
+        if not isinstance(prior_scale, Mapping):
+            return positive("prior_scale", prior_scale)
+        for pattern, scale in prior_scale.items():
+            if fnmatch.fnmatchcase(name, pattern):
+                return positive(f"prior_scale[{pattern!r}]", scale)
+        raise ValueError(f"parameter {name!r} matches no pattern of prior_scale {list(prior_scale)}; add '*'")
+
+    def params(self) -> Params:
+        """The module's current parameters, detached: an ``init`` for :meth:`sgmcmc.Sampler.sample`."""
+        return {name: value.detach().clone() for name, value in self.module.named_parameters()}
+
+    def initial_params(self, num_chains: int, seed: int) -> Params:
+        """``num_chains`` independent initialisations, stacked (use with ``stacked_init=True``).
+
+        Chain c's parameters are the module's own initialisation (``reset_parameters`` of every
+        submodule) under ``torch.manual_seed(seed + c)``; the global RNG is left as it was.
+        """
+        num_chains = count("num_chains", num_chains, 1)
+        starts = []
+        for chain in range(num_chains):
+            fresh = copy.deepcopy(self.module)
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(seed + chain)
+                for submodule in fresh.modules():
+                    if hasattr(submodule, "reset_parameters"):
+                        submodule.reset_parameters()
+            starts.append(dict(fresh.named_parameters()))
+        return {name: torch.stack([start[name].detach() for start in starts]) for name in self.prior_scales}
+
+    def __call__(self, params: Params, inputs: torch.Tensor) -> torch.Tensor:
+        """f_θ(inputs): the module's outputs with parameters ``params`` (one chain)."""
+        return functional_call(self.module, params, (inputs,))
+
+    def log_prior(self, params: Params) -> torch.Tensor:
+        """Σ_j log N(θ_j; 0, s_j²), shape ()."""
+        return sum(
+            torch.distributions.Normal(0.0, self.prior_scales[name]).log_prob(value).sum()
+            for name, value in params.items()
+        )
+
+    def log_likelihood(self, params: Params, batch: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+        """log p(y_i | f_θ(x_i)) for each example of the batch, shape (|B|,)."""
+        inputs, targets = batch
+        return self.likelihood.log_likelihood(self(params, inputs), targets)
+
+    def predictive(self, params: Params, inputs: torch.Tensor) -> torch.Tensor:
+        """The likelihood's predictive (class probabilities, or the mean) at ``inputs`` for one chain."""
+        return self.likelihood.predictive(self(params, inputs))

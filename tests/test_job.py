@@ -1,0 +1,94 @@
+"""The main job (``sgmcmc run`` / ``sgmcmc demo``) on tiny settings: outputs, report, config, inputs."""
+
+import json
+
+import arviz as az
+import numpy as np
+import pytest
+
+from sgmcmc import metrics
+from sgmcmc.cli import main
+from sgmcmc.job import JobConfig, run_job
+
+TINY = dict(hidden=[16], num_chains=2, num_steps=200, burn_in=100, thin=10, progress=False)
+
+
+@pytest.fixture(scope="module")
+def digits_job(tmp_path_factory):
+    output = tmp_path_factory.mktemp("digits")
+    report = run_job(JobConfig(output=str(output), ood_classes=[9], **TINY))
+    return report, output
+
+
+def test_job_writes_inference_data_report_and_plots(digits_job):
+    report, output = digits_job
+    assert json.loads((output / "report.json").read_text())["methods"] == report["methods"]
+    assert (output / "reliability.png").stat().st_size > 0 and (output / "functionals.png").stat().st_size > 0
+    idata = az.from_netcdf(str(output / "posterior.nc"))
+    assert {"posterior", "sample_stats", "functionals", "posterior_predictive", "observed_data"} <= set(idata.groups())
+    assert idata.posterior["0.weight"].shape == (2, 10, 16, 64)
+    assert idata.functionals["test_predictive"].shape == (2, 10, report["num_test"], 9)  # class 9 held out
+    assert idata.posterior_predictive["y"].shape == (2, 10, report["num_test"])
+    assert set(np.unique(idata.posterior_predictive["y"])) <= set(range(9))
+
+
+def test_report_equals_metrics_recomputed_from_the_saved_draws(digits_job):
+    report, output = digits_job
+    idata = az.from_netcdf(str(output / "posterior.nc"))
+    predictive = idata.functionals["test_predictive"].values.reshape(-1, report["num_test"], 9).mean(axis=0)
+    labels = idata.observed_data["y"].values
+    scores = report["methods"]["posterior"]
+    assert scores["accuracy"] == pytest.approx(metrics.accuracy(predictive, labels))
+    assert scores["nll"] == pytest.approx(metrics.negative_log_likelihood(predictive, labels))
+    assert scores["ece"] == pytest.approx(metrics.expected_calibration_error(predictive, labels))
+    assert scores["brier"] == pytest.approx(metrics.brier_score(predictive, labels))
+    held_out = idata.functionals["held_out_classes_predictive"].values.reshape(-1, *predictive.shape[:0], 9)
+    assert 0 <= scores["auroc_held_out_classes"] <= 1 and 0 <= scores["auroc_noise"] <= 1
+    assert held_out.shape[-1] == 9
+    assert scores["accuracy"] > 0.8  # 200 steps of a 16-unit MLP on 9 digit classes; chance is 0.11
+    rhat = az.rhat(idata.functionals["test_log_likelihood"])["test_log_likelihood"]
+    assert report["convergence"]["test_log_likelihood_rhat"] == pytest.approx(float(rhat))
+    assert set(report["methods"]) == {"posterior", "SGD, one network", "SGD ensemble of 2"}
+
+
+def test_command_reads_a_toml_config_and_flags_override_it(tmp_path, capsys):
+    config = tmp_path / "job.toml"
+    config.write_text('dataset = "wine"\nsampler = "sghmc"\nhidden = [8]\nnum_steps = 40\nthin = 5\n')
+    output = tmp_path / "out"
+    assert main(["run", "--config", str(config), "--num-steps", "60", "--no-ensemble", "--no-progress",
+                 "--output", str(output)]) == 0  # fmt: skip
+    printed = capsys.readouterr().out
+    assert "wine (classification)" in printed and "sghmc, 4 chains x 60 steps" in printed
+    report = json.loads((output / "report.json").read_text())
+    assert report["config"]["hidden"] == [8] and list(report["methods"]) == ["posterior"]
+
+
+def test_regression_on_a_csv_file_and_streaming(tmp_path):
+    generator = np.random.default_rng(0)
+    features = generator.normal(size=(200, 3))
+    targets = features @ np.array([1.0, -2.0, 0.5]) + 0.3 * generator.normal(size=200)
+    path = tmp_path / "data.csv"
+    np.savetxt(path, np.column_stack([features, targets]), delimiter=",", header="a,b,c,y")
+    output = tmp_path / "out"
+    report = run_job(JobConfig(dataset=str(path), output=str(output), stream=True, step_size=1e-3, **TINY))
+    assert report["task"] == "regression"
+    assert report["methods"]["posterior"]["rmse"] < 1.0  # targets have sd 2.3; the noise sd is 0.3
+    assert (output / "trace.nc").is_file()
+
+
+def test_npz_input_and_bad_settings(tmp_path):
+    path = tmp_path / "data.npz"
+    np.savez(path, x=np.zeros((20, 2)), y=np.arange(20) % 2)
+    tiny = {**TINY, "batch_size": 5}
+    report = run_job(JobConfig(dataset=str(path), output=str(tmp_path / "out"), ensemble=False, **tiny))
+    assert report["task"] == "classification" and report["num_train"] == 15
+    with pytest.raises(ValueError, match="neither one of"):
+        run_job(JobConfig(dataset="mnist"))
+    with pytest.raises(ValueError, match="sampler must be one of"):
+        JobConfig(sampler="nuts")
+    with pytest.raises(ValueError, match="ood_classes \\[42\\] match no label"):
+        run_job(JobConfig(ood_classes=[42], output=str(tmp_path / "x"), **TINY))
+    config = tmp_path / "bad.toml"
+    config.write_text("num_stepz = 3\n")
+    with pytest.raises(ValueError, match="unknown settings \\['num_stepz'\\]"):
+        main(["run", "--config", str(config)])

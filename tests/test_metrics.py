@@ -1,0 +1,65 @@
+"""The report's metrics equal hand computations on fixed predictions."""
+
+import math
+
+import numpy as np
+import pytest
+
+from sgmcmc import metrics
+
+PROBABILITIES = np.array([[0.9, 0.1, 0.0], [0.2, 0.7, 0.1], [0.5, 0.3, 0.2], [0.1, 0.1, 0.8]])
+LABELS = np.array([0, 0, 0, 2])
+
+
+def test_accuracy_nll_brier_by_hand():
+    assert metrics.accuracy(PROBABILITIES, LABELS) == 0.75
+    nll = -(math.log(0.9) + math.log(0.2) + math.log(0.5) + math.log(0.8)) / 4
+    assert metrics.negative_log_likelihood(PROBABILITIES, LABELS) == pytest.approx(nll, rel=1e-12)
+    brier = ((0.01 + 0.01) + (0.64 + 0.49 + 0.01) + (0.25 + 0.09 + 0.04) + (0.01 + 0.01 + 0.04)) / 4
+    assert metrics.brier_score(PROBABILITIES, LABELS) == pytest.approx(brier, rel=1e-12)
+
+
+def test_expected_calibration_error_by_hand():
+    # confidences 0.9, 0.7, 0.5, 0.8 in 5 bins of width 0.2: (0.4, 0.6] {0.5 right}, (0.6, 0.8] {0.7 wrong,
+    # 0.8 right}, (0.8, 1] {0.9 right}
+    ece = (abs(1 - 0.5) + 2 * abs(0.5 - 0.75) + abs(1 - 0.9)) / 4
+    assert metrics.expected_calibration_error(PROBABILITIES, LABELS, num_bins=5) == pytest.approx(ece, rel=1e-12)
+    confidence, accuracy, counts = metrics.reliability_bins(PROBABILITIES, LABELS, num_bins=5)
+    np.testing.assert_array_equal(counts, [0, 0, 1, 2, 1])
+    np.testing.assert_allclose(accuracy[2:], [1.0, 0.5, 1.0])
+    assert np.isnan(confidence[0])
+
+
+def test_perfectly_calibrated_forecasts_have_small_ece():
+    """Labels drawn from the forecasts: ECE is only sampling error, about sqrt(1/n) per bin."""
+    generator = np.random.default_rng(0)
+    probabilities = generator.dirichlet(np.ones(4), size=20_000)
+    labels = np.array([generator.choice(4, p=p) for p in probabilities])
+    assert metrics.expected_calibration_error(probabilities, labels) < 0.02
+    overconfident = probabilities**3 / (probabilities**3).sum(axis=1, keepdims=True)
+    assert metrics.expected_calibration_error(overconfident, labels) > 0.1
+
+
+def test_ood_auroc_and_entropy():
+    uniform = np.full((3, 4), 0.25)
+    confident = np.array([[0.97, 0.01, 0.01, 0.01]] * 2 + [[0.7, 0.1, 0.1, 0.1]])
+    np.testing.assert_allclose(metrics.predictive_entropy(uniform), math.log(4))
+    assert metrics.ood_auroc(confident, uniform) == 1.0
+    assert metrics.ood_auroc(uniform, confident) == 0.0
+    assert metrics.ood_auroc(confident, confident) == 0.5
+
+
+def test_regression_metrics_by_hand():
+    assert metrics.root_mean_squared_error(np.array([1.0, 2.0]), np.array([0.0, 4.0])) == pytest.approx(math.sqrt(2.5))
+    draw_means = np.array([[0.0, 1.0], [2.0, 1.0]])
+    targets = np.array([1.0, 1.0])
+    normal = lambda x: math.exp(-0.5 * x**2) / math.sqrt(2 * math.pi)  # noqa: E731
+    expected = -(math.log(normal(1.0)) + math.log(normal(0.0))) / 2
+    assert metrics.gaussian_mixture_negative_log_likelihood(draw_means, targets, 1.0) == pytest.approx(expected)
+
+
+def test_bad_shapes_are_named():
+    with pytest.raises(ValueError, match="num_points, num_classes"):
+        metrics.accuracy(PROBABILITIES[0], LABELS)
+    with pytest.raises(ValueError, match="non-finite"):
+        metrics.brier_score(np.full((2, 2), np.nan), np.zeros(2))

@@ -1,0 +1,116 @@
+"""nn.Module posteriors: the log posterior by hand, independent inits, and R-hat on functionals."""
+
+import arviz as az
+import numpy as np
+import pytest
+import torch
+from scipy import stats
+from sklearn.datasets import load_digits
+from torch import nn
+
+import sgmcmc
+from sgmcmc.models import Classification, ModulePosterior, Regression
+
+
+def _regression_net():
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Linear(1, 1, bias=False), nn.Tanh(), nn.Linear(1, 1, bias=False))
+
+
+def test_log_posterior_equals_the_hand_written_one():
+    net = nn.Sequential(nn.Linear(3, 4), nn.Tanh(), nn.Linear(4, 2))
+    posterior = ModulePosterior(net, Classification(), num_data=50, prior_scale={"*.bias": 10.0, "*": 0.5})
+    params = posterior.params()
+    inputs, labels = torch.randn(5, 3), torch.tensor([0, 1, 1, 0, 1])
+    logits = torch.tanh(inputs @ params["0.weight"].T + params["0.bias"]) @ params["2.weight"].T + params["2.bias"]
+    log_likelihood = torch.log_softmax(logits, dim=1)[torch.arange(5), labels]
+    log_prior = sum(
+        torch.distributions.Normal(0.0, 10.0 if name.endswith("bias") else 0.5).log_prob(value).sum()
+        for name, value in params.items()
+    )
+    expected = log_prior + 50 / 5 * log_likelihood.sum()
+    torch.testing.assert_close(posterior.log_posterior(params, (inputs, labels)), expected)
+    torch.testing.assert_close(posterior.predictive(params, inputs), logits.softmax(dim=1))
+
+
+def test_regression_likelihood_is_gaussian():
+    outputs, targets = torch.tensor([[0.5], [1.0]]), torch.tensor([1.0, 1.0])
+    expected = torch.distributions.Normal(outputs.squeeze(1), 0.3).log_prob(targets)
+    torch.testing.assert_close(Regression(0.3).log_likelihood(outputs, targets), expected)
+
+
+def test_initial_params_are_independent_reproducible_and_leave_the_global_rng_alone():
+    posterior = ModulePosterior(nn.Linear(4, 3), Classification(), num_data=10)
+    state = torch.random.get_rng_state()
+    first = posterior.initial_params(3, seed=0)
+    assert torch.equal(torch.random.get_rng_state(), state)
+    assert first["weight"].shape == (3, 3, 4)
+    assert not torch.equal(first["weight"][0], first["weight"][1])
+    torch.testing.assert_close(posterior.initial_params(3, seed=0), first, rtol=0, atol=0)
+
+
+def test_bad_module_inputs():
+    with pytest.raises(TypeError, match="torch.nn.Module"):
+        ModulePosterior(lambda x: x, Classification(), num_data=10)
+    with pytest.raises(ValueError, match="'bias' matches no pattern"):
+        ModulePosterior(nn.Linear(2, 2), Classification(), num_data=10, prior_scale={"weight": 1.0})
+    with pytest.raises(ValueError, match="no parameters"):
+        ModulePosterior(nn.Tanh(), Classification(), num_data=10)
+
+
+def test_functional_rhat_ignores_relabelled_copies_that_fool_the_weights_rhat():
+    """f(x) = w₂ tanh(w₁ x) has two posterior modes, ±(w₁, w₂), computing the same function.
+
+    Chains started in both (MALA, which does not cross between them here) mix perfectly in
+    function space: R-hat of the prediction f(1) is ~1, while R-hat of the weights is huge.
+    """
+    generator = torch.Generator().manual_seed(0)
+    inputs = 4 * torch.rand(40, 1, generator=generator, dtype=torch.float64) - 2
+    targets = 1.5 * torch.tanh(2 * inputs[:, 0]) + 0.3 * torch.randn(40, generator=generator, dtype=torch.float64)
+    posterior = ModulePosterior(_regression_net().double(), Regression(0.3), num_data=40)
+    mode = {"0.weight": torch.tensor([[2.0]]), "2.weight": torch.tensor([[1.5]])}
+    starts = {name: torch.stack([value, -value, value, -value]).double() for name, value in mode.items()}
+    sampler = sgmcmc.LD(posterior.log_posterior, step_size=1e-3, metropolis=True)
+    trace = sampler.sample(
+        starts,
+        sgmcmc.Minibatches(inputs, targets, batch_size=40),
+        num_chains=4,
+        num_steps=3000,
+        burn_in=500,
+        seed=0,
+        stacked_init=True,
+        functionals={"prediction_at_1": lambda params: posterior.predictive(params, torch.ones(1, 1).double())[0]},
+        progress=False,
+    )
+    idata = trace.to_arviz()
+    assert float(az.rhat(idata.posterior)["0.weight"].max()) > 1.5
+    functional = idata.functionals[["prediction_at_1"]]
+    # For m split chains from one distribution, R-hat − 1 ≈ (variance of the split-chain means) / (2 W)
+    # ≈ m χ²_{m−1} / ((m − 1) 2 ESS); bound it at that χ² law's 0.9999 quantile.
+    ess, split_chains = float(az.ess(functional)["prediction_at_1"]), 8
+    bound = 1 + split_chains * stats.chi2(split_chains - 1).ppf(0.9999) / ((split_chains - 1) * 2 * ess)
+    assert float(az.rhat(functional)["prediction_at_1"]) < bound
+
+
+def test_functional_rhat_flags_chains_in_different_modes_of_an_mlp():
+    """Two chains near each of two SGD solutions of a digits MLP, whose predictions differ."""
+    features, labels = load_digits(return_X_y=True)
+    features = (features - features.mean(axis=0)) / (features.std(axis=0) + 1e-9)
+    inputs, labels = torch.tensor(features[:400], dtype=torch.float32), torch.tensor(labels[:400])
+    held_out = torch.tensor(features[400:440], dtype=torch.float32)
+    torch.manual_seed(0)
+    posterior = ModulePosterior(nn.Sequential(nn.Linear(64, 16), nn.Tanh(), nn.Linear(16, 10)), Classification(), 400)
+    data = sgmcmc.Minibatches(inputs, labels, batch_size=400)
+    functionals = {"confidence": lambda params: posterior.predictive(params, held_out).max(dim=-1).values}
+    modes = sgmcmc.LD(posterior.log_posterior, 1e-3, temperature=0.0).sample(
+        posterior.initial_params(2, seed=0), data, num_chains=2, num_steps=600, burn_in=599, stacked_init=True,
+        progress=False,
+    )  # fmt: skip
+    starts = {name: value[[0, 0, 1, 1]] for name, value in modes.final_state["params"].items()}
+    trace = sgmcmc.LD(posterior.log_posterior, 1e-3, temperature=0.01).sample(
+        starts, data, num_chains=4, num_steps=200, seed=1, stacked_init=True, functionals=functionals,
+        progress=False,
+    )  # fmt: skip
+    confidence = trace.functionals["confidence"]
+    assert np.abs(confidence[0].mean(axis=0) - confidence[2].mean(axis=0)).max() > 0.1  # the modes differ
+    assert float(az.rhat(trace.to_arviz().functionals)["confidence"].max()) > 1.5
