@@ -1,0 +1,150 @@
+"""The playground: one torch.optim loop over R starts, reproducible success rates, the Gaussian target, the CLI."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+import sgmcmc
+from sgmcmc.cli import main
+from sgmcmc.landscapes import Ackley, IsotropicGaussian, Quadratic
+from sgmcmc.playground import Method, compare, polynomial_decay, sweep
+from sgmcmc.schedules import Polynomial
+from targets import K_SIGMA, mean_and_se, variance_about_and_se
+
+ACKLEY_STARTS = torch.tensor(  # two starts in the global cell (max |θ_i| < 1/2), six in other cells
+    [[0.3, -0.2], [-0.45, 0.4], [1.2, 0.1], [-2.1, 1.7], [3.0, -2.9], [0.8, 0.8], [-1.0, -3.5], [2.5, 2.5]],
+    dtype=torch.float64,
+)
+
+
+def _noise_seed(seed: int) -> int:
+    return sgmcmc.chain_seeds(seed, 2)[1]
+
+
+def test_success_rates_on_ackley_from_fixed_starts_are_reproducible_with_seeds():
+    methods = sweep(learning_rates=(0.01, 0.1), num_steps=300)
+    first, again, other = (
+        compare(Ackley(2), methods, num_steps=300, seed=seed, starts=ACKLEY_STARTS) for seed in (0, 0, 1)
+    )
+    for run, run_again, run_other in zip(first.runs, again.runs, other.runs, strict=True):
+        np.testing.assert_array_equal(run.loss, run_again.loss)
+        assert (run.success_rate, run.best_success_rate) == (run_again.success_rate, run_again.best_success_rate)
+        if run.method.optimizer == "sgld":  # the seed drives SGLD's noise …
+            assert not np.array_equal(run.final, run_other.final)
+        else:  # … and nothing else, given the starts
+            np.testing.assert_array_equal(run.loss, run_other.loss)
+    sgld_rates = [[run.success_rate for run in c.runs if run.method.optimizer == "sgld"] for c in (first, other)]
+    assert sgld_rates[0] != sgld_rates[1]
+    # gradient descent with a small step stays in the basin it starts in: the two starts in the global cell
+    assert first.runs[0].method.label == "SGD lr=0.01"
+    assert first.runs[0].final_in_basin.tolist() == [True, True] + [False] * 6
+
+
+def test_random_starts_follow_the_seed_and_the_start_box():
+    methods = [Method("sgd", 0.01)]
+    starts = [compare(Ackley(3), methods, num_starts=16, num_steps=1, seed=seed).starts for seed in (0, 0, 1)]
+    np.testing.assert_array_equal(starts[0], starts[1])
+    assert not np.array_equal(starts[0], starts[2])
+    assert starts[0].shape == (16, 3) and np.abs(starts[0]).max() <= Ackley.start_box[1]
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "adam"])
+def test_the_loop_over_all_starts_equals_each_start_run_alone(optimizer):
+    """Σ_r U(θ_r) as the loss of one (R, dim) parameter moves every row as its own optimizer would."""
+    method = Method(optimizer, 0.05)
+    together = compare(Ackley(2), [method], num_steps=200, num_traced=8, starts=ACKLEY_STARTS).runs[0]
+    for index, start in enumerate(ACKLEY_STARTS):
+        alone = compare(Ackley(2), [method], num_steps=200, num_traced=1, starts=start[None]).runs[0]
+        np.testing.assert_allclose(together.trajectories[:, index], alone.trajectories[:, 0], rtol=1e-12, atol=1e-14)
+
+
+def test_sgld_in_the_loop_equals_the_sampler_for_one_start():
+    """The playground's SGLD (sgmcmc.optim.SGLD) is the sampler's update with the same noise stream."""
+    landscape, start = Ackley(2), ACKLEY_STARTS[2]
+    run = compare(landscape, [Method("sgld", 0.02, 0.5)], num_steps=100, seed=7, num_traced=1, starts=start[None])
+    trace = sgmcmc.SGLD(landscape.log_density, step_size=0.02, temperature=0.5).sample(
+        start, num_chains=1, num_steps=101, seed=_noise_seed(7), progress=False
+    )
+    np.testing.assert_allclose(run.runs[0].trajectories[:, 0], trace.posterior["theta"][0], rtol=1e-12, atol=1e-14)
+
+
+def test_step_size_and_temperature_schedules_apply_at_every_step():
+    """Step k uses η_k and T_k: θ_{k+1} = (1 − η_k) θ_k + sqrt(2 η_k T_k) ξ_k on U = θ²/2, with ξ from SGLD's stream."""
+    step_size, temperature = Polynomial(0.5, 2.0, 0.55), Polynomial(1.0, 3.0, 1.0)
+    run = compare(
+        Quadratic(1), [Method("sgld", step_size, temperature)], num_steps=50, seed=3, starts=torch.ones(1, 1)
+    ).runs[0]
+    generator = torch.Generator().manual_seed(sgmcmc.chain_seeds(_noise_seed(3), 1)[0])
+    expected = [1.0]
+    for step in range(50):
+        noise = float(torch.randn(1, generator=generator, dtype=torch.float64))
+        eta = step_size(step)
+        expected.append((1 - eta) * expected[-1] + math.sqrt(2 * eta * temperature(step)) * noise)
+    np.testing.assert_allclose(run.trajectories[:, 0, 0], expected, rtol=1e-12)
+
+
+def test_gaussian_target_recovers_mean_zero_and_the_exact_discrete_time_variance():
+    """Seed 000's validation through the playground's loop: on N(0, σ²) at temperature T, SGLD's stationary
+    variance is Tσ² / (1 − η/(2σ²)) (here 8/3, not Tσ² = 2), within K_SIGMA Monte Carlo standard errors."""
+    landscape, step_size, temperature = IsotropicGaussian(2, scale=2.0), 2.0, 0.5
+    run = compare(
+        landscape, [Method("sgld", step_size, temperature)], num_steps=3000, num_traced=8, starts=torch.zeros(8, 2)
+    ).runs[0]
+    exact = float(landscape.stationary_covariance(step_size, temperature)[0, 0])
+    assert exact == pytest.approx(temperature * 4 / (1 - step_size / 8))
+    for dim in range(2):
+        draws = run.trajectories[100:, :, dim].T  # (chain, draw), burn-in dropped
+        mean, se = mean_and_se(draws)
+        assert abs(mean) < K_SIGMA * se
+        variance, variance_se = variance_about_and_se(draws, center=0.0)
+        assert abs(variance - exact) < K_SIGMA * variance_se, (variance, exact, variance_se)
+        assert abs(variance - temperature * 4) > K_SIGMA * variance_se
+
+
+def test_diverged_runs_count_as_failures():
+    methods = [Method("sgd", 0.1), Method("sgd", 0.1), Method("sgd", 0.001)]
+    overflowing, diverged, converging = [
+        compare(Quadratic(2, condition_number=100.0), [method], 4, num_steps).table()[0]
+        for method, num_steps in zip(methods, (300, 400, 400), strict=True)
+    ]
+    for row in (overflowing, diverged):  # U = ∞ at a finite θ after 300 steps, θ = NaN after 400
+        assert row["diverged"] == 1.0 and row["final in global basin"] == 0.0
+        assert row["median final U − U*"] == math.inf
+    assert converging["diverged"] == 0.0 and converging["final in global basin"] == 1.0
+    assert "| SGD lr=0.1 | 0.0% |" in compare(Quadratic(2, condition_number=100.0), methods[:1], 4, 300).to_markdown()
+
+
+def test_sweep_methods_and_schedules():
+    methods = sweep(("sgd", "adam", "sgld"), (0.01, 0.05, 0.1), temperature=2.0, num_steps=500)
+    assert [method.label for method in methods[-2:]] == ["SGLD lr=0.1→0.01 T=2", "SGLD lr=0.1→0.01 T=2→0.1"]
+    assert len(methods) == 11 and len(sweep(("sgd", "sgld"), (0.1,), annealed=True)) == 2
+    decay = methods[-1].learning_rate
+    assert decay(0) == pytest.approx(0.1) and decay(500) == pytest.approx(0.01) and decay.satisfies_robbins_monro()
+    cooling = methods[-1].temperature
+    assert cooling(0) == pytest.approx(2.0) and cooling(500) == pytest.approx(0.1) and cooling.gamma == 1.0
+    with pytest.raises(ValueError, match="final must be < initial"):
+        polynomial_decay(0.1, 0.2, 100)
+
+
+def test_method_arguments_are_checked():
+    assert Method("sgld", 0.1).temperature == 1.0
+    with pytest.raises(ValueError, match="temperature applies to sgld only"):
+        Method("adam", 0.1, temperature=1.0)
+    with pytest.raises(ValueError, match="optimizer must be one of"):
+        Method("rmsprop", 0.1)
+    with pytest.raises(ValueError, match="starts must have shape"):
+        compare(Ackley(2), [Method("sgd", 0.1)], starts=torch.zeros(3, 5))
+
+
+def test_command_prints_the_table_and_writes_the_figures(tmp_path, capsys):
+    arguments = ["--num-starts", "4", "--num-steps", "20", "--output", str(tmp_path)]
+    assert main(["landscape", "ackley", *arguments]) == 0
+    rosenbrock = ["landscape", "rosenbrock", "--dim", "3", "--optimizers", "sgd", "sgld", "--lr", "1e-4", "1e-5"]
+    assert main([*rosenbrock, "--final-temperature", "0.2", *arguments]) == 0
+    printed = capsys.readouterr().out
+    assert "| SGLD lr=0.1→0.01 T=1→0.05 |" in printed and "| SGLD lr=0.0001→1e-05 T=1→0.2 |" in printed
+    for name in ("ackley", "rosenbrock"):
+        for kind in ("trajectories", "loss", "success"):
+            assert (tmp_path / f"landscape_{name}_{kind}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
