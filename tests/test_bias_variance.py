@@ -1,0 +1,150 @@
+"""The bias–variance study: η_opt ∝ n^(−1/3) for the second moment, none for the mean, storage, CLI."""
+
+import math
+
+import arviz as az
+import numpy as np
+import pytest
+import xarray as xr
+from scipy import optimize
+
+import sgmcmc.bias_variance as bias_variance
+from sgmcmc.bias_variance import BiasVarianceStudy, GaussianTarget, bias_variance_study
+from sgmcmc.cli import main
+from sgmcmc.schedules import Polynomial
+from targets import K_SIGMA
+
+BUDGETS = (128, 1024)
+STEP_SIZES = np.geomspace(0.05, 0.8, 9)
+TARGET = GaussianTarget.isotropic(32)
+
+
+@pytest.fixture(scope="module")
+def study():
+    """128 chains per cell on N(0, I_32) (32 independent copies of the 1-D problem per chain): about 6 s on 2 cores."""
+    return bias_variance_study(TARGET, STEP_SIZES.tolist(), BUDGETS, num_replicates=128, seed=0)
+
+
+def theoretical_slope(budgets, burn_in_fraction=0.1):
+    """Slope of log η_opt against log n from the exact bias² + variance of the stationary chain."""
+
+    def optimum(budget):
+        averaged = budget - math.floor(burn_in_fraction * budget)
+        return optimize.minimize_scalar(
+            lambda log_eta: math.log(sum(TARGET.langevin_error("second_moment", math.exp(log_eta), averaged))),
+            bounds=(math.log(1e-3), math.log(1.9)),
+            method="bounded",
+        ).x
+
+    return float(np.polyfit(np.log(budgets), [optimum(budget) for budget in budgets], 1)[0])
+
+
+def test_optimal_step_size_falls_like_n_to_the_minus_one_third(study):
+    """Tolerance: K_SIGMA bootstrap s.e. plus the known departure of the exact discrete chain from the
+    leading-order law over these budgets (its bias η/2/(1 − η/2) grows faster than η at the optimum)."""
+    fit = study.fit("second_moment")
+    assert np.isfinite(fit.optimal_step_size).all()
+    assert (np.diff(fit.optimal_step_size) < 0).all()
+    assert K_SIGMA * fit.slope_se < 1 / 6, "too imprecise to tell −1/3 from −1/2 or 0"
+    theory = theoretical_slope(BUDGETS)
+    assert abs(fit.slope + 1 / 3) < K_SIGMA * fit.slope_se + abs(theory + 1 / 3), (fit.slope, fit.slope_se, theory)
+    assert abs(fit.slope - theory) < K_SIGMA * fit.slope_se, (fit.slope, fit.slope_se, theory)
+    assert fit.squared_bias is not None and fit.variance is not None
+    assert fit.squared_bias.exponent > 1.5 and -fit.variance.exponent > 0.5  # a ≈ 2, b ≈ 1
+
+
+def test_the_mean_has_no_step_size_bias_so_no_interior_optimum(study):
+    """E[θ] is exact for every η on a Gaussian (the chain's stationary mean is μ): the bias fit finds
+    nothing significant and the MSE keeps falling up to the largest η."""
+    fit = study.fit("mean")
+    assert fit.squared_bias is None
+    assert np.isnan(fit.optimal_step_size).all()
+    mse = study.cell_errors("mean")["mse"].values
+    assert (np.argmin(mse, axis=1) == len(STEP_SIZES) - 1).all()
+
+
+def test_decreasing_schedule_is_measured_at_every_budget(study):
+    for estimator in study.estimators:
+        fit = study.fit(estimator)
+        assert fit.decreasing_mse.shape == (len(BUDGETS),) and np.isfinite(fit.decreasing_mse).all()
+    assert study.dataset.attrs["decreasing_step_size"] == repr(Polynomial(a=1.0, b=1.0, gamma=0.55))
+
+
+def test_netcdf_round_trip_reproduces_the_analysis(study, tmp_path):
+    path = study.save(tmp_path / "study.nc")
+    loaded = BiasVarianceStudy.load(path)
+    xr.testing.assert_identical(loaded.dataset, study.dataset)
+    assert loaded.fit("second_moment").slope == study.fit("second_moment").slope
+    assert loaded.markdown_table("second_moment") == study.markdown_table("second_moment")
+    assert "bias_variance" in az.from_netcdf(str(path)).groups()
+
+
+def test_table_and_figure(study, tmp_path):
+    table = study.markdown_table("second_moment")
+    assert all(f"| {budget} |" in table for budget in BUDGETS) and "slope of log η_opt" in table
+    assert "none inside the grid" in study.markdown_table("mean")
+    path = study.plot(tmp_path / "figure.png")
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.parametrize("estimator", ["mean", "second_moment"])
+def test_langevin_error_closed_form_matches_a_direct_sum(estimator):
+    """The pair sum S(r) = Σ_{j,k<m} r^|j−k| and the stationary moments, against brute force."""
+    target = GaussianTarget([0.5, -1.0], [1.0, 2.0])
+    step_size, averaged = 0.3, 7
+    squared_bias, variance = target.langevin_error(estimator, step_size, averaged)
+    lags = np.abs(np.subtract.outer(np.arange(averaged), np.arange(averaged)))
+    expected_bias, expected_variance = 0.0, 0.0
+    for mean, sd in zip(target.mean, target.sd, strict=True):
+        rho, stationary = 1 - step_size / sd**2, sd**2 / (1 - step_size / (2 * sd**2))
+        covariance = stationary * rho**lags  # Cov(e_j, e_k) of the stationary AR(1)
+        if estimator == "mean":
+            expected_variance += covariance.sum() / averaged**2
+        else:
+            expected_bias += (stationary - sd**2) ** 2
+            expected_variance += (4 * mean**2 * covariance + 2 * covariance**2).sum() / averaged**2
+    assert squared_bias == pytest.approx(expected_bias, rel=1e-12, abs=1e-15)
+    assert variance == pytest.approx(expected_variance, rel=1e-12)
+
+
+def test_segments_continue_the_run_exactly(monkeypatch):
+    """At T = 0 the chains are deterministic: a run split into many segments (each its own sample call,
+    the decreasing schedule shifted) gives the averages of one unbroken run."""
+    arguments = dict(
+        target=GaussianTarget([1.0, -2.0], [1.0, 0.5]),
+        step_sizes=[0.05, 0.1],
+        budgets=[30, 50],
+        num_replicates=3,
+        sampler_kwargs={"temperature": 0.0},
+        decreasing_step_size=Polynomial(a=0.2, b=2.0, gamma=0.6),
+    )
+    whole = bias_variance_study(**arguments).dataset
+    monkeypatch.setattr(bias_variance, "_SEGMENT_ELEMENTS", 3 * 2 * 7)  # segments of 7 steps
+    pieces = bias_variance_study(**arguments).dataset
+    for name in ("constant_estimate", "decreasing_estimate"):
+        np.testing.assert_allclose(pieces[name].values, whole[name].values, rtol=1e-12)
+
+
+@pytest.mark.parametrize(
+    "change, match",
+    [
+        ({"step_sizes": [0.2, 0.1]}, "step_sizes"),
+        ({"budgets": [100]}, "budgets"),
+        ({"burn_in_fraction": 1.0}, "burn_in_fraction"),
+        ({"estimators": ["median"]}, "estimators"),
+    ],
+)
+def test_invalid_arguments(change, match):
+    arguments = {"target": TARGET, "step_sizes": [0.1, 0.2], "budgets": [10, 20], "num_replicates": 2, **change}
+    with pytest.raises(ValueError, match=match):
+        bias_variance_study(**arguments)
+
+
+def test_command_writes_study_figure_and_table(tmp_path, capsys):
+    arguments = ["bias-variance", "--output", str(tmp_path), "--dim", "1", "--budgets", "16", "32"]
+    arguments += ["--num-step-sizes", "3", "--num-replicates", "4", "--no-progress"]
+    assert main(arguments) == 0
+    assert "| 16 |" in capsys.readouterr().out
+    loaded = BiasVarianceStudy.load(tmp_path / "study.nc")
+    assert loaded.dataset["constant_estimate"].shape == (2, 2, 3, 4, 1)
+    assert (tmp_path / "bias_variance.png").exists() and (tmp_path / "bias_variance.md").exists()
