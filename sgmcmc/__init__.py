@@ -2,8 +2,9 @@
 
 __version__ = "0.1.0"
 
-from sgmcmc import optim, schedules
+from sgmcmc import landscapes, optim, playground, schedules
 from sgmcmc.asgld import ASGLD
+from sgmcmc.bias_variance import BiasVarianceStudy, GaussianTarget, bias_variance_study
 from sgmcmc.chains import chain_seeds
 from sgmcmc.cyclical import CyclicalSGHMC, CyclicalSGLD
 from sgmcmc.data import Minibatches
@@ -15,6 +16,7 @@ from sgmcmc.sampler import Sampler
 from sgmcmc.sghmc import SGHMC
 from sgmcmc.sgld import SGLD
 from sgmcmc.sgnht import SGNHT
+from sgmcmc.stein import kernel_stein_discrepancy, score_at_draws
 from sgmcmc.trace import Trace
 
 __all__ = [
@@ -26,13 +28,20 @@ __all__ = [
     "SGHMC",
     "SGLD",
     "SGNHT",
+    "BiasVarianceStudy",
+    "GaussianTarget",
     "Minibatches",
     "Sampler",
     "SamplerDivergenceWarning",
     "Trace",
+    "bias_variance_study",
     "chain_seeds",
+    "kernel_stein_discrepancy",
+    "landscapes",
     "minibatch_log_posterior",
     "optim",
+    "playground",
     "schedules",
+    "score_at_draws",
     "__version__",
 ]

@@ -6,9 +6,9 @@ import argparse
 import warnings
 from collections.abc import Sequence
 
-from sgmcmc import job
+from sgmcmc import bias_variance, job, playground
 
-COMMAND_MODULES = [job]
+COMMAND_MODULES = [job, playground, bias_variance]
 """Modules with ``add_command(commands)``: it adds a subparser whose ``run`` default takes the
 parsed arguments and returns the exit status."""
 

@@ -32,7 +32,8 @@ class Classification:
 
     def log_likelihood(self, outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         """Per-example log-likelihood, shape (|B|,), of logits (|B|, classes) and labels (|B|,)."""
-        return -nn.functional.cross_entropy(outputs, targets.long(), reduction="none")
+        # log_softmax + gather, not cross_entropy: under vmap, nll_loss is an order of magnitude slower
+        return outputs.log_softmax(dim=-1).gather(-1, targets.long().unsqueeze(-1)).squeeze(-1)
 
     def predictive(self, outputs: torch.Tensor) -> torch.Tensor:
         """Class probabilities (…, classes) from logits."""

@@ -132,8 +132,9 @@ class Sampler(ABC):
                 functionals and stats).
             keep_gradients: also keep ∇log p̃ at each kept draw (on its step's batch) in the
                 ``gradients`` group; costs one more gradient per kept draw.
-            trace_file: stream the kept draws to this netCDF file every 256 draws instead of
-                holding them in memory; the returned trace reads them from the file.
+            trace_file: stream the kept draws to this netCDF file (in chunks of at most 256 draws
+                and 64 MiB) instead of holding them in memory; the returned trace reads them from
+                the file, which is a valid trace of the draws so far at every moment.
             checkpoint: a file to which the run's complete state is saved (atomically) every
                 ``checkpoint_every`` steps. If it exists when the run starts, the run resumes
                 from it and continues bit for bit as if it had never stopped; it must then be

@@ -253,7 +253,7 @@ class _TraceFile:
 
 
 class TraceRecorder:
-    """Collects kept draws on the device; every ``chunk_size`` draws moves them to the host.
+    """Collects kept draws on the device and moves them to the host in chunks.
 
     Args:
         layout: group -> name -> :class:`Variable` of every recorded value (groups of :data:`GROUPS`).
@@ -261,7 +261,8 @@ class TraceRecorder:
         num_chains: the number of chains.
         attrs: the run's attributes, written to the file and the trace.
         path: where to stream the draws as a netCDF file; None keeps them in memory.
-        chunk_size: draws held on the device before they move to the host.
+        chunk_bytes: the most bytes of draws held on the device before they move to the host (a
+            chunk is at most 256 draws, at least one).
     """
 
     def __init__(
@@ -271,7 +272,7 @@ class TraceRecorder:
         num_chains: int,
         attrs: dict[str, Any],
         path: str | Path | None = None,
-        chunk_size: int = 256,
+        chunk_bytes: int = 64 << 20,
     ) -> None:
         self.layout = {group: layout.get(group, {}) for group in GROUPS}
         self.coord_names = coord_names
@@ -280,7 +281,12 @@ class TraceRecorder:
             "created_at": datetime.datetime.now(datetime.UTC).isoformat(),
             **{key: netcdf_attr(value) for key, value in attrs.items()},
         }
-        self.chunk_size = chunk_size
+        draw_bytes = num_chains * sum(
+            variable.dtype.itemsize * int(np.prod(variable.shape))
+            for group in layout.values()
+            for variable in group.values()
+        )
+        self.chunk_size = max(1, min(256, chunk_bytes // max(draw_bytes, 1)))
         self.file = None if path is None else _TraceFile(Path(path), self.layout, coord_names, num_chains)
         self._pending: list[dict[str, dict[str, torch.Tensor]]] = []
         self._pending_coords: list[dict[str, int]] = []
