@@ -54,7 +54,8 @@ class JobConfig:
     ``.csv`` (last column the target, a header row) file. ``task`` is inferred when None:
     classification for integer targets with at most 50 values. ``ood_classes`` are held out of
     training and used as out-of-distribution inputs, beside uniform noise over each feature's
-    training range. ``burn_in`` None means half the steps.
+    training range. ``burn_in`` None means half the steps. ``parallel`` ("chains" or "data",
+    under torchrun) samples across processes (docs/distributed.md); rank 0 writes the files.
     """
 
     dataset: str = "digits"
@@ -84,10 +85,13 @@ class JobConfig:
     device: str = "cpu"
     output: str = "sgmcmc-output"
     progress: bool = True
+    parallel: str | None = None
 
     def __post_init__(self) -> None:
         if self.sampler not in SAMPLERS:
             raise ValueError(f"sampler must be one of {SAMPLERS}, got {self.sampler!r}")
+        if self.parallel not in (None, "chains", "data"):
+            raise ValueError(f"parallel must be 'chains' or 'data' (under torchrun), got {self.parallel!r}")
         if self.task not in (None, "classification", "regression"):
             raise ValueError(f"task must be 'classification' or 'regression', got {self.task!r}")
         if self.activation not in ("tanh", "relu"):
@@ -293,7 +297,9 @@ def run_job(config: JobConfig) -> dict[str, Any]:
     burn_in = config.num_steps // 2 if config.burn_in is None else config.burn_in
 
     start = time.perf_counter()
-    trace = _sampler(config, posterior.log_posterior, config.temperature).sample(
+    trace = sgmcmc.distributed.sample_in_parallel(
+        config.parallel,
+        _sampler(config, posterior.log_posterior, config.temperature),
         init,
         minibatches,
         burn_in=burn_in,
@@ -306,6 +312,8 @@ def run_job(config: JobConfig) -> dict[str, Any]:
         **common,
     )
     seconds = {"sampler": time.perf_counter() - start}
+    if trace is None:  # a rank other than 0 of a parallel run: rank 0 has the trace and writes the files
+        return {}
     alive = ~trace.sample_stats["diverging"]
 
     def pooled(name: str) -> np.ndarray:
@@ -450,7 +458,12 @@ def add_options(parser: argparse.ArgumentParser) -> None:
 
 
 def _run_command(arguments: argparse.Namespace) -> int:
-    run_job(config_from_arguments(arguments))
+    config = config_from_arguments(arguments)
+    if config.parallel is None:
+        run_job(config)
+        return 0
+    with sgmcmc.distributed.process_group(config.device) as group:
+        run_job(dataclasses.replace(config, device=str(group.device)))
     return 0
 
 

@@ -164,6 +164,7 @@ def run(
     trace_file: str | Path | None,
     checkpoint: str | Path | None,
     checkpoint_every: int,
+    wrap_potential: Callable[[ChainPotential], ChainPotential] | None = None,
 ) -> Trace:
     """Run ``sampler``; the arguments are those of :meth:`sgmcmc.Sampler.sample`."""
     num_chains = count("num_chains", num_chains, 1)
@@ -207,6 +208,8 @@ def run(
         has_data=stream is not None,
         batch_per_chain=stream is not None and not sampler.full_batch,
     )
+    if wrap_potential is not None:
+        potential = wrap_potential(potential)
     state = sampler.init(params, BoundPotential(potential, full_batch) if sampler.full_batch else None, generators)
 
     def draw(state: dict[str, Any], stats: dict[str, torch.Tensor], batch: Any) -> dict[str, dict[str, torch.Tensor]]:

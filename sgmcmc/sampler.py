@@ -11,7 +11,7 @@ import torch
 
 from sgmcmc._checks import nonnegative
 from sgmcmc.chains import ChainGenerators
-from sgmcmc.log_density import BoundPotential
+from sgmcmc.log_density import BoundPotential, ChainPotential
 from sgmcmc.runner import run
 from sgmcmc.schedules import Schedule, as_schedule
 from sgmcmc.trace import Trace
@@ -110,6 +110,7 @@ class Sampler(ABC):
         trace_file: str | Path | None = None,
         checkpoint: str | Path | None = None,
         checkpoint_every: int = 1000,
+        wrap_potential: Callable[[ChainPotential], ChainPotential] | None = None,
     ) -> Trace:
         """Run ``num_chains`` chains for ``num_steps`` steps; keep every ``thin``-th state from step ``burn_in``.
 
@@ -139,6 +140,11 @@ class Sampler(ABC):
                 ``checkpoint_every`` steps. If it exists when the run starts, the run resumes
                 from it and continues bit for bit as if it had never stopped; it must then be
                 configured as the run that wrote it.
+            wrap_potential: ``wrap_potential(potential) -> potential`` replaces the vectorised
+                potential (``potential(params, batch) -> (log p̃ (num_chains,), ∇log p̃ shaped like
+                params)`` and ``potential.with_hessian_vector_product(params, batch, tangent)``) for the
+                whole run. Default None: unchanged. Data-parallel sampling uses it to average every
+                process's value and gradient on its data shard (:mod:`sgmcmc.distributed`).
 
         Returns:
             A :class:`sgmcmc.Trace`; draw i is the state after ``burn_in + i * thin`` steps.
@@ -163,4 +169,5 @@ class Sampler(ABC):
             trace_file=trace_file,
             checkpoint=checkpoint,
             checkpoint_every=checkpoint_every,
+            wrap_potential=wrap_potential,
         )

@@ -86,6 +86,8 @@ def test_npz_input_and_bad_settings(tmp_path):
         run_job(JobConfig(dataset="mnist"))
     with pytest.raises(ValueError, match="sampler must be one of"):
         JobConfig(sampler="nuts")
+    with pytest.raises(ValueError, match="parallel must be 'chains' or 'data'"):
+        JobConfig(parallel="gpus")
     with pytest.raises(ValueError, match="ood_classes \\[42\\] match no label"):
         run_job(JobConfig(ood_classes=[42], output=str(tmp_path / "x"), **TINY))
     config = tmp_path / "bad.toml"

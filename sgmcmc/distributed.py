@@ -1,0 +1,511 @@
+"""Sampling across processes and GPUs with ``torch.distributed``: chain-parallel and data-parallel.
+
+Start P processes with ``torchrun --nproc-per-node=P script.py`` (or any launcher that sets
+``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``, ``MASTER_ADDR`` and ``MASTER_PORT``), enter
+:func:`process_group` in each, then call one of:
+
+* :func:`sample_chain_parallel`: the K chains are split into contiguous blocks, one per rank;
+  rank r runs its block with the block's seeds ``chain_seeds(seed, K)[block]``, and rank 0
+  gathers the pieces into ONE :class:`sgmcmc.Trace` with global chain ids, identical draw for
+  draw to a single-process run with the same seed (a chain depends only on its own seed).
+* :func:`sample_data_parallel`: every rank runs all K chains on its own shard of the data. Each
+  rank evaluates the user's unchanged ``log_posterior`` (with ``num_data`` = N, the size of the
+  WHOLE data set) on its shard's minibatch B_r, and the P values and gradients are averaged:
+
+      log p̃(θ) = (1/P) Σ_r [log p(θ) + (N/|B_r|) Σ_{i∈B_r} log p(x_i | θ)]
+               = log p(θ) + (N/|B|) Σ_{i∈B} log p(x_i | θ),   B = B_1 ∪ … ∪ B_P, |B| = P |B_r|,
+
+  the minibatch estimator of the union batch: the prior counted once, the likelihood scaled by
+  N/|B|. The noise is drawn from the same per-chain generators on every rank, so the replicas
+  take identical steps; the shards must be equal-sized (:func:`shard_rows`) because the
+  minibatch draws of every rank come from those same generators.
+
+Failure: a rank that raises prints its error, leaves the process group and exits non-zero;
+torchrun then stops the other ranks at once. Without such a launcher a healthy rank stops at
+its next collective (every step in data-parallel mode, the final gather in chain-parallel
+mode), which fails when the peer is gone or after the process group's timeout, with an error
+that says another rank failed. Write result files on rank 0 only, with
+:func:`write_atomically`, so no partial file ever looks complete.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import warnings
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+from typing import Any, TypeVar
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch.utils import _pytree as pytree
+
+from sgmcmc._checks import count
+from sgmcmc.chains import chain_seeds
+from sgmcmc.data import Minibatches, chain_data
+from sgmcmc.log_density import ChainPotential
+from sgmcmc.runner import SamplerDivergenceWarning
+from sgmcmc.sampler import Sampler
+from sgmcmc.trace import GROUPS, Trace, netcdf_attr
+
+__all__ = [
+    "DEFAULT_TIMEOUT_S",
+    "PARALLEL_MODES",
+    "DistributedSamplingError",
+    "ProcessGroup",
+    "AveragedPotential",
+    "process_group",
+    "launched",
+    "chain_block",
+    "sample_chain_parallel",
+    "sample_data_parallel",
+    "sample_in_parallel",
+    "shard_rows",
+    "shard_minibatches",
+    "write_atomically",
+]
+
+DEFAULT_TIMEOUT_S = 600.0
+"""Seconds a collective waits for the other ranks before it fails (the process group's timeout)."""
+
+PARALLEL_MODES = ("chains", "data")
+"""The modes of :func:`sample_in_parallel` (and of ``sgmcmc run --parallel``)."""
+
+Result = TypeVar("Result")
+
+
+class DistributedSamplingError(RuntimeError):
+    """A collective failed: another rank raised, died or timed out."""
+
+
+@dataclass(frozen=True)
+class ProcessGroup:
+    """This process's place in the job.
+
+    Attributes:
+        rank: this process's index, 0 … world_size − 1 (rank 0 gathers results and writes files).
+        world_size: P, the number of processes.
+        local_rank: this process's index on its node (which GPU it uses).
+        device: the device this rank samples on: ``cuda:<local_rank>`` when CUDA was asked for.
+        timeout_s: how long a collective waits before it fails.
+    """
+
+    rank: int
+    world_size: int
+    local_rank: int
+    device: torch.device
+    timeout_s: float
+
+
+def launched() -> bool:
+    """Whether a launcher such as torchrun started this process (it sets ``RANK`` and ``WORLD_SIZE``)."""
+    return "RANK" in os.environ and "WORLD_SIZE" in os.environ
+
+
+@contextmanager
+def process_group(
+    device: str | torch.device = "cpu", timeout_s: float = DEFAULT_TIMEOUT_S, backend: str | None = None
+) -> Iterator[ProcessGroup]:
+    """Join the job's other processes for the duration of the block; leave the group on exit.
+
+    Reads the launcher's environment (``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``; the rendezvous
+    address comes through ``MASTER_ADDR``/``MASTER_PORT``). Without a launcher it yields rank 0
+    of 1 and initialises nothing, so the same script runs under plain ``python``.
+
+    Args:
+        device: ``"cpu"``, or ``"cuda"`` for one GPU per rank: ``cuda:<LOCAL_RANK>`` is made the
+            current device and given back as :attr:`ProcessGroup.device`.
+        timeout_s: how long a collective (and the rendezvous) waits for the other ranks.
+        backend: default ``"nccl"`` for CUDA, ``"gloo"`` for CPU.
+
+    If the block raises, this rank prints the error on stderr with its rank, leaves the group
+    and re-raises, so the process exits non-zero and the launcher stops the others.
+    """
+    device = torch.device(device)
+    timeout_s = float(timeout_s)
+    if timeout_s <= 0:
+        raise ValueError(f"timeout_s must be > 0, got {timeout_s}")
+    if not launched():
+        yield ProcessGroup(0, 1, 0, device, timeout_s)
+        return
+    rank, world_size = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    if device.type == "cuda":
+        device = torch.device("cuda", local_rank)
+        torch.cuda.set_device(device)
+    backend = backend or ("nccl" if device.type == "cuda" else "gloo")
+    dist.init_process_group(backend, timeout=timedelta(seconds=timeout_s))
+    try:
+        yield ProcessGroup(rank, world_size, local_rank, device, timeout_s)
+    except BaseException as error:
+        print(
+            f"sgmcmc.distributed: rank {rank} of {world_size} failed with {type(error).__name__}: {error}",
+            file=sys.stderr,
+            flush=True,
+        )
+        raise
+    finally:
+        dist.destroy_process_group()
+
+
+def _rank_and_world_size() -> tuple[int, int]:
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def _collective(what: str, operation: Callable[[], Result]) -> Result:
+    """Run a collective; if it fails, say that another rank is the likely cause."""
+    try:
+        return operation()
+    except RuntimeError as error:
+        rank, world_size = _rank_and_world_size()
+        raise DistributedSamplingError(
+            f"rank {rank} of {world_size}: {what} failed, most likely because another rank raised, died or "
+            f"timed out (see its error above): {error}"
+        ) from error
+
+
+def chain_block(num_chains: int, rank: int, world_size: int) -> range:
+    """The global ids of the chains rank ``rank`` runs: contiguous blocks whose sizes differ by at most one."""
+    return range(rank * num_chains // world_size, (rank + 1) * num_chains // world_size)
+
+
+def _global_seeds(seed: int | Sequence[int], num_chains: int) -> list[int]:
+    if isinstance(seed, Sequence) and not isinstance(seed, str):
+        if len(seed) != num_chains:
+            raise ValueError(f"seed gives {len(seed)} per-chain seeds for num_chains={num_chains}")
+        return list(seed)
+    return chain_seeds(seed, num_chains)
+
+
+def _block_of_init(init: Any, block: range, num_chains: int) -> Any:
+    """The stacked init (leading dim num_chains) of the chains in ``block``."""
+
+    def rows(name: str, value: Any) -> torch.Tensor:
+        if not isinstance(value, torch.Tensor) or value.ndim == 0 or value.shape[0] != num_chains:
+            shape = tuple(value.shape) if isinstance(value, torch.Tensor) else type(value).__name__
+            raise ValueError(
+                f"stacked_init=True but init {name} has shape {shape}; its leading dim must be num_chains={num_chains}"
+            )
+        return value[block.start : block.stop]
+
+    if isinstance(init, dict):
+        return {name: rows(repr(name), value) for name, value in init.items()}
+    return rows("", init)
+
+
+def _refuse(sample_kwargs: dict[str, Any], *names: str) -> None:
+    for name in names:
+        if sample_kwargs.get(name) is not None:
+            raise ValueError(f"{name}= is not supported when sampling across processes (see docs/distributed.md)")
+
+
+def sample_chain_parallel(
+    sampler: Sampler,
+    init: torch.Tensor | dict[str, torch.Tensor],
+    data: Any = None,
+    *,
+    num_chains: int = 4,
+    seed: int | Sequence[int] = 0,
+    stacked_init: bool = False,
+    **sample_kwargs: Any,
+) -> Trace | None:
+    """``sampler.sample`` with the chains split across the ranks; the whole trace gathered on rank 0.
+
+    Rank r runs the chains :func:`chain_block` ``(num_chains, r, P)`` with their global seeds
+    (chain c always gets ``chain_seeds(seed, num_chains)[c]``, or ``seed[c]``), on its own
+    device (``device=`` of the rank's :class:`ProcessGroup`). Any split works, also when P does
+    not divide K (a rank with no chain only takes part in the gather).
+
+    Args:
+        sampler: the sampler, as built on a single process.
+        init: as for :meth:`sgmcmc.Sampler.sample`. With ``stacked_init=True`` it holds all K
+            chains' starts (leading dim K) and rank r takes its block.
+        data: as for :meth:`sgmcmc.Sampler.sample`; every rank gets the whole data set (each
+            chain draws its own minibatches from it).
+        num_chains: K, the total number of chains.
+        seed: as for :meth:`sgmcmc.Sampler.sample`.
+        **sample_kwargs: the other arguments of :meth:`sgmcmc.Sampler.sample` (not ``trace_file``,
+            ``checkpoint`` or ``wrap_potential``).
+
+    Returns:
+        On rank 0, the :class:`sgmcmc.Trace` of all K chains (arrays (K, num_draws, …), chain c
+        equal bit for bit to chain c of ``sampler.sample(..., num_chains=K, seed=seed)`` on the
+        same device type), with attrs describing the whole run (``num_chains`` K, all
+        ``chain_seeds``, ``seed``) plus ``num_processes`` P, and ``final_state`` on the CPU.
+        None on the other ranks. Divergences are reported on rank 0: one
+        :class:`sgmcmc.SamplerDivergenceWarning` per rank that had any, naming its global chain ids.
+    """
+    _refuse(sample_kwargs, "trace_file", "checkpoint", "wrap_potential")
+    num_chains = count("num_chains", num_chains, 1)
+    seeds = _global_seeds(seed, num_chains)
+    rank, world_size = _rank_and_world_size()
+    block = chain_block(num_chains, rank, world_size)
+    piece = None
+    if len(block):
+        block_init = _block_of_init(init, block, num_chains) if stacked_init else init
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", SamplerDivergenceWarning)
+            trace = sampler.sample(
+                block_init,
+                data,
+                num_chains=len(block),
+                seed=seeds[block.start : block.stop],
+                stacked_init=stacked_init,
+                **sample_kwargs,
+            )
+        divergences = [
+            str(caught_warning.message)
+            for caught_warning in caught
+            if caught_warning.category is SamplerDivergenceWarning
+        ]
+        for caught_warning in caught:
+            if caught_warning.category is not SamplerDivergenceWarning:
+                warnings.warn_explicit(
+                    caught_warning.message, caught_warning.category, caught_warning.filename, caught_warning.lineno
+                )
+        trace.final_state = pytree.tree_map(
+            lambda leaf: leaf.cpu() if isinstance(leaf, torch.Tensor) else leaf, trace.final_state
+        )
+        piece = (block, trace, divergences)
+    pieces = [None] * world_size if rank == 0 else None
+    if world_size > 1:
+        _collective("gathering the chains' traces on rank 0", lambda: dist.gather_object(piece, pieces, dst=0))
+    else:
+        pieces = [piece]
+    if rank != 0:
+        return None
+    present = [gathered for gathered in pieces if gathered is not None]
+    for block, _, divergences in present:
+        for message in divergences:
+            warnings.warn(
+                f"on the rank that ran global chains {block.start}..{block.stop - 1} (its chain i is global chain "
+                f"{block.start} + i): {message}",
+                SamplerDivergenceWarning,
+                stacklevel=2,
+            )
+    return _concatenate_chains([trace for _, trace, _ in present], seed=seed, seeds=seeds, num_processes=world_size)
+
+
+def _concatenate_chains(traces: list[Trace], seed: int | Sequence[int], seeds: list[int], num_processes: int) -> Trace:
+    """One trace of the chains of ``traces`` (in order), with attrs describing the whole run."""
+    first = traces[0]
+    for trace in traces[1:]:
+        if any(not np.array_equal(values, trace.draw_coords[name]) for name, values in first.draw_coords.items()):
+            raise DistributedSamplingError(
+                "the ranks kept different draws (was one interrupted?); their traces cannot be joined"
+            )
+    groups = {
+        group: {
+            name: np.concatenate([getattr(trace, group)[name] for trace in traces], axis=0)
+            for name in getattr(first, group)
+        }
+        for group in GROUPS
+    }
+    attrs = {
+        **first.attrs,
+        "seed": netcdf_attr(seed if isinstance(seed, int) else list(seed)),
+        "chain_seeds": netcdf_attr(seeds),
+        "num_chains": len(seeds),
+        "num_processes": num_processes,
+    }
+    final_state = pytree.tree_map(lambda *leaves: torch.cat(leaves), *[trace.final_state for trace in traces])
+    return Trace(
+        posterior=groups["posterior"],
+        sample_stats=groups["sample_stats"],
+        attrs=attrs,
+        draw_coords=first.draw_coords,
+        final_state=final_state,
+        functionals=groups["functionals"],
+        gradients=groups["gradients"],
+    )
+
+
+def _all_reduce_mean(tree: Result) -> Result:
+    """Every tensor of ``tree`` averaged over the ranks (one all-reduce per dtype)."""
+    leaves, spec = pytree.tree_flatten(tree)
+    _, world_size = _rank_and_world_size()
+    by_dtype: dict[torch.dtype, list[int]] = {}
+    for position, leaf in enumerate(leaves):
+        by_dtype.setdefault(leaf.dtype, []).append(position)
+    averaged = list(leaves)
+    for positions in by_dtype.values():
+        flat = torch.cat([leaves[position].reshape(-1) for position in positions])
+        _collective("averaging the log posterior over the data shards", lambda flat=flat: dist.all_reduce(flat))
+        flat /= world_size
+        pieces = torch.split(flat, [leaves[position].numel() for position in positions])
+        for position, piece in zip(positions, pieces, strict=True):
+            averaged[position] = piece.reshape(leaves[position].shape)
+    return pytree.tree_unflatten(averaged, spec)
+
+
+class AveragedPotential(ChainPotential):
+    """A :class:`sgmcmc.log_density.ChainPotential` averaged over the ranks, for data-parallel sampling.
+
+    Each rank evaluates ``potential`` on its own shard's batch; every rank gets the mean over
+    the P ranks of the values (num_chains,), the gradients and, for curvature-using samplers,
+    the Hessian-vector products (a mean of Hessians is the Hessian of the mean). The
+    all-reduce runs after the vectorised gradient (collectives cannot run inside
+    ``torch.func`` transforms).
+    """
+
+    def __init__(self, potential: ChainPotential) -> None:
+        self.potential = potential
+
+    def __call__(
+        self, params: dict[str, torch.Tensor], batch: Any = None
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        return _all_reduce_mean(self.potential(params, batch))
+
+    def with_hessian_vector_product(
+        self, params: dict[str, torch.Tensor], batch: Any, tangent: dict[str, torch.Tensor]
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+        return _all_reduce_mean(self.potential.with_hessian_vector_product(params, batch, tangent))
+
+
+def sample_data_parallel(
+    sampler: Sampler,
+    init: torch.Tensor | dict[str, torch.Tensor],
+    shard: Any,
+    *,
+    trace_file: str | Path | None = None,
+    **sample_kwargs: Any,
+) -> Trace | None:
+    """``sampler.sample`` of all chains on every rank, with log p̃ and ∇log p̃ averaged over the data shards.
+
+    Args:
+        sampler: its ``log_posterior`` is the usual single-process one with ``num_data`` = N, the
+            size of the WHOLE data set (e.g. ``minibatch_log_posterior(..., num_data=N)``); the
+            average over the ranks turns it into the estimator of the union batch (module docstring).
+        init: as for :meth:`sgmcmc.Sampler.sample`, the same on every rank.
+        shard: this rank's data, in any form ``sample`` takes (e.g. ``Minibatches(*shard_rows(x, y),
+            batch_size=B // P)``). Every rank's shard must have as many rows (or batches) and the
+            same batch size: the ranks draw their batch positions from the same per-chain
+            generators, so they stay in step only if their streams have the same shape.
+            Full-batch samplers (``LD``) use the whole shard every step.
+        trace_file: written by rank 0 only.
+        **sample_kwargs: the other arguments of :meth:`sgmcmc.Sampler.sample` (the same on every
+            rank; not ``checkpoint`` or ``wrap_potential``).
+
+    Returns:
+        The trace on rank 0 (``lp`` is the averaged estimate), None on the other ranks. At the end
+        the ranks check that their final params are identical, and raise
+        :class:`DistributedSamplingError` if they drifted apart.
+    """
+    _refuse(sample_kwargs, "checkpoint", "wrap_potential")
+    stream = chain_data(shard)
+    if stream is None:
+        raise ValueError("data-parallel sampling needs data: give this rank's shard")
+    rank, world_size = _rank_and_world_size()
+    if world_size > 1:
+        shape = torch.tensor([stream.num_units, stream.units_per_step])
+        shapes = [torch.zeros_like(shape) for _ in range(world_size)]
+        _collective("comparing the shards' sizes", lambda: dist.all_gather(shapes, shape))
+        if any(not torch.equal(other, shape) for other in shapes):
+            sizes = [tuple(other.tolist()) for other in shapes]
+            raise ValueError(
+                f"the ranks' shards differ: (rows or batches, per step) by rank = {sizes}; data-parallel sampling "
+                "needs equal shards (see shard_rows)"
+            )
+    trace = sampler.sample(
+        init,
+        shard,
+        trace_file=trace_file if rank == 0 else None,
+        wrap_potential=AveragedPotential,
+        **sample_kwargs,
+    )
+    if world_size > 1:
+        for name, value in trace.final_state["params"].items():
+            reference = value.clone()
+            _collective(
+                "comparing the replicas' final params", lambda reference=reference: dist.broadcast(reference, src=0)
+            )
+            if not torch.equal(reference, value):
+                raise DistributedSamplingError(f"the replicas drifted apart: parameter {name!r} differs from rank 0's")
+    return trace if rank == 0 else None
+
+
+def shard_rows(*tensors: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """This rank's equal share of ``tensors`` (rows along dim 0, N of them): rows [r n, (r + 1) n), n = N // P.
+
+    The last N mod P rows are left out (with a warning), so that every shard has n rows; give
+    ``num_data`` = P n to the log posterior then, or choose N divisible by P.
+    """
+    if not tensors:
+        raise ValueError("shard_rows needs at least one tensor")
+    rank, world_size = _rank_and_world_size()
+    num_rows = tensors[0].shape[0]
+    if any(tensor.shape[0] != num_rows for tensor in tensors):
+        raise ValueError(f"tensors must share their first dim (rows), got {[tuple(t.shape) for t in tensors]}")
+    rows_per_rank = num_rows // world_size
+    if rows_per_rank == 0:
+        raise ValueError(f"{num_rows} rows cannot be shared by {world_size} ranks")
+    if num_rows % world_size:
+        warnings.warn(
+            f"{num_rows} rows do not split evenly over {world_size} ranks: "
+            f"the last {num_rows % world_size} are left out",
+            UserWarning,
+            stacklevel=2,
+        )
+    rows = slice(rank * rows_per_rank, (rank + 1) * rows_per_rank)
+    return tuple(tensor[rows] for tensor in tensors)
+
+
+def shard_minibatches(data: Minibatches) -> Minibatches:
+    """This rank's share of ``data``: its :func:`shard_rows`, in batches of ``batch_size // P`` rows.
+
+    The P ranks' batches together have P (B // P) rows, B's own size when P divides B.
+    """
+    _, world_size = _rank_and_world_size()
+    if data.batch_size < world_size:
+        raise ValueError(f"batch_size {data.batch_size} is smaller than the {world_size} ranks sharing it")
+    return Minibatches(*shard_rows(*data.tensors), batch_size=data.batch_size // world_size)
+
+
+def sample_in_parallel(
+    parallel: str | None, sampler: Sampler, init: Any, data: Any = None, **sample_kwargs: Any
+) -> Trace | None:
+    """``sampler.sample(init, data, ...)`` run as ``parallel`` says, in the current process group.
+
+    Args:
+        parallel: None: in this process alone (the trace on every rank); ``"chains"``:
+            :func:`sample_chain_parallel`; ``"data"``: :func:`sample_data_parallel` on this rank's
+            :func:`shard_minibatches` of ``data``, a :class:`sgmcmc.Minibatches` of the whole data set.
+
+    Returns:
+        The trace, or None on ranks other than 0 in the parallel modes.
+    """
+    if parallel is None:
+        return sampler.sample(init, data, **sample_kwargs)
+    if parallel == "chains":
+        return sample_chain_parallel(sampler, init, data, **sample_kwargs)
+    if parallel == "data":
+        if not isinstance(data, Minibatches):
+            raise TypeError(f"parallel='data' shards a Minibatches, got {type(data).__name__}")
+        return sample_data_parallel(sampler, init, shard_minibatches(data), **sample_kwargs)
+    raise ValueError(f"parallel must be None or one of {PARALLEL_MODES}, got {parallel!r}")
+
+
+def write_atomically(path: str | Path, write: Callable[[Path], None]) -> Path:
+    """Call ``write(temporary_path)``, then rename the temporary file over ``path``.
+
+    Readers see either no file (or the previous one) or the complete new one, never a partial
+    file; if ``write`` raises, the temporary file is removed. The temporary file sits beside
+    ``path`` (same file system, so the rename is atomic) and keeps its suffix, so writers that
+    pick a format from it still work. Call it on rank 0 only.
+    """
+    path = Path(path)
+    temporary = path.with_name(f".{path.stem}.{os.getpid()}.partial{path.suffix}")
+    try:
+        write(temporary)
+        os.replace(temporary, path)
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise
+    return path

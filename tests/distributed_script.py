@@ -1,0 +1,150 @@
+"""Worker for tests/test_distributed.py, run as ``torchrun --nproc-per-node=2 tests/distributed_script.py MODE OUT``.
+
+Modes:
+    sample: chain-parallel SGHMC (3 chains over 2 ranks), data-parallel LD and data-parallel pSGLD
+        with its Hessian-vector product on full-batch shards; rank 0 saves every trace to OUT.
+    fail: data-parallel SGLD in which rank 1 raises after a few steps.
+
+The models are also imported by the test, which runs them in a single process to compare.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+import torch
+
+import sgmcmc
+from sgmcmc import distributed
+
+NUM_DATA = 64
+DIM = 3
+NUM_STEPS = 30
+
+
+def regression_data() -> tuple[torch.Tensor, torch.Tensor]:
+    """Logistic-regression data, float64: features (NUM_DATA, DIM), labels (NUM_DATA,)."""
+    generator = torch.Generator().manual_seed(3)
+    features = torch.randn(NUM_DATA, DIM, generator=generator, dtype=torch.float64)
+    labels = (torch.rand(NUM_DATA, generator=generator, dtype=torch.float64) < torch.sigmoid(features[:, 0])).double()
+    return features, labels
+
+
+def log_posterior(num_data: int = NUM_DATA) -> Any:
+    """Bayesian logistic regression with a N(0, 1) prior, minibatch-scaled to ``num_data`` rows."""
+
+    def log_prior(params: dict[str, torch.Tensor]) -> torch.Tensor:
+        return -0.5 * (params["weights"] ** 2).sum()
+
+    def log_likelihood(params: dict[str, torch.Tensor], batch: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+        features, labels = batch
+        logits = features @ params["weights"]
+        return -torch.nn.functional.binary_cross_entropy_with_logits(logits, labels, reduction="none")
+
+    return sgmcmc.minibatch_log_posterior(log_prior, log_likelihood, num_data=num_data)
+
+
+def init() -> dict[str, torch.Tensor]:
+    return {"weights": torch.zeros(DIM, dtype=torch.float64)}
+
+
+def chain_parallel_run() -> dict[str, Any]:
+    """Arguments of the chain-parallel SGHMC run: 3 chains, so the 2 ranks get 1 and 2."""
+    features, labels = regression_data()
+    return {
+        "sampler": sgmcmc.SGHMC(log_posterior(), step_size=1e-3, friction=0.1),
+        "init": init(),
+        "data": sgmcmc.Minibatches(features, labels, batch_size=16),
+        "num_chains": 3,
+        "num_steps": NUM_STEPS,
+        "burn_in": 5,
+        "thin": 2,
+        "seed": 11,
+        "init_jitter": 0.1,
+        "functionals": {"norm": lambda params: (params["weights"] ** 2).sum()},
+        "progress": False,
+    }
+
+
+def full_batch_samplers() -> dict[str, sgmcmc.Sampler]:
+    """Samplers whose data-parallel run on full-batch shards equals the single-process full-batch run."""
+    return {
+        "ld": sgmcmc.LD(log_posterior(), step_size=0.02),
+        "psgld": sgmcmc.PSGLD(log_posterior(), step_size=1e-2, gamma_correction=True),
+    }
+
+
+def full_batch_data(features: torch.Tensor, labels: torch.Tensor, sampler_name: str) -> Any:
+    """LD takes rows; pSGLD takes a list of one batch (the whole shard every step, same generator draws)."""
+    if sampler_name == "ld":
+        return sgmcmc.Minibatches(features, labels, batch_size=len(labels))
+    return [(features, labels)]
+
+
+def as_arrays(trace: sgmcmc.Trace) -> dict[str, Any]:
+    return {
+        "posterior": dict(trace.posterior),
+        "sample_stats": dict(trace.sample_stats),
+        "functionals": dict(trace.functionals),
+        "attrs": trace.attrs,
+        "final_params": trace.final_state["params"],
+    }
+
+
+def sample(output: Path) -> None:
+    torch.set_num_threads(1)
+    with distributed.process_group(timeout_s=30) as group:
+        results = {}
+        run = chain_parallel_run()
+        trace = distributed.sample_chain_parallel(run.pop("sampler"), run.pop("init"), run.pop("data"), **run)
+        results["chains"] = None if trace is None else as_arrays(trace)
+        shard = distributed.shard_rows(*regression_data())
+        for name, sampler in full_batch_samplers().items():
+            trace = distributed.sample_data_parallel(
+                sampler,
+                init(),
+                full_batch_data(*shard, name),
+                num_chains=2,
+                num_steps=NUM_STEPS,
+                seed=5,
+                progress=False,
+            )
+            results[name] = None if trace is None else as_arrays(trace)
+        if group.rank == 0:
+            distributed.write_atomically(output, lambda path: torch.save(results, path))
+
+
+def fail() -> None:
+    torch.set_num_threads(1)
+    with distributed.process_group(timeout_s=20) as group:
+        calls = 0
+        healthy = log_posterior()
+
+        def failing_log_posterior(params: dict[str, torch.Tensor], batch: Any) -> torch.Tensor:
+            nonlocal calls
+            calls += 1
+            if group.rank == 1 and calls > 5:
+                raise RuntimeError("rank 1 fails on purpose")
+            return healthy(params, batch)
+
+        features, labels = distributed.shard_rows(*regression_data())
+        distributed.sample_data_parallel(
+            sgmcmc.SGLD(failing_log_posterior, step_size=1e-3),
+            init(),
+            sgmcmc.Minibatches(features, labels, batch_size=8),
+            num_chains=2,
+            num_steps=100_000,
+            progress=False,
+        )
+
+
+if __name__ == "__main__":
+    mode, *arguments = sys.argv[1:]
+    if mode == "sample":
+        sample(Path(arguments[0]))
+    elif mode == "fail":
+        fail()
+    else:
+        raise SystemExit(f"unknown mode {mode!r}")

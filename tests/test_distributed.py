@@ -1,0 +1,153 @@
+"""Sampling across processes: torchrun with 2 CPU processes (gloo) against single-process runs."""
+
+import json
+import os
+import subprocess
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import distributed_script as script
+import numpy as np
+import pytest
+import torch
+
+import sgmcmc
+from sgmcmc import distributed
+
+SCRIPT = Path(__file__).with_name("distributed_script.py")
+FLOAT64_TOLERANCE = 1e-10
+"""Relative tolerance for data-parallel vs single-process: the runs differ only in the order in which
+the 64 per-example terms are summed (two shard sums of 32, averaged), a relative change of order
+64 × 2⁻⁵³ ≈ 10⁻¹⁴ per gradient, which 30 contracting steps do not grow by 10⁴."""
+
+
+def torchrun(*arguments: str, timeout: float = 120) -> subprocess.CompletedProcess:
+    """``python -m torch.distributed.run --standalone --nproc-per-node=2 ARGUMENTS`` (a free port), 1 thread each."""
+    environment = {**os.environ, "CI": "1", "OMP_NUM_THREADS": "1"}
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2", *arguments]
+    return subprocess.run(command, capture_output=True, text=True, timeout=timeout, env=environment)
+
+
+@pytest.fixture(scope="module")
+def two_process_results(tmp_path_factory):
+    output = tmp_path_factory.mktemp("distributed") / "results.pt"
+    completed = torchrun(str(SCRIPT), "sample", str(output))
+    assert completed.returncode == 0, completed.stderr[-4000:]
+    return torch.load(output, weights_only=False)
+
+
+def test_chain_parallel_draws_equal_single_process_draws(two_process_results):
+    run = script.chain_parallel_run()
+    single = run.pop("sampler").sample(run.pop("init"), run.pop("data"), **run)
+    parallel = two_process_results["chains"]
+    for group in ("posterior", "sample_stats", "functionals"):
+        expected = getattr(single, group)
+        assert set(parallel[group]) == set(expected)
+        for name, values in expected.items():
+            assert parallel[group][name].shape[0] == 3
+            np.testing.assert_array_equal(parallel[group][name], values, err_msg=f"{group}/{name}")
+    torch.testing.assert_close(parallel["final_params"], single.final_state["params"], rtol=0, atol=0)
+    for key in ("num_chains", "chain_seeds", "seed", "num_steps", "steps_done", "sampler"):
+        assert parallel["attrs"][key] == single.attrs[key], key
+    assert parallel["attrs"]["num_processes"] == 2
+
+
+@pytest.mark.parametrize("sampler_name", ["ld", "psgld"])
+def test_data_parallel_full_batch_shards_equal_single_process_full_batch(two_process_results, sampler_name):
+    features, labels = script.regression_data()
+    sampler = script.full_batch_samplers()[sampler_name]
+    single = sampler.sample(
+        script.init(),
+        script.full_batch_data(features, labels, sampler_name),
+        num_chains=2,
+        num_steps=script.NUM_STEPS,
+        seed=5,
+        progress=False,
+    )
+    parallel = two_process_results[sampler_name]
+    np.testing.assert_allclose(parallel["posterior"]["weights"], single.posterior["weights"], rtol=FLOAT64_TOLERANCE)
+    np.testing.assert_allclose(parallel["sample_stats"]["lp"], single.sample_stats["lp"], rtol=FLOAT64_TOLERANCE)
+    moved = np.linalg.norm(single.posterior["weights"][:, -1] - single.posterior["weights"][:, 0], axis=-1)
+    assert moved.min() > 0.1  # the chains went somewhere, so agreement is not trivial
+
+
+def test_a_failing_rank_stops_the_job_within_the_timeout():
+    start = time.perf_counter()
+    completed = torchrun(str(SCRIPT), "fail", timeout=60)
+    elapsed = time.perf_counter() - start
+    assert completed.returncode != 0
+    assert "rank 1 of 2 failed with RuntimeError: rank 1 fails on purpose" in completed.stderr
+    assert elapsed < 30  # the script's collective timeout is 20 s, the run itself 100 000 steps
+
+
+def test_sgmcmc_run_under_torchrun_writes_one_report(tmp_path):
+    output = tmp_path / "run"
+    completed = torchrun(
+        "-m",
+        "sgmcmc.cli",
+        "run",
+        "--parallel=chains",
+        "--num-chains=3",
+        "--num-steps=20",
+        "--thin=5",
+        "--hidden",
+        "4",
+        "--no-ensemble",
+        "--no-progress",
+        f"--output={output}",
+    )
+    assert completed.returncode == 0, completed.stderr[-4000:]
+    report = json.loads((output / "report.json").read_text())
+    assert report["methods"]["posterior"]["draws"] == 3 * 2
+    assert report["config"]["parallel"] == "chains"
+
+
+def test_chain_blocks_cover_the_chains_once_with_sizes_differing_by_at_most_one():
+    for num_chains in range(1, 8):
+        for world_size in range(1, 5):
+            blocks = [distributed.chain_block(num_chains, rank, world_size) for rank in range(world_size)]
+            assert [chain for block in blocks for chain in block] == list(range(num_chains))
+            assert max(map(len, blocks)) - min(map(len, blocks)) <= 1
+
+
+def test_one_process_chain_parallel_run_is_the_plain_run():
+    run = script.chain_parallel_run()
+    sampler, init, data = run.pop("sampler"), run.pop("init"), run.pop("data")
+    stacked = {"weights": torch.randn(3, script.DIM, dtype=torch.float64, generator=torch.Generator().manual_seed(0))}
+    plain = sampler.sample(stacked, data, stacked_init=True, **run)
+    parallel = distributed.sample_chain_parallel(sampler, stacked, data, stacked_init=True, **run)
+    np.testing.assert_array_equal(parallel.posterior["weights"], plain.posterior["weights"])
+    assert parallel.attrs["chain_seeds"] == plain.attrs["chain_seeds"]
+    with pytest.raises(ValueError, match="leading dim must be num_chains=4"):
+        distributed.sample_chain_parallel(sampler, stacked, data, stacked_init=True, **{**run, "num_chains": 4})
+    with pytest.raises(ValueError, match="trace_file"):
+        distributed.sample_chain_parallel(sampler, init, data, trace_file="trace.nc", **run)
+
+
+def test_write_atomically_leaves_no_partial_file(tmp_path):
+    target = tmp_path / "results.json"
+
+    def write_half_then_fail(path: Path) -> None:
+        path.write_text('{"draws": [1, 2')
+        raise OSError("disk full")
+
+    with pytest.raises(OSError, match="disk full"):
+        distributed.write_atomically(target, write_half_then_fail)
+    assert list(tmp_path.iterdir()) == []
+    distributed.write_atomically(target, lambda path: path.write_text("{}"))
+    assert [path.name for path in tmp_path.iterdir()] == ["results.json"]
+
+
+def test_shard_rows_in_one_process_is_everything_and_parallel_modes_are_checked():
+    features, labels = script.regression_data()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        shard = distributed.shard_rows(features, labels)
+    assert all(torch.equal(part, whole) for part, whole in zip(shard, (features, labels), strict=True))
+    sampler = sgmcmc.SGLD(script.log_posterior(), step_size=1e-3)
+    with pytest.raises(ValueError, match="parallel must be None or one of"):
+        distributed.sample_in_parallel(
+            "gpus", sampler, script.init(), sgmcmc.Minibatches(features, labels, batch_size=8)
+        )
