@@ -2,7 +2,7 @@
 
 __version__ = "0.1.0"
 
-from sgmcmc import landscapes, optim, playground, schedules
+from sgmcmc import distributed, landscapes, optim, playground, schedules
 from sgmcmc.asgld import ASGLD
 from sgmcmc.bias_variance import BiasVarianceStudy, GaussianTarget, bias_variance_study
 from sgmcmc.chains import chain_seeds
@@ -36,6 +36,7 @@ __all__ = [
     "Trace",
     "bias_variance_study",
     "chain_seeds",
+    "distributed",
     "kernel_stein_discrepancy",
     "landscapes",
     "minibatch_log_posterior",
