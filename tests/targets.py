@@ -180,3 +180,24 @@ def assert_moments(draws: np.ndarray, mean: np.ndarray, covariance: np.ndarray, 
                 i,
                 j,
             )
+
+
+class Interrupting:
+    """A log posterior that raises KeyboardInterrupt (as Ctrl-C would) when called for step ``at_step``.
+
+    The engine calls ``log_posterior`` once to check the inputs, then once per step (vectorised
+    over chains), so :attr:`steps_run` counts the steps it took.
+    """
+
+    def __init__(self, log_posterior, at_step=None):
+        self.log_posterior, self.at_step, self.calls = log_posterior, at_step, 0
+
+    def __call__(self, *arguments):
+        self.calls += 1
+        if self.at_step is not None and self.calls == self.at_step + 2:
+            raise KeyboardInterrupt
+        return self.log_posterior(*arguments)
+
+    @property
+    def steps_run(self):
+        return self.calls - 1

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 import sgmcmc
-from targets import ConjugateLinearRegression, standard_normal_log_posterior
+from targets import ConjugateLinearRegression, Interrupting, standard_normal_log_posterior
 
 
 def _regression_run(**kwargs):
@@ -139,16 +139,8 @@ def test_diverging_chain_is_frozen_flagged_and_reported():
 
 
 def test_interrupted_run_keeps_its_draws():
-    calls = {"count": 0}
-
-    def interrupted_at_step_50(theta):
-        calls["count"] += 1
-        if calls["count"] == 52:  # one call to check the input, then one per step
-            raise KeyboardInterrupt
-        return standard_normal_log_posterior(theta)
-
     with pytest.warns(RuntimeWarning, match="interrupted after 50 of 1000 steps"):
-        trace = sgmcmc.SGLD(interrupted_at_step_50, step_size=0.1).sample(
+        trace = sgmcmc.SGLD(Interrupting(standard_normal_log_posterior, at_step=50), step_size=0.1).sample(
             torch.zeros(2), num_chains=2, num_steps=1000, burn_in=10, seed=0, progress=False
         )
     assert trace.num_draws == 40

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import sgmcmc
-from targets import standard_normal_log_posterior
+from targets import Interrupting, standard_normal_log_posterior
 
 
 def _log_posterior(params):
@@ -128,16 +128,8 @@ def test_streaming_to_a_file_equals_keeping_in_memory(tmp_path):
 
 
 def test_streamed_file_of_an_interrupted_run_holds_the_draws_so_far(tmp_path):
-    calls = {"count": 0}
-
-    def interrupted_at_step_700(theta):
-        calls["count"] += 1
-        if calls["count"] == 702:  # one call to check the input, then one per step
-            raise KeyboardInterrupt
-        return standard_normal_log_posterior(theta)
-
     with pytest.warns(RuntimeWarning, match="interrupted after 700 of 1000 steps"):
-        sgmcmc.SGLD(interrupted_at_step_700, step_size=0.1).sample(
+        sgmcmc.SGLD(Interrupting(standard_normal_log_posterior, at_step=700), step_size=0.1).sample(
             torch.zeros(2), num_chains=2, num_steps=1000, seed=0, trace_file=tmp_path / "t.nc", progress=False
         )
     loaded = sgmcmc.Trace.load(tmp_path / "t.nc")
