@@ -376,7 +376,7 @@ def run_job(config: JobConfig) -> dict[str, Any]:
             "observed_data": xr.Dataset({"y": (("test_point",), test_y.cpu().numpy())}),
         },
     )
-    idata.to_netcdf(str(output / "posterior.nc"))
+    sgmcmc.distributed.write_atomically(output / "posterior.nc", lambda path: idata.to_netcdf(str(path)))
     figures = _plot(
         output, data, pooled("test_predictive").mean(axis=0) if data.task == "classification" else None, idata
     )
@@ -392,7 +392,9 @@ def run_job(config: JobConfig) -> dict[str, Any]:
         "steps_done": trace.attrs["steps_done"],
         "files": [str(output / "posterior.nc"), *map(str, figures)],
     }
-    (output / "report.json").write_text(json.dumps(report, indent=2))
+    sgmcmc.distributed.write_atomically(
+        output / "report.json", lambda path: path.write_text(json.dumps(report, indent=2))
+    )
     _print_report(report)
     return report
 
