@@ -199,38 +199,42 @@ def _sampler(config: JobConfig, log_posterior: Any, temperature: float) -> sgmcm
     return sgmcmc.SGLD(log_posterior, step_size, temperature=temperature)
 
 
-def _scores(data: _Data, test_predictive: np.ndarray, ood_predictive: dict[str, np.ndarray], draw_means=None) -> dict:
-    """Metrics of a predictive: class probabilities (points, classes), or (draws, points) means for regression."""
+def _scores(data: _Data, test_draws: np.ndarray, ood_draws: dict[str, np.ndarray]) -> dict[str, float]:
+    """Metrics of the predictive that averages a set of networks (posterior draws or ensemble members).
+
+    Args:
+        test_draws: each network's predictive at the test points: class probabilities (networks,
+            points, classes), or predicted means (networks, points) for regression.
+        ood_draws: the same at each set of out-of-distribution points (classification only).
+    """
+    targets = data.test[1].numpy()
     if data.task == "regression":
-        targets = data.test[1].numpy()
         return {
-            "rmse": metrics.root_mean_squared_error(draw_means.mean(axis=0), targets) * data.target_scale,
-            "nll": metrics.gaussian_mixture_negative_log_likelihood(draw_means, targets, data.noise_scale)
+            "rmse": metrics.root_mean_squared_error(test_draws.mean(axis=0), targets) * data.target_scale,
+            "nll": metrics.gaussian_mixture_negative_log_likelihood(test_draws, targets, data.noise_scale)
             + float(np.log(data.target_scale)),
+            "draws": len(test_draws),
         }
-    labels = data.test[1].numpy()
+    predictive = test_draws.mean(axis=0)
     return {
-        "accuracy": metrics.accuracy(test_predictive, labels),
-        "nll": metrics.negative_log_likelihood(test_predictive, labels),
-        "ece": metrics.expected_calibration_error(test_predictive, labels),
-        "brier": metrics.brier_score(test_predictive, labels),
-        **{
-            f"auroc_{name}": metrics.ood_auroc(test_predictive, predictive)
-            for name, predictive in ood_predictive.items()
-        },
+        "accuracy": metrics.accuracy(predictive, targets),
+        "nll": metrics.negative_log_likelihood(predictive, targets),
+        "ece": metrics.expected_calibration_error(predictive, targets),
+        "brier": metrics.brier_score(predictive, targets),
+        **{f"auroc_{name}": metrics.ood_auroc(predictive, draws.mean(axis=0)) for name, draws in ood_draws.items()},
+        "draws": len(test_draws),
     }
 
 
 def _plot(output: Path, data: _Data, test_predictive: np.ndarray, idata: Any) -> list[Path]:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    """The reliability diagram (classification) and the per-chain trace of the test log-likelihood, as PNGs."""
+    from matplotlib.figure import Figure  # the object API: no pyplot state, no global backend
 
     written = []
     if data.task == "classification":
         confidence, accuracy, counts = metrics.reliability_bins(test_predictive, data.test[1].numpy())
-        figure, axes = plt.subplots(figsize=(4.5, 4.5))
+        figure = Figure(figsize=(4.5, 4.5))
+        axes = figure.subplots()
         filled = counts > 0
         axes.plot([0, 1], [0, 1], color="grey", linestyle="--", label="perfect calibration")
         axes.plot(confidence[filled], accuracy[filled], marker="o", label="posterior predictive")
@@ -238,17 +242,16 @@ def _plot(output: Path, data: _Data, test_predictive: np.ndarray, idata: Any) ->
         axes.legend(loc="upper left")
         figure.tight_layout()
         figure.savefig(output / "reliability.png", dpi=120)
-        plt.close(figure)
         written.append(output / "reliability.png")
     values = idata.functionals["test_log_likelihood"].values
-    figure, axes = plt.subplots(figsize=(7, 3.5))
+    figure = Figure(figsize=(7, 3.5))
+    axes = figure.subplots()
     for chain, trajectory in enumerate(values):
         axes.plot(idata.functionals["step"].values, trajectory, label=f"chain {chain}", linewidth=0.8)
     axes.set(xlabel="step", ylabel="test log-likelihood", title="Trace of a predictive functional")
     axes.legend(fontsize="small")
     figure.tight_layout()
     figure.savefig(output / "functionals.png", dpi=120)
-    plt.close(figure)
     return [*written, output / "functionals.png"]
 
 
@@ -319,18 +322,9 @@ def run_job(config: JobConfig) -> dict[str, Any]:
     def pooled(name: str) -> np.ndarray:
         return trace.functionals[name][alive]  # (kept draws of every chain, *shape)
 
-    ood_functionals = {name: f"{name}_predictive" for name in ood}
-    if data.task == "classification":
-        methods = {
-            "posterior": _scores(
-                data,
-                pooled("test_predictive").mean(axis=0),
-                {name: pooled(functional).mean(axis=0) for name, functional in ood_functionals.items()},
-            )
-        }
-    else:
-        methods = {"posterior": _scores(data, None, {}, pooled("test_predictive"))}
-    methods["posterior"]["draws"] = int(alive.sum())
+    ood_functionals = {name: f"{name}_predictive" for name in ood} if data.task == "classification" else {}
+    test_draws = pooled("test_predictive")
+    methods = {"posterior": _scores(data, test_draws, {name: pooled(f) for name, f in ood_functionals.items()})}
 
     if config.ensemble:
         start = time.perf_counter()
@@ -340,15 +334,8 @@ def run_job(config: JobConfig) -> dict[str, Any]:
         seconds["ensemble"] = time.perf_counter() - start
         members = {name: values[:, -1] for name, values in ensemble.functionals.items()}  # (num_chains, *shape)
         for label, chosen in (("SGD, one network", slice(0, 1)), (f"SGD ensemble of {config.num_chains}", slice(None))):
-            if data.task == "classification":
-                methods[label] = _scores(
-                    data,
-                    members["test_predictive"][chosen].mean(axis=0),
-                    {name: members[functional][chosen].mean(axis=0) for name, functional in ood_functionals.items()},
-                )
-            else:
-                methods[label] = _scores(data, None, {}, members["test_predictive"][chosen])
-            methods[label]["draws"] = len(members["test_predictive"][chosen])
+            ood_members = {name: members[f][chosen] for name, f in ood_functionals.items()}
+            methods[label] = _scores(data, members["test_predictive"][chosen], ood_members)
 
     idata = trace.to_arviz()
     test_log_likelihood = idata.functionals[["test_log_likelihood"]]
@@ -377,9 +364,7 @@ def run_job(config: JobConfig) -> dict[str, Any]:
         },
     )
     sgmcmc.distributed.write_atomically(output / "posterior.nc", lambda path: idata.to_netcdf(str(path)))
-    figures = _plot(
-        output, data, pooled("test_predictive").mean(axis=0) if data.task == "classification" else None, idata
-    )
+    figures = _plot(output, data, test_draws.mean(axis=0), idata)
 
     report = {
         "config": dataclasses.asdict(config),

@@ -101,13 +101,13 @@ def _functionals(
     functionals: Mapping[str, Callable[[Any], torch.Tensor]] | None,
     to_user: Callable[[dict[str, torch.Tensor]], Any],
     params: dict[str, torch.Tensor],
-) -> dict[str, Callable[[dict[str, torch.Tensor]], torch.Tensor]]:
-    """Each functional vectorised over chains, checked on the initial params."""
+) -> tuple[dict[str, Callable[[dict[str, torch.Tensor]], torch.Tensor]], dict[str, Variable]]:
+    """Each functional vectorised over chains, and the shape and dtype of its value at the initial params."""
     if functionals is None:
-        return {}
+        return {}, {}
     if not isinstance(functionals, Mapping):
         raise TypeError(f"functionals must be a dict of name -> callable, got {type(functionals).__name__}")
-    vectorised = {}
+    vectorised, variables = {}, {}
     for name, functional in functionals.items():
         _check_name("functional", name)
         if not callable(functional):
@@ -122,8 +122,8 @@ def _functionals(
             ) from error
         if not isinstance(value, torch.Tensor):
             raise TypeError(f"functional {name!r} must return a tensor, got {type(value).__name__}")
-        vectorised[name] = over_chains
-    return vectorised
+        vectorised[name], variables[name] = over_chains, Variable.of(value)
+    return vectorised, variables
 
 
 def _check_name(kind: str, name: Any) -> None:
@@ -199,7 +199,7 @@ def run(
             sampler.log_posterior(first_chain, stream.first_batch()),
             "at the initial params of chain 0 with the first batch",
         )
-    functionals = _functionals(functionals, to_user, params)
+    functionals, functional_variables = _functionals(functionals, to_user, params)
 
     full_batch = stream.full_batch() if stream is not None and sampler.full_batch else None
     potential = ChainPotential(
@@ -229,7 +229,7 @@ def run(
     stat_names = [*sampler.stats, "step_size", "diverging"]
     layout = {
         "posterior": {name: Variable.of(params[name]) for name in kept_params},
-        "functionals": {name: Variable.of(functional(params)) for name, functional in functionals.items()},
+        "functionals": functional_variables,
         "gradients": {name: Variable.of(params[name]) for name in kept_params} if keep_gradients else {},
         "sample_stats": {
             name: Variable((), np.dtype(bool) if name == "diverging" else np.dtype(np.float64)) for name in stat_names

@@ -228,6 +228,13 @@ class _TraceFile:
                     stored.attrs["coordinates"] = " ".join(self.coord_names)
                 group.attrs.update(attrs)
 
+    def write_attrs(self, attrs: dict[str, Any]) -> None:
+        """Update the attrs of the file and of each of its groups."""
+        with h5netcdf.File(self.path, "a") as file:
+            file.attrs.update(attrs)
+            for group_name in self.layout:
+                file.groups[group_name].attrs.update(attrs)
+
     def append(self, chunk: dict[str, dict[str, np.ndarray]], coords: dict[str, np.ndarray], attrs: dict) -> None:
         with h5netcdf.File(self.path, "a") as file:
             start = file.groups["sample_stats"].dimensions["draw"].size
@@ -317,7 +324,7 @@ class TraceRecorder:
         attrs = {} if steps_done is None else {"steps_done": steps_done}
         if not self._pending:
             if self.file is not None and attrs:
-                self.file.append(self._empty_chunk(), {name: np.zeros(0, np.int64) for name in self._coords}, attrs)
+                self.file.write_attrs(attrs)
             return
         chunk = {
             group: {
@@ -350,16 +357,16 @@ class TraceRecorder:
         self.flush(steps_done)
         if self.file is not None:
             return {"num_draws": self._num_flushed}
-        chunk = self._concatenated()
+        # one chunk from here on, so the next checkpoint (and finish) does not concatenate these again
+        self._chunks = [self._concatenated()]
+        self._coords = {name: [np.concatenate([np.zeros(0, np.int64), *v])] for name, v in self._coords.items()}
         return {
             "num_draws": self._num_flushed,
             "values": {
                 group: {name: torch.from_numpy(v) for name, v in variables.items()}
-                for group, variables in chunk.items()
+                for group, variables in self._chunks[0].items()
             },
-            "coords": {
-                name: torch.from_numpy(np.concatenate([np.zeros(0, np.int64), *v])) for name, v in self._coords.items()
-            },
+            "coords": {name: torch.from_numpy(v[0]) for name, v in self._coords.items()},
         }
 
     def restore(self, checkpoint: dict[str, Any]) -> None:
