@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from torch.utils import _pytree as pytree
 
-__all__ = ["chain_seeds", "ChainGenerators", "select_chains", "per_chain_sum"]
+__all__ = ["chain_seeds", "seeds_of_chains", "ChainGenerators", "select_chains", "per_chain_sum"]
 
 
 def chain_seeds(seed: int, num_chains: int) -> list[int]:
@@ -28,6 +28,19 @@ def chain_seeds(seed: int, num_chains: int) -> list[int]:
         raise ValueError(f"seed must be an integer >= 0, got {seed!r}")
     children = np.random.SeedSequence(int(seed)).spawn(num_chains)
     return [int(child.generate_state(1, dtype=np.uint64)[0]) for child in children]
+
+
+def seeds_of_chains(seed: int | Sequence[int], num_chains: int) -> list[int]:
+    """Every chain's seed from a sampler's ``seed`` argument: :func:`chain_seeds` of one integer, or
+    the per-chain seeds given as a sequence (checked: one integer in [0, 2**64) per chain)."""
+    if isinstance(seed, Sequence) and not isinstance(seed, str):
+        if len(seed) != num_chains:
+            raise ValueError(f"seed gives {len(seed)} per-chain seeds for num_chains={num_chains}")
+        for value in seed:
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or not 0 <= value < 2**64:
+                raise ValueError(f"per-chain seeds must be integers in [0, 2**64), got {value!r}")
+        return [int(value) for value in seed]
+    return chain_seeds(seed, num_chains)
 
 
 def select_chains(mask: torch.Tensor, new: Any, old: Any) -> Any:

@@ -9,22 +9,40 @@ continues bit for bit like one that was never stopped.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import torch
 
-__all__ = ["save_checkpoint", "load_checkpoint", "check_same_run"]
+__all__ = ["write_atomically", "save_checkpoint", "load_checkpoint", "check_same_run"]
 
 FORMAT_VERSION = 1
 
 
+def write_atomically(path: str | Path, write: Callable[[Path], None]) -> Path:
+    """Call ``write(temporary_path)``, then rename the temporary file over ``path``.
+
+    Readers see either no file (or the previous one) or the complete new one, never a partial
+    file; if ``write`` raises, the temporary file is removed. The temporary file sits beside
+    ``path`` (same file system, so the rename is atomic) and keeps its suffix, so writers that
+    pick a format from it still work. In a run across processes, call it on rank 0 only.
+    """
+    path = Path(path)
+    temporary = path.with_name(f".{path.stem}.{os.getpid()}.partial{path.suffix}")
+    try:
+        write(temporary)
+        os.replace(temporary, path)
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise
+    return path
+
+
 def save_checkpoint(path: Path, contents: dict[str, Any]) -> None:
-    """Write ``contents`` to ``path`` atomically: to a temporary file, then renamed over ``path``."""
+    """Write ``contents`` to ``path`` atomically (:func:`write_atomically`)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(path.name + ".tmp")
-    torch.save({"format_version": FORMAT_VERSION, **contents}, temporary)
-    os.replace(temporary, path)
+    write_atomically(path, lambda temporary: torch.save({"format_version": FORMAT_VERSION, **contents}, temporary))
 
 
 def load_checkpoint(path: Path, device: torch.device) -> dict[str, Any]:

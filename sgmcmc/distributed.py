@@ -46,7 +46,8 @@ import torch.distributed as dist
 from torch.utils import _pytree as pytree
 
 from sgmcmc._checks import count
-from sgmcmc.chains import chain_seeds
+from sgmcmc.chains import seeds_of_chains
+from sgmcmc.checkpoint import write_atomically
 from sgmcmc.data import Minibatches, chain_data
 from sgmcmc.log_density import ChainPotential
 from sgmcmc.runner import SamplerDivergenceWarning
@@ -176,14 +177,6 @@ def chain_block(num_chains: int, rank: int, world_size: int) -> range:
     return range(rank * num_chains // world_size, (rank + 1) * num_chains // world_size)
 
 
-def _global_seeds(seed: int | Sequence[int], num_chains: int) -> list[int]:
-    if isinstance(seed, Sequence) and not isinstance(seed, str):
-        if len(seed) != num_chains:
-            raise ValueError(f"seed gives {len(seed)} per-chain seeds for num_chains={num_chains}")
-        return list(seed)
-    return chain_seeds(seed, num_chains)
-
-
 def _block_of_init(init: Any, block: range, num_chains: int) -> Any:
     """The stacked init (leading dim num_chains) of the chains in ``block``."""
 
@@ -244,7 +237,7 @@ def sample_chain_parallel(
     """
     _refuse(sample_kwargs, "trace_file", "checkpoint", "wrap_potential")
     num_chains = count("num_chains", num_chains, 1)
-    seeds = _global_seeds(seed, num_chains)
+    seeds = seeds_of_chains(seed, num_chains)
     rank, world_size = _rank_and_world_size()
     block = chain_block(num_chains, rank, world_size)
     piece = None
@@ -490,22 +483,3 @@ def sample_in_parallel(
             raise TypeError(f"parallel='data' shards a Minibatches, got {type(data).__name__}")
         return sample_data_parallel(sampler, init, shard_minibatches(data), **sample_kwargs)
     raise ValueError(f"parallel must be None or one of {PARALLEL_MODES}, got {parallel!r}")
-
-
-def write_atomically(path: str | Path, write: Callable[[Path], None]) -> Path:
-    """Call ``write(temporary_path)``, then rename the temporary file over ``path``.
-
-    Readers see either no file (or the previous one) or the complete new one, never a partial
-    file; if ``write`` raises, the temporary file is removed. The temporary file sits beside
-    ``path`` (same file system, so the rename is atomic) and keeps its suffix, so writers that
-    pick a format from it still work. Call it on rank 0 only.
-    """
-    path = Path(path)
-    temporary = path.with_name(f".{path.stem}.{os.getpid()}.partial{path.suffix}")
-    try:
-        write(temporary)
-        os.replace(temporary, path)
-    except BaseException:
-        temporary.unlink(missing_ok=True)
-        raise
-    return path

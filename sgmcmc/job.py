@@ -28,6 +28,7 @@ from torch import nn
 
 import sgmcmc
 from sgmcmc import metrics
+from sgmcmc.checkpoint import write_atomically
 from sgmcmc.models import Classification, ModulePosterior, Regression
 from sgmcmc.schedules import Cyclical
 
@@ -363,7 +364,7 @@ def run_job(config: JobConfig) -> dict[str, Any]:
             "observed_data": xr.Dataset({"y": (("test_point",), test_y.cpu().numpy())}),
         },
     )
-    sgmcmc.distributed.write_atomically(output / "posterior.nc", lambda path: idata.to_netcdf(str(path)))
+    write_atomically(output / "posterior.nc", lambda path: idata.to_netcdf(str(path)))
     figures = _plot(output, data, test_draws.mean(axis=0), idata)
 
     report = {
@@ -377,9 +378,7 @@ def run_job(config: JobConfig) -> dict[str, Any]:
         "steps_done": trace.attrs["steps_done"],
         "files": [str(output / "posterior.nc"), *map(str, figures)],
     }
-    sgmcmc.distributed.write_atomically(
-        output / "report.json", lambda path: path.write_text(json.dumps(report, indent=2))
-    )
+    write_atomically(output / "report.json", lambda path: path.write_text(json.dumps(report, indent=2)))
     _print_report(report)
     return report
 

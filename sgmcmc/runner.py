@@ -22,7 +22,7 @@ from tqdm.auto import tqdm
 
 import sgmcmc
 from sgmcmc._checks import count, nonnegative
-from sgmcmc.chains import ChainGenerators, chain_seeds, select_chains
+from sgmcmc.chains import ChainGenerators, seeds_of_chains, select_chains
 from sgmcmc.checkpoint import check_same_run, load_checkpoint, save_checkpoint
 from sgmcmc.data import chain_data
 from sgmcmc.log_density import BoundPotential, ChainPotential, check_log_posterior
@@ -76,17 +76,6 @@ def _stack_over_chains(params: dict[str, torch.Tensor], num_chains: int, stacked
                 f"its leading dim must be num_chains={num_chains}"
             )
     return {name: value.detach().clone() for name, value in params.items()}
-
-
-def _seeds(seed: int | Sequence[int], num_chains: int) -> list[int]:
-    if isinstance(seed, Sequence) and not isinstance(seed, str):
-        if len(seed) != num_chains:
-            raise ValueError(f"seed gives {len(seed)} per-chain seeds for num_chains={num_chains}")
-        for value in seed:
-            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or not 0 <= value < 2**64:
-                raise ValueError(f"per-chain seeds must be integers in [0, 2**64), got {value!r}")
-        return [int(value) for value in seed]
-    return chain_seeds(seed, num_chains)
 
 
 def _finite_per_chain(state: dict[str, Any], num_chains: int) -> torch.Tensor:
@@ -176,7 +165,7 @@ def run(
         raise ValueError(f"burn_in ({burn_in}) must be < num_steps ({num_steps}) so that a draw is kept")
     init_jitter = nonnegative("init_jitter", init_jitter)
     device = torch.device(device)
-    seeds = _seeds(seed, num_chains)
+    seeds = seeds_of_chains(seed, num_chains)
 
     params, to_user = _named_params(init)
     for name in params:
