@@ -69,7 +69,7 @@ class ASGLD(Sampler):
     def hyperparameters(self) -> dict[str, Any]:
         return {"step_size": self.step_size, "momentum": self.momentum, "noise": self.noise}
 
-    def init(self, params: dict[str, torch.Tensor], potential: Potential | None, generators: ChainGenerators) -> State:
+    def init(self, params: dict[str, torch.Tensor], potential: Potential, generators: ChainGenerators) -> State:
         zeros = {name: torch.zeros_like(value) for name, value in params.items()}
         return {"params": params, "mean": zeros, "variance": dict(zeros)}
 

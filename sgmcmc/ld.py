@@ -41,7 +41,7 @@ class LD(Sampler):
     def hyperparameters(self) -> dict[str, Any]:
         return {**super().hyperparameters(), "metropolis": self.metropolis}
 
-    def init(self, params: dict[str, torch.Tensor], potential: Potential | None, generators: ChainGenerators) -> State:
+    def init(self, params: dict[str, torch.Tensor], potential: Potential, generators: ChainGenerators) -> State:
         log_posterior, gradient = potential(params)
         return {"params": params, "lp": log_posterior, "gradient": gradient}
 

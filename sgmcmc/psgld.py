@@ -88,7 +88,7 @@ class PSGLD(Sampler):
             "gamma_correction": self.gamma_correction,
         }
 
-    def init(self, params: dict[str, torch.Tensor], potential: Potential | None, generators: ChainGenerators) -> State:
+    def init(self, params: dict[str, torch.Tensor], potential: Potential, generators: ChainGenerators) -> State:
         return {"params": params, "square_average": {name: torch.zeros_like(value) for name, value in params.items()}}
 
     def step(

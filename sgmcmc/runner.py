@@ -190,16 +190,16 @@ def run(
         )
     functionals, functional_variables = _functionals(functionals, to_user, params)
 
-    full_batch = stream.full_batch() if stream is not None and sampler.full_batch else None
-    potential = ChainPotential(
-        sampler.log_posterior,
-        to_user,
-        has_data=stream is not None,
-        batch_per_chain=stream is not None and not sampler.full_batch,
+    full_batch = None if stream is None else stream.full_batch()
+    full_data_potential = ChainPotential(sampler.log_posterior, to_user, has_data=stream is not None, batch_per_chain=False)
+    potential = (
+        full_data_potential
+        if stream is None or sampler.full_batch
+        else ChainPotential(sampler.log_posterior, to_user, has_data=True, batch_per_chain=True)
     )
     if wrap_potential is not None:
-        potential = wrap_potential(potential)
-    state = sampler.init(params, BoundPotential(potential, full_batch) if sampler.full_batch else None, generators)
+        full_data_potential, potential = wrap_potential(full_data_potential), wrap_potential(potential)
+    state = sampler.init(params, BoundPotential(full_data_potential, full_batch), generators)
 
     def draw(state: dict[str, Any], stats: dict[str, torch.Tensor], batch: Any) -> dict[str, dict[str, torch.Tensor]]:
         chain_params = state["params"]

@@ -60,8 +60,9 @@ class Sampler(ABC):
         self.step_size = as_schedule(step_size)
         self.temperature = nonnegative("temperature", temperature)
 
-    def init(self, params: Params, potential: Potential | None, generators: ChainGenerators) -> State:
-        """The state before step 0. ``potential`` is the full-data one for full-batch samplers, else None."""
+    def init(self, params: Params, potential: Potential, generators: ChainGenerators) -> State:
+        """The state before step 0. ``potential`` evaluates the log posterior on all of the data at
+        once (lazily: a sampler that never calls it costs nothing)."""
         return {"params": params}
 
     @abstractmethod

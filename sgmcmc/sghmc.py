@@ -139,7 +139,7 @@ class SGHMC(Sampler):
             "resample_momentum_every": self.resample_momentum_every or 0,
         }
 
-    def init(self, params: dict[str, torch.Tensor], potential: Potential | None, generators: ChainGenerators) -> State:
+    def init(self, params: dict[str, torch.Tensor], potential: Potential, generators: ChainGenerators) -> State:
         mass = _mass_like(self.mass, params)
         momentum = stationary_momentum(mass, self.step_size(0), self.temperature_at(0), generators)
         steps = torch.zeros(next(iter(params.values())).shape[0], dtype=torch.long, device=generators.device)

@@ -48,7 +48,7 @@ class SGNHT(Sampler):
     def hyperparameters(self) -> dict[str, Any]:
         return {**super().hyperparameters(), "diffusion": self.diffusion}
 
-    def init(self, params: dict[str, torch.Tensor], potential: Potential | None, generators: ChainGenerators) -> State:
+    def init(self, params: dict[str, torch.Tensor], potential: Potential, generators: ChainGenerators) -> State:
         noise = generators.normal_like(params)
         momentum = {name: math.sqrt(self.temperature_at(0)) * value for name, value in noise.items()}
         num_chains = next(iter(params.values())).shape[0]
