@@ -15,7 +15,15 @@ import numpy as np
 import torch
 from torch.utils import _pytree as pytree
 
-__all__ = ["chain_seeds", "seeds_of_chains", "ChainGenerators", "select_chains", "per_chain_sum"]
+__all__ = [
+    "chain_seeds",
+    "seeds_of_chains",
+    "ChainGenerators",
+    "RecordingGenerators",
+    "ReplayedDraws",
+    "select_chains",
+    "per_chain_sum",
+]
 
 
 def chain_seeds(seed: int, num_chains: int) -> list[int]:
@@ -81,14 +89,18 @@ class ChainGenerators:
         """ξ ~ N(0, I) shaped like ``params`` (each (num_chains, *shape)), one draw per chain."""
         dtype = functools.reduce(torch.promote_types, (value.dtype for value in params.values()))
         sizes = [value[0].numel() for value in params.values()]
-        flat = torch.stack(
-            [torch.randn(sum(sizes), generator=g, dtype=dtype, device=self.device) for g in self.generators]
-        )
+        flat = torch.empty(len(self.generators), sum(sizes), dtype=dtype, device=self.device)
+        for row, generator in zip(flat, self.generators, strict=True):
+            torch.randn(sum(sizes), generator=generator, dtype=dtype, device=self.device, out=row)
         pieces = torch.split(flat, sizes, dim=1)
         return {
             name: piece.reshape(value.shape).to(value.dtype)
             for (name, value), piece in zip(params.items(), pieces, strict=True)
         }
+
+    def draw(self, requests: Sequence[tuple[str, tuple[Any, ...]]]) -> list[tuple[str, Any]]:
+        """Make the draws a :class:`RecordingGenerators` recorded, as ``(method, value)`` pairs."""
+        return [(method, getattr(self, method)(*args)) for method, args in requests]
 
     def uniform(self, dtype: torch.dtype) -> torch.Tensor:
         """u ~ U(0, 1), shape (num_chains,)."""
@@ -97,3 +109,63 @@ class ChainGenerators:
     def permutations(self, n: int) -> torch.Tensor:
         """A random permutation of 0 … n−1 per chain, shape (num_chains, n)."""
         return torch.stack([torch.randperm(n, generator=g, device=self.device) for g in self.generators])
+
+
+class RecordingGenerators:
+    """A :class:`ChainGenerators` that notes what each call asked for (shapes, not values).
+
+    A compiled step cannot call per-chain generators, so the runner records the draws of one
+    eager step and, before each compiled step, makes the same draws with :meth:`ChainGenerators.draw`
+    and hands them in through :class:`ReplayedDraws`: every chain keeps its own stream.
+    """
+
+    def __init__(self, generators: ChainGenerators) -> None:
+        self.generators = generators
+        self.device = generators.device
+        self.requests: list[tuple[str, tuple[Any, ...]]] = []
+
+    def _record(self, method: str, *args: Any) -> Any:
+        shapes_only = pytree.tree_map(
+            lambda leaf: torch.empty_like(leaf, device="meta") if isinstance(leaf, torch.Tensor) else leaf, args
+        )
+        self.requests.append((method, shapes_only))
+        return getattr(self.generators, method)(*args)
+
+    def normal_like(self, params: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        return self._record("normal_like", params)
+
+    def uniform(self, dtype: torch.dtype) -> torch.Tensor:
+        return self._record("uniform", dtype)
+
+    def permutations(self, n: int) -> torch.Tensor:
+        return self._record("permutations", n)
+
+
+class ReplayedDraws:
+    """Stands in for :class:`ChainGenerators` inside a compiled step: returns, in order, draws
+    made before the step by :meth:`ChainGenerators.draw` (``(method, value)`` pairs)."""
+
+    def __init__(self, draws: Sequence[tuple[str, Any]], device: torch.device) -> None:
+        self.draws = draws
+        self.device = device
+        self.position = 0
+
+    def _next(self, method: str) -> Any:
+        if self.position >= len(self.draws) or self.draws[self.position][0] != method:
+            made = [made_method for made_method, _ in self.draws]
+            raise RuntimeError(
+                f"the sampler asked for {method} as random draw {self.position} of a compiled step, but its "
+                f"first step drew {made}: with compile=True a step must draw the same kinds of randomness "
+                "every time (draw, then select with torch.where, instead of drawing on some steps only)"
+            )
+        self.position += 1
+        return self.draws[self.position - 1][1]
+
+    def normal_like(self, params: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        return self._next("normal_like")
+
+    def uniform(self, dtype: torch.dtype) -> torch.Tensor:
+        return self._next("uniform")
+
+    def permutations(self, n: int) -> torch.Tensor:
+        return self._next("permutations")

@@ -22,7 +22,7 @@ from tqdm.auto import tqdm
 
 import sgmcmc
 from sgmcmc._checks import count, nonnegative
-from sgmcmc.chains import ChainGenerators, seeds_of_chains, select_chains
+from sgmcmc.chains import ChainGenerators, RecordingGenerators, ReplayedDraws, seeds_of_chains, select_chains
 from sgmcmc.checkpoint import check_same_run, load_checkpoint, save_checkpoint
 from sgmcmc.data import chain_data
 from sgmcmc.log_density import BoundPotential, ChainPotential, check_log_posterior
@@ -78,12 +78,75 @@ def _stack_over_chains(params: dict[str, torch.Tensor], num_chains: int, stacked
     return {name: value.detach().clone() for name, value in params.items()}
 
 
-def _finite_per_chain(state: dict[str, Any], num_chains: int) -> torch.Tensor:
-    finite = torch.ones(num_chains, dtype=torch.bool, device=state["params"][next(iter(state["params"]))].device)
-    for leaf in pytree.tree_leaves(state):
-        if leaf.is_floating_point():
-            finite &= torch.isfinite(leaf.reshape(num_chains, -1)).all(dim=1)
-    return finite
+def _finite_per_chain(state: dict[str, Any]) -> torch.Tensor:
+    """Per chain, whether every floating leaf of ``state`` is finite: shape (num_chains,).
+
+    A sum is non-finite when any term is (or when the terms are so large that it overflows, which
+    is divergence too), so one reduction per leaf replaces an elementwise test and its ``all``.
+    """
+    leaves = [leaf for leaf in pytree.tree_leaves(state) if leaf.is_floating_point()]
+    return torch.isfinite(sum(leaf.reshape(leaf.shape[0], -1).sum(dim=1) for leaf in leaves))
+
+
+def _advance_function(sampler: Sampler, potential: ChainPotential) -> Callable[..., Any]:
+    """One step of every chain with the divergence guard: the function ``compile=True`` compiles.
+
+    ``advance(state, batch, step_size, temperature, alive, generators) -> (state, stats, alive)``:
+    a chain whose new state is not finite keeps its old state and is no longer alive.
+    """
+
+    def advance(
+        state: dict[str, Any], batch: Any, step_size: float, temperature: float, alive: torch.Tensor, generators: Any
+    ) -> tuple[dict[str, Any], dict[str, torch.Tensor], torch.Tensor]:
+        new_state, stats = sampler.step(state, BoundPotential(potential, batch), step_size, temperature, generators)
+        still_alive = alive & _finite_per_chain(new_state)
+        return select_chains(still_alive, new_state, state), stats, still_alive
+
+    return advance
+
+
+class _CompiledAdvance:
+    """``advance`` under ``torch.compile``, with each chain's random draws made outside the graph.
+
+    The first step runs eagerly and records what the sampler draws; every later step makes the
+    same draws from the per-chain generators and replays them inside the compiled step. If
+    compilation fails, a warning says why and the run goes on eagerly.
+    """
+
+    def __init__(self, advance: Callable[..., Any]) -> None:
+        self.advance = advance
+        self.requests: list[tuple[str, tuple[Any, ...]]] | None = None
+        self.compiled: Callable[..., Any] | None = torch.compile(
+            lambda state, batch, step_size, temperature, alive, draws, device: advance(
+                state, batch, step_size, temperature, alive, ReplayedDraws(draws, device)
+            ),
+            options={"fallback_random": True},
+        )
+
+    def __call__(
+        self,
+        state: dict[str, Any],
+        batch: Any,
+        step_size: float,
+        temperature: float,
+        alive: torch.Tensor,
+        generators: ChainGenerators,
+    ) -> tuple[dict[str, Any], dict[str, torch.Tensor], torch.Tensor]:
+        if self.requests is None:
+            recording = RecordingGenerators(generators)
+            result = self.advance(state, batch, step_size, temperature, alive, recording)
+            self.requests = recording.requests
+            return result
+        draws = generators.draw(self.requests)
+        if self.compiled is not None:
+            try:
+                return self.compiled(state, batch, step_size, temperature, alive, draws, generators.device)
+            except Exception as error:  # noqa: BLE001 -- any compiler failure falls back to eager
+                warnings.warn(
+                    f"compile=True: torch.compile failed, sampling eagerly: {error}", RuntimeWarning, stacklevel=4
+                )
+                self.compiled = None
+        return self.advance(state, batch, step_size, temperature, alive, ReplayedDraws(draws, generators.device))
 
 
 def _functionals(
@@ -154,6 +217,7 @@ def run(
     checkpoint: str | Path | None,
     checkpoint_every: int,
     wrap_potential: Callable[[ChainPotential], ChainPotential] | None = None,
+    compile: bool = False,
 ) -> Trace:
     """Run ``sampler``; the arguments are those of :meth:`sgmcmc.Sampler.sample`."""
     num_chains = count("num_chains", num_chains, 1)
@@ -191,7 +255,9 @@ def run(
     functionals, functional_variables = _functionals(functionals, to_user, params)
 
     full_batch = None if stream is None else stream.full_batch()
-    full_data_potential = ChainPotential(sampler.log_posterior, to_user, has_data=stream is not None, batch_per_chain=False)
+    full_data_potential = ChainPotential(
+        sampler.log_posterior, to_user, has_data=stream is not None, batch_per_chain=False
+    )
     potential = (
         full_data_potential
         if stream is None or sampler.full_batch
@@ -200,6 +266,9 @@ def run(
     if wrap_potential is not None:
         full_data_potential, potential = wrap_potential(full_data_potential), wrap_potential(potential)
     state = sampler.init(params, BoundPotential(full_data_potential, full_batch), generators)
+    advance = _advance_function(sampler, potential)
+    if compile:
+        advance = _CompiledAdvance(advance)
 
     def draw(state: dict[str, Any], stats: dict[str, torch.Tensor], batch: Any) -> dict[str, dict[str, torch.Tensor]]:
         chain_params = state["params"]
@@ -280,17 +349,15 @@ def run(
                 batch = stream.next(generators)
             step_size = sampler.step_size(step)
             temperature = sampler.temperature_at(step)
-            new_state, stats = sampler.step(state, BoundPotential(potential, batch), step_size, temperature, generators)
+            new_state, stats, still_alive = advance(state, batch, step_size, temperature, alive, generators)
             if step >= burn_in and (step - burn_in) % thin == 0 and sampler.keeps(step):
                 step_sizes = torch.full((num_chains,), step_size, dtype=torch.float64, device=device)
                 recorder.append(
                     draw(state, {**stats, "step_size": step_sizes, "diverging": ~alive}, batch),
                     {"step": step, **sampler.draw_coords(step)},
                 )
-            newly_diverged = alive & ~_finite_per_chain(new_state, num_chains)
-            diverged_at = torch.where(newly_diverged, step, diverged_at)
-            alive = alive & ~newly_diverged
-            state = select_chains(alive, new_state, state)
+            diverged_at = torch.where(alive & ~still_alive, step, diverged_at)
+            state, alive = new_state, still_alive
             steps_done = step + 1
             if checkpoint is not None and (steps_done % checkpoint_every == 0 or steps_done == num_steps):
                 contents = {

@@ -18,13 +18,27 @@ def langevin_step(
     noise: dict[str, torch.Tensor],
     step_size: float,
     temperature: float,
+    *,
+    foreach: bool | None = None,
 ) -> dict[str, torch.Tensor]:
     """Euler–Maruyama step of dθ = ∇log p(θ) dt + sqrt(2T) dW: θ + η ∇log p̃(θ) + sqrt(2ηT) ξ.
 
-    All tensors are (num_chains, *shape); ``noise`` is ξ ~ N(0, I).
+    All tensors are (num_chains, *shape); ``noise`` is ξ ~ N(0, I). ``foreach=True`` computes
+    the sum with two ``torch._foreach_add`` calls over all parameters, ``foreach=False`` with
+    plain elementwise ops; they agree up to rounding. Eagerly, foreach is far cheaper (9× on
+    the 4 tensors of K = 32 chains of the W1 network: each op's dispatch is the cost); under
+    ``torch.compile`` the plain form fuses as well and, unlike foreach's ``alpha``, does not
+    pin the step size into the graph. ``None`` (default) picks foreach unless compiling.
     """
     noise_scale = math.sqrt(2.0 * step_size * temperature)
-    return {name: theta + step_size * gradient[name] + noise_scale * noise[name] for name, theta in params.items()}
+    if foreach is None:
+        foreach = not torch.compiler.is_compiling()
+    if not foreach:
+        return {name: theta + step_size * gradient[name] + noise_scale * noise[name] for name, theta in params.items()}
+    names = list(params)
+    moved = torch._foreach_add([params[name] for name in names], [gradient[name] for name in names], alpha=step_size)
+    torch._foreach_add_(moved, [noise[name] for name in names], alpha=noise_scale)
+    return dict(zip(names, moved, strict=True))
 
 
 class SGLD(Sampler):

@@ -1,9 +1,10 @@
 """Per-chain random streams."""
 
+import pytest
 import torch
 
 import sgmcmc
-from sgmcmc.chains import ChainGenerators, select_chains
+from sgmcmc.chains import ChainGenerators, RecordingGenerators, ReplayedDraws, select_chains
 
 
 def test_chain_seeds_are_prefix_stable_and_distinct():
@@ -28,3 +29,29 @@ def test_select_chains():
     mask = torch.tensor([True, False])
     picked = select_chains(mask, {"x": torch.ones(2, 3)}, {"x": torch.zeros(2, 3)})
     torch.testing.assert_close(picked["x"], torch.tensor([[1.0] * 3, [0.0] * 3]))
+
+
+def test_recorded_draws_made_again_continue_each_chains_stream():
+    """What a compiled step gets: the draws one eager step recorded, made again before each step,
+    are the next values of the same per-chain streams as eager sampling would draw."""
+    seeds, cpu = sgmcmc.chain_seeds(0, 2), torch.device("cpu")
+    params = {"a": torch.zeros(2, 3), "b": torch.zeros(2, dtype=torch.float64)}
+    eager = ChainGenerators(seeds, cpu)
+    expected = [eager.normal_like(params), eager.uniform(torch.float32), eager.normal_like(params)]
+    replayed = ChainGenerators(seeds, cpu)
+    recording = RecordingGenerators(replayed)
+    first = [recording.normal_like(params), recording.uniform(torch.float32)]
+    assert [method for method, _ in recording.requests] == ["normal_like", "uniform"]
+    assert all(leaf.device.type == "meta" for leaf in recording.requests[0][1][0].values())
+    draws = ReplayedDraws(replayed.draw(recording.requests[:1]), cpu)
+    for got, want in zip([*first, draws.normal_like(params)], expected, strict=True):
+        torch.testing.assert_close(got, want, rtol=0, atol=0)
+
+
+def test_replayed_draws_refuse_a_different_pattern():
+    draws = ReplayedDraws([("normal_like", {"a": torch.zeros(2)})], torch.device("cpu"))
+    with pytest.raises(RuntimeError, match=r"asked for uniform as random draw 0.*drew \['normal_like'\]"):
+        draws.uniform(torch.float32)
+    draws.normal_like({"a": torch.zeros(2)})
+    with pytest.raises(RuntimeError, match="asked for normal_like as random draw 1"):
+        draws.normal_like({"a": torch.zeros(2)})

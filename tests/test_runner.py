@@ -154,3 +154,45 @@ def test_no_warning_on_a_healthy_run():
         sgmcmc.SGLD(standard_normal_log_posterior, step_size=0.1).sample(
             torch.zeros(2), num_chains=2, num_steps=20, seed=0, progress=False
         )
+
+
+@pytest.mark.parametrize(
+    "sampler",
+    [
+        sgmcmc.SGLD(ConjugateLinearRegression.make(100, 2, 0).log_posterior(), step_size=1e-3),
+        sgmcmc.SGHMC(
+            ConjugateLinearRegression.make(100, 2, 0).log_posterior(),
+            step_size=sgmcmc.schedules.Polynomial(1e-3, 1.0, 0.55),
+            friction=1.0,
+        ),
+    ],
+    ids=["SGLD", "SGHMC, decaying step"],
+)
+def test_compiled_run_equals_eager_run(sampler):
+    """compile=True keeps every chain's random streams, and a step size that changes every step
+    becomes an input of the graph after at most one recompilation, not a constant that recompiles
+    it at every step (dynamo would stop at its recompile limit, 8, and run the rest eagerly)."""
+    from torch._dynamo.utils import counters
+
+    model = ConjugateLinearRegression.make(num_data=100, dim=2, seed=0)
+    data = sgmcmc.Minibatches(model.features, model.targets, batch_size=10)
+    options = dict(num_chains=3, num_steps=40, seed=7, progress=False)
+    counters.clear()
+    torch._dynamo.reset()
+    compiled = sampler.sample(torch.zeros(2, dtype=torch.float64), data, compile=True, **options)
+    assert counters["stats"]["unique_graphs"] <= 2
+    eager = sampler.sample(torch.zeros(2, dtype=torch.float64), data, **options)
+    np.testing.assert_allclose(compiled.posterior["theta"], eager.posterior["theta"], rtol=1e-10)
+
+
+def test_compile_failure_falls_back_to_eager(monkeypatch):
+    def failing_compile(function, **options):
+        def compiled(*args):
+            raise RuntimeError("no C compiler")
+
+        return compiled
+
+    monkeypatch.setattr(torch, "compile", failing_compile)
+    with pytest.warns(RuntimeWarning, match="torch.compile failed, sampling eagerly: no C compiler"):
+        fallen_back = _regression_run(compile=True)
+    np.testing.assert_array_equal(fallen_back.posterior["theta"], _regression_run().posterior["theta"])

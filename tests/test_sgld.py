@@ -5,6 +5,7 @@ import pytest
 import torch
 
 import sgmcmc
+from sgmcmc.sgld import langevin_step
 from targets import (
     K_SIGMA,
     ConjugateLinearRegression,
@@ -59,3 +60,18 @@ def test_conjugate_linear_regression_with_minibatches():
         torch.zeros(3, dtype=torch.float64), data, num_chains=16, num_steps=8000, burn_in=1000, seed=3, progress=False
     )
     assert_within_budget(trace.posterior["theta"], mean, covariance, budget=0.1)
+
+
+@pytest.mark.parametrize("temperature", [0.0, 1.0])
+def test_foreach_update_equals_the_plain_update(temperature):
+    generator = torch.Generator().manual_seed(0)
+    shapes = {"weight": (4, 3, 2), "bias": (4, 2), "scale": (4,)}
+    params, gradient, noise = (
+        {name: torch.randn(shape, generator=generator) for name, shape in shapes.items()} for _ in range(3)
+    )
+    fused = langevin_step(params, gradient, noise, 0.01, temperature, foreach=True)
+    plain = langevin_step(params, gradient, noise, 0.01, temperature, foreach=False)
+    assert list(fused) == list(plain)
+    for name in shapes:
+        torch.testing.assert_close(fused[name], plain[name])
+    assert all(params[name] is not fused[name] for name in shapes)

@@ -1,0 +1,757 @@
+"""Workload W1 of issue 9: chain-steps per second of SGLD on a Bayesian MLP, sgmcmc against the alternatives.
+
+A Bayesian MLP 64-100-10 (tanh) on scikit-learn's digits (all 1797 rows, features standardised
+per column, labels 0-9), N(0, 1) prior on every weight and bias, categorical likelihood,
+minibatch 64 (28 steps an epoch, the last 5 rows of each epoch's order dropped), every chain
+its own minibatches reshuffled every epoch, SGLD θ ← θ + η ∇log p̃(θ) + sqrt(2η) ξ with
+log p̃ = log p(θ) + (N/|B|) Σ_B log p(y | x, θ), constant η, temperature 1, float32, CPU, one
+thread for everyone. K ∈ {1, 8, 32} chains start from the same ``nn.Linear`` initialisation.
+
+Configurations (each runs the same dynamics on the same data for the same number of steps):
+
+* **floor**: one chain of plain PyTorch, ``nn.Sequential`` + ``torch.optim.SGD(lr=η)`` on
+  −log p̃, ``backward()``, ``step()``, then ``sqrt(2η) · randn`` added in place. K chains
+  of it run one after another have the same chain-steps/s ("K × floor (sequential)").
+* **batched limit**: the least work K chains can take in eager PyTorch; all chains' params are
+  views into one (K, P) tensor, forward with ``baddbmm``, backward written by hand (no
+  autograd; checked against autograd at start-up), one ``randn`` and two fused in-place adds
+  per step, per-chain permutations from one ``argsort``.
+* **torch.func reference**: ``vmap(grad(log_posterior))`` over chains with ``functional_call``.
+* **sgmcmc**: ``sgmcmc.SGLD(ModulePosterior(...).log_posterior).sample(..., keep=())``, one
+  entry of :data:`SGMCMC_VARIANTS` per variant (``compile=True`` where ``sample`` takes it).
+* **posteriors** (optional): ``posteriors.sgmcmc.sgld`` init + update, ``torch.func.vmap``-ed
+  over chains, its recommended batch-mean log posterior with ``temperature=1/N``, ``lr=η N``.
+* **BlackJAX** (optional): ``blackjax.sgld`` with its ``grad_estimator``, ``jax.vmap`` over
+  chains, jitted; one jitted step per Python iteration, and ``jax.lax.scan`` over an epoch.
+
+After a warm-up run of every configuration (which also compiles the JAX functions), the
+configurations are timed in turn, in up to ``MAX_ROUNDS`` interleaved rounds (no new round
+after ``TIME_BUDGET_S`` s), and each one's fastest round is reported: on a shared machine the
+minimum is the least disturbed by other load, and interleaving exposes every configuration to
+the same load.
+
+Run: ``python benchmarks/speed_mlp.py`` (about 5 minutes on 2 cores) prints the Markdown table
+and writes it to ``benchmarks/results/speed_mlp.md``; ``--quick`` (2 epochs, 1 round) only
+prints; ``--profile`` prints a cProfile of the sgmcmc runs at K = 1 and K = 32 instead.
+Timings only; nothing is asserted beyond the batched limit's gradient check.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import cProfile
+import inspect
+import io
+import math
+import os
+import platform
+import pstats
+import sys
+import time
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+# One thread for everyone. XLA reads its flags when jax is first imported (below, lazily);
+# ``--xla_cpu_multi_thread_eigen=false`` keeps Eigen's ops on the calling thread. The measured
+# CPU-seconds per wall-second of every configuration is in the table, to show it held.
+os.environ["XLA_FLAGS"] = "--xla_cpu_multi_thread_eigen=false"
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+from sklearn.datasets import load_digits  # noqa: E402
+from tables import markdown_table  # noqa: E402
+from torch import nn  # noqa: E402
+from torch.func import functional_call, grad, vmap  # noqa: E402
+
+import sgmcmc  # noqa: E402
+from sgmcmc.models import Classification, ModulePosterior  # noqa: E402
+
+HIDDEN = 100
+NUM_CLASSES = 10
+BATCH_SIZE = 64
+STEP_SIZE = 5e-4
+EPOCHS = 72
+QUICK_EPOCHS = 2
+MAX_ROUNDS = 4
+TIME_BUDGET_S = 200.0
+CHAIN_COUNTS = (1, 8, 32)
+RESULTS = Path(__file__).parent / "results" / "speed_mlp.md"
+
+SGMCMC_VARIANTS: dict[str, dict[str, object]] = {
+    "sgmcmc.SGLD": {},
+    "sgmcmc.SGLD, compile=True": {"compile": True},
+}
+"""Label -> extra keyword arguments of ``sample``; a variant whose arguments ``sample`` does not
+take is left out of the run."""
+
+LAYOUT = {"W1": (None, HIDDEN), "b1": (HIDDEN,), "W2": (HIDDEN, NUM_CLASSES), "b2": (NUM_CLASSES,)}
+"""The batched layout: x @ W1 + b1 -> tanh -> @ W2 + b2 (W1's first dim is the feature count)."""
+
+
+@dataclass
+class Run:
+    """One timed run: wall and process CPU seconds of ``num_steps`` steps, and chain 0's last params."""
+
+    seconds: float
+    cpu_seconds: float
+    params: dict[str, np.ndarray]
+
+
+Runner = Callable[[int], Run]
+
+
+class Timer:
+    """Wall and process CPU time (all threads) since construction."""
+
+    def __init__(self) -> None:
+        self.wall, self.cpu = time.perf_counter(), time.process_time()
+
+    def done(self, params: dict[str, np.ndarray]) -> Run:
+        return Run(time.perf_counter() - self.wall, time.process_time() - self.cpu, params)
+
+
+def load_data() -> tuple[torch.Tensor, torch.Tensor]:
+    """Digits: features (1797, 64) standardised per column (constant columns left at 0), labels (1797,)."""
+    features, labels = load_digits(return_X_y=True)
+    scale = features.std(axis=0)
+    features = (features - features.mean(axis=0)) / np.where(scale > 0, scale, 1.0)
+    return torch.tensor(features, dtype=torch.float32), torch.tensor(labels, dtype=torch.int64)
+
+
+def make_network(num_features: int) -> nn.Sequential:
+    return nn.Sequential(nn.Linear(num_features, HIDDEN), nn.Tanh(), nn.Linear(HIDDEN, NUM_CLASSES))
+
+
+def to_layout(params: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """``nn.Sequential`` parameters (Linear weights are (out, in)) in the batched layout; leading dims kept."""
+    return {
+        "W1": params["0.weight"].transpose(-1, -2),
+        "b1": params["0.bias"],
+        "W2": params["2.weight"].transpose(-1, -2),
+        "b2": params["2.bias"],
+    }
+
+
+def as_numpy(params: dict[str, torch.Tensor]) -> dict[str, np.ndarray]:
+    return {name: value.detach().numpy().copy() for name, value in params.items()}
+
+
+def accuracy(params: dict[str, np.ndarray], features: np.ndarray, labels: np.ndarray) -> float:
+    """Training accuracy of one chain's params in the batched layout (a check that every run samples alike)."""
+    logits = np.tanh(features @ params["W1"] + params["b1"]) @ params["W2"] + params["b2"]
+    return float((logits.argmax(axis=1) == labels).mean())
+
+
+def floor_runner(features: torch.Tensor, labels: torch.Tensor, network: nn.Module) -> Runner:
+    """One chain: ``backward()`` on −log p̃, ``SGD(lr=η).step()``, then the noise added in place."""
+    num_data = len(labels)
+    scale, noise_scale = num_data / BATCH_SIZE, math.sqrt(2.0 * STEP_SIZE)
+    steps_per_epoch = num_data // BATCH_SIZE
+
+    def run(num_steps: int) -> Run:
+        net = copy.deepcopy(network)
+        parameters = list(net.parameters())
+        optimizer = torch.optim.SGD(parameters, lr=STEP_SIZE)
+        timer = Timer()
+        for step in range(num_steps):
+            position = step % steps_per_epoch
+            if position == 0:
+                order = torch.randperm(num_data)
+            rows = order[position * BATCH_SIZE : (position + 1) * BATCH_SIZE]
+            log_likelihood = -nn.functional.cross_entropy(net(features[rows]), labels[rows], reduction="sum")
+            log_prior = -0.5 * sum(parameter.square().sum() for parameter in parameters)
+            loss = -(log_prior + scale * log_likelihood)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            with torch.no_grad():
+                for parameter in parameters:
+                    parameter.add_(torch.randn_like(parameter), alpha=noise_scale)
+        return timer.done(as_numpy(to_layout(dict(net.named_parameters()))))
+
+    return run
+
+
+def layout_views(flat: torch.Tensor, num_features: int) -> dict[str, torch.Tensor]:
+    """Views of a (K, P) tensor as the batched params (K, *shape), in :data:`LAYOUT` order."""
+    views, start = {}, 0
+    for name, shape in LAYOUT.items():
+        shape = tuple(num_features if size is None else size for size in shape)
+        size = math.prod(shape)
+        views[name] = flat[:, start : start + size].view(flat.shape[0], *shape)
+        start += size
+    return views
+
+
+def num_params(num_features: int) -> int:
+    return sum(math.prod(num_features if size is None else size for size in shape) for shape in LAYOUT.values())
+
+
+def batched_gradient(
+    params: dict[str, torch.Tensor],
+    gradient: dict[str, torch.Tensor],
+    inputs: torch.Tensor,
+    one_hot: torch.Tensor,
+    scale: float,
+) -> None:
+    """Write ∇log p̃ of every chain into ``gradient`` (views like ``params``) by hand-written backprop.
+
+    ``inputs`` (K, B, d), ``one_hot`` (K, B, C) labels. With h = tanh(x W1 + b1) and
+    z = h W2 + b2: ∂/∂z = s (onehot − softmax z) with s = N/|B|, ∂/∂W2 = hᵀ ∂z,
+    ∂/∂h = ∂z W2ᵀ, ∂/∂(x W1 + b1) = ∂h ⊙ (1 − h²), ∂/∂W1 = xᵀ ∂(x W1 + b1), biases sum over B,
+    and the N(0, 1) prior adds −θ.
+    """
+    hidden = torch.baddbmm(params["b1"].unsqueeze(1), inputs, params["W1"]).tanh_()
+    logits = torch.baddbmm(params["b2"].unsqueeze(1), hidden, params["W2"])
+    d_logits = torch.sub(one_hot, logits.softmax(dim=-1)).mul_(scale)
+    torch.bmm(hidden.transpose(1, 2), d_logits, out=gradient["W2"])
+    torch.sum(d_logits, dim=1, out=gradient["b2"])
+    d_hidden = torch.bmm(d_logits, params["W2"].transpose(1, 2)).mul_(hidden.square_().neg_().add_(1.0))
+    torch.bmm(inputs.transpose(1, 2), d_hidden, out=gradient["W1"])
+    torch.sum(d_hidden, dim=1, out=gradient["b1"])
+    for name, value in params.items():
+        gradient[name].sub_(value)
+
+
+def check_batched_gradient(features: torch.Tensor, labels: torch.Tensor) -> None:
+    """Assert that :func:`batched_gradient` equals torch.autograd's gradient of log p̃, per chain."""
+    generator = torch.Generator().manual_seed(1)
+    num_chains, num_features = 3, features.shape[1]
+    scale = len(labels) / BATCH_SIZE
+    flat = 0.3 * torch.randn(num_chains, num_params(num_features), generator=generator, dtype=torch.float64)
+    rows = torch.randint(len(labels), (num_chains, BATCH_SIZE), generator=generator)
+    inputs, targets = features.double()[rows], labels[rows]
+    one_hot = nn.functional.one_hot(targets, NUM_CLASSES).double()
+    gradient_flat = torch.empty_like(flat)
+    batched_gradient(
+        layout_views(flat, num_features), layout_views(gradient_flat, num_features), inputs, one_hot, scale
+    )
+
+    flat_autograd = flat.clone().requires_grad_(True)
+    params = layout_views(flat_autograd, num_features)
+    logits = torch.tanh(inputs @ params["W1"] + params["b1"].unsqueeze(1)) @ params["W2"] + params["b2"].unsqueeze(1)
+    log_likelihood = logits.log_softmax(dim=-1).gather(-1, targets.unsqueeze(-1)).sum()
+    (-0.5 * flat_autograd.square().sum() + scale * log_likelihood).backward()
+    torch.testing.assert_close(gradient_flat, flat_autograd.grad, rtol=1e-10, atol=1e-9)
+
+
+def batched_limit_runner(features: torch.Tensor, labels: torch.Tensor, init: dict, num_chains: int) -> Runner:
+    """K chains as views into one flat (K, P) tensor; hand-written gradient, one randn, two fused adds a step."""
+    num_data, num_features = features.shape
+    scale, noise_scale = num_data / BATCH_SIZE, math.sqrt(2.0 * STEP_SIZE)
+    steps_per_epoch = num_data // BATCH_SIZE
+    one_hot_labels = nn.functional.one_hot(labels, NUM_CLASSES).to(features.dtype)
+    size = num_params(num_features)
+
+    def run(num_steps: int) -> Run:
+        flat = torch.empty(num_chains, size)
+        params = layout_views(flat, num_features)
+        for name, value in init.items():
+            params[name].copy_(value)
+        gradient_flat, noise = torch.empty(num_chains, size), torch.empty(num_chains, size)
+        gradient = layout_views(gradient_flat, num_features)
+        timer = Timer()
+        for step in range(num_steps):
+            position = step % steps_per_epoch
+            if position == 0:
+                orders = torch.rand(num_chains, num_data).argsort(dim=1)
+            rows = orders[:, position * BATCH_SIZE : (position + 1) * BATCH_SIZE]
+            batched_gradient(params, gradient, features[rows], one_hot_labels[rows], scale)
+            torch.randn(num_chains, size, out=noise)
+            flat.add_(gradient_flat, alpha=STEP_SIZE).add_(noise, alpha=noise_scale)
+        return timer.done(as_numpy({name: value[0] for name, value in params.items()}))
+
+    return run
+
+
+def torch_func_runner(features: torch.Tensor, labels: torch.Tensor, network: nn.Module, num_chains: int) -> Runner:
+    """``vmap(grad(log_posterior))`` over stacked params, then the update in place, per parameter."""
+    num_data = len(labels)
+    scale, noise_scale = num_data / BATCH_SIZE, math.sqrt(2.0 * STEP_SIZE)
+    steps_per_epoch = num_data // BATCH_SIZE
+
+    def log_posterior(params: dict[str, torch.Tensor], inputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        logits = functional_call(network, params, (inputs,))
+        log_likelihood = logits.log_softmax(dim=-1).gather(-1, targets.unsqueeze(-1)).sum()
+        return -0.5 * sum(value.square().sum() for value in params.values()) + scale * log_likelihood
+
+    gradient_of = vmap(grad(log_posterior))
+
+    def run(num_steps: int) -> Run:
+        params = {
+            name: value.detach().expand(num_chains, *value.shape).clone() for name, value in network.named_parameters()
+        }
+        timer = Timer()
+        for step in range(num_steps):
+            position = step % steps_per_epoch
+            if position == 0:
+                orders = torch.rand(num_chains, num_data).argsort(dim=1)
+            rows = orders[:, position * BATCH_SIZE : (position + 1) * BATCH_SIZE]
+            gradient = gradient_of(params, features[rows], labels[rows])
+            for name, value in params.items():
+                value.add_(gradient[name], alpha=STEP_SIZE).add_(torch.randn_like(value), alpha=noise_scale)
+        return timer.done(as_numpy(to_layout({name: value[0] for name, value in params.items()})))
+
+    return run
+
+
+def sgmcmc_runner(
+    features: torch.Tensor, labels: torch.Tensor, network: nn.Module, num_chains: int, options: dict[str, object]
+) -> Runner:
+    """``sgmcmc.SGLD`` on a ``ModulePosterior``, as a user writes it, keeping no parameter draws."""
+    posterior = ModulePosterior(network, Classification(), num_data=len(labels), prior_scale=1.0)
+    sampler = sgmcmc.SGLD(posterior.log_posterior, step_size=STEP_SIZE, temperature=1.0)
+    data = sgmcmc.Minibatches(features, labels, batch_size=BATCH_SIZE)
+    init = posterior.params()
+
+    def run(num_steps: int) -> Run:
+        timer = Timer()
+        trace = sampler.sample(
+            init, data, num_chains=num_chains, num_steps=num_steps, keep=(), progress=False, seed=0, **options
+        )
+        run = timer.done({})
+        run.params = as_numpy(to_layout({name: value[0] for name, value in trace.final_state["params"].items()}))
+        return run
+
+    return run
+
+
+def posteriors_runner(features: torch.Tensor, labels: torch.Tensor, network: nn.Module, num_chains: int) -> Runner:
+    """``posteriors.sgmcmc.sgld`` vmapped over chains; the same dynamics as ours (see the module docstring).
+
+    posteriors recommends a batch-mean log posterior, log p̃ / N, with ``temperature=1/N``; its
+    update θ + lr ∇(log p̃ / N) + sqrt(2 lr T) ξ is ours with ``lr = η N``. Its state class (a
+    tensordict ``TensorClass`` holding a dict) does not carry the chain dim through
+    ``torch.func.vmap``, so ``init`` and ``update`` are vmapped together over plain param dicts.
+    """
+    import posteriors
+
+    num_data = len(labels)
+    steps_per_epoch = num_data // BATCH_SIZE
+
+    def mean_log_posterior(
+        params: dict[str, torch.Tensor], batch: tuple[torch.Tensor, torch.Tensor]
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        inputs, targets = batch
+        logits = functional_call(network, params, (inputs,))
+        mean_log_likelihood = logits.log_softmax(dim=-1).gather(-1, targets.unsqueeze(-1)).mean()
+        log_prior = posteriors.diag_normal_log_prob(params, normalize=False)
+        return mean_log_likelihood + log_prior / num_data, torch.tensor([])
+
+    transform = posteriors.sgmcmc.sgld.build(mean_log_posterior, lr=STEP_SIZE * num_data, temperature=1.0 / num_data)
+
+    def chain_update(params: dict[str, torch.Tensor], batch: tuple[torch.Tensor, torch.Tensor]) -> dict:
+        state, _ = transform.update(transform.init(params), batch)
+        return state.params
+
+    update = vmap(chain_update, randomness="different")
+
+    def run(num_steps: int) -> Run:
+        params = {
+            name: value.detach().expand(num_chains, *value.shape).clone() for name, value in network.named_parameters()
+        }
+        timer = Timer()
+        for step in range(num_steps):
+            position = step % steps_per_epoch
+            if position == 0:
+                orders = torch.rand(num_chains, num_data).argsort(dim=1)
+            rows = orders[:, position * BATCH_SIZE : (position + 1) * BATCH_SIZE]
+            params = update(params, (features[rows], labels[rows]))
+        return timer.done(as_numpy(to_layout({name: value[0] for name, value in params.items()})))
+
+    return run
+
+
+def blackjax_runners(
+    features: torch.Tensor, labels: torch.Tensor, init: dict[str, torch.Tensor], num_chains: int
+) -> tuple[Runner, Runner, dict[str, float]]:
+    """``blackjax.sgld`` vmapped over chains: a jitted step in a Python loop, and ``lax.scan`` over an epoch.
+
+    blackjax's SGLD is θ + ε ∇log p̃ + sqrt(2 ε T) ξ (``diffusions.overdamped_langevin``) with
+    ``grad_estimator``'s log p̃ = log p(θ) + N mean_B log p(y | x, θ): ours with ε = η. Returns
+    the two runners and the seconds of each one's first call (tracing and compiling).
+    """
+    import blackjax
+    import jax
+    import jax.numpy as jnp
+    from blackjax.sgmcmc.gradients import grad_estimator
+
+    num_data = len(labels)
+    steps_per_epoch = num_data // BATCH_SIZE
+    inputs, targets = jnp.asarray(features.numpy()), jnp.asarray(labels.numpy())
+    start = {name: np.broadcast_to(value.numpy(), (num_chains, *value.shape)).copy() for name, value in init.items()}
+
+    def log_prior(position: dict) -> jax.Array:
+        return -0.5 * sum(jnp.sum(value**2) for value in jax.tree.leaves(position))
+
+    def log_likelihood(position: dict, example: tuple[jax.Array, jax.Array]) -> jax.Array:
+        x, y = example
+        logits = jnp.tanh(x @ position["W1"] + position["b1"]) @ position["W2"] + position["b2"]
+        return jax.nn.log_softmax(logits)[y]
+
+    sgld = blackjax.sgld(grad_estimator(log_prior, log_likelihood, num_data))
+    step_all = jax.vmap(sgld.step, in_axes=(0, 0, 0, None))
+
+    def permute(key: jax.Array) -> tuple[jax.Array, jax.Array]:
+        key, permutation_key = jax.random.split(key)
+        keys = jax.random.split(permutation_key, num_chains)
+        return key, jax.vmap(lambda chain_key: jax.random.permutation(chain_key, num_data))(keys)
+
+    def step(key: jax.Array, positions: dict, orders: jax.Array, position: jax.Array) -> tuple[jax.Array, dict]:
+        key, noise_key = jax.random.split(key)
+        rows = jax.lax.dynamic_slice_in_dim(orders, position * BATCH_SIZE, BATCH_SIZE, axis=1)
+        batch = (inputs[rows], targets[rows])
+        return key, step_all(jax.random.split(noise_key, num_chains), positions, batch, STEP_SIZE)
+
+    def epoch(key: jax.Array, positions: dict) -> tuple[jax.Array, dict]:
+        key, orders = permute(key)
+        key, noise_key = jax.random.split(key)
+
+        def body(positions: dict, xs: tuple[jax.Array, jax.Array]) -> tuple[dict, None]:
+            position, step_key = xs
+            return step(step_key, positions, orders, position)[1], None
+
+        xs = (jnp.arange(steps_per_epoch), jax.random.split(noise_key, steps_per_epoch))
+        return key, jax.lax.scan(body, positions, xs)[0]
+
+    permute_jit = jax.jit(permute)
+    step_jit = jax.jit(step, donate_argnums=1)
+    epoch_jit = jax.jit(epoch, donate_argnums=1)
+    positions_of_epoch = [jnp.asarray(position) for position in range(steps_per_epoch)]
+    compile_seconds = {}
+
+    def first_call(name: str, function: Callable, *args: object) -> None:
+        started = time.perf_counter()
+        jax.block_until_ready(function(*args))
+        compile_seconds[name] = compile_seconds.get(name, 0.0) + time.perf_counter() - started
+
+    first_call("loop", permute_jit, jax.random.key(1))
+    _, orders = permute_jit(jax.random.key(1))
+    first_call("loop", step_jit, jax.random.key(1), jax.tree.map(jnp.array, start), orders, positions_of_epoch[0])
+    first_call("scan", epoch_jit, jax.random.key(1), jax.tree.map(jnp.array, start))
+
+    def finish(timer: Timer, positions: dict) -> Run:
+        jax.block_until_ready(positions)
+        return timer.done({name: np.asarray(value[0]) for name, value in positions.items()})
+
+    def run_loop(num_steps: int) -> Run:
+        key, positions = jax.random.key(0), jax.tree.map(jnp.array, start)
+        jax.block_until_ready(positions)
+        timer = Timer()
+        for _ in range(num_steps // steps_per_epoch):
+            key, orders = permute_jit(key)
+            for position in positions_of_epoch:
+                key, positions = step_jit(key, positions, orders, position)
+        return finish(timer, positions)
+
+    def run_scan(num_steps: int) -> Run:
+        key, positions = jax.random.key(0), jax.tree.map(jnp.array, start)
+        jax.block_until_ready(positions)
+        timer = Timer()
+        for _ in range(num_steps // steps_per_epoch):
+            key, positions = epoch_jit(key, positions)
+        return finish(timer, positions)
+
+    return run_loop, run_scan, compile_seconds
+
+
+@dataclass
+class Timed:
+    """A configuration's fastest run and its last run's chain-0 training accuracy."""
+
+    best: Run
+    accuracy: float
+
+
+def sgmcmc_variants() -> tuple[dict[str, dict[str, object]], list[str]]:
+    """The variants of :data:`SGMCMC_VARIANTS` that ``sample`` accepts, and the labels left out."""
+    accepted = inspect.signature(sgmcmc.SGLD.sample).parameters
+    usable = {label: options for label, options in SGMCMC_VARIANTS.items() if set(options) <= set(accepted)}
+    return usable, [label for label in SGMCMC_VARIANTS if label not in usable]
+
+
+def configurations(
+    features: torch.Tensor, labels: torch.Tensor, network: nn.Module
+) -> tuple[dict[tuple[str, int], Runner | str], dict[str, str]]:
+    """(label, K) -> its runner, or why it is absent; and notes (versions, compile times)."""
+    init = {name: value.detach().clone() for name, value in network.named_parameters()}
+    layout_init = to_layout(init)
+    variants, left_out = sgmcmc_variants()
+    notes = {}
+    if left_out:
+        notes["left out"] = f"{', '.join(left_out)} (`sample` does not take its arguments yet)"
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)
+            import posteriors  # noqa: F401
+        posteriors_missing = None
+    except ImportError:
+        posteriors_missing = "not installed"
+    try:
+        import blackjax  # noqa: F401
+        import jax  # noqa: F401
+
+        blackjax_missing = None
+    except ImportError:
+        blackjax_missing = "not installed"
+
+    runners: dict[tuple[str, int], Runner | str] = {}
+    compile_notes = []
+    for num_chains in CHAIN_COUNTS:
+        if num_chains == 1:
+            runners[("floor: nn.Module + SGD + backward()", 1)] = floor_runner(features, labels, network)
+        runners[("batched limit (hand-written backprop)", num_chains)] = batched_limit_runner(
+            features, labels, layout_init, num_chains
+        )
+        runners[("torch.func reference: vmap(grad)", num_chains)] = torch_func_runner(
+            features, labels, network, num_chains
+        )
+        for label, options in variants.items():
+            runners[(label, num_chains)] = sgmcmc_runner(features, labels, network, num_chains, options)
+        runners[("posteriors sgld, vmap", num_chains)] = posteriors_missing or posteriors_runner(
+            features, labels, network, num_chains
+        )
+        if blackjax_missing:
+            loop = scan = blackjax_missing
+        else:
+            loop, scan, seconds = blackjax_runners(features, labels, layout_init, num_chains)
+            compile_notes.append(f"K={num_chains}: jit loop {seconds['loop']:.2f} s, scan {seconds['scan']:.2f} s")
+        runners[("BlackJAX sgld, jit step in a Python loop", num_chains)] = loop
+        runners[("BlackJAX sgld, lax.scan over an epoch", num_chains)] = scan
+    if compile_notes:
+        notes["BlackJAX first calls (trace + compile; excluded from the timings)"] = "; ".join(compile_notes)
+    return runners, notes
+
+
+def time_runners(
+    runners: dict[tuple[str, int], Runner | str], num_steps: int, warmup_steps: int, max_rounds: int, budget_s: float
+) -> tuple[dict[tuple[str, int], Timed], int]:
+    """Every runner's fastest of up to ``max_rounds`` interleaved rounds, after one warm-up run each."""
+    features, labels = load_data()
+    features, labels = features.numpy(), labels.numpy()
+    present = {key: runner for key, runner in runners.items() if not isinstance(runner, str)}
+    for runner in present.values():
+        runner(warmup_steps)
+    runs: dict[tuple[str, int], list[Run]] = {key: [] for key in present}
+    deadline = time.perf_counter() + budget_s
+    for _ in range(max_rounds):
+        for key, runner in present.items():
+            runs[key].append(runner(num_steps))
+        if time.perf_counter() > deadline:
+            break
+    timed = {
+        key: Timed(min(done, key=lambda run: run.seconds), accuracy(done[-1].params, features, labels))
+        for key, done in runs.items()
+    }
+    return timed, len(next(iter(runs.values())))
+
+
+def summary(rates: dict[tuple[str, int], float]) -> list[dict[str, object]]:
+    """The issue's target ratios from the measured chain-steps/s; "n/a" where a configuration is absent."""
+    variants, _ = sgmcmc_variants()
+    compiled = [label for label, options in SGMCMC_VARIANTS.items() if options.get("compile")]
+    floor = rates.get(("floor: nn.Module + SGD + backward()", 1))
+
+    def ratio(numerator: float | None, denominator: float | None) -> float | str:
+        return "n/a" if numerator is None or denominator is None else numerator / denominator
+
+    blackjax_loop = "BlackJAX sgld, jit step in a Python loop"
+    blackjax_scan = "BlackJAX sgld, lax.scan over an epoch"
+
+    rows = []
+
+    def add(target: str, num_chains: int, value: float | str, goal: str, met: Callable[[float], bool]) -> None:
+        verdict = "—" if isinstance(value, str) or goal == "none" else ("yes" if met(value) else "no")
+        rows.append({"target": target, "K": num_chains, "measured": value, "goal": goal, "met": verdict})
+
+    for label in variants:
+        sgmcmc_rate = rates.get((label, 1))
+        add(f"{label}: step time ÷ floor step time", 1, ratio(floor, sgmcmc_rate), "≤ 1.15", lambda v: v <= 1.15)
+    for label in variants:
+        for num_chains in CHAIN_COUNTS[1:]:
+            add(
+                f"{label} ÷ batched limit",
+                num_chains,
+                ratio(rates.get((label, num_chains)), rates.get(("batched limit (hand-written backprop)", num_chains))),
+                "≥ 0.7",
+                lambda v: v >= 0.7,
+            )
+    for label in variants:
+        for num_chains in CHAIN_COUNTS:
+            add(
+                f"{label} ÷ posteriors",
+                num_chains,
+                ratio(rates.get((label, num_chains)), rates.get(("posteriors sgld, vmap", num_chains))),
+                "≥ 1",
+                lambda v: v >= 1,
+            )
+    for label in variants:
+        for num_chains in CHAIN_COUNTS:
+            add(
+                f"{label} ÷ BlackJAX (jit step)",
+                num_chains,
+                ratio(rates.get((label, num_chains)), rates.get((blackjax_loop, num_chains))),
+                "≥ 1",
+                lambda v: v >= 1,
+            )
+    for num_chains in CHAIN_COUNTS:
+        best_compiled = max(
+            (rates[(label, num_chains)] for label in compiled if (label, num_chains) in rates), default=None
+        )
+        add(
+            "best sgmcmc compiled ÷ BlackJAX (jit step)",
+            num_chains,
+            ratio(best_compiled, rates.get((blackjax_loop, num_chains))),
+            "≥ 1.3",
+            lambda v: v >= 1.3,
+        )
+    for num_chains in CHAIN_COUNTS:
+        best = max((rates[(label, num_chains)] for label in variants if (label, num_chains) in rates), default=None)
+        add(
+            "best sgmcmc ÷ BlackJAX lax.scan (beyond the issue: no Python per step)",
+            num_chains,
+            ratio(best, rates.get((blackjax_scan, num_chains))),
+            "none",
+            lambda v: True,
+        )
+    return rows
+
+
+def machine() -> str:
+    model = next(
+        (
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if "model name" in line
+        ),
+        platform.processor() or platform.machine(),
+    )
+    versions = [f"torch {torch.__version__} ({torch.get_num_threads()} thread)"]
+    for name in ("jax", "blackjax", "posteriors"):
+        module = sys.modules.get(name)
+        versions.append(f"{name} {getattr(module, '__version__', '?')}" if module else f"{name} not installed")
+    return (
+        f"{os.cpu_count()} CPUs visible ({model}), Python {platform.python_version()}, {', '.join(versions)}, "
+        f"XLA_FLAGS={os.environ['XLA_FLAGS']!r}"
+    )
+
+
+def report(
+    timed: dict[tuple[str, int], Timed],
+    runners: dict[tuple[str, int], Runner | str],
+    notes: dict[str, str],
+    num_steps: int,
+    rounds: int,
+    load: tuple[float, float],
+) -> str:
+    rates = {key: key[1] * num_steps / result.best.seconds for key, result in timed.items()}
+    floor_key = ("floor: nn.Module + SGD + backward()", 1)
+    floor = rates[floor_key]
+    rows = []
+    for num_chains in CHAIN_COUNTS:
+        for key, runner in runners.items():
+            if key[1] != num_chains:
+                continue
+            if num_chains > 1 and key[0].startswith("batched limit"):
+                rows.append(
+                    {"configuration": f"K × floor (sequential), K={num_chains}", "K": num_chains, "rate": floor}
+                )
+            rows.append(
+                {"configuration": key[0], "K": num_chains, "rate": runner if isinstance(runner, str) else rates[key]}
+            )
+    table_rows = []
+    for row in rows:
+        key, rate = (row["configuration"], row["K"]), row["rate"]
+        limit = rates.get(("batched limit (hand-written backprop)", row["K"]))
+        present = not isinstance(rate, str)
+        result = timed.get(key) or (timed[floor_key] if row["configuration"].startswith("K × floor") else None)
+        table_rows.append(
+            {
+                "configuration": row["configuration"],
+                "K": row["K"],
+                "chain-steps/s": rate,
+                "ratio to floor": rate / floor if present else "—",
+                "ratio to batched limit (same K)": rate / limit if present else "—",
+                "CPU s / wall s": result.best.cpu_seconds / result.best.seconds if result else "—",
+                "train accuracy, chain 0": result.accuracy if result else "—",
+            }
+        )
+
+    def number(column: str, value: float) -> str:
+        if column == "chain-steps/s":
+            return f"{value:,.0f}"
+        if column == "train accuracy, chain 0":
+            return f"{value:.3f}"
+        return f"{value:.2f}"
+
+    lines = [
+        "# W1: Bayesian MLP 64-100-10 on digits, SGLD chain-steps per second",
+        "",
+        f"Digits (N = 1797, standardised), MLP 64-100-10 tanh, N(0, 1) prior, categorical likelihood, batch "
+        f"{BATCH_SIZE}, every chain its own minibatches reshuffled per epoch, SGLD η = {STEP_SIZE:g}, T = 1, float32. "
+        f"{num_steps} steps per run; fastest of {rounds} interleaved round(s) after a one-epoch warm-up.",
+        "",
+        f"Machine: {machine()}. Load average (1 min) {load[0]:.2f} at the start, {load[1]:.2f} at the end.",
+        "",
+        f"Floor: {1e6 / floor:.0f} µs per step. Ratios divide chain-steps/s; above 1 is faster. "
+        "CPU s / wall s: process CPU time over wall time of the fastest run (≤ 1 means one core). "
+        "Train accuracy: chain 0 after the last run, a check that every configuration samples alike.",
+        "",
+        markdown_table(table_rows, number),
+        "",
+        *(f"{name}: {text}." for name, text in notes.items()),
+        "",
+        "## Targets of issue 9",
+        "",
+        markdown_table(summary(rates), lambda column, value: f"{value:.2f}"),
+    ]
+    return "\n".join(lines)
+
+
+def profile(features: torch.Tensor, labels: torch.Tensor, network: nn.Module, num_steps: int) -> None:
+    """cProfile of the default sgmcmc variant at K = 1 and K = 32: the top functions by own time."""
+    for num_chains in (1, 32):
+        runner = sgmcmc_runner(features, labels, network, num_chains, {})
+        runner(BATCH_SIZE)
+        profiler = cProfile.Profile()
+        profiler.enable()
+        run = runner(num_steps)
+        profiler.disable()
+        stream = io.StringIO()
+        pstats.Stats(profiler, stream=stream).sort_stats("tottime").print_stats(25)
+        print(f"\n### sgmcmc.SGLD, K={num_chains}, {num_steps} steps: {1e6 * run.seconds / num_steps:.0f} µs a step")
+        print(stream.getvalue())
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="2 epochs, 1 round, print only (a smoke test)")
+    parser.add_argument("--profile", action="store_true", help="print a cProfile of the sgmcmc runs instead")
+    arguments = parser.parse_args()
+    torch.set_num_threads(1)
+    features, labels = load_data()
+    steps_per_epoch = len(labels) // BATCH_SIZE
+    num_steps = steps_per_epoch * (QUICK_EPOCHS if arguments.quick else EPOCHS)
+    check_batched_gradient(features, labels)
+    torch.manual_seed(0)
+    network = make_network(features.shape[1])
+    if arguments.profile:
+        profile(features, labels, network, num_steps)
+        return
+    load_start = os.getloadavg()[0]
+    runners, notes = configurations(features, labels, network)
+    max_rounds, budget_s = (1, 0.0) if arguments.quick else (MAX_ROUNDS, TIME_BUDGET_S)
+    timed, rounds = time_runners(runners, num_steps, steps_per_epoch, max_rounds, budget_s)
+    table = report(timed, runners, notes, num_steps, rounds, (load_start, os.getloadavg()[0]))
+    print(table)
+    if not arguments.quick:
+        RESULTS.parent.mkdir(parents=True, exist_ok=True)
+        RESULTS.write_text(table + "\n")
+        print(f"\nwritten to {RESULTS}")
+
+
+if __name__ == "__main__":
+    main()
