@@ -15,6 +15,7 @@ from sgmcmc.runner import SamplerDivergenceWarning
 from sgmcmc.sampler import Sampler
 from sgmcmc.sghmc import SGHMC
 from sgmcmc.sgld import SGLD
+from sgmcmc.sgldcv import SGLDCV, find_mode
 from sgmcmc.sgnht import SGNHT
 from sgmcmc.stein import kernel_stein_discrepancy, score_at_draws
 from sgmcmc.trace import Trace
@@ -27,6 +28,7 @@ __all__ = [
     "LD",
     "SGHMC",
     "SGLD",
+    "SGLDCV",
     "SGNHT",
     "BiasVarianceStudy",
     "GaussianTarget",
@@ -37,6 +39,7 @@ __all__ = [
     "bias_variance_study",
     "chain_seeds",
     "distributed",
+    "find_mode",
     "kernel_stein_discrepancy",
     "landscapes",
     "minibatch_log_posterior",

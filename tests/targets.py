@@ -72,6 +72,34 @@ class ConjugateLinearRegression:
         return sgmcmc.minibatch_log_posterior(self.log_prior, self.log_likelihood, num_data=len(self.targets))
 
 
+@dataclass
+class LogisticRegression:
+    """y_i ~ Bernoulli(σ(x_iᵀ w)), prior w ~ N(0, prior_sd² I); x_i ~ N(0, I), true w evenly spaced in [−1, 1]."""
+
+    features: torch.Tensor
+    labels: torch.Tensor
+    prior_sd: float
+
+    @classmethod
+    def make(cls, num_data: int = 10_000, dim: int = 3, seed: int = 0) -> LogisticRegression:
+        generator = torch.Generator().manual_seed(seed)
+        features = torch.randn(num_data, dim, generator=generator, dtype=torch.float64)
+        weights = torch.linspace(-1.0, 1.0, dim, dtype=torch.float64)
+        labels = torch.bernoulli(torch.sigmoid(features @ weights), generator=generator)
+        return cls(features, labels, prior_sd=10.0)
+
+    def log_prior(self, weights: torch.Tensor) -> torch.Tensor:
+        return -0.5 * (weights**2).sum() / self.prior_sd**2
+
+    def log_likelihood(self, weights: torch.Tensor, batch: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+        features, labels = batch
+        logits = features @ weights
+        return labels * logits - torch.nn.functional.softplus(logits)
+
+    def log_posterior(self):
+        return sgmcmc.minibatch_log_posterior(self.log_prior, self.log_likelihood, num_data=len(self.labels))
+
+
 def correlated_gaussian(correlation: float = 0.9, scales: tuple[float, float] = (1.0, 2.0)):
     """A 2-D Gaussian N(mean, covariance) and its log density (one chain, exact gradient)."""
     mean = torch.tensor([1.0, -2.0], dtype=torch.float64)

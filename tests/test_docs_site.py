@@ -35,6 +35,8 @@ def test_site_builds_strict(tmp_path):
     api = (site / "api" / "index.html").read_text()
     for name in (
         "SGLD",
+        "SGLDCV",
+        "find_mode",
         "SGHMC",
         "SGNHT",
         "CyclicalSGLD",

@@ -1,0 +1,256 @@
+"""SGLD-CV: the exact discrete-time law on a conjugate regression, the same posterior as SGLD on a
+logistic regression at a far lower gradient variance, the estimator at the mode, find_mode, bad modes."""
+
+import numpy as np
+import pytest
+import torch
+
+import sgmcmc
+from sgmcmc.chains import ChainGenerators
+from sgmcmc.log_density import BoundPotential, ChainPotential
+from targets import K_SIGMA, ConjugateLinearRegression, LogisticRegression, assert_moments, mean_and_se
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """The models are tiny: one thread is several times faster than two on a loaded 2-core machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def regression_data(model, batch_size):
+    return sgmcmc.Minibatches(model.features, model.targets, batch_size=batch_size)
+
+
+def stationary_covariance(model: ConjugateLinearRegression, step_size: float, batch_size: int) -> np.ndarray:
+    """Covariance of the SGLD-CV chain's stationary law on the conjugate regression, θ̂ = posterior mean.
+
+    There ĝ(θ) = −H_B (θ − μ), H_B = I/σ_0² + (N/n) Σ_{i∈B} A_i, A_i = x_i x_iᵀ/σ², so e = θ − μ
+    follows e ← (I − η H_B) e + sqrt(2η) ξ and, for batches drawn afresh each step, Σ solves
+    Σ = (I − ηH) Σ (I − ηH) + η² E[(H_B − H) Σ (H_B − H)] + 2η I, with
+    E[(H_B − H) Σ (H_B − H)] = (N²/n) (N − n)/(N − 1) · mean_i (A_i − Ā) Σ (A_i − Ā)
+    (n rows without replacement). Solved exactly as a linear system in vec(Σ).
+    """
+    features = model.features.numpy() / model.noise_sd
+    num_data, dim = features.shape
+    outer = np.einsum("ni,nj->nij", features, features)
+    centred = outer - outer.mean(axis=0)
+    precision = outer.sum(axis=0) + np.eye(dim) / model.prior_sd**2
+    contraction = np.eye(dim) - step_size * precision
+    scale = num_data**2 / batch_size * (num_data - batch_size) / (num_data - 1)
+    noise = scale * np.einsum("nij,nkl->ikjl", centred, centred).reshape(dim * dim, dim * dim) / num_data
+    system = np.eye(dim * dim) - np.kron(contraction, contraction) - step_size**2 * noise
+    return np.linalg.solve(system, 2 * step_size * np.eye(dim).ravel()).reshape(dim, dim)
+
+
+def test_conjugate_regression_matches_the_exact_discrete_time_law():
+    """N = 1000, batches of 100, η = 1e-4 (ηλ_max/2 ≈ 0.06): mean exact, covariance the discrete-time value."""
+    model = ConjugateLinearRegression.make(num_data=1000, dim=3, seed=0)
+    mean, covariance = model.posterior()
+    step_size, batch_size = 1e-4, 100
+    exact = stationary_covariance(model, step_size, batch_size)
+    without_gradient_noise = stationary_covariance(model, step_size, model.features.shape[0])
+    mode = torch.as_tensor(mean)
+    trace = sgmcmc.SGLDCV(model.log_posterior(), step_size=step_size, mode=mode).sample(
+        mode, regression_data(model, batch_size), num_chains=16, num_steps=3000, burn_in=100, seed=3, progress=False
+    )
+    # Consecutive batches of an epoch are disjoint rather than independent, which the formula ignores;
+    # allow the whole gradient-noise share of the covariance (a few 1e-4 here) for that.
+    gradient_noise_share = np.abs(exact - without_gradient_noise).max() / np.abs(np.diag(exact)).min()
+    assert gradient_noise_share < 0.01
+    assert_moments(trace.posterior["theta"], mean, exact, relative_bias=gradient_noise_share)
+    assert np.all(np.diag(exact) > np.diag(covariance)), "the discrete-time law is wider than the posterior"
+
+
+def test_logistic_regression_same_posterior_as_sgld_at_a_far_lower_gradient_variance():
+    """N = 10 000, d = 3, batches of 100, same step: SGLD-CV and SGLD means agree within Monte Carlo
+    error; at SGLD-CV's draws the variance of its gradient estimate over minibatches is < 1 % of SGLD's.
+
+    Theory for the ratio: the per-example difference ∇ℓ_i(θ) − ∇ℓ_i(θ̂) ≈ ∇²ℓ_i (θ − θ̂), so the ratio
+    is about E‖∇²ℓ_i (θ − θ̂)‖² / E‖∇ℓ_i − ∇ℓ̄‖² ≈ (d + 2) σ_post² · E[σ(1 − σ)] ≈ 1e-3 here (θ − θ̂
+    is of the posterior's spread, σ_post ≈ 0.026); it shrinks as 1/N, SGLD's variance does not.
+    """
+    model = LogisticRegression.make(num_data=10_000, dim=3, seed=0)
+    data = sgmcmc.Minibatches(model.features, model.labels, batch_size=100)
+    log_posterior = model.log_posterior()
+    start = torch.zeros(3, dtype=torch.float64)
+    mode = sgmcmc.find_mode(log_posterior, start, data, num_steps=300, step_size=5e-5, num_full_batch_steps=20)
+    options = dict(num_chains=16, num_steps=2000, burn_in=200, progress=False)
+    control_variate = sgmcmc.SGLDCV(log_posterior, step_size=5e-5, mode=mode)
+    traces = {
+        "SGLD-CV": control_variate.sample(mode, data, seed=1, **options),
+        "SGLD": sgmcmc.SGLD(log_posterior, step_size=5e-5).sample(mode, data, seed=2, **options),
+    }
+    for dim in range(3):
+        (cv_mean, cv_se), (sgld_mean, sgld_se) = (
+            mean_and_se(trace.posterior["theta"][..., dim]) for trace in traces.values()
+        )
+        assert abs(cv_mean - sgld_mean) < K_SIGMA * np.hypot(cv_se, sgld_se), dim
+    assert traces["SGLD-CV"].sample_stats["distance_to_mode"].mean() < 0.2
+
+    draws = torch.as_tensor(traces["SGLD-CV"].posterior["theta"][:, -1])  # one posterior draw per chain
+    num_batches = 64
+    params = {"theta": draws.repeat_interleave(num_batches, dim=0)}
+    generators = ChainGenerators(sgmcmc.chain_seeds(4, len(params["theta"])), "cpu")
+    rows = generators.permutations(len(model.labels))[:, :100]
+    potential = BoundPotential(
+        ChainPotential(log_posterior, lambda named: named["theta"], has_data=True, batch_per_chain=True),
+        (model.features[rows], model.labels[rows]),
+    )
+    full_data = BoundPotential(
+        ChainPotential(log_posterior, lambda named: named["theta"], has_data=True, batch_per_chain=False),
+        (model.features, model.labels),
+    )
+    full_gradient = full_data(params)[1]["theta"]
+    variances = {}
+    for name, sampler in (("SGLD-CV", control_variate), ("SGLD", sgmcmc.SGLD(log_posterior, step_size=1.0))):
+        state = sampler.init(dict(params), full_data, generators)
+        # At T = 0 and η = 1 a step moves θ by exactly the gradient estimate.
+        new_state, _ = sampler.step(state, potential, 1.0, 0.0, generators)
+        estimates = (new_state["params"]["theta"] - params["theta"]).reshape(len(draws), num_batches, 3)
+        errors = estimates - full_gradient.reshape(len(draws), num_batches, 3)
+        # Unbiased: the mean error over all draws and batches is within Monte Carlo error of 0.
+        assert (
+            errors.mean(dim=(0, 1)).abs() < K_SIGMA * errors.std(dim=(0, 1)) / np.sqrt(errors[..., 0].numel())
+        ).all()
+        variances[name] = float((errors**2).sum(-1).mean())
+    assert variances["SGLD-CV"] < 0.01 * variances["SGLD"], variances
+
+
+def test_zero_temperature_at_the_exact_mode_stays_there():
+    """At θ = θ̂ both minibatch terms cancel exactly, whatever the batch: the step is full-batch gradient descent,
+    and at the posterior mode (∇log p = 0) the chain does not move."""
+    model = ConjugateLinearRegression.make(num_data=500, dim=3, seed=1)
+    mean, _ = model.posterior()
+    data = regression_data(model, batch_size=50)
+    exact_mode = torch.as_tensor(mean)
+    trace = sgmcmc.SGLDCV(model.log_posterior(), step_size=1e-4, mode=exact_mode, temperature=0.0).sample(
+        exact_mode, data, num_chains=4, num_steps=50, seed=0, progress=False
+    )
+    np.testing.assert_allclose(trace.posterior["theta"], np.broadcast_to(mean, (4, 50, 3)), rtol=0, atol=1e-10)
+
+    off_mode = exact_mode + 0.1
+    first_step = sgmcmc.SGLDCV(model.log_posterior(), step_size=1e-4, mode=off_mode, temperature=0.0).sample(
+        off_mode, data, num_chains=4, num_steps=1, seed=0, progress=False
+    )
+    descent = sgmcmc.LD(model.log_posterior(), step_size=1e-4, temperature=0.0).sample(
+        off_mode, data, num_chains=1, num_steps=1, progress=False
+    )
+    torch.testing.assert_close(
+        first_step.final_state["params"]["theta"],
+        descent.final_state["params"]["theta"].expand(4, 3),
+        rtol=1e-12,
+        atol=0,
+    )
+    assert not torch.equal(first_step.final_state["params"]["theta"][0], off_mode), "the step moved"
+
+
+def test_named_params_keep_their_structure_and_dtype():
+    generator = torch.Generator().manual_seed(0)
+    features = torch.randn(200, 2, generator=generator)
+    targets = features @ torch.tensor([1.0, -1.0]) + 0.5 + 0.1 * torch.randn(200, generator=generator)
+
+    def log_likelihood(params, batch):
+        x, y = batch
+        return -0.5 * (y - x @ params["weights"] - params["bias"]) ** 2
+
+    log_posterior = sgmcmc.minibatch_log_posterior(
+        lambda params: -0.5 * sum((value**2).sum() for value in params.values()), log_likelihood, num_data=200
+    )
+    init = {"weights": torch.zeros(2), "bias": torch.zeros(())}
+    mode = {"weights": torch.tensor([1.0, -1.0], dtype=torch.float64), "bias": torch.tensor(0.5, dtype=torch.float64)}
+    trace = sgmcmc.SGLDCV(log_posterior, step_size=1e-3, mode=mode).sample(
+        init, sgmcmc.Minibatches(features, targets, batch_size=20), num_chains=3, num_steps=5, seed=0, progress=False
+    )
+    state = trace.final_state
+    assert set(state) == {"params", "mode", "mode_gradient"}
+    for group in state.values():
+        assert {name: (value.shape, value.dtype) for name, value in group.items()} == {
+            "weights": ((3, 2), torch.float32),
+            "bias": ((3,), torch.float32),
+        }
+    assert set(trace.sample_stats) >= {"lp", "distance_to_mode", "step_size", "diverging"}
+
+
+def test_find_mode_reaches_the_map_of_a_conjugate_regression():
+    """The MAP is the posterior mean; 200 SGD steps then 30 full-batch steps (contraction ≤ 0.6 each) reach it."""
+    model = ConjugateLinearRegression.make(num_data=1000, dim=3, seed=0)
+    mean, covariance = model.posterior()
+    data = regression_data(model, batch_size=100)
+    mode = sgmcmc.find_mode(
+        model.log_posterior(),
+        torch.zeros(3, dtype=torch.float64),
+        data,
+        num_steps=200,
+        step_size=5e-4,
+        num_full_batch_steps=30,
+    )
+    assert isinstance(mode, torch.Tensor) and mode.shape == (3,)
+    assert np.all(np.abs(mode.numpy() - mean) < 1e-3 * np.sqrt(np.diag(covariance)))
+
+    sgd_only = sgmcmc.find_mode(
+        model.log_posterior(), torch.zeros(3, dtype=torch.float64), data, num_steps=200, step_size=5e-4
+    )
+    assert np.all(np.abs(sgd_only.numpy() - mean) < 3 * np.sqrt(np.diag(covariance))), "SGD ends near the MAP"
+
+    named = sgmcmc.find_mode(
+        lambda params, batch: model.log_posterior()(params["w"], batch),
+        {"w": torch.zeros(3, dtype=torch.float64)},
+        data,
+        num_steps=10,
+        step_size=5e-4,
+    )
+    assert set(named) == {"w"}
+
+
+def test_find_mode_reports_divergence():
+    model = ConjugateLinearRegression.make(num_data=1000, dim=3, seed=0)
+    with pytest.raises(ValueError, match="minibatch SGD stage diverged; use a smaller step size"):
+        sgmcmc.find_mode(
+            model.log_posterior(),
+            torch.zeros(3, dtype=torch.float64),
+            regression_data(model, 100),
+            num_steps=200,
+            step_size=0.1,
+        )
+
+
+@pytest.mark.parametrize(
+    ("mode", "init", "error", "match"),
+    [
+        (
+            {"w": torch.zeros(3)},
+            {"v": torch.zeros(3)},
+            ValueError,
+            r"mode names \['w'\] but init has parameters \['v'\]",
+        ),
+        (torch.zeros(3), {"w": torch.zeros(3)}, ValueError, "mode is a bare tensor but init is a dict"),
+        ({"w": torch.zeros(3)}, torch.zeros(3), ValueError, "mode is a dict of .* but init is a bare tensor"),
+        (torch.zeros(4), torch.zeros(3), ValueError, r"mode has shape \(4,\), the parameter has shape \(3,\)"),
+        ({"w": torch.zeros(2, 3)}, {"w": torch.zeros(3)}, ValueError, r"mode\['w'\] has shape \(2, 3\)"),
+        (torch.tensor([0.0, float("nan"), 0.0]), torch.zeros(3), ValueError, "mode holds non-finite values"),
+        (torch.zeros(3, dtype=torch.long), torch.zeros(3), TypeError, "floating point"),
+        ([0.0, 0.0, 0.0], torch.zeros(3), TypeError, "mode must be a tensor or a non-empty dict"),
+        ({}, torch.zeros(3), TypeError, "mode must be a tensor or a non-empty dict"),
+        ({"w": [0.0]}, {"w": torch.zeros(3)}, TypeError, r"mode\['w'\] is a list, not a torch.Tensor"),
+    ],
+)
+def test_bad_mode_is_rejected_with_a_clear_message(mode, init, error, match):
+    def log_posterior(params, batch):
+        weights = params if isinstance(params, torch.Tensor) else next(iter(params.values()))
+        return -0.5 * (weights**2).sum() - 0.5 * ((batch - weights.sum()) ** 2).sum()
+
+    data = sgmcmc.Minibatches(torch.randn(20), batch_size=5)
+    with pytest.raises(error, match=match):
+        sgmcmc.SGLDCV(log_posterior, step_size=1e-2, mode=mode).sample(init, data, num_steps=2, progress=False)
+
+
+def test_non_finite_gradient_at_the_mode_is_rejected():
+    data = sgmcmc.Minibatches(torch.ones(10), batch_size=5)
+    sampler = sgmcmc.SGLDCV(
+        lambda theta, batch: (theta.abs().sqrt() * batch.sum()).sum(), step_size=1e-2, mode=torch.zeros(1)
+    )
+    with pytest.raises(ValueError, match="full-data gradient of log_posterior at mode is non-finite in 'theta'"):
+        sampler.sample(torch.ones(1), data, num_steps=2, progress=False)
