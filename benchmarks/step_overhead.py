@@ -22,6 +22,7 @@ from functools import partial
 from pathlib import Path
 
 import torch
+from tables import interleaved_rounds
 
 import sgmcmc
 
@@ -96,15 +97,7 @@ def main() -> None:
             for num_chains in CHAIN_COUNTS
         },
     }
-    for seconds_for in configurations.values():
-        seconds_for(WARMUP_STEPS)
-    seconds: dict[tuple[str, int], list[float]] = {key: [] for key in configurations}
-    deadline = time.perf_counter() + TIME_BUDGET_S
-    for _ in range(MAX_ROUNDS):
-        for key, seconds_for in configurations.items():
-            seconds[key].append(seconds_for(NUM_STEPS))
-        if time.perf_counter() > deadline:
-            break
+    seconds = interleaved_rounds(configurations, NUM_STEPS, WARMUP_STEPS, MAX_ROUNDS, TIME_BUDGET_S)
     rounds = len(seconds[floor])
     rates = {key: key[1] * NUM_STEPS / min(times) for key, times in seconds.items()}
     rows = [(name, chains, rate, rate / rates[floor]) for (name, chains), rate in rates.items()]

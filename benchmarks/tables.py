@@ -1,8 +1,12 @@
-"""The markdown table every benchmark prints and writes to results/."""
+"""What the benchmarks share: the markdown table each prints and writes to results/, and interleaved timing."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Hashable, Mapping
+from typing import TypeVar
+
+Result = TypeVar("Result")
 
 
 def markdown_table(rows: list[dict[str, object]], number_format: Callable[[str, float], str] | None = None) -> str:
@@ -14,3 +18,28 @@ def markdown_table(rows: list[dict[str, object]], number_format: Callable[[str, 
         cells = [number_format(key, value) if isinstance(value, float) else str(value) for key, value in row.items()]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def interleaved_rounds(
+    configurations: Mapping[Hashable, Callable[[int], Result]],
+    num_steps: int,
+    warmup_steps: int,
+    max_rounds: int,
+    budget_s: float,
+) -> dict[Hashable, list[Result]]:
+    """Each configuration's results of up to ``max_rounds`` rounds, ``configuration(num_steps)`` once per
+    round in turn, after one ``configuration(warmup_steps)`` each; no new round after ``budget_s`` seconds.
+
+    Interleaving exposes every configuration to the same load on a shared machine, and the
+    caller's minimum over rounds is the least disturbed measurement.
+    """
+    for configuration in configurations.values():
+        configuration(warmup_steps)
+    results: dict[Hashable, list[Result]] = {key: [] for key in configurations}
+    deadline = time.perf_counter() + budget_s
+    for _ in range(max_rounds):
+        for key, configuration in configurations.items():
+            results[key].append(configuration(num_steps))
+        if time.perf_counter() > deadline:
+            break
+    return results

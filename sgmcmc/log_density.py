@@ -13,7 +13,6 @@ from typing import Any
 
 import torch
 from torch.func import grad_and_value, jvp, vmap
-from torch.utils import _pytree as pytree
 
 from sgmcmc._checks import count
 
@@ -91,30 +90,13 @@ class ChainPotential:
             return value, gradient, product
 
         batch_dim = 0 if batch_per_chain else None
-        self._one_chain = one_chain
-        self._batch_per_chain = batch_per_chain
         self._value_and_grad = vmap(grad_and_value(one_chain), in_dims=(0, batch_dim))
         self._with_hvp = vmap(one_chain_with_hvp, in_dims=(0, batch_dim, 0))
 
     def __call__(self, params: Params, batch: Any = None) -> tuple[torch.Tensor, Params]:
         """Returns (log p̃ of shape (num_chains,), gradients shaped like ``params``)."""
-        if next(iter(params.values())).shape[0] == 1 and not torch.compiler.is_compiling():
-            return self._one_chain_by_autograd(params, batch)
         gradient, value = self._value_and_grad(params, batch)
         return value, gradient
-
-    def _one_chain_by_autograd(self, params: Params, batch: Any) -> tuple[torch.Tensor, Params]:
-        """The same for a single chain by ``torch.autograd.grad``: vmap's own overhead would be
-        most of the step for a small model (see benchmarks/speed_mlp.py)."""
-        if self._batch_per_chain:
-            batch = pytree.tree_map(lambda leaf: leaf[0], batch)
-        with torch.enable_grad():
-            leaves = {name: value[0].detach().requires_grad_() for name, value in params.items()}
-            value = self._one_chain(leaves, batch)
-            gradient = torch.autograd.grad(value, list(leaves.values()), allow_unused=True, materialize_grads=True)
-        return value.detach().unsqueeze(0), {
-            name: part.unsqueeze(0) for name, part in zip(leaves, gradient, strict=True)
-        }
 
     def with_hessian_vector_product(
         self, params: Params, batch: Any, tangent: Params

@@ -48,29 +48,3 @@ def test_hessian_vector_product_for_every_chain():
     torch.testing.assert_close(gradient["theta"], -params["theta"] @ matrix)
     torch.testing.assert_close(product["theta"], -tangent["theta"] @ matrix)
     torch.testing.assert_close(value, -0.5 * ((params["theta"] @ matrix) * params["theta"]).sum(dim=1))
-
-
-@pytest.mark.parametrize("batch_per_chain", [False, True])
-def test_one_chain_by_autograd_equals_the_vmapped_gradient(batch_per_chain):
-    """One chain takes plain autograd (no vmap overhead); it must give vmap's values, and a zero
-    gradient for a parameter the log posterior ignores."""
-    from sgmcmc.log_density import ChainPotential
-
-    def log_posterior(params, batch):
-        features, targets = batch
-        return -0.5 * ((features @ params["weight"] - targets) ** 2).sum() - params["scale"] ** 2
-
-    generator = torch.Generator().manual_seed(0)
-    features, targets = torch.randn(3, 5, 2, generator=generator), torch.randn(3, 5, generator=generator)
-    params = {"weight": torch.randn(3, 2, generator=generator), "scale": torch.randn(3), "unused": torch.randn(3, 4)}
-    potential = ChainPotential(log_posterior, lambda named: named, True, batch_per_chain)
-    batch = (features, targets) if batch_per_chain else (features[0], targets[0])
-    value, gradient = potential(params, batch)
-    for chain in range(3):
-        one = {name: tensor[chain : chain + 1] for name, tensor in params.items()}
-        one_batch = (features[chain : chain + 1], targets[chain : chain + 1]) if batch_per_chain else batch
-        one_value, one_gradient = potential(one, one_batch)
-        torch.testing.assert_close(one_value, value[chain : chain + 1])
-        for name in params:
-            torch.testing.assert_close(one_gradient[name], gradient[name][chain : chain + 1])
-    assert (gradient["unused"] == 0).all()

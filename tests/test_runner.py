@@ -165,8 +165,9 @@ def test_no_warning_on_a_healthy_run():
             step_size=sgmcmc.schedules.Polynomial(1e-3, 1.0, 0.55),
             friction=1.0,
         ),
+        sgmcmc.LD(ConjugateLinearRegression.make(100, 2, 0).log_posterior(), step_size=1e-3, metropolis=True),
     ],
-    ids=["SGLD", "SGHMC, decaying step"],
+    ids=["SGLD", "SGHMC, decaying step", "MALA, uniform draws"],
 )
 def test_compiled_run_equals_eager_run(sampler):
     """compile=True keeps every chain's random streams, and a step size that changes every step
