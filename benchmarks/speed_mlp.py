@@ -51,7 +51,7 @@ import pstats
 import sys
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -240,11 +240,20 @@ def check_batched_gradient(features: torch.Tensor, labels: torch.Tensor) -> None
     torch.testing.assert_close(gradient_flat, flat_autograd.grad, rtol=1e-10, atol=1e-9)
 
 
+def chain_minibatch_rows(num_chains: int, num_data: int, num_steps: int) -> Iterator[torch.Tensor]:
+    """Each step's rows (num_chains, BATCH_SIZE): every chain its own order, reshuffled each epoch by one argsort."""
+    steps_per_epoch = num_data // BATCH_SIZE
+    for step in range(num_steps):
+        position = step % steps_per_epoch
+        if position == 0:
+            orders = torch.rand(num_chains, num_data).argsort(dim=1)
+        yield orders[:, position * BATCH_SIZE : (position + 1) * BATCH_SIZE]
+
+
 def batched_limit_runner(features: torch.Tensor, labels: torch.Tensor, init: dict, num_chains: int) -> Runner:
     """K chains as views into one flat (K, P) tensor; hand-written gradient, one randn, two fused adds a step."""
     num_data, num_features = features.shape
     scale, noise_scale = num_data / BATCH_SIZE, math.sqrt(2.0 * STEP_SIZE)
-    steps_per_epoch = num_data // BATCH_SIZE
     one_hot_labels = nn.functional.one_hot(labels, NUM_CLASSES).to(features.dtype)
     size = num_params(num_features)
 
@@ -256,11 +265,7 @@ def batched_limit_runner(features: torch.Tensor, labels: torch.Tensor, init: dic
         gradient_flat, noise = torch.empty(num_chains, size), torch.empty(num_chains, size)
         gradient = layout_views(gradient_flat, num_features)
         timer = Timer()
-        for step in range(num_steps):
-            position = step % steps_per_epoch
-            if position == 0:
-                orders = torch.rand(num_chains, num_data).argsort(dim=1)
-            rows = orders[:, position * BATCH_SIZE : (position + 1) * BATCH_SIZE]
+        for rows in chain_minibatch_rows(num_chains, num_data, num_steps):
             batched_gradient(params, gradient, features[rows], one_hot_labels[rows], scale)
             torch.randn(num_chains, size, out=noise)
             flat.add_(gradient_flat, alpha=STEP_SIZE).add_(noise, alpha=noise_scale)
@@ -273,7 +278,6 @@ def torch_func_runner(features: torch.Tensor, labels: torch.Tensor, network: nn.
     """``vmap(grad(log_posterior))`` over stacked params, then the update in place, per parameter."""
     num_data = len(labels)
     scale, noise_scale = num_data / BATCH_SIZE, math.sqrt(2.0 * STEP_SIZE)
-    steps_per_epoch = num_data // BATCH_SIZE
 
     def log_posterior(params: dict[str, torch.Tensor], inputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         logits = functional_call(network, params, (inputs,))
@@ -287,11 +291,7 @@ def torch_func_runner(features: torch.Tensor, labels: torch.Tensor, network: nn.
             name: value.detach().expand(num_chains, *value.shape).clone() for name, value in network.named_parameters()
         }
         timer = Timer()
-        for step in range(num_steps):
-            position = step % steps_per_epoch
-            if position == 0:
-                orders = torch.rand(num_chains, num_data).argsort(dim=1)
-            rows = orders[:, position * BATCH_SIZE : (position + 1) * BATCH_SIZE]
+        for rows in chain_minibatch_rows(num_chains, num_data, num_steps):
             gradient = gradient_of(params, features[rows], labels[rows])
             for name, value in params.items():
                 value.add_(gradient[name], alpha=STEP_SIZE).add_(torch.randn_like(value), alpha=noise_scale)
@@ -332,7 +332,6 @@ def posteriors_runner(features: torch.Tensor, labels: torch.Tensor, network: nn.
     import posteriors
 
     num_data = len(labels)
-    steps_per_epoch = num_data // BATCH_SIZE
 
     def mean_log_posterior(
         params: dict[str, torch.Tensor], batch: tuple[torch.Tensor, torch.Tensor]
@@ -356,11 +355,7 @@ def posteriors_runner(features: torch.Tensor, labels: torch.Tensor, network: nn.
             name: value.detach().expand(num_chains, *value.shape).clone() for name, value in network.named_parameters()
         }
         timer = Timer()
-        for step in range(num_steps):
-            position = step % steps_per_epoch
-            if position == 0:
-                orders = torch.rand(num_chains, num_data).argsort(dim=1)
-            rows = orders[:, position * BATCH_SIZE : (position + 1) * BATCH_SIZE]
+        for rows in chain_minibatch_rows(num_chains, num_data, num_steps):
             params = update(params, (features[rows], labels[rows]))
         return timer.done(as_numpy(to_layout({name: value[0] for name, value in params.items()})))
 
