@@ -119,14 +119,15 @@ def test_bad_run_lengths():
     _error(ValueError, "init_jitter", init_jitter=-1.0)
 
 
-def test_diverging_chain_is_frozen_flagged_and_reported():
+@pytest.mark.parametrize("compile", [False, True], ids=["eager", "compiled guard"])
+def test_diverging_chain_is_frozen_flagged_and_reported(compile):
     def quartic(theta):
         return -(theta**4).sum()
 
     init = torch.tensor([[0.1], [0.1], [10.0], [0.1]])
     with pytest.warns(sgmcmc.SamplerDivergenceWarning, match=r"1 of 4 chains diverged.*chain 2 at step \d+"):
         trace = sgmcmc.SGLD(quartic, step_size=0.01).sample(
-            init, num_chains=4, num_steps=200, seed=0, stacked_init=True, progress=False
+            init, num_chains=4, num_steps=200, seed=0, stacked_init=True, progress=False, compile=compile
         )
     assert np.isfinite(trace.posterior["theta"]).all()
     diverging = trace.sample_stats["diverging"]
