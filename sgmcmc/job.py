@@ -55,7 +55,8 @@ class JobConfig:
     ``.csv`` (last column the target, a header row) file. ``task`` is inferred when None:
     classification for integer targets with at most 50 values. ``ood_classes`` are held out of
     training and used as out-of-distribution inputs, beside uniform noise over each feature's
-    training range. ``burn_in`` None means half the steps. ``parallel`` ("chains" or "data",
+    training range. ``burn_in`` None means half the steps. ``compile`` compiles each sampler
+    step (:meth:`sgmcmc.Sampler.sample`'s ``compile``; the SGD ensemble stays eager). ``parallel`` ("chains" or "data",
     under torchrun) samples across processes (docs/distributed.md); rank 0 writes the files.
     """
 
@@ -86,6 +87,7 @@ class JobConfig:
     device: str = "cpu"
     output: str = "sgmcmc-output"
     progress: bool = True
+    compile: bool = False
     parallel: str | None = None
 
     def __post_init__(self) -> None:
@@ -313,6 +315,7 @@ def run_job(config: JobConfig) -> dict[str, Any]:
         trace_file=output / "trace.nc" if config.stream else None,
         checkpoint=output / "checkpoint.pt" if config.checkpoint_every else None,
         checkpoint_every=max(config.checkpoint_every, 1),
+        compile=config.compile,
         **common,
     )
     seconds = {"sampler": time.perf_counter() - start}
