@@ -6,6 +6,7 @@ import math
 from typing import Any
 
 import numpy as np
+import torch
 
 
 def real(name: str, value: Any) -> float:
@@ -46,3 +47,14 @@ def count(name: str, value: Any, minimum: int) -> int:
     if value < minimum:
         raise ValueError(f"{name} must be >= {minimum}, got {value}")
     return int(value)
+
+
+def parameter_tensor(where: str, value: Any) -> torch.Tensor:
+    """``value`` if it is a finite floating-point tensor; else a TypeError or ValueError naming ``where``."""
+    if not isinstance(value, torch.Tensor):
+        raise TypeError(f"{where} is a {type(value).__name__}, not a torch.Tensor")
+    if not value.is_floating_point():
+        raise TypeError(f"{where} has dtype {value.dtype}; it must be floating point")
+    if not torch.isfinite(value).all():
+        raise ValueError(f"{where} holds non-finite values")
+    return value

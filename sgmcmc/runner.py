@@ -21,7 +21,7 @@ from torch.utils import _pytree as pytree
 from tqdm.auto import tqdm
 
 import sgmcmc
-from sgmcmc._checks import count, nonnegative
+from sgmcmc._checks import count, nonnegative, parameter_tensor
 from sgmcmc.chains import ChainGenerators, RecordingGenerators, ReplayedDraws, seeds_of_chains, select_chains
 from sgmcmc.checkpoint import check_same_run, load_checkpoint, save_checkpoint
 from sgmcmc.data import chain_data
@@ -57,12 +57,7 @@ def _named_params(init: Any) -> tuple[dict[str, torch.Tensor], Callable[[dict[st
     for name, value in named.items():
         if not isinstance(name, str):
             raise TypeError(f"parameter names must be strings, got {name!r}")
-        if not isinstance(value, torch.Tensor):
-            raise TypeError(f"parameter {name!r} is a {type(value).__name__}, not a torch.Tensor")
-        if not value.is_floating_point():
-            raise TypeError(f"parameter {name!r} has dtype {value.dtype}; parameters must be floating point")
-        if not torch.isfinite(value).all():
-            raise ValueError(f"parameter {name!r} of init holds non-finite values")
+        parameter_tensor(f"init parameter {name!r}", value)
     return named, to_user
 
 

@@ -11,7 +11,7 @@ from typing import Any
 
 import torch
 
-from sgmcmc._checks import count
+from sgmcmc._checks import count, parameter_tensor
 from sgmcmc.chains import ChainGenerators, per_chain_sum
 from sgmcmc.ld import LD
 from sgmcmc.runner import TENSOR_PARAM_NAME, SamplerDivergenceWarning, _named_params
@@ -89,15 +89,10 @@ def _named_mode(mode: Any) -> dict[str, torch.Tensor]:
         named = dict(mode)
     else:
         raise TypeError(f"mode must be a tensor or a non-empty dict of named tensors, like init; got {mode!r:.80}")
-    for name, value in named.items():
-        where = "mode" if isinstance(mode, torch.Tensor) else f"mode[{name!r}]"
-        if not isinstance(value, torch.Tensor):
-            raise TypeError(f"{where} is a {type(value).__name__}, not a torch.Tensor")
-        if not value.is_floating_point():
-            raise TypeError(f"{where} has dtype {value.dtype}; it must be floating point")
-        if not torch.isfinite(value).all():
-            raise ValueError(f"{where} holds non-finite values (did the mode search diverge?)")
-    return {name: value.detach() for name, value in named.items()}
+    return {
+        name: parameter_tensor("mode" if isinstance(mode, torch.Tensor) else f"mode[{name!r}]", value).detach()
+        for name, value in named.items()
+    }
 
 
 class SGLDCV(Sampler):
