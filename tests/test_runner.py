@@ -157,23 +157,32 @@ def test_no_warning_on_a_healthy_run():
         )
 
 
+_LOG_POSTERIOR = ConjugateLinearRegression.make(100, 2, 0).log_posterior()
+
+
 @pytest.mark.parametrize(
-    "sampler",
+    ("sampler", "max_graphs"),
     [
-        sgmcmc.SGLD(ConjugateLinearRegression.make(100, 2, 0).log_posterior(), step_size=1e-3),
-        sgmcmc.SGHMC(
-            ConjugateLinearRegression.make(100, 2, 0).log_posterior(),
-            step_size=sgmcmc.schedules.Polynomial(1e-3, 1.0, 0.55),
-            friction=1.0,
+        (sgmcmc.SGLD(_LOG_POSTERIOR, step_size=1e-3), 1),
+        (sgmcmc.SGHMC(_LOG_POSTERIOR, step_size=sgmcmc.schedules.Polynomial(1e-3, 1.0, 0.55), friction=1.0), 2),
+        (sgmcmc.LD(_LOG_POSTERIOR, step_size=1e-3, metropolis=True), 1),
+        (sgmcmc.SGNHT(_LOG_POSTERIOR, step_size=1e-3), 1),
+        (sgmcmc.PSGLD(_LOG_POSTERIOR, step_size=1e-3), 1),
+        (
+            sgmcmc.CyclicalSGLD(
+                _LOG_POSTERIOR, step_size=sgmcmc.schedules.Cyclical(1e-3, num_cycles=2, total_steps=40)
+            ),
+            3,
         ),
-        sgmcmc.LD(ConjugateLinearRegression.make(100, 2, 0).log_posterior(), step_size=1e-3, metropolis=True),
+        (sgmcmc.SGLDCV(_LOG_POSTERIOR, step_size=1e-3, mode=torch.zeros(2, dtype=torch.float64)), 1),
     ],
-    ids=["SGLD", "SGHMC, decaying step", "MALA, uniform draws"],
+    ids=["SGLD", "SGHMC, decaying step", "MALA, uniform draws", "SGNHT", "PSGLD", "cSGLD, T 0 then 1", "SGLDCV"],
 )
-def test_compiled_run_equals_eager_run(sampler):
-    """compile=True keeps every chain's random streams, and a step size that changes every step
-    becomes an input of the graph after at most one recompilation, not a constant that recompiles
-    it at every step (dynamo would stop at its recompile limit, 8, and run the rest eagerly)."""
+def test_compiled_run_equals_eager_run(sampler, max_graphs):
+    """compile=True keeps every chain's random streams, and a float that changes during the run
+    (a decaying step size; cSGLD's temperature, 0 while exploring) becomes an input of the graph
+    after one recompilation, not a constant that recompiles it at every step (dynamo would stop at
+    its recompile limit, 8, and run the rest eagerly): one graph plus one per changing float."""
     from torch._dynamo.utils import counters
 
     model = ConjugateLinearRegression.make(num_data=100, dim=2, seed=0)
@@ -182,7 +191,7 @@ def test_compiled_run_equals_eager_run(sampler):
     counters.clear()
     torch._dynamo.reset()
     compiled = sampler.sample(torch.zeros(2, dtype=torch.float64), data, compile=True, **options)
-    assert counters["stats"]["unique_graphs"] <= 2
+    assert counters["stats"]["unique_graphs"] <= max_graphs
     eager = sampler.sample(torch.zeros(2, dtype=torch.float64), data, **options)
     np.testing.assert_allclose(compiled.posterior["theta"], eager.posterior["theta"], rtol=1e-10)
 
