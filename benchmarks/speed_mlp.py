@@ -58,13 +58,13 @@ from pathlib import Path
 # One core for everyone. XLA reads its flags when jax is first imported (below, lazily); with
 # these its ops stay on the calling thread, but its runtime still starts helper threads (they
 # took 1.4-1.6 CPU s per wall s on an idle machine), so main() also pins the process to one
-# core. The measured CPU-seconds per wall-second of every configuration is in the table.
+# core (tables.pin_to_one_core). The CPU-seconds per wall-second of every configuration is in the table.
 os.environ["XLA_FLAGS"] = "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from sklearn.datasets import load_digits  # noqa: E402
-from tables import interleaved_rounds, markdown_table  # noqa: E402
+from tables import interleaved_rounds, markdown_table, pin_to_one_core  # noqa: E402
 from torch import nn  # noqa: E402
 from torch.func import functional_call, grad, vmap  # noqa: E402
 
@@ -588,7 +588,7 @@ def summary(rates: dict[tuple[str, int], float]) -> list[dict[str, object]]:
     return rows
 
 
-def machine() -> str:
+def machine(pinned: str) -> str:
     model = next(
         (
             line.split(":", 1)[1].strip()
@@ -601,7 +601,6 @@ def machine() -> str:
     for name in ("jax", "blackjax", "posteriors"):
         module = sys.modules.get(name)
         versions.append(f"{name} {getattr(module, '__version__', '?')}" if module else f"{name} not installed")
-    pinned = f"pinned to CPU {sorted(os.sched_getaffinity(0))}" if hasattr(os, "sched_getaffinity") else "not pinned"
     return (
         f"{os.cpu_count()} CPUs visible ({model}), process {pinned}, Python {platform.python_version()}, "
         f"{', '.join(versions)}, XLA_FLAGS={os.environ['XLA_FLAGS']!r}"
@@ -615,6 +614,7 @@ def report(
     num_steps: int,
     rounds: int,
     load: tuple[float, float],
+    pinned: str,
 ) -> str:
     rates = {key: key[1] * num_steps / result.best.seconds for key, result in timed.items()}
     floor_key = ("floor: nn.Module + SGD + backward()", 1)
@@ -663,7 +663,7 @@ def report(
         f"{BATCH_SIZE}, every chain its own minibatches reshuffled per epoch, SGLD η = {STEP_SIZE:g}, T = 1, float32. "
         f"{num_steps} steps per run; fastest of {rounds} interleaved round(s) after a one-epoch warm-up.",
         "",
-        f"Machine: {machine()}. Load average (1 min) {load[0]:.2f} at the start, {load[1]:.2f} at the end.",
+        f"Machine: {machine(pinned)}. Load average (1 min) {load[0]:.2f} at the start, {load[1]:.2f} at the end.",
         "",
         f"Floor: {1e6 / floor:.0f} µs per step. Ratios divide chain-steps/s; above 1 is faster. "
         "CPU s / wall s: process CPU time over wall time of the fastest run (≤ 1 means one core). "
@@ -700,8 +700,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="2 epochs, 1 round, print only (a smoke test)")
     parser.add_argument("--profile", action="store_true", help="print a cProfile of the sgmcmc runs instead")
     arguments = parser.parse_args()
-    if hasattr(os, "sched_setaffinity"):
-        os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
+    pinned = pin_to_one_core()
     torch.set_num_threads(1)
     features, labels = load_data()
     steps_per_epoch = len(labels) // BATCH_SIZE
@@ -716,7 +715,7 @@ def main() -> None:
     runners, notes = configurations(features, labels, network)
     max_rounds, budget_s = (1, 0.0) if arguments.quick else (MAX_ROUNDS, TIME_BUDGET_S)
     timed, rounds = time_runners(runners, num_steps, steps_per_epoch, max_rounds, budget_s)
-    table = report(timed, runners, notes, num_steps, rounds, (load_start, os.getloadavg()[0]))
+    table = report(timed, runners, notes, num_steps, rounds, (load_start, os.getloadavg()[0]), pinned)
     print(table)
     if not arguments.quick:
         RESULTS.parent.mkdir(parents=True, exist_ok=True)

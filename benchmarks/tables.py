@@ -1,7 +1,8 @@
-"""What the benchmarks share: the markdown table each prints and writes to results/, and interleaved timing."""
+"""What the benchmarks share: the markdown table each prints and writes to results/, timing, one core."""
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable, Hashable, Mapping
 from typing import TypeVar
@@ -43,3 +44,12 @@ def interleaved_rounds(
         if time.perf_counter() > deadline:
             break
     return results
+
+
+def pin_to_one_core() -> str:
+    """Pin this process to one of its CPUs (Linux) and say which: XLA's runtime starts helper threads
+    even with single-threaded flags, so a thread count alone does not keep a JAX peer on one core."""
+    if not hasattr(os, "sched_setaffinity"):
+        return "not pinned"
+    os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
+    return f"pinned to CPU {sorted(os.sched_getaffinity(0))}"

@@ -91,7 +91,7 @@ class ChainGenerators:
         sizes = [value[0].numel() for value in params.values()]
         flat = torch.empty(len(self.generators), sum(sizes), dtype=dtype, device=self.device)
         for row, generator in zip(flat, self.generators, strict=True):
-            torch.randn(sum(sizes), generator=generator, dtype=dtype, device=self.device, out=row)
+            torch.randn(row.shape, generator=generator, dtype=dtype, device=self.device, out=row)
         pieces = torch.split(flat, sizes, dim=1)
         return {
             name: piece.reshape(value.shape).to(value.dtype)

@@ -56,8 +56,9 @@ class JobConfig:
     classification for integer targets with at most 50 values. ``ood_classes`` are held out of
     training and used as out-of-distribution inputs, beside uniform noise over each feature's
     training range. ``burn_in`` None means half the steps. ``compile`` compiles each sampler
-    step (:meth:`sgmcmc.Sampler.sample`'s ``compile``; the SGD ensemble stays eager). ``parallel`` ("chains" or "data",
-    under torchrun) samples across processes (docs/distributed.md); rank 0 writes the files.
+    step (:meth:`sgmcmc.Sampler.sample`'s ``compile``; the SGD ensemble stays eager).
+    ``parallel`` ("chains" or "data", under torchrun) samples across processes
+    (docs/distributed.md); rank 0 writes the files.
     """
 
     dataset: str = "digits"
