@@ -9,9 +9,10 @@ posterior sd, a tenth of the accuracy asked for. Without NumPyro the reference i
 (``sgmcmc.LD(metropolis=True)``, exact for any step; 8 chains x 2500 steps from the MAP), and the
 NUTS rows are skipped with a note.
 
-Timed, each on one thread (torch.set_num_threads(1); XLA single-threaded), after one untimed
-warm-up call on the same shapes (so neither JAX's compilation nor torch's first-call set-up counts;
-the NUTS compile time is reported separately):
+Timed, each on one thread and one core (torch.set_num_threads(1); XLA single-threaded; the
+process pinned to one CPU, since XLA's runtime threads would otherwise use a second), after one
+untimed warm-up call on the same shapes (so neither JAX's compilation nor torch's first-call
+set-up counts; the NUTS round that compiles is not timed or reported):
 
 - SGLD: 8 chains from w = 0, batches of 1000, η = 6e-6 (≈ 0.2/λ_max of the posterior precision,
   λ_max ≈ 3e4); the first half of the draws so far is discarded as burn-in.
@@ -53,7 +54,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from tables import markdown_table
+from tables import markdown_table, pin_to_one_core
 
 import sgmcmc
 
@@ -217,6 +218,7 @@ def gradient_variances(features: torch.Tensor, labels: torch.Tensor, draws: np.n
 
 
 def main() -> None:
+    pinned = pin_to_one_core()
     torch.set_num_threads(1)
     features, labels = make_data()
     data = sgmcmc.Minibatches(features, labels, batch_size=BATCH_SIZE)
@@ -279,7 +281,7 @@ def main() -> None:
     print(text)
     header = (
         "# W2: large-N logistic regression (benchmarks/large_n_logistic.py)\n\n"
-        f"N = {NUM_DATA}, d = {DIMENSION}, one thread, torch {torch.__version__}"
+        f"N = {NUM_DATA}, d = {DIMENSION}, one thread, process {pinned}, torch {torch.__version__}"
         + (f", jax {jax.__version__}" if have_numpyro else "")
         + ". Time to 0.1 sd: from the start of the method (mode search included) until the running "
         "posterior mean stays within 0.1 reference sd in every coordinate; — = not reached.\n\n"
