@@ -63,6 +63,21 @@ def per_chain_sum(tensors: dict[str, torch.Tensor]) -> torch.Tensor:
     return sum(value.reshape(value.shape[0], -1).sum(dim=1) for value in tensors.values())
 
 
+def flat_layout(params: dict[str, torch.Tensor]) -> tuple[int, torch.dtype]:
+    """The size and dtype of one chain's ``params`` laid end to end: Σ numel per chain, promoted dtype."""
+    dtype = functools.reduce(torch.promote_types, (value.dtype for value in params.values()))
+    return sum(value[0].numel() for value in params.values()), dtype
+
+
+def split_like(flat: torch.Tensor, params: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """``flat`` (num_chains, Σ numel) cut into tensors shaped and typed like ``params``."""
+    pieces = torch.split(flat, [value[0].numel() for value in params.values()], dim=1)
+    return {
+        name: piece.reshape(value.shape).to(value.dtype)
+        for (name, value), piece in zip(params.items(), pieces, strict=True)
+    }
+
+
 class ChainGenerators:
     """One ``torch.Generator`` per chain on ``device``; every draw has a leading chain dim."""
 
@@ -87,16 +102,14 @@ class ChainGenerators:
 
     def normal_like(self, params: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """ξ ~ N(0, I) shaped like ``params`` (each (num_chains, *shape)), one draw per chain."""
-        dtype = functools.reduce(torch.promote_types, (value.dtype for value in params.values()))
-        sizes = [value[0].numel() for value in params.values()]
-        flat = torch.empty(len(self.generators), sum(sizes), dtype=dtype, device=self.device)
-        for row, generator in zip(flat, self.generators, strict=True):
-            torch.randn(row.shape, generator=generator, dtype=dtype, device=self.device, out=row)
-        pieces = torch.split(flat, sizes, dim=1)
-        return {
-            name: piece.reshape(value.shape).to(value.dtype)
-            for (name, value), piece in zip(params.items(), pieces, strict=True)
-        }
+        return split_like(self.normal(*flat_layout(params)), params)
+
+    def normal(self, size: int, dtype: torch.dtype) -> torch.Tensor:
+        """ξ ~ N(0, I) of shape (num_chains, size): one ``randn`` call per chain, on its own generator."""
+        flat = torch.empty(len(self.generators), size, dtype=dtype, device=self.device)
+        for chain, generator in enumerate(self.generators):
+            flat[chain].normal_(generator=generator)
+        return flat
 
     def draw(self, requests: Sequence[tuple[str, tuple[Any, ...]]]) -> list[tuple[str, Any]]:
         """Make the draws a :class:`RecordingGenerators` recorded, as ``(method, value)`` pairs."""
@@ -112,7 +125,7 @@ class ChainGenerators:
 
 
 class RecordingGenerators:
-    """A :class:`ChainGenerators` that notes what each call asked for (shapes, not values).
+    """A :class:`ChainGenerators` that notes what each call asked for (sizes and dtypes, not values).
 
     A compiled step cannot call per-chain generators, so the runner records the draws of one
     eager step and, before each compiled step, makes the same draws with :meth:`ChainGenerators.draw`
@@ -125,14 +138,11 @@ class RecordingGenerators:
         self.requests: list[tuple[str, tuple[Any, ...]]] = []
 
     def _record(self, method: str, *args: Any) -> Any:
-        shapes_only = pytree.tree_map(
-            lambda leaf: torch.empty_like(leaf, device="meta") if isinstance(leaf, torch.Tensor) else leaf, args
-        )
-        self.requests.append((method, shapes_only))
+        self.requests.append((method, args))
         return getattr(self.generators, method)(*args)
 
     def normal_like(self, params: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        return self._record("normal_like", params)
+        return split_like(self._record("normal", *flat_layout(params)), params)
 
     def uniform(self, dtype: torch.dtype) -> torch.Tensor:
         return self._record("uniform", dtype)
@@ -162,7 +172,7 @@ class ReplayedDraws:
         return self.draws[self.position - 1][1]
 
     def normal_like(self, params: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        return self._next("normal_like")
+        return split_like(self._next("normal"), params)
 
     def uniform(self, dtype: torch.dtype) -> torch.Tensor:
         return self._next("uniform")
