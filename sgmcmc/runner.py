@@ -305,7 +305,8 @@ def run(
         "torch_version": torch.__version__,
         "arviz_version": version("arviz"),
     }
-    recorder = TraceRecorder(layout, ["step", *sampler.draw_coords(0)], num_chains, attrs, path=trace_file)
+    max_draws = sum(map(sampler.keeps, range(burn_in, num_steps, thin)))
+    recorder = TraceRecorder(layout, ["step", *sampler.draw_coords(0)], num_chains, attrs, max_draws, path=trace_file)
     checkpoint_settings = {
         **run_settings,
         "params": {name: tuple(value.shape) for name, value in params.items()},

@@ -259,14 +259,30 @@ class _TraceFile:
                 file.groups[group_name].resize_dimension("draw", num_draws)
 
 
+def _host_array(shape: tuple[int, ...], dtype: np.dtype, name: str) -> np.ndarray:
+    """An uninitialised host array for every draw of one variable, or a clear error when it cannot fit."""
+    try:
+        return np.empty(shape, dtype)
+    except MemoryError as error:
+        gigabytes = np.dtype(dtype).itemsize * int(np.prod(shape)) / 1e9
+        raise MemoryError(
+            f"the in-memory trace of {name!r} would take {gigabytes:.1f} GB (shape {shape}); stream it to disk "
+            "with trace_file=..., keep fewer draws (thin, burn_in) or fewer parameters (keep=...)"
+        ) from error
+
+
 class TraceRecorder:
-    """Collects kept draws on the device and moves them to the host in chunks.
+    """Collects kept draws in a preallocated buffer on the device and copies them to the host in chunks.
+
+    In memory, the host arrays are allocated once for every draw the run can keep, so the trace is
+    never copied again (no concatenation at the end); with ``path`` each chunk is appended to the file.
 
     Args:
         layout: group -> name -> :class:`Variable` of every recorded value (groups of :data:`GROUPS`).
         coord_names: names of the per-draw labels beyond ``draw`` (``step``, and e.g. ``cycle``).
         num_chains: the number of chains.
         attrs: the run's attributes, written to the file and the trace.
+        max_draws: the most draws the run keeps (the size of the in-memory arrays).
         path: where to stream the draws as a netCDF file; None keeps them in memory.
         chunk_bytes: the most bytes of draws held on the device before they move to the host (a
             chunk is at most 256 draws, at least one).
@@ -278,6 +294,7 @@ class TraceRecorder:
         coord_names: list[str],
         num_chains: int,
         attrs: dict[str, Any],
+        max_draws: int,
         path: str | Path | None = None,
         chunk_bytes: int = 64 << 20,
     ) -> None:
@@ -293,13 +310,23 @@ class TraceRecorder:
             for group in layout.values()
             for variable in group.values()
         )
-        self.chunk_size = max(1, min(256, chunk_bytes // max(draw_bytes, 1)))
+        self.chunk_size = max(1, min(256, chunk_bytes // max(draw_bytes, 1), max_draws))
         self.file = None if path is None else _TraceFile(Path(path), self.layout, coord_names, num_chains)
-        self._pending: list[dict[str, dict[str, torch.Tensor]]] = []
+        # group -> name -> (num_chains, chunk_size, *shape) on the device, made at the first draw
+        self._buffer: dict[str, dict[str, torch.Tensor]] | None = None
         self._pending_coords: list[dict[str, int]] = []
         self._num_flushed = 0
-        self._chunks: list[dict[str, dict[str, np.ndarray]]] = []
-        self._coords: dict[str, list[np.ndarray]] = {name: [] for name in ["draw", *coord_names]}
+        self._values: dict[str, dict[str, np.ndarray]] = {}
+        self._coords: dict[str, np.ndarray] = {}
+        if self.file is None:
+            self._values = {
+                group: {
+                    name: _host_array((num_chains, max_draws, *variable.shape), variable.dtype, f"{group}/{name}")
+                    for name, variable in variables.items()
+                }
+                for group, variables in self.layout.items()
+            }
+            self._coords = {name: np.empty(max_draws, np.int64) for name in ["draw", *coord_names]}
 
     def start(self, steps_done: int) -> None:
         """Create the trace file (a fresh run); a resumed run calls :meth:`restore` instead."""
@@ -308,65 +335,69 @@ class TraceRecorder:
 
     @property
     def num_draws(self) -> int:
-        return self._num_flushed + len(self._pending)
+        return self._num_flushed + len(self._pending_coords)
 
     def append(self, values: dict[str, dict[str, torch.Tensor]], coords: dict[str, int]) -> None:
         """Record one draw: group -> name -> tensor (num_chains, *shape), and its labels."""
-        self._pending.append(
-            {group: {name: value.detach().clone() for name, value in v.items()} for group, v in values.items()}
-        )
-        self._pending_coords.append({"draw": self.num_draws - 1, **coords})
-        if len(self._pending) >= self.chunk_size:
+        if self._buffer is None:
+            self._buffer = {
+                group: {
+                    name: value.new_empty((self.num_chains, self.chunk_size, *value.shape[1:]))
+                    for name, value in v.items()
+                }
+                for group, v in values.items()
+            }
+        slot = len(self._pending_coords)
+        with torch.no_grad():
+            for group, variables in values.items():
+                for name, value in variables.items():
+                    self._buffer[group][name][:, slot].copy_(value)
+        self._pending_coords.append({"draw": self.num_draws, **coords})
+        if len(self._pending_coords) == self.chunk_size:
             self.flush(steps_done=None)
 
     def flush(self, steps_done: int | None) -> None:
         """Move pending draws to the host (and the file); record ``steps_done`` in the file's attrs."""
         attrs = {} if steps_done is None else {"steps_done": steps_done}
-        if not self._pending:
+        count = len(self._pending_coords)
+        if count == 0:
             if self.file is not None and attrs:
                 self.file.write_attrs(attrs)
             return
+        assert self._buffer is not None
+        # on a CPU device these are views of the buffer: both destinations below copy them before it is reused
         chunk = {
-            group: {
-                name: torch.stack([draw[group][name] for draw in self._pending], dim=1).cpu().numpy()
-                for name in variables
-            }
+            group: {name: self._buffer[group][name][:, :count].cpu().numpy() for name in variables}
             for group, variables in self.layout.items()
         }
-        coords = {name: np.array([draw[name] for draw in self._pending_coords], np.int64) for name in self._coords}
-        self._num_flushed += len(self._pending)
-        self._pending, self._pending_coords = [], []
+        coords = {
+            name: np.array([draw[name] for draw in self._pending_coords], np.int64)
+            for name in ["draw", *self.coord_names]
+        }
+        start, end = self._num_flushed, self._num_flushed + count
+        self._num_flushed, self._pending_coords = end, []
         if self.file is not None:
             self.file.append(chunk, coords, attrs)
             return
-        self._chunks.append(chunk)
+        for group, variables in chunk.items():
+            for name, values in variables.items():
+                self._values[group][name][:, start:end] = values
         for name, values in coords.items():
-            self._coords[name].append(values)
-
-    def _empty_chunk(self) -> dict[str, dict[str, np.ndarray]]:
-        return {
-            group: {
-                name: np.zeros((self.num_chains, 0, *variable.shape), variable.dtype)
-                for name, variable in variables.items()
-            }
-            for group, variables in self.layout.items()
-        }
+            self._coords[name][start:end] = values
 
     def checkpoint(self, steps_done: int) -> dict[str, Any]:
         """What a checkpoint needs to restore the trace: the draws so far (in memory) or their count."""
         self.flush(steps_done)
         if self.file is not None:
             return {"num_draws": self._num_flushed}
-        # one chunk from here on, so the next checkpoint (and finish) does not concatenate these again
-        self._chunks = [self._concatenated()]
-        self._coords = {name: [np.concatenate([np.zeros(0, np.int64), *v])] for name, v in self._coords.items()}
+        # copies: a view would make torch.save write the whole preallocated array
         return {
             "num_draws": self._num_flushed,
             "values": {
-                group: {name: torch.from_numpy(v) for name, v in variables.items()}
-                for group, variables in self._chunks[0].items()
+                group: {name: torch.from_numpy(v[:, : self._num_flushed].copy()) for name, v in variables.items()}
+                for group, variables in self._values.items()
             },
-            "coords": {name: torch.from_numpy(v[0]) for name, v in self._coords.items()},
+            "coords": {name: torch.from_numpy(v[: self._num_flushed].copy()) for name, v in self._coords.items()},
         }
 
     def restore(self, checkpoint: dict[str, Any]) -> None:
@@ -377,21 +408,11 @@ class TraceRecorder:
                 raise FileNotFoundError(f"resuming needs the trace file {self.file.path}, which is missing")
             self.file.truncate(self._num_flushed)
             return
-        self._chunks = [
-            {
-                group: {name: v.numpy() for name, v in variables.items()}
-                for group, variables in checkpoint["values"].items()
-            }
-        ]
-        self._coords = {name: [values.numpy()] for name, values in checkpoint["coords"].items()}
-
-    def _concatenated(self) -> dict[str, dict[str, np.ndarray]]:
-        """Every draw held in memory; the empty chunk gives shapes and dtypes when there is none."""
-        chunks = [self._empty_chunk(), *self._chunks]
-        return {
-            group: {name: np.concatenate([chunk[group][name] for chunk in chunks], axis=1) for name in variables}
-            for group, variables in self.layout.items()
-        }
+        for group, variables in checkpoint["values"].items():
+            for name, values in variables.items():
+                self._values[group][name][:, : self._num_flushed] = values.numpy()
+        for name, values in checkpoint["coords"].items():
+            self._coords[name][: self._num_flushed] = values.numpy()
 
     def finish(self, steps_done: int, final_state: dict[str, Any]) -> Trace:
         """The :class:`Trace` of every draw recorded so far."""
@@ -400,10 +421,12 @@ class TraceRecorder:
             trace = Trace.load(self.file.path)
             trace.final_state = final_state
             return trace
-        groups = self._concatenated()
-        coords = {
-            name: np.concatenate([np.zeros(0, np.int64), *v]) for name, v in self._coords.items() if name != "draw"
+        # views, not copies: the host arrays were made for this trace (a stopped run leaves the tail unused)
+        groups = {
+            group: {name: values[:, : self._num_flushed] for name, values in variables.items()}
+            for group, variables in self._values.items()
         }
+        coords = {name: values[: self._num_flushed] for name, values in self._coords.items() if name != "draw"}
         return Trace(
             posterior=groups["posterior"],
             sample_stats=groups["sample_stats"],

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 import sgmcmc
+from sgmcmc.trace import TraceRecorder, Variable
 from targets import Interrupting, standard_normal_log_posterior
 
 
@@ -155,3 +156,34 @@ def test_bad_trace_requests():
         run(functionals={"f": lambda theta: theta.sum().item()})
     with pytest.raises(FileNotFoundError, match="no trace file"):
         sgmcmc.Trace.load("missing.nc")
+
+
+def _recorder(max_draws, **kwargs):
+    layout = {"posterior": {"x": Variable((2,), np.dtype(np.float32))}, "sample_stats": {}}
+    return TraceRecorder(layout, ["step"], num_chains=3, attrs={}, max_draws=max_draws, **kwargs)
+
+
+def test_draws_pass_through_the_device_buffer_chunk_by_chunk_and_survive_a_checkpoint():
+    """Chunks of 2 draws (24 bytes each): 7 draws fill the host arrays in order, also across a
+    checkpoint taken mid-chunk and restored into a fresh recorder."""
+    draws = torch.arange(7 * 3 * 2, dtype=torch.float32).reshape(7, 3, 2)
+    first = _recorder(7, chunk_bytes=48)
+    first.start(steps_done=0)
+    assert first.chunk_size == 2
+    for step in range(5):
+        first.append({"posterior": {"x": draws[step]}}, {"step": 10 * step})
+    saved = first.checkpoint(steps_done=5)
+    assert saved["values"]["posterior"]["x"].shape == (3, 5, 2)
+    resumed = _recorder(7, chunk_bytes=48)
+    resumed.restore(saved)
+    for step in range(5, 7):
+        resumed.append({"posterior": {"x": draws[step]}}, {"step": 10 * step})
+    trace = resumed.finish(steps_done=7, final_state={})
+    np.testing.assert_array_equal(trace.posterior["x"], draws.transpose(0, 1).numpy())
+    np.testing.assert_array_equal(trace.draw_coords["step"], 10 * np.arange(7))
+
+
+def test_an_in_memory_trace_too_large_for_the_host_names_the_variable_and_the_remedies():
+    # 3 chains x 10**15 draws x 2 floats x 4 bytes = 2.4e16 bytes: more than any host's address space
+    with pytest.raises(MemoryError, match=r"'posterior/x' would take 24000000\.0 GB.*trace_file="):
+        _recorder(10**15)
