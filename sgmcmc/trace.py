@@ -348,10 +348,11 @@ class TraceRecorder:
                 for group, v in values.items()
             }
         slot = len(self._pending_coords)
-        with torch.no_grad():
-            for group, variables in values.items():
-                for name, value in variables.items():
-                    self._buffer[group][name][:, slot].copy_(value)
+        buffers = self._buffer
+        torch._foreach_copy_(
+            [buffers[group][name].select(1, slot) for group, variables in values.items() for name in variables],
+            [value.detach() for variables in values.values() for value in variables.values()],
+        )
         self._pending_coords.append({"draw": self.num_draws, **coords})
         if len(self._pending_coords) == self.chunk_size:
             self.flush(steps_done=None)

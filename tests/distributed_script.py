@@ -2,7 +2,9 @@
 
 Modes:
     sample: chain-parallel SGHMC (3 chains over 2 ranks), data-parallel LD and data-parallel pSGLD
-        with its Hessian-vector product on full-batch shards; rank 0 saves every trace to OUT.
+        with its Hessian-vector product on full-batch shards, and the data-parallel LD again with
+        ``compile=True`` (a compile failure is an error here, not a fallback); rank 0 saves every
+        trace to OUT.
     fail: data-parallel SGLD in which rank 1 raises after a few steps.
 
 The models are also imported by the test, which runs them in a single process to compare.
@@ -11,6 +13,7 @@ The models are also imported by the test, which runs them in a single process to
 from __future__ import annotations
 
 import sys
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -112,6 +115,19 @@ def sample(output: Path) -> None:
                 progress=False,
             )
             results[name] = None if trace is None else as_arrays(trace)
+        with warnings.catch_warnings():
+            warnings.filterwarnings("error", message="compile=True")
+            trace = distributed.sample_data_parallel(
+                full_batch_samplers()["ld"],
+                init(),
+                full_batch_data(*shard, "ld"),
+                num_chains=2,
+                num_steps=NUM_STEPS,
+                seed=5,
+                progress=False,
+                compile=True,
+            )
+        results["ld_compiled"] = None if trace is None else as_arrays(trace)
         if group.rank == 0:
             distributed.write_atomically(output, lambda path: torch.save(results, path))
 
