@@ -196,6 +196,51 @@ def test_compiled_run_equals_eager_run(sampler, max_graphs):
     np.testing.assert_allclose(compiled.posterior["theta"], eager.posterior["theta"], rtol=1e-10)
 
 
+class _NormStoppingAt:
+    """A functional, θ ↦ ‖θ‖², that raises KeyboardInterrupt (as Ctrl-C would) at its call ``at``.
+
+    Functionals run outside the compiled step, once at the start and once per kept draw."""
+
+    def __init__(self, at=None):
+        self.at, self.calls = at, 0
+
+    def __call__(self, theta):
+        self.calls += 1
+        if self.calls == self.at:
+            raise KeyboardInterrupt
+        return (theta**2).sum()
+
+
+def test_compiled_run_with_functionals_gradients_and_a_resumed_checkpoint_equals_the_eager_run(tmp_path):
+    """What runs around the compiled step: functionals, kept gradients and a checkpoint written by
+    a compiled run stopped at step 23 and resumed from step 20 (its first step eager again)."""
+    model = ConjugateLinearRegression.make(num_data=100, dim=2, seed=0)
+    data = sgmcmc.Minibatches(model.features, model.targets, batch_size=10)
+    sampler = sgmcmc.SGLD(model.log_posterior(), step_size=1e-3)
+    options = dict(num_chains=3, num_steps=40, seed=7, progress=False, keep_gradients=True)
+    resume = dict(compile=True, checkpoint=tmp_path / "run.pt", checkpoint_every=10)
+    eager = sampler.sample(
+        torch.zeros(2, dtype=torch.float64), data, functionals={"norm": _NormStoppingAt()}, **options
+    )
+    with pytest.warns(RuntimeWarning, match="interrupted after 23 of 40 steps"):
+        sampler.sample(
+            torch.zeros(2, dtype=torch.float64), data, functionals={"norm": _NormStoppingAt(25)}, **resume, **options
+        )
+    resumed = sampler.sample(
+        torch.zeros(2, dtype=torch.float64), data, functionals={"norm": _NormStoppingAt()}, **resume, **options
+    )
+    assert resumed.num_draws == eager.num_draws == 40
+    for group, name in [
+        ("posterior", "theta"),
+        ("functionals", "norm"),
+        ("gradients", "theta"),
+        ("sample_stats", "lp"),
+    ]:
+        np.testing.assert_allclose(
+            getattr(resumed, group)[name], getattr(eager, group)[name], rtol=1e-10, err_msg=f"{group}/{name}"
+        )
+
+
 def test_compile_failure_falls_back_to_eager(monkeypatch):
     def failing_compile(function, **options):
         def compiled(*args):
