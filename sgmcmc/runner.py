@@ -104,8 +104,9 @@ class _CompiledAdvance:
     """``advance`` under ``torch.compile``, with each chain's random draws made outside the graph.
 
     The first step runs eagerly and records what the sampler draws; every later step makes the
-    same draws from the per-chain generators and replays them inside the compiled step. If
-    compilation fails, a warning says why and the run goes on eagerly.
+    same draws from the per-chain generators and replays them inside the compiled step. The step
+    must compile to one graph (``fullgraph=True``): if it cannot (a graph break, or dynamo's
+    recompile limit reached), a warning says why and the run goes on eagerly.
     """
 
     def __init__(self, advance: Callable[..., Any]) -> None:
@@ -115,6 +116,7 @@ class _CompiledAdvance:
             lambda state, batch, step_size, temperature, alive, draws, device: advance(
                 state, batch, step_size, temperature, alive, ReplayedDraws(draws, device)
             ),
+            fullgraph=True,
             options={"fallback_random": True},
         )
 
@@ -137,6 +139,12 @@ class _CompiledAdvance:
             try:
                 return self.compiled(state, batch, step_size, temperature, alive, draws, generators.device)
             except Exception as error:  # noqa: BLE001 -- any compiler failure falls back to eager
+                if isinstance(error, torch._dynamo.exc.FailOnRecompileLimitHit):
+                    error = (
+                        "this process has compiled the step for torch._dynamo.config.recompile_limit "
+                        f"({torch._dynamo.config.recompile_limit}) models or settings already; raise that limit "
+                        "or call torch._dynamo.reset() to compile more"
+                    )
                 warnings.warn(
                     f"compile=True: torch.compile failed, sampling eagerly: {error}", RuntimeWarning, stacklevel=4
                 )

@@ -196,6 +196,39 @@ def test_compiled_run_equals_eager_run(sampler, max_graphs):
     np.testing.assert_allclose(compiled.posterior["theta"], eager.posterior["theta"], rtol=1e-10)
 
 
+def _scaled_standard_normal(scale):
+    def log_posterior(theta):
+        return -0.5 * scale * (theta**2).sum()
+
+    return log_posterior
+
+
+def test_a_step_that_is_not_one_graph_falls_back_to_eager_with_a_warning():
+    def log_posterior(theta):
+        torch._dynamo.graph_break()  # nothing eagerly; splits the step in two under compile
+        return -0.5 * (theta**2).sum()
+
+    sampler = sgmcmc.SGLD(log_posterior, step_size=0.1)
+    options = dict(num_chains=2, num_steps=20, seed=0, progress=False)
+    with pytest.warns(RuntimeWarning, match="torch.compile failed, sampling eagerly"):
+        compiled = sampler.sample(torch.zeros(2), compile=True, **options)
+    np.testing.assert_array_equal(
+        compiled.posterior["theta"], sampler.sample(torch.zeros(2), **options).posterior["theta"]
+    )
+
+
+def test_dynamos_recompile_limit_is_reported_not_silent():
+    """Each new model compiles the step once more; past dynamo's limit the run warns and goes eager."""
+    options = dict(num_chains=2, num_steps=20, seed=0, progress=False, compile=True)
+    torch._dynamo.reset()
+    with torch._dynamo.config.patch(recompile_limit=1), warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        sgmcmc.SGLD(_scaled_standard_normal(1.0), step_size=0.1).sample(torch.zeros(2), **options)
+        with pytest.warns(RuntimeWarning, match=r"recompile_limit \(1\) models or settings already.*reset"):
+            sgmcmc.SGLD(_scaled_standard_normal(2.0), step_size=0.1).sample(torch.zeros(2), **options)
+    torch._dynamo.reset()
+
+
 class _NormStoppingAt:
     """A functional, θ ↦ ‖θ‖², that raises KeyboardInterrupt (as Ctrl-C would) at its call ``at``.
 
