@@ -93,6 +93,13 @@ class ModulePosterior:
         if not names:
             raise ValueError(f"{type(module).__name__} has no parameters to sample")
         self.prior_scales = {name: self._prior_scale(name, prior_scale) for name in names}
+        self._names_by_scale: dict[float, list[str]] = {}
+        for name, scale in self.prior_scales.items():
+            self._names_by_scale.setdefault(scale, []).append(name)
+        self._log_normaliser = -sum(
+            value.numel() * (math.log(self.prior_scales[name]) + 0.5 * math.log(2 * math.pi))
+            for name, value in module.named_parameters()
+        )
         self.log_posterior = minibatch_log_posterior(self.log_prior, self.log_likelihood, self.num_data)
 
     @staticmethod
@@ -132,12 +139,12 @@ class ModulePosterior:
 
     def log_prior(self, params: Params) -> torch.Tensor:
         """Σ_j log N(θ_j; 0, s_j²) = Σ_j [−θ_j²/(2 s_j²) − log s_j − log(2π)/2], shape ()."""
-        # written out: a torch.distributions.Normal per parameter per step costs more than the sum
-        return sum(
-            -0.5 * value.square().sum() / self.prior_scales[name] ** 2
-            - value.numel() * (math.log(self.prior_scales[name]) + 0.5 * math.log(2 * math.pi))
-            for name, value in params.items()
-        )
+        # few ops, not a term per parameter: under vmap(grad) each op costs about 25 µs whatever its size
+        log_prior = self._log_normaliser
+        for scale, names in self._names_by_scale.items():
+            flat = torch.cat([params[name].reshape(-1) for name in names])
+            log_prior = log_prior - flat.square().sum() / (2 * scale**2)
+        return log_prior
 
     def log_likelihood(self, params: Params, batch: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
         """log p(y_i | f_θ(x_i)) for each example of the batch, shape (|B|,)."""
