@@ -139,11 +139,12 @@ class ModulePosterior:
 
     def log_prior(self, params: Params) -> torch.Tensor:
         """Σ_j log N(θ_j; 0, s_j²) = Σ_j [−θ_j²/(2 s_j²) − log s_j − log(2π)/2], shape ()."""
-        # few ops, not a term per parameter: under vmap(grad) each op costs about 25 µs whatever its size
+        # one scaling per prior scale, not per parameter: under vmap(grad) each op costs about
+        # 25 µs whatever its size (a torch.cat per scale saves more ops eagerly, but costs a copy
+        # that made the compiled step 5% slower)
         log_prior = self._log_normaliser
         for scale, names in self._names_by_scale.items():
-            flat = torch.cat([params[name].reshape(-1) for name in names])
-            log_prior = log_prior - flat.square().sum() / (2 * scale**2)
+            log_prior = log_prior - sum(params[name].square().sum() for name in names) / (2 * scale**2)
         return log_prior
 
     def log_likelihood(self, params: Params, batch: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
