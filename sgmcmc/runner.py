@@ -313,7 +313,12 @@ def run(
         "torch_version": torch.__version__,
         "arviz_version": version("arviz"),
     }
-    max_draws = sum(map(sampler.keeps, range(burn_in, num_steps, thin)))
+
+    def kept(step: int) -> bool:
+        """Whether the state at ``step`` becomes a draw (after burn-in, thinning and the sampler's stages)."""
+        return step >= burn_in and (step - burn_in) % thin == 0 and sampler.keeps(step)
+
+    max_draws = sum(map(kept, range(burn_in, num_steps, thin)))
     recorder = TraceRecorder(layout, ["step", *sampler.draw_coords(0)], num_chains, attrs, max_draws, path=trace_file)
     checkpoint_settings = {
         **run_settings,
@@ -354,7 +359,7 @@ def run(
             step_size = sampler.step_size(step)
             temperature = sampler.temperature_at(step)
             new_state, stats, still_alive = advance(state, batch, step_size, temperature, alive, generators)
-            if step >= burn_in and (step - burn_in) % thin == 0 and sampler.keeps(step):
+            if kept(step):
                 step_sizes = torch.full((num_chains,), step_size, dtype=torch.float64, device=device)
                 recorder.append(
                     draw(state, {**stats, "step_size": step_sizes, "diverging": ~alive}, batch),

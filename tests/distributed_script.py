@@ -104,30 +104,21 @@ def sample(output: Path) -> None:
         trace = distributed.sample_chain_parallel(run.pop("sampler"), run.pop("init"), run.pop("data"), **run)
         results["chains"] = None if trace is None else as_arrays(trace)
         shard = distributed.shard_rows(*regression_data())
-        for name, sampler in full_batch_samplers().items():
-            trace = distributed.sample_data_parallel(
-                sampler,
-                init(),
-                full_batch_data(*shard, name),
-                num_chains=2,
-                num_steps=NUM_STEPS,
-                seed=5,
-                progress=False,
-            )
-            results[name] = None if trace is None else as_arrays(trace)
-        with warnings.catch_warnings():
-            warnings.filterwarnings("error", message="compile=True")
-            trace = distributed.sample_data_parallel(
-                full_batch_samplers()["ld"],
-                init(),
-                full_batch_data(*shard, "ld"),
-                num_chains=2,
-                num_steps=NUM_STEPS,
-                seed=5,
-                progress=False,
-                compile=True,
-            )
-        results["ld_compiled"] = None if trace is None else as_arrays(trace)
+        samplers = full_batch_samplers()
+        for name, compile in [*((name, False) for name in samplers), ("ld", True)]:
+            with warnings.catch_warnings():
+                warnings.filterwarnings("error", message="compile=True")
+                trace = distributed.sample_data_parallel(
+                    samplers[name],
+                    init(),
+                    full_batch_data(*shard, name),
+                    num_chains=2,
+                    num_steps=NUM_STEPS,
+                    seed=5,
+                    progress=False,
+                    compile=compile,
+                )
+            results[f"{name}_compiled" if compile else name] = None if trace is None else as_arrays(trace)
         if group.rank == 0:
             distributed.write_atomically(output, lambda path: torch.save(results, path))
 
