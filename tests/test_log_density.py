@@ -48,3 +48,54 @@ def test_hessian_vector_product_for_every_chain():
     torch.testing.assert_close(gradient["theta"], -params["theta"] @ matrix)
     torch.testing.assert_close(product["theta"], -tangent["theta"] @ matrix)
     torch.testing.assert_close(value, -0.5 * ((params["theta"] @ matrix) * params["theta"]).sum(dim=1))
+
+
+def _mlp_potential(batch_per_chain: bool, dtype: torch.dtype):
+    from sgmcmc.log_density import ChainPotential
+    from sgmcmc.models import Classification, ModulePosterior
+
+    torch.manual_seed(0)
+    module = torch.nn.Sequential(torch.nn.Linear(5, 7), torch.nn.Tanh(), torch.nn.Linear(7, 3)).to(dtype)
+    posterior = ModulePosterior(module, Classification(), num_data=100)
+    params = {name: value.to(dtype) for name, value in posterior.initial_params(4, seed=0).items()}
+    shape = (4, 16) if batch_per_chain else (16,)
+    batch = (torch.randn(*shape, 5, dtype=dtype), torch.randint(0, 3, shape))
+    return posterior, ChainPotential(posterior.log_posterior, lambda p: p, True, batch_per_chain), params, batch
+
+
+@pytest.mark.parametrize("batch_per_chain", [True, False], ids=["own batches", "shared batch"])
+def test_every_chains_gradient_is_the_autograd_gradient_of_its_own_log_posterior(batch_per_chain):
+    from torch.func import grad_and_value, vmap
+
+    posterior, potential, params, batch = _mlp_potential(batch_per_chain, torch.float64)
+    value, gradient = potential(params, batch)
+    for chain in range(4):
+        leaves = {name: param[chain].clone().requires_grad_() for name, param in params.items()}
+        chain_batch = tuple(part[chain] for part in batch) if batch_per_chain else batch
+        chain_value = posterior.log_posterior(leaves, chain_batch)
+        chain_gradient = torch.autograd.grad(chain_value, tuple(leaves.values()))
+        torch.testing.assert_close(value[chain], chain_value.detach())
+        for name, expected in zip(leaves, chain_gradient, strict=True):
+            torch.testing.assert_close(gradient[name][chain], expected)
+    # the compiled step's path, vmap(grad_and_value), gives the same values
+    functorch_gradient, functorch_value = vmap(
+        grad_and_value(posterior.log_posterior), in_dims=(0, 0 if batch_per_chain else None)
+    )(params, batch)
+    torch.testing.assert_close(value, functorch_value)
+    torch.testing.assert_close(gradient, functorch_gradient)
+    assert not value.requires_grad and not any(part.requires_grad for part in gradient.values())
+
+
+def test_params_the_log_posterior_does_not_use_get_zero_gradients():
+    from sgmcmc.log_density import ChainPotential
+
+    params = {"used": torch.tensor([[1.0, 2.0], [3.0, 4.0]]), "unused": torch.ones(2, 3)}
+    potential = ChainPotential(lambda p: -0.5 * p["used"].square().sum(), lambda p: p, False, False)
+    value, gradient = potential(params)
+    torch.testing.assert_close(value, torch.tensor([-2.5, -12.5]))
+    torch.testing.assert_close(gradient["used"], -params["used"])
+    torch.testing.assert_close(gradient["unused"], torch.zeros(2, 3))
+    constant = ChainPotential(lambda p: torch.tensor(1.5), lambda p: p, False, False)
+    value, gradient = constant(params)
+    torch.testing.assert_close(value, torch.tensor([1.5, 1.5]))
+    assert all(torch.equal(gradient[name], torch.zeros_like(params[name])) for name in params)
