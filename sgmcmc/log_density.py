@@ -105,7 +105,7 @@ class ChainPotential:
         if torch.compiler.is_compiling():
             gradient, value = self._value_and_grad(params, batch)
             return value, gradient
-        leaves = {name: value.detach().requires_grad_() for name, value in params.items()}
+        leaves = {name: param.detach().requires_grad_() for name, param in params.items()}
         with torch.enable_grad():
             value = self._value(leaves, batch)
         if not value.requires_grad:  # log p̃ does not depend on the params

@@ -2,8 +2,11 @@
 
 import pytest
 import torch
+from torch.func import grad_and_value, vmap
 
 import sgmcmc
+from sgmcmc.log_density import BoundPotential, ChainPotential
+from sgmcmc.models import Classification, ModulePosterior
 from targets import ConjugateLinearRegression
 
 
@@ -38,8 +41,6 @@ def test_errors():
 
 
 def test_hessian_vector_product_for_every_chain():
-    from sgmcmc.log_density import BoundPotential, ChainPotential
-
     matrix = torch.tensor([[2.0, 0.5], [0.5, 1.0]], dtype=torch.float64)
     potential = ChainPotential(lambda theta: -0.5 * theta @ matrix @ theta, lambda p: p["theta"], False, False)
     params = {"theta": torch.tensor([[1.0, 2.0], [-1.0, 0.5], [0.0, 3.0]], dtype=torch.float64)}
@@ -51,9 +52,6 @@ def test_hessian_vector_product_for_every_chain():
 
 
 def _mlp_potential(batch_per_chain: bool, dtype: torch.dtype):
-    from sgmcmc.log_density import ChainPotential
-    from sgmcmc.models import Classification, ModulePosterior
-
     torch.manual_seed(0)
     module = torch.nn.Sequential(torch.nn.Linear(5, 7), torch.nn.Tanh(), torch.nn.Linear(7, 3)).to(dtype)
     posterior = ModulePosterior(module, Classification(), num_data=100)
@@ -65,8 +63,6 @@ def _mlp_potential(batch_per_chain: bool, dtype: torch.dtype):
 
 @pytest.mark.parametrize("batch_per_chain", [True, False], ids=["own batches", "shared batch"])
 def test_every_chains_gradient_is_the_autograd_gradient_of_its_own_log_posterior(batch_per_chain):
-    from torch.func import grad_and_value, vmap
-
     posterior, potential, params, batch = _mlp_potential(batch_per_chain, torch.float64)
     value, gradient = potential(params, batch)
     for chain in range(4):
@@ -87,8 +83,6 @@ def test_every_chains_gradient_is_the_autograd_gradient_of_its_own_log_posterior
 
 
 def test_params_the_log_posterior_does_not_use_get_zero_gradients():
-    from sgmcmc.log_density import ChainPotential
-
     params = {"used": torch.tensor([[1.0, 2.0], [3.0, 4.0]]), "unused": torch.ones(2, 3)}
     potential = ChainPotential(lambda p: -0.5 * p["used"].square().sum(), lambda p: p, False, False)
     value, gradient = potential(params)
