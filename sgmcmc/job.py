@@ -270,8 +270,6 @@ def _with_predictive_groups(idata: Any, groups: dict[str, xr.Dataset]) -> Any:
 
 def run_job(config: JobConfig) -> dict[str, Any]:
     """Run the job of ``config``; prints the report and returns it (the contents of ``report.json``)."""
-    import arviz as az
-
     output = Path(config.output)
     output.mkdir(parents=True, exist_ok=True)
     data = _prepare(config)
@@ -343,14 +341,7 @@ def run_job(config: JobConfig) -> dict[str, Any]:
             methods[label] = _scores(data, members["test_predictive"][chosen], ood_members)
 
     idata = trace.to_arviz()
-    test_log_likelihood = idata.functionals[["test_log_likelihood"]]
-    predictive_rhat = az.rhat(idata.functionals["test_predictive"])["test_predictive"].values
-    convergence = {
-        "test_log_likelihood_rhat": float(az.rhat(test_log_likelihood)["test_log_likelihood"]),
-        "test_log_likelihood_ess_bulk": float(az.ess(test_log_likelihood, method="bulk")["test_log_likelihood"]),
-        "test_predictive_rhat_max": float(np.nanmax(predictive_rhat)),
-        "test_predictive_rhat_median": float(np.nanmedian(predictive_rhat)),
-    }
+    convergence = _convergence(idata.functionals)
     generator = np.random.default_rng(config.seed)
     draws = np.asarray(idata.functionals["test_predictive"].values)
     if data.task == "classification":
@@ -387,6 +378,36 @@ def run_job(config: JobConfig) -> dict[str, Any]:
     return report
 
 
+CONVERGENCE_KEYS = (
+    "test_log_likelihood_rhat",
+    "test_log_likelihood_ess_bulk",
+    "test_predictive_rhat_max",
+    "test_predictive_rhat_median",
+)
+MIN_CHAINS_FOR_RHAT, MIN_DRAWS_FOR_RHAT = 2, 4
+"""ArviZ's R-hat needs at least 2 chains of 4 draws (it returns NaN and logs a warning otherwise)."""
+
+
+def _convergence(functionals: xr.Dataset) -> dict[str, float | None]:
+    """R-hat and bulk ESS of the test log-likelihood, and the median and max R-hat of the test
+    predictive over test points (points whose draws are all equal, hence R-hat NaN, left out);
+    all ``None`` when there are too few chains or draws for R-hat."""
+    import arviz as az
+
+    if functionals.sizes["chain"] < MIN_CHAINS_FOR_RHAT or functionals.sizes["draw"] < MIN_DRAWS_FOR_RHAT:
+        return dict.fromkeys(CONVERGENCE_KEYS)
+    test_log_likelihood = functionals[["test_log_likelihood"]]
+    with np.errstate(invalid="ignore", divide="ignore"):  # R-hat of a constant point is 0/0, left out below
+        predictive_rhat = np.asarray(az.rhat(functionals["test_predictive"])["test_predictive"].values)
+    computable = predictive_rhat[np.isfinite(predictive_rhat)]
+    return {
+        "test_log_likelihood_rhat": float(az.rhat(test_log_likelihood)["test_log_likelihood"]),
+        "test_log_likelihood_ess_bulk": float(az.ess(test_log_likelihood, method="bulk")["test_log_likelihood"]),
+        "test_predictive_rhat_max": float(computable.max()) if computable.size else None,
+        "test_predictive_rhat_median": float(np.median(computable)) if computable.size else None,
+    }
+
+
 def _print_report(report: dict[str, Any]) -> None:
     config = report["config"]
     print(
@@ -401,12 +422,23 @@ def _print_report(report: dict[str, Any]) -> None:
         cells = [f"{scores[column]:>16.4g}" if column in scores else f"{'':>16}" for column in columns]
         print("".join([f"{name:<{width}}", *cells]))
     convergence = report["convergence"]
-    print(
-        f"R-hat of the test log-likelihood {convergence['test_log_likelihood_rhat']:.3f} "
-        f"(bulk ESS {convergence['test_log_likelihood_ess_bulk']:.0f}); R-hat of the test predictive "
-        f"probabilities: median {convergence['test_predictive_rhat_median']:.3f}, "
-        f"max {convergence['test_predictive_rhat_max']:.3f}"
-    )
+    if convergence["test_log_likelihood_rhat"] is None:
+        print(
+            f"R-hat and ESS not computed: R-hat needs at least {MIN_CHAINS_FOR_RHAT} chains "
+            f"of {MIN_DRAWS_FOR_RHAT} kept draws"
+        )
+    else:
+        median, largest = convergence["test_predictive_rhat_median"], convergence["test_predictive_rhat_max"]
+        predictive = (
+            "not computable (every test point's draws are constant)"
+            if largest is None
+            else f"median {median:.3f}, max {largest:.3f}"
+        )
+        print(
+            f"R-hat of the test log-likelihood {convergence['test_log_likelihood_rhat']:.3f} "
+            f"(bulk ESS {convergence['test_log_likelihood_ess_bulk']:.0f}); "
+            f"R-hat of the test predictive probabilities: {predictive}"
+        )
     print("written: " + ", ".join(report["files"]) + f", {Path(config['output']) / 'report.json'}")
 
 

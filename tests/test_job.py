@@ -1,14 +1,16 @@
 """The main job (``sgmcmc run`` / ``sgmcmc demo``) on tiny settings: outputs, report, config, inputs."""
 
 import json
+import warnings
 
 import arviz as az
 import numpy as np
 import pytest
+import xarray as xr
 
 from sgmcmc import metrics
 from sgmcmc.cli import main
-from sgmcmc.job import JobConfig, run_job
+from sgmcmc.job import CONVERGENCE_KEYS, JobConfig, _convergence, run_job
 
 TINY = dict(hidden=[16], num_chains=2, num_steps=200, burn_in=100, thin=10, progress=False)
 
@@ -96,10 +98,40 @@ def test_npz_input_and_bad_settings(tmp_path):
         main(["run", "--config", str(config)])
 
 
-def test_compiled_job_samples_what_the_eager_job_samples(tmp_path):
+def functionals(num_chains: int, num_draws: int, constant_points: int = 0) -> xr.Dataset:
+    """Test log-likelihood (chain, draw) and predictive (chain, draw, point); the first
+    ``constant_points`` points have the same predictive in every draw."""
+    generator = np.random.default_rng(0)
+    predictive = generator.uniform(size=(num_chains, num_draws, 3))
+    predictive[:, :, :constant_points] = 0.5
+    return xr.Dataset(
+        {
+            "test_log_likelihood": (("chain", "draw"), generator.standard_normal((num_chains, num_draws))),
+            "test_predictive": (("chain", "draw", "test_point"), predictive),
+        }
+    )
+
+
+def test_convergence_leaves_out_points_without_rhat_and_needs_two_chains_of_four_draws():
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no numpy "All-NaN slice" or ArviZ shape warnings
+        convergence = _convergence(functionals(2, 50, constant_points=1))
+        assert _convergence(functionals(2, 3)) == dict.fromkeys(CONVERGENCE_KEYS)
+        assert _convergence(functionals(1, 50)) == dict.fromkeys(CONVERGENCE_KEYS)
+        constant = _convergence(functionals(2, 50, constant_points=3))
+    rhat = az.rhat(functionals(2, 50)["test_predictive"])["test_predictive"].values[1:]
+    assert convergence["test_predictive_rhat_max"] == pytest.approx(rhat.max())
+    assert convergence["test_predictive_rhat_median"] == pytest.approx(np.median(rhat))
+    assert constant["test_predictive_rhat_max"] is None and constant["test_predictive_rhat_median"] is None
+    assert np.isfinite(constant["test_log_likelihood_rhat"]) and constant["test_log_likelihood_ess_bulk"] > 0
+
+
+def test_compiled_job_samples_what_the_eager_job_samples(tmp_path, capsys):
     settings = {**TINY, "ensemble": False, "num_steps": 60, "burn_in": 30}
     for compile in (False, True):
-        run_job(JobConfig(output=str(tmp_path / str(compile)), compile=compile, **settings))
+        report = run_job(JobConfig(output=str(tmp_path / str(compile)), compile=compile, **settings))
+        assert report["convergence"] == dict.fromkeys(CONVERGENCE_KEYS)  # 3 draws a chain: too few for R-hat
+    assert "R-hat and ESS not computed: R-hat needs at least 2 chains of 4 kept draws" in capsys.readouterr().out
     eager, compiled = (az.from_netcdf(str(tmp_path / str(compile) / "posterior.nc")) for compile in (False, True))
     # float32 rounding differs between the compiled and eager kernels and grows to ~4e-6 over 60 steps;
     # another noise stream would move each weight by ~sqrt(2η) = 0.045 a step
