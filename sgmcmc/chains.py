@@ -52,10 +52,18 @@ def seeds_of_chains(seed: int | Sequence[int], num_chains: int) -> list[int]:
 
 
 def select_chains(mask: torch.Tensor, new: Any, old: Any) -> Any:
-    """Per chain, the leaves of ``new`` where ``mask`` (num_chains,) is True, else those of ``old``."""
-    return pytree.tree_map(
-        lambda new_leaf, old_leaf: torch.where(mask.view(-1, *[1] * (new_leaf.ndim - 1)), new_leaf, old_leaf), new, old
-    )
+    """Per chain, the leaves of ``new`` where ``mask`` (num_chains,) is True, else those of ``old``.
+
+    A leaf that ``new`` carries over from ``old`` (the same tensor) is kept as it is: a constant
+    of the state, such as SGLD-CV's centre expanded over chains, stays one copy.
+    """
+
+    def select(new_leaf: torch.Tensor, old_leaf: torch.Tensor) -> torch.Tensor:
+        if new_leaf is old_leaf:
+            return new_leaf
+        return torch.where(mask.view(-1, *[1] * (new_leaf.ndim - 1)), new_leaf, old_leaf)
+
+    return pytree.tree_map(select, new, old)
 
 
 def per_chain_sum(tensors: dict[str, torch.Tensor]) -> torch.Tensor:

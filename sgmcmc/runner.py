@@ -73,14 +73,37 @@ def _stack_over_chains(params: dict[str, torch.Tensor], num_chains: int, stacked
     return {name: value.detach().clone() for name, value in params.items()}
 
 
-def _finite_per_chain(state: dict[str, Any]) -> torch.Tensor:
-    """Per chain, whether every floating leaf of ``state`` is finite: shape (num_chains,).
+def _finite_per_chain(new_state: dict[str, Any], state: dict[str, Any]) -> torch.Tensor:
+    """Per chain, whether every floating leaf of ``new_state`` is finite: shape (num_chains,).
 
+    Leaves carried over unchanged from ``state`` (the same tensor) are skipped: they were checked
+    when they were made (a step's by this check, the initial state's by :func:`_check_initial_state`).
     A sum is non-finite when any term is (or when the terms are so large that it overflows, which
     is divergence too), so one reduction per leaf replaces an elementwise test and its ``all``.
     """
-    leaves = [leaf for leaf in pytree.tree_leaves(state) if leaf.is_floating_point()]
+    leaves = [
+        leaf
+        for leaf, old_leaf in zip(pytree.tree_leaves(new_state), pytree.tree_leaves(state), strict=True)
+        if leaf.is_floating_point() and leaf is not old_leaf
+    ]
     return torch.isfinite(sum(leaf.reshape(leaf.shape[0], -1).sum(dim=1) for leaf in leaves))
+
+
+def _check_initial_state(state: dict[str, Any]) -> None:
+    """Raise, naming the chains and state entries, if the sampler's initial state is not finite."""
+    leaves, _ = pytree.tree_flatten_with_path(state)
+    bad = {
+        pytree.keystr(path): torch.nonzero(~torch.isfinite(leaf.reshape(leaf.shape[0], -1)).all(dim=1)).flatten()
+        for path, leaf in leaves
+        if leaf.is_floating_point()
+    }
+    bad = {entry: chains.tolist() for entry, chains in bad.items() if len(chains)}
+    if bad:
+        listed = "; ".join(f"state{entry} of chains {chains}" for entry, chains in bad.items())
+        raise ValueError(
+            f"the sampler's initial state is not finite: {listed} (log_posterior or its gradient at the initial "
+            "params, or a hyperparameter, is inf or NaN)"
+        )
 
 
 def _advance_function(sampler: Sampler, potential: ChainPotential) -> Callable[..., Any]:
@@ -94,7 +117,7 @@ def _advance_function(sampler: Sampler, potential: ChainPotential) -> Callable[.
         state: dict[str, Any], batch: Any, step_size: float, temperature: float, alive: torch.Tensor, generators: Any
     ) -> tuple[dict[str, Any], dict[str, torch.Tensor], torch.Tensor]:
         new_state, stats = sampler.step(state, BoundPotential(potential, batch), step_size, temperature, generators)
-        still_alive = alive & _finite_per_chain(new_state)
+        still_alive = alive & _finite_per_chain(new_state, state)
         return select_chains(still_alive, new_state, state), stats, still_alive
 
     return advance
@@ -269,6 +292,7 @@ def run(
     if wrap_potential is not None:
         full_data_potential, potential = wrap_potential(full_data_potential), wrap_potential(potential)
     state = sampler.init(params, BoundPotential(full_data_potential, full_batch), generators)
+    _check_initial_state(state)
     advance = _advance_function(sampler, potential)
     if compile:
         advance = _CompiledAdvance(advance)

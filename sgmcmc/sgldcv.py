@@ -131,10 +131,11 @@ class SGLDCV(Sampler):
             with the same names and shapes).
         temperature: T.
 
-    State: ``params``, ``mode`` and ``mode_gradient`` (θ̂ and ∇log p(θ̂), each with a
-    leading chain dim, so that a checkpoint holds them). Stats: ``lp`` (log p̃ at the draw on
-    its batch) and ``distance_to_mode`` (‖θ − θ̂‖ over all parameters), which governs the
-    estimator's variance: if it drifts far beyond the posterior's spread, θ̂ is a poor centre.
+    State: ``params``, ``mode`` and ``mode_gradient`` (θ̂ and ∇log p(θ̂), each one tensor
+    expanded to a leading chain dim without copies, so that a checkpoint holds them). Stats:
+    ``lp`` (log p̃ at the draw on its batch) and ``distance_to_mode`` (‖θ − θ̂‖ over all
+    parameters), which governs the estimator's variance: if it drifts far beyond the
+    posterior's spread, θ̂ is a poor centre.
     """
 
     stats = ("lp", "distance_to_mode")

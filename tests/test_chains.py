@@ -31,6 +31,16 @@ def test_select_chains():
     torch.testing.assert_close(picked["x"], torch.tensor([[1.0] * 3, [0.0] * 3]))
 
 
+def test_select_chains_keeps_a_leaf_carried_over_unchanged():
+    """A constant of the state (here a (3,) centre expanded over 2 chains) is passed through, not copied per chain."""
+    centre = torch.arange(3.0).expand(2, 3)
+    picked = select_chains(
+        torch.tensor([True, False]), {"x": torch.ones(2, 3), "c": centre}, {"x": torch.zeros(2, 3), "c": centre}
+    )
+    assert picked["c"] is centre and picked["c"].stride(0) == 0
+    torch.testing.assert_close(picked["x"], torch.tensor([[1.0] * 3, [0.0] * 3]))
+
+
 def test_recorded_draws_made_again_continue_each_chains_stream():
     """What a compiled step gets: the draws one eager step recorded, made again before each step,
     are the next values of the same per-chain streams as eager sampling would draw."""

@@ -109,6 +109,19 @@ def test_bad_params():
     _error(ValueError, "leading dim must be num_chains=2", init=torch.zeros(3, 2), stacked_init=True)
 
 
+def test_non_finite_initial_state_names_the_chain():
+    """Only chain 0 is checked by evaluating log_posterior; the sampler's whole initial state is checked too:
+    LD's initial log p̃ of chain 1 (at θ = −1, where log θ is NaN) is reported, not sampled from."""
+
+    def log_posterior(theta):
+        return torch.log(theta).sum() - theta.square().sum() / 2
+
+    with pytest.raises(ValueError, match=r"initial state is not finite: state\['lp'\] of chains \[1\]"):
+        sgmcmc.LD(log_posterior, step_size=1e-2).sample(
+            torch.tensor([[1.0], [-1.0], [2.0]]), num_chains=3, num_steps=5, stacked_init=True, progress=False
+        )
+
+
 def test_bad_run_lengths():
     _error(ValueError, "burn_in \\(10\\) must be < num_steps \\(10\\)", burn_in=10)
     _error(ValueError, "thin must be >= 1", thin=0)

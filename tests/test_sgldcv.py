@@ -147,6 +147,21 @@ def test_zero_temperature_at_the_exact_mode_stays_there():
     assert not torch.equal(first_step.final_state["params"]["theta"][0], off_mode), "the step moved"
 
 
+@pytest.mark.parametrize("compile", [False, True], ids=["eager", "compiled"])
+def test_the_centre_and_its_gradient_stay_one_copy_for_all_chains(compile):
+    """θ̂ and ∇log p(θ̂) are constants of the state: after sampling they are still the (num_chains, d)
+    stride-0 views of one (d,) tensor made at the start, not num_chains copies."""
+    model = ConjugateLinearRegression.make(num_data=200, dim=3, seed=0)
+    mode = torch.as_tensor(model.posterior()[0])
+    trace = sgmcmc.SGLDCV(model.log_posterior(), step_size=1e-4, mode=mode).sample(
+        mode, regression_data(model, batch_size=20), num_chains=8, num_steps=20, seed=0, progress=False, compile=compile
+    )
+    for name in ("mode", "mode_gradient"):
+        value = trace.final_state[name]["theta"]
+        assert value.shape == (8, 3) and value.stride(0) == 0, name
+    torch.testing.assert_close(trace.final_state["mode"]["theta"][3], mode)
+
+
 def test_named_params_keep_their_structure_and_dtype():
     generator = torch.Generator().manual_seed(0)
     features = torch.randn(200, 2, generator=generator)
