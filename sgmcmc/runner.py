@@ -91,13 +91,12 @@ def _finite_per_chain(new_state: dict[str, Any], state: dict[str, Any]) -> torch
 
 def _check_initial_state(state: dict[str, Any]) -> None:
     """Raise, naming the chains and state entries, if the sampler's initial state is not finite."""
-    leaves, _ = pytree.tree_flatten_with_path(state)
-    bad = {
-        pytree.keystr(path): torch.nonzero(~torch.isfinite(leaf.reshape(leaf.shape[0], -1)).all(dim=1)).flatten()
-        for path, leaf in leaves
-        if leaf.is_floating_point()
-    }
-    bad = {entry: chains.tolist() for entry, chains in bad.items() if len(chains)}
+    bad = {}
+    for path, leaf in pytree.tree_flatten_with_path(state)[0]:
+        if leaf.is_floating_point():
+            chains = (~torch.isfinite(leaf.reshape(leaf.shape[0], -1)).all(dim=1)).nonzero().flatten().tolist()
+            if chains:
+                bad[pytree.keystr(path)] = chains
     if bad:
         listed = "; ".join(f"state{entry} of chains {chains}" for entry, chains in bad.items())
         raise ValueError(
