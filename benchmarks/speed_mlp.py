@@ -33,7 +33,8 @@ the same load.
 
 Run: ``python benchmarks/speed_mlp.py`` (about 5 minutes on 2 cores) prints the Markdown table
 and writes it to ``benchmarks/results/speed_mlp.md``; ``--quick`` (2 epochs, 1 round) only
-prints; ``--profile`` prints a cProfile of the sgmcmc runs at K = 1 and K = 32 instead. On a
+prints; ``--profile`` instead shows where a step's time goes (eager and compiled, beside the
+same matmuls and noise timed alone in torch and XLA) and writes ``results/speed_mlp_profile.md``. On a
 GPU: ``--device cuda --chains 1,8,32,128,1024`` runs the torch configurations there (timers
 synchronise the device) and writes ``benchmarks/results/speed_mlp_cuda.md``; BlackJAX runs on
 whatever backend its jax has (the table's machine line says which).
@@ -44,18 +45,17 @@ from __future__ import annotations
 
 import argparse
 import copy
-import cProfile
+import importlib.util
 import inspect
-import io
 import math
 import os
 import platform
-import pstats
 import sys
 import time
 import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from importlib import metadata
 from pathlib import Path
 
 # One core for everyone. XLA reads its flags when jax is first imported (below, lazily); with
@@ -623,8 +623,10 @@ def machine(pinned: str, device: torch.device) -> str:
     if device.type == "cuda":
         versions[0] += f" ({torch.cuda.get_device_name(device)})"
     for name in ("jax", "blackjax", "posteriors"):
-        module = sys.modules.get(name)
-        versions.append(f"{name} {getattr(module, '__version__', '?')}" if module else f"{name} not installed")
+        try:
+            versions.append(f"{name} {metadata.version(name)}")
+        except metadata.PackageNotFoundError:
+            versions.append(f"{name} not installed")
     if "jax" in sys.modules:
         versions[-3] += f" on {sys.modules['jax'].default_backend()}"
     return (
@@ -709,25 +711,192 @@ def report(
     return "\n".join(lines)
 
 
-def profile(features: torch.Tensor, labels: torch.Tensor, network: nn.Module, num_steps: int) -> None:
-    """cProfile of the default sgmcmc variant at K = 1 and K = 32: the top functions by own time."""
-    for num_chains in (1, 32):
-        runner = sgmcmc_runner(features, labels, network, num_chains, {})
-        runner(BATCH_SIZE)
-        profiler = cProfile.Profile()
-        profiler.enable()
-        run = runner(num_steps)
-        profiler.disable()
-        stream = io.StringIO()
-        pstats.Stats(profiler, stream=stream).sort_stats("tottime").print_stats(25)
-        print(f"\n### sgmcmc.SGLD, K={num_chains}, {num_steps} steps: {1e6 * run.seconds / num_steps:.0f} µs a step")
-        print(stream.getvalue())
+PROFILE_STEPS = 200
+COMPILED_STEP_PARTS: dict[str, Callable[[str], bool]] = {  # profiler event name -> part; first match wins
+    "matmuls (aten bmm, mm, addmm)": lambda name: name in ("aten::bmm", "aten::mm", "aten::addmm", "aten::baddbmm"),
+    "normal draws (aten normal_, one call per chain)": lambda name: name == "aten::normal_",
+    "tanh and its backward (inductor kernels)": lambda name: name.startswith("graph_") and "tanh" in name,
+    "other inductor kernels (softmax, update, divergence check)": lambda name: name.startswith("graph_"),
+    "dynamo guard evaluation": lambda name: name == "TorchDynamo Cache Lookup",
+    "minibatch order and gather (randperm, index_select)": lambda name: (
+        name in ("aten::randperm", "aten::index_select")
+    ),
+}
+"""The parts of a compiled step: each torch.profiler event's own (self) CPU time, summed by part."""
+
+
+def microseconds(call: Callable[[], object], calls: int = 200, rounds: int = 5) -> float:
+    """µs a call: the fastest of ``rounds`` rounds of ``calls`` calls, after 10 warm-up calls.
+
+    ``call`` must block until its work is done (a jax call: ``jax.block_until_ready``).
+    """
+    for _ in range(10):
+        call()
+    best = math.inf
+    for _ in range(rounds):
+        started = time.perf_counter()
+        for _ in range(calls):
+            call()
+        best = min(best, (time.perf_counter() - started) / calls)
+    return 1e6 * best
+
+
+def compiled_step_parts(runner: Runner) -> dict[str, float]:
+    """µs a step of a compiled sgmcmc run: the step without the profiler (fastest of 3 runs), the
+    profiled step, and the :data:`COMPILED_STEP_PARTS` of the profiled step."""
+    with torch._inductor.config.patch({"cpp.enable_kernel_profile": True}):  # inductor kernels as profiler events
+        runner(PROFILE_STEPS)
+        step = min(runner(PROFILE_STEPS).seconds for _ in range(3))
+        with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as profiler:
+            profiled = runner(PROFILE_STEPS).seconds
+    parts = dict.fromkeys(COMPILED_STEP_PARTS, 0.0)
+    for event in profiler.key_averages():
+        part = next((part for part, matches in COMPILED_STEP_PARTS.items() if matches(event.key)), None)
+        if part is not None:
+            parts[part] += event.self_cpu_time_total / PROFILE_STEPS
+    whole = 1e6 * step / PROFILE_STEPS
+    return {
+        "whole step": whole,
+        "whole step, profiled": 1e6 * profiled / PROFILE_STEPS,
+        **parts,
+        "the rest: other ops, wrappers, Python (whole step − the parts)": whole - sum(parts.values()),
+    }
+
+
+def work_alone(num_chains: int, num_features: int) -> dict[str, float]:
+    """µs of a W1 step's heavy work done alone, for all chains: the five matmuls (in the compiled
+    graph's layouts), tanh of the hidden layer, and the noise; by torch, and by jax.jit when installed."""
+    generator = torch.Generator().manual_seed(0)
+    inputs = torch.randn(num_chains, BATCH_SIZE, num_features, generator=generator)
+    hidden = torch.randn(num_chains, BATCH_SIZE, HIDDEN, generator=generator)
+    d_hidden, d_logits = torch.randn_like(hidden), torch.randn(num_chains, BATCH_SIZE, NUM_CLASSES)
+    weight_1 = torch.randn(num_chains, HIDDEN, num_features, generator=generator)  # nn.Linear: (out, in)
+    weight_2 = torch.randn(num_chains, NUM_CLASSES, HIDDEN, generator=generator)
+
+    def products() -> None:
+        torch.bmm(inputs, weight_1.transpose(1, 2))  # forward, layer 1
+        torch.bmm(hidden, weight_2.transpose(1, 2))  # forward, layer 2
+        torch.bmm(d_logits, weight_2)  # back to the hidden layer
+        torch.bmm(d_hidden.transpose(1, 2), inputs)  # ∂/∂W1
+        torch.bmm(d_logits.transpose(1, 2), hidden)  # ∂/∂W2
+
+    size = num_params(num_features)
+    noise = torch.empty(num_chains, size)
+    generators = [torch.Generator().manual_seed(chain) for chain in range(num_chains)]
+
+    def normal_draws() -> None:
+        for chain, chain_generator in enumerate(generators):
+            noise[chain].normal_(generator=chain_generator)
+
+    def bias_tanh(hidden: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+        return torch.tanh(hidden + bias)
+
+    def bias_tanh_decomposed(hidden: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+        return torch.tanh(hidden + bias)  # its own function, so dynamo compiles it anew under its config
+
+    bias = torch.zeros(num_chains, 1, HIDDEN)
+    compiled_tanh = torch.compile(bias_tanh, dynamic=False)
+    with torch._inductor.config.patch({"cpp.use_decompose_tanh": True}):
+        decomposed_tanh = torch.compile(bias_tanh_decomposed, dynamic=False)
+        decomposed_tanh(hidden, bias)
+    costs = {
+        "torch: the five matmuls (torch.bmm)": microseconds(products),
+        "torch: tanh of the hidden layer": microseconds(lambda: torch.tanh(hidden)),
+        "torch.compile: tanh(hidden + bias), Sleef tanh (inductor's default)": microseconds(
+            lambda: compiled_tanh(hidden, bias)
+        ),
+        "torch.compile: tanh(hidden + bias), cpp.use_decompose_tanh": microseconds(
+            lambda: decomposed_tanh(hidden, bias)
+        ),
+        "torch: the noise, one normal_ per chain": microseconds(normal_draws),
+    }
+    try:
+        import jax
+        import jax.numpy as jnp
+    except ImportError:
+        return costs
+    arrays = [jnp.asarray(value.numpy()) for value in (inputs, hidden, d_hidden, d_logits, weight_1, weight_2)]
+    einsum = jnp.einsum
+    jax_products = jax.jit(  # arguments, not closed-over constants, which XLA would fold at compile time
+        lambda x, h, dh, dz, w1, w2: (
+            einsum("kbi,khi->kbh", x, w1),
+            einsum("kbh,kch->kbc", h, w2),
+            einsum("kbc,kch->kbh", dz, w2),
+            einsum("kbh,kbi->khi", dh, x),
+            einsum("kbc,kbh->kch", dz, h),
+        )
+    )
+    jax_tanh, jax_normal = jax.jit(jnp.tanh), jax.jit(lambda key: jax.random.normal(key, (num_chains, size)))
+    key = jax.random.key(0)
+    costs["XLA: the five matmuls (jax.jit of einsum)"] = microseconds(
+        lambda: jax.block_until_ready(jax_products(*arrays))
+    )
+    costs["XLA: tanh of the hidden layer"] = microseconds(lambda: jax.block_until_ready(jax_tanh(arrays[1])))
+    costs["XLA: the noise, one jax.random.normal"] = microseconds(lambda: jax.block_until_ready(jax_normal(key)))
+    return costs
+
+
+def profile(
+    features: torch.Tensor, labels: torch.Tensor, network: nn.Module, chain_counts: tuple[int, ...], pinned: str
+) -> str:
+    """Where the time of a compiled W1 step goes, beside the same heavy work done alone by torch and XLA."""
+    load_start = os.getloadavg()[0]
+    columns = [f"K = {num_chains}" for num_chains in chain_counts]
+    table: dict[str, dict[str, float | str]] = {}
+
+    def put(row: str, column: str, value: float | str) -> None:
+        table.setdefault(row, dict.fromkeys(columns, "n/a"))[column] = value
+
+    matmul_flops = 2 * BATCH_SIZE * (2 * features.shape[1] * HIDDEN + 3 * HIDDEN * NUM_CLASSES)
+    for num_chains, column in zip(chain_counts, columns, strict=True):
+        eager = sgmcmc_runner(features, labels, network, num_chains, {})
+        eager(PROFILE_STEPS)
+        put(
+            "sgmcmc.SGLD: whole step", column, 1e6 * min(eager(PROFILE_STEPS).seconds for _ in range(3)) / PROFILE_STEPS
+        )
+        compiled = sgmcmc_runner(features, labels, network, num_chains, {"compile": True})
+        for part, value in compiled_step_parts(compiled).items():
+            put(f"sgmcmc.SGLD, compile=True: {part}", column, value)
+        if importlib.util.find_spec("blackjax"):
+            layout_init = to_layout({name: value.detach() for name, value in network.named_parameters()})
+            loop = blackjax_runners(features, labels, layout_init, num_chains)[0]
+            steps = len(labels) // BATCH_SIZE * 7
+            put(
+                "BlackJAX sgld, jit step in a Python loop: whole step",
+                column,
+                1e6 * min(loop(steps).seconds for _ in range(3)) / steps,
+            )
+        for name, value in work_alone(num_chains, features.shape[1]).items():
+            put(f"alone, {name}", column, value)
+            if "matmuls" in name:
+                put(f"alone, {name}: GFLOP/s", column, num_chains * matmul_flops / value / 1e3)
+    square = torch.randn(1024, 1024)
+    large_gemm = 2 * 1024**3 / microseconds(lambda: torch.mm(square, square), calls=5) / 1e3
+    rows = [{"µs a step of all K chains (GFLOP/s where marked)": row, **values} for row, values in table.items()]
+    return "\n".join(
+        [
+            "# Where a W1 step's time goes",
+            "",
+            f"Machine: {machine(pinned, features.device)}. Load average (1 min) {load_start:.2f} at the start, "
+            f"{os.getloadavg()[0]:.2f} at the end.",
+            "",
+            f"Whole steps: the fastest of 3 runs of {PROFILE_STEPS} steps without the profiler (BlackJAX: "
+            "of 7 epochs). The compiled step's parts come from a run under torch.profiler (each event's "
+            "own CPU time, summed by part; the profiled step shows what the profiler adds). The 'alone' "
+            f"rows time a step's heavy work by itself, for all chains: W1's five matmuls "
+            f"({matmul_flops / 1e6:.2f} MFLOP a chain), tanh of the (K, {BATCH_SIZE}, {HIDDEN}) hidden "
+            f"layer, and the noise ({num_params(features.shape[1]):,} normals a chain). For scale, one "
+            f"1024 × 1024 float32 torch.mm runs at {large_gemm:.0f} GFLOP/s on this core.",
+            "",
+            markdown_table(rows, lambda column, value: f"{value:.0f}"),
+        ]
+    )
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="2 epochs, 1 round, print only (a smoke test)")
-    parser.add_argument("--profile", action="store_true", help="print a cProfile of the sgmcmc runs instead")
+    parser.add_argument("--profile", action="store_true", help="profile where a step's time goes instead")
     parser.add_argument("--device", default="cpu", help="torch device of the torch configurations (default cpu)")
     parser.add_argument(
         "--chains",
@@ -739,6 +908,8 @@ def main() -> None:
     chain_counts = tuple(int(count) for count in arguments.chains.split(","))
     if chain_counts[0] != 1:
         parser.error("--chains must start with 1 (the one-chain targets compare with the floor)")
+    if arguments.profile and device.type != "cpu":
+        parser.error("--profile times CPU work (torch.profiler's CPU events); run it without --device")
     pinned = pin_to_one_core()
     torch.set_num_threads(1)
     features, labels = load_data()
@@ -749,7 +920,10 @@ def main() -> None:
     torch.manual_seed(0)
     network = make_network(features.shape[1]).to(device)
     if arguments.profile:
-        profile(features, labels, network, num_steps)
+        table = profile(features, labels, network, chain_counts, pinned)
+        print(table)
+        (RESULTS / "speed_mlp_profile.md").write_text(table + "\n")
+        print(f"\nwritten to {RESULTS / 'speed_mlp_profile.md'}")
         return
     load_start = os.getloadavg()[0]
     runners, notes = configurations(features, labels, network, chain_counts)
