@@ -11,8 +11,9 @@ cycle; β > 0: the first β of each cycle is noise-free SGD and keeps no draw): 
 A draw is "near" a mode when it lies within 3 sd of it. Reported: modes visited by all chains
 together, min / median modes visited by one chain, max |weight − 1/25| and the smallest and
 largest weight (weight: the share of near-mode draws at each mode), the share of kept draws near
-no mode, diverged chains, seconds.
-A second table follows the exploration stage alone: noise-free SGD at constant steps around
+no mode, diverged chains, seconds. For the cyclical runs, a second table counts where the cycles
+ended: the mode near each chain's last kept draw of each cycle.
+A third table follows the exploration stage alone: noise-free SGD at constant steps around
 2σ², where it settles into a mode, wanders between modes or diverges. The tables are printed
 and written to results/cyclical_mixture.md; the figure (draws over the log density, one panel
 per sampler that did not diverge) to docs/figures/cyclical_mixture.png.
@@ -58,7 +59,29 @@ def near_modes(draws: np.ndarray) -> np.ndarray:
     return (distances < 3 * math.sqrt(VARIANCE)).numpy().reshape(*draws.shape[:-1], len(MODES))
 
 
-def measure(name: str, sampler: sgmcmc.Sampler) -> tuple[dict[str, object], np.ndarray]:
+def cycle_landings(name: str, trace: sgmcmc.Trace) -> dict[str, object]:
+    """Where the cycles ended: the mode within 3 sd of each chain's last kept draw of each cycle."""
+    cycles = trace.draw_coords["cycle"]
+    last = np.array([np.flatnonzero(cycles == cycle)[-1] for cycle in np.unique(cycles)])
+    ends = trace.posterior["theta"][:, last]  # (chain, cycle, 2)
+    near = near_modes(ends) & ~trace.sample_stats["diverging"][:, last, None]
+    counts = near.sum(axis=(0, 1))
+
+    def span(mask: np.ndarray) -> str:
+        return f"{counts[mask].min()}–{counts[mask].max()}"
+
+    return {
+        "sampler": name,
+        "cycle ends (chains × cycles)": near.shape[0] * near.shape[1],
+        "near no mode": int((~near.any(axis=-1)).sum()),
+        "landings per mode, min–max": span(np.ones(len(MODES), dtype=bool)),
+        "… at each of (±2, ±2)": span((MODES.abs() == 2).all(dim=1).numpy()),
+        "… at each corner (±4, ±4)": span((MODES.abs() == 4).all(dim=1).numpy()),
+        "fair share": near.shape[0] * near.shape[1] / len(MODES),
+    }
+
+
+def measure(name: str, sampler: sgmcmc.Sampler) -> tuple[dict[str, object], np.ndarray, dict[str, object] | None]:
     start = time.perf_counter()
     trace = sampler.sample(
         torch.zeros(2, dtype=torch.float64),
@@ -86,7 +109,7 @@ def measure(name: str, sampler: sgmcmc.Sampler) -> tuple[dict[str, object], np.n
         "diverged chains": int(diverging[:, -1].sum()),
         "seconds": seconds,
     }
-    return row, draws
+    return row, draws, cycle_landings(name, trace) if "cycle" in trace.draw_coords else None
 
 
 def sgd_fate(step_size: float) -> dict[str, object]:
@@ -166,17 +189,23 @@ def main() -> None:
         f"the same kind of start: share diverged, share at rest (within 1e-3) in a mode at the end, and in the mode "
         f"nearest its start; median number of modes passed within 3 sd in the last {SGD_STEPS // 2} steps"
     )
+    landings_context = (
+        "Where each cycle ended (cyclical runs): the mode within 3 sd of each chain's last kept draw of each "
+        "cycle, counted per mode; a fair share is the number of cycle ends / 25"
+    )
     three_digits = lambda column, value: f"{value:.3g}"  # noqa: E731
-    table, sgd_table = markdown_table([row for row, _ in results], three_digits), markdown_table(fates, three_digits)
-    print(context, table, sgd_context, sgd_table, sep="\n\n")
+    table, sgd_table = markdown_table([row for row, _, _ in results], three_digits), markdown_table(fates, three_digits)
+    landings_table = markdown_table([landings for _, _, landings in results if landings is not None], three_digits)
+    print(context, table, landings_context, landings_table, sgd_context, sgd_table, sep="\n\n")
     output = Path(__file__).parent / "results" / "cyclical_mixture.md"
     output.parent.mkdir(exist_ok=True)
     output.write_text(
         f"# Mode discovery on 25 Gaussians: SGLD vs cyclical SGLD\n\n{context}\n\n{table}\n\n"
+        f"## Where the cycles ended\n\n{landings_context}\n\n{landings_table}\n\n"
         f"## The exploration stage alone\n\n{sgd_context}\n\n{sgd_table}\n"
     )
     # the run that diverged has nothing to show
-    figure([result for result in results if result[0]["diverged chains"] == 0], FIGURE)
+    figure([(row, draws) for row, draws, _ in results if row["diverged chains"] == 0], FIGURE)
 
 
 if __name__ == "__main__":
