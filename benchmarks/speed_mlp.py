@@ -33,8 +33,8 @@ the same load.
 
 Run: ``python benchmarks/speed_mlp.py`` (about 5 minutes on 2 cores) prints the Markdown table
 and writes it to ``benchmarks/results/speed_mlp.md``; ``--quick`` (2 epochs, 1 round) only
-prints; ``--profile`` instead shows where a step's time goes (eager and compiled, beside the
-same matmuls and noise timed alone in torch and XLA) and writes ``results/speed_mlp_profile.md``. On a
+prints; ``--profile`` instead shows where a compiled step's time goes, beside the same matmuls,
+tanh and noise timed alone in torch and XLA, and writes ``results/speed_mlp_profile.md``. On a
 GPU: ``--device cuda --chains 1,8,32,128,1024`` runs the torch configurations there (timers
 synchronise the device) and writes ``benchmarks/results/speed_mlp_cuda.md``; BlackJAX runs on
 whatever backend its jax has (the table's machine line says which).
@@ -741,12 +741,17 @@ def microseconds(call: Callable[[], object], calls: int = 200, rounds: int = 5) 
     return 1e6 * best
 
 
+def step_microseconds(runner: Runner, num_steps: int = PROFILE_STEPS) -> float:
+    """µs a step: the fastest of 3 runs of ``num_steps`` steps, after one warm-up run."""
+    runner(num_steps)
+    return 1e6 * min(runner(num_steps).seconds for _ in range(3)) / num_steps
+
+
 def compiled_step_parts(runner: Runner) -> dict[str, float]:
-    """µs a step of a compiled sgmcmc run: the step without the profiler (fastest of 3 runs), the
-    profiled step, and the :data:`COMPILED_STEP_PARTS` of the profiled step."""
+    """µs a step of a compiled sgmcmc run: the step without the profiler (:func:`step_microseconds`),
+    the profiled step, and the :data:`COMPILED_STEP_PARTS` of the profiled step."""
     with torch._inductor.config.patch({"cpp.enable_kernel_profile": True}):  # inductor kernels as profiler events
-        runner(PROFILE_STEPS)
-        step = min(runner(PROFILE_STEPS).seconds for _ in range(3))
+        whole = step_microseconds(runner)
         with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as profiler:
             profiled = runner(PROFILE_STEPS).seconds
     parts = dict.fromkeys(COMPILED_STEP_PARTS, 0.0)
@@ -754,7 +759,6 @@ def compiled_step_parts(runner: Runner) -> dict[str, float]:
         part = next((part for part, matches in COMPILED_STEP_PARTS.items() if matches(event.key)), None)
         if part is not None:
             parts[part] += event.self_cpu_time_total / PROFILE_STEPS
-    whole = 1e6 * step / PROFILE_STEPS
     return {
         "whole step": whole,
         "whole step, profiled": 1e6 * profiled / PROFILE_STEPS,
@@ -791,14 +795,9 @@ def work_alone(num_chains: int, num_features: int) -> dict[str, float]:
     def bias_tanh(hidden: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
         return torch.tanh(hidden + bias)
 
-    def bias_tanh_decomposed(hidden: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
-        return torch.tanh(hidden + bias)  # its own function, so dynamo compiles it anew under its config
-
     bias = torch.zeros(num_chains, 1, HIDDEN)
     compiled_tanh = torch.compile(bias_tanh, dynamic=False)
-    with torch._inductor.config.patch({"cpp.use_decompose_tanh": True}):
-        decomposed_tanh = torch.compile(bias_tanh_decomposed, dynamic=False)
-        decomposed_tanh(hidden, bias)
+    decomposed_tanh = torch.compile(bias_tanh, dynamic=False, options={"cpp.use_decompose_tanh": True})
     costs = {
         "torch: the five matmuls (torch.bmm)": microseconds(products),
         "torch: tanh of the hidden layer": microseconds(lambda: torch.tanh(hidden)),
@@ -850,22 +849,15 @@ def profile(
     matmul_flops = 2 * BATCH_SIZE * (2 * features.shape[1] * HIDDEN + 3 * HIDDEN * NUM_CLASSES)
     for num_chains, column in zip(chain_counts, columns, strict=True):
         eager = sgmcmc_runner(features, labels, network, num_chains, {})
-        eager(PROFILE_STEPS)
-        put(
-            "sgmcmc.SGLD: whole step", column, 1e6 * min(eager(PROFILE_STEPS).seconds for _ in range(3)) / PROFILE_STEPS
-        )
+        put("sgmcmc.SGLD: whole step", column, step_microseconds(eager))
         compiled = sgmcmc_runner(features, labels, network, num_chains, {"compile": True})
         for part, value in compiled_step_parts(compiled).items():
             put(f"sgmcmc.SGLD, compile=True: {part}", column, value)
         if importlib.util.find_spec("blackjax"):
             layout_init = to_layout({name: value.detach() for name, value in network.named_parameters()})
             loop = blackjax_runners(features, labels, layout_init, num_chains)[0]
-            steps = len(labels) // BATCH_SIZE * 7
-            put(
-                "BlackJAX sgld, jit step in a Python loop: whole step",
-                column,
-                1e6 * min(loop(steps).seconds for _ in range(3)) / steps,
-            )
+            epochs = len(labels) // BATCH_SIZE * 7  # its runner draws new orders a whole epoch at a time
+            put("BlackJAX sgld, jit step in a Python loop: whole step", column, step_microseconds(loop, epochs))
         for name, value in work_alone(num_chains, features.shape[1]).items():
             put(f"alone, {name}", column, value)
             if "matmuls" in name:
@@ -880,9 +872,10 @@ def profile(
             f"Machine: {machine(pinned, features.device)}. Load average (1 min) {load_start:.2f} at the start, "
             f"{os.getloadavg()[0]:.2f} at the end.",
             "",
-            f"Whole steps: the fastest of 3 runs of {PROFILE_STEPS} steps without the profiler (BlackJAX: "
-            "of 7 epochs). The compiled step's parts come from a run under torch.profiler (each event's "
-            "own CPU time, summed by part; the profiled step shows what the profiler adds). The 'alone' "
+            f"Whole steps: the fastest of 3 runs of {PROFILE_STEPS} steps without the profiler, after a "
+            "warm-up run (BlackJAX: of 7 epochs). The compiled step's parts come from a run under "
+            "torch.profiler (each event's own CPU time, summed by part; the profiled step shows what the "
+            "profiler adds). The 'alone' "
             f"rows time a step's heavy work by itself, for all chains: W1's five matmuls "
             f"({matmul_flops / 1e6:.2f} MFLOP a chain), tanh of the (K, {BATCH_SIZE}, {HIDDEN}) hidden "
             f"layer, and the noise ({num_params(features.shape[1]):,} normals a chain). For scale, one "
