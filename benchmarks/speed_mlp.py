@@ -34,7 +34,8 @@ the same load.
 Run: ``python benchmarks/speed_mlp.py`` (about 5 minutes on 2 cores) prints the Markdown table
 and writes it to ``benchmarks/results/speed_mlp.md``; ``--quick`` (2 epochs, 1 round) only
 prints; ``--profile`` instead shows where a compiled step's time goes, beside the same matmuls,
-tanh and noise timed alone in torch and XLA, and writes ``results/speed_mlp_profile.md``. On a
+tanh and noise timed alone in torch and XLA and the eager step's gradient with and without vmap,
+and writes ``results/speed_mlp_profile.md``. On a
 GPU: ``--device cuda --chains 1,8,32,128,1024`` runs the torch configurations there (timers
 synchronise the device) and writes ``benchmarks/results/speed_mlp_cuda.md``; BlackJAX runs on
 whatever backend its jax has (the table's machine line says which).
@@ -72,6 +73,7 @@ from torch import nn  # noqa: E402
 from torch.func import functional_call, grad, vmap  # noqa: E402
 
 import sgmcmc  # noqa: E402
+from sgmcmc.log_density import ChainPotential  # noqa: E402
 from sgmcmc.models import Classification, ModulePosterior  # noqa: E402
 
 HIDDEN = 100
@@ -767,6 +769,30 @@ def compiled_step_parts(runner: Runner) -> dict[str, float]:
     }
 
 
+def eager_gradients(
+    features: torch.Tensor, labels: torch.Tensor, network: nn.Module, num_chains: int
+) -> dict[str, float]:
+    """µs of the eager step's gradient of all chains on one minibatch each: as ``sample`` takes it
+    (the vmapped log posterior, one ``autograd.grad``), and without vmap, one chain after another."""
+    posterior = ModulePosterior(network, Classification(), num_data=len(labels), prior_scale=1.0)
+    params = {name: value.expand(num_chains, *value.shape).clone() for name, value in posterior.params().items()}
+    batch = (features[:BATCH_SIZE].expand(num_chains, -1, -1), labels[:BATCH_SIZE].expand(num_chains, -1))
+    potential = ChainPotential(posterior.log_posterior, lambda chain_params: chain_params, True, True)
+
+    def chain_by_chain() -> None:
+        for chain in range(num_chains):
+            leaves = {name: value[chain].requires_grad_() for name, value in params.items()}
+            log_posterior = posterior.log_posterior(leaves, (batch[0][chain], batch[1][chain]))
+            torch.autograd.grad(log_posterior, tuple(leaves.values()))
+
+    return {
+        "as sample takes it: vmap of the log posterior, one autograd.grad": microseconds(
+            lambda: potential(params, batch)
+        ),
+        "without vmap: one autograd.grad per chain, chain after chain": microseconds(chain_by_chain),
+    }
+
+
 def work_alone(num_chains: int, num_features: int) -> dict[str, float]:
     """µs of a W1 step's heavy work done alone, for all chains: the five matmuls (in the compiled
     graph's layouts), tanh of the hidden layer, and the noise; by torch, and by jax.jit when installed."""
@@ -850,6 +876,8 @@ def profile(
     for num_chains, column in zip(chain_counts, columns, strict=True):
         eager = sgmcmc_runner(features, labels, network, num_chains, {})
         put("sgmcmc.SGLD: whole step", column, step_microseconds(eager))
+        for name, value in eager_gradients(features, labels, network, num_chains).items():
+            put(f"sgmcmc.SGLD: its gradient alone, {name}", column, value)
         compiled = sgmcmc_runner(features, labels, network, num_chains, {"compile": True})
         for part, value in compiled_step_parts(compiled).items():
             put(f"sgmcmc.SGLD, compile=True: {part}", column, value)
@@ -875,7 +903,8 @@ def profile(
             f"Whole steps: the fastest of 3 runs of {PROFILE_STEPS} steps without the profiler, after a "
             "warm-up run (BlackJAX: of 7 epochs). The compiled step's parts come from a run under "
             "torch.profiler (each event's own CPU time, summed by part; the profiled step shows what the "
-            "profiler adds). The 'alone' "
+            "profiler adds). The eager step's gradient is timed alone on one minibatch a chain, as "
+            "`sample` takes it and without vmap, chain after chain. The 'alone' "
             f"rows time a step's heavy work by itself, for all chains: W1's five matmuls "
             f"({matmul_flops / 1e6:.2f} MFLOP a chain), tanh of the (K, {BATCH_SIZE}, {HIDDEN}) hidden "
             f"layer, and the noise ({num_params(features.shape[1]):,} normals a chain). For scale, one "
