@@ -49,12 +49,26 @@ def count(name: str, value: Any, minimum: int) -> int:
     return int(value)
 
 
+def recordable(where: str, value: torch.Tensor) -> torch.Tensor:
+    """``value`` if numpy (and so a trace) has its dtype; else a TypeError naming ``where``."""
+    try:
+        torch.empty(0, dtype=value.dtype).numpy()
+    except TypeError:
+        raise TypeError(
+            f"{where} has dtype {value.dtype}, which numpy and so the trace cannot hold; "
+            "use float16, float32 or float64"
+        ) from None
+    return value
+
+
 def parameter_tensor(where: str, value: Any) -> torch.Tensor:
-    """``value`` if it is a finite floating-point tensor; else a TypeError or ValueError naming ``where``."""
+    """``value`` if it is a finite floating-point tensor of a dtype numpy has; else a TypeError or
+    ValueError naming ``where``."""
     if not isinstance(value, torch.Tensor):
         raise TypeError(f"{where} is a {type(value).__name__}, not a torch.Tensor")
     if not value.is_floating_point():
         raise TypeError(f"{where} has dtype {value.dtype}; it must be floating point")
+    recordable(where, value)
     if not torch.isfinite(value).all():
         raise ValueError(f"{where} holds non-finite values")
     return value

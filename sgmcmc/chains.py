@@ -106,7 +106,7 @@ class ChainGenerators:
         if len(states) != len(self.generators):
             raise ValueError(f"{len(states)} generator states for {len(self.generators)} chains")
         for generator, state in zip(self.generators, states, strict=True):
-            generator.set_state(state)
+            generator.set_state(state.cpu())  # a generator's state is a CPU tensor, even a CUDA generator's
 
     def normal_like(self, params: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """ξ ~ N(0, I) shaped like ``params`` (each (num_chains, *shape)), one draw per chain."""

@@ -16,7 +16,9 @@ class _CyclicalStages:
 
     Exploration (the first β of a cycle): the update with temperature 0, i.e. SGD (with
     momentum for cSGHMC), and no draw is kept. Sampling (the rest): the sampler at its
-    temperature, and draws are kept, each labelled with its ``cycle``.
+    temperature, and the states these updates make are kept, each labelled with its ``cycle``.
+    The engine records the state at step k before update k, so that state is kept when update
+    k − 1 sampled: the state an exploration stage ends in is an optimiser's, not a draw.
     """
 
     step_size: Cyclical
@@ -33,10 +35,10 @@ class _CyclicalStages:
         return self.temperature if self.step_size.is_sampling(step) else 0.0
 
     def keeps(self, step: int) -> bool:
-        return self.step_size.is_sampling(step)
+        return step > 0 and self.step_size.is_sampling(step - 1)
 
     def draw_coords(self, step: int) -> dict[str, int]:
-        return {"cycle": self.step_size.cycle(step)}
+        return {"cycle": self.step_size.cycle(max(step - 1, 0))}
 
 
 class CyclicalSGLD(_CyclicalStages, SGLD):

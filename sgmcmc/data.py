@@ -3,11 +3,12 @@
 ``data`` given to a sampler may be
 
 * a :class:`Minibatches` (tensors with a batch size) or a ``torch.utils.data.DataLoader`` over a
-  ``TensorDataset``: each chain shuffles the rows with its own generator every epoch and takes
-  ``batch_size`` rows per step (an incomplete last batch is dropped, as ``drop_last=True``);
-  the loader's own sampler is not used, so its order cannot couple the chains;
+  ``TensorDataset`` with the default ``collate_fn``: each chain shuffles the rows with its own
+  generator every epoch and takes ``batch_size`` rows per step (an incomplete last batch is
+  dropped, as ``drop_last=True``); the loader's own sampler is not used, so its order cannot
+  couple the chains;
 * any other re-iterable of equally shaped batches (a list of tensors or of tuples/dicts of
-  tensors, a DataLoader over another dataset): it is read once, and each chain visits the
+  tensors, a DataLoader over another dataset or with its own ``collate_fn``): it is read once, and each chain visits the
   batches in its own random order every epoch.
 
 Batches for all chains are gathered with one indexing operation per tensor.
@@ -20,12 +21,19 @@ from typing import Any
 
 import torch
 from torch.utils import _pytree as pytree
-from torch.utils.data import DataLoader, TensorDataset
+from torch.utils.data import DataLoader, TensorDataset, default_collate
 
 from sgmcmc._checks import count
 from sgmcmc.chains import ChainGenerators
 
 __all__ = ["Minibatches", "ChainData", "chain_data"]
+
+
+def _check_finite(where: str, tensor: torch.Tensor) -> None:
+    """Raise, naming ``where`` and the first bad row, if a floating ``tensor`` holds NaN or inf."""
+    if tensor.is_floating_point() and not torch.isfinite(tensor).all():
+        bad_rows = (~torch.isfinite(tensor)).reshape(tensor.shape[0], -1).any(dim=1)
+        raise ValueError(f"{where} holds non-finite values (NaN or inf), first in row {int(bad_rows.nonzero()[0])}")
 
 
 def _check_tensors(tensors: tuple[torch.Tensor, ...]) -> int:
@@ -45,6 +53,8 @@ def _check_tensors(tensors: tuple[torch.Tensor, ...]) -> int:
             )
     if num_rows == 0:
         raise ValueError("data is empty: its tensors have 0 rows")
+    for position, tensor in enumerate(tensors):
+        _check_finite(f"data tensor {position}", tensor)
     return num_rows
 
 
@@ -110,13 +120,22 @@ class ChainData:
 
     def get_state(self) -> dict[str, Any]:
         """The position in every chain's epoch, for a checkpoint."""
-        return {"permutations": self._permutations, "position": self._position, "num_units": self.num_units}
+        return {
+            "permutations": self._permutations,
+            "position": self._position,
+            "num_units": self.num_units,
+            "units_per_step": self.units_per_step,
+        }
 
     def set_state(self, state: dict[str, Any]) -> None:
         """Restore a :meth:`get_state`; the data must have as many rows (or batches) as when it was saved."""
         if state["num_units"] != self.num_units:
             raise ValueError(
                 f"the checkpoint's data had {state['num_units']} units (rows or batches), this has {self.num_units}"
+            )
+        if state.get("units_per_step", self.units_per_step) != self.units_per_step:
+            raise ValueError(
+                f"the checkpoint's data had batches of {state['units_per_step']} rows, this has {self.units_per_step}"
             )
         permutations = state["permutations"]
         self._permutations = None if permutations is None else permutations.to(pytree.tree_leaves(self.units)[0].device)
@@ -145,6 +164,12 @@ def _stack_batches(batches: list[Any]) -> Any:
         for leaf, leaf0 in zip(leaves, leaves0, strict=True):
             if not isinstance(leaf, torch.Tensor):
                 raise TypeError(f"batch {number} holds a {type(leaf).__name__}; batches must hold tensors")
+            if leaf.ndim == 0:
+                raise ValueError(
+                    f"batch {number} holds a 0-dim tensor; batches need a leading batch dim (a DataLoader "
+                    "with batch_size=None yields single examples: give it a batch_size)"
+                )
+            _check_finite(f"batch {number}", leaf)
             if leaf.shape != leaf0.shape or leaf.dtype != leaf0.dtype:
                 raise ValueError(
                     f"batch {number} has a tensor of shape {tuple(leaf.shape)} ({leaf.dtype}) where batch 0 "
@@ -160,7 +185,12 @@ def chain_data(data: Any) -> ChainData | None:
         return None
     if isinstance(data, Minibatches):
         return ChainData(data.rows, data.batch_size, rows=True)
-    if isinstance(data, DataLoader) and isinstance(data.dataset, TensorDataset) and data.batch_size:
+    if (
+        isinstance(data, DataLoader)
+        and isinstance(data.dataset, TensorDataset)
+        and data.batch_size
+        and data.collate_fn is default_collate
+    ):
         loader = Minibatches(*data.dataset.tensors, batch_size=data.batch_size)
         return ChainData(list(loader.tensors), loader.batch_size, rows=True)
     if isinstance(data, torch.Tensor):

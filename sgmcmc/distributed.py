@@ -45,7 +45,7 @@ import torch
 import torch.distributed as dist
 from torch.utils import _pytree as pytree
 
-from sgmcmc._checks import count
+from sgmcmc._checks import count, positive
 from sgmcmc.chains import seeds_of_chains
 from sgmcmc.checkpoint import write_atomically
 from sgmcmc.data import Minibatches, chain_data
@@ -128,9 +128,7 @@ def process_group(
     and re-raises, so the process exits non-zero and the launcher stops the others.
     """
     device = torch.device(device)
-    timeout_s = float(timeout_s)
-    if timeout_s <= 0:
-        raise ValueError(f"timeout_s must be > 0, got {timeout_s}")
+    timeout_s = positive("timeout_s", timeout_s)
     if not launched():
         yield ProcessGroup(0, 1, 0, device, timeout_s)
         return

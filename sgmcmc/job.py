@@ -321,13 +321,23 @@ def run_job(config: JobConfig) -> dict[str, Any]:
     if trace is None:  # a rank other than 0 of a parallel run: rank 0 has the trace and writes the files
         return {}
     alive = ~trace.sample_stats["diverging"]
+    if not alive.any():
+        raise RuntimeError(
+            f"every chain of the {config.sampler} run diverged, so no draw is left to score; "
+            "try a smaller step size (--step-size)"
+        )
 
     def pooled(name: str) -> np.ndarray:
         return trace.functionals[name][alive]  # (kept draws of every chain, *shape)
 
     ood_functionals = {name: f"{name}_predictive" for name in ood} if data.task == "classification" else {}
     test_draws = pooled("test_predictive")
-    methods = {"posterior": _scores(data, test_draws, {name: pooled(f) for name, f in ood_functionals.items()})}
+    methods = {
+        "posterior": {
+            **_scores(data, test_draws, {name: pooled(f) for name, f in ood_functionals.items()}),
+            "diverged": int((~alive).any(axis=1).sum()),
+        }
+    }
 
     if config.ensemble:
         start = time.perf_counter()
@@ -335,10 +345,19 @@ def run_job(config: JobConfig) -> dict[str, Any]:
             init, minibatches, burn_in=config.num_steps - 1, functionals=functionals, keep=(), **common
         )
         seconds["ensemble"] = time.perf_counter() - start
-        members = {name: values[:, -1] for name, values in ensemble.functionals.items()}  # (num_chains, *shape)
+        # a diverged member is frozen at its last finite state: it is left out, as diverged draws are
+        finite = ~ensemble.sample_stats["diverging"][:, -1]
+        members = {name: values[finite, -1] for name, values in ensemble.functionals.items()}  # (members, *shape)
+        if not finite.any():
+            raise RuntimeError(
+                "every member of the SGD ensemble diverged; try a smaller --ensemble-step-size, or --no-ensemble"
+            )
         for label, chosen in (("SGD, one network", slice(0, 1)), (f"SGD ensemble of {config.num_chains}", slice(None))):
             ood_members = {name: members[f][chosen] for name, f in ood_functionals.items()}
-            methods[label] = _scores(data, members["test_predictive"][chosen], ood_members)
+            methods[label] = {
+                **_scores(data, members["test_predictive"][chosen], ood_members),
+                "diverged": int((~finite).sum()) if chosen == slice(None) else 0,
+            }
 
     idata = trace.to_arviz()
     convergence = _convergence(idata.functionals)
@@ -444,7 +463,7 @@ def _print_report(report: dict[str, Any]) -> None:
 
 def _column_order(column: str) -> tuple[int, str]:
     order = ["accuracy", "rmse", "nll", "ece", "brier"]
-    return (order.index(column) if column in order else len(order) + (column == "draws"), column)
+    return (order.index(column) if column in order else len(order) + ["diverged", "draws"].count(column), column)
 
 
 def config_from_arguments(arguments: argparse.Namespace) -> JobConfig:

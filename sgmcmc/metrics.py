@@ -35,6 +35,11 @@ def _check(probabilities: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, n
         )
     if not np.isfinite(probabilities).all():
         raise ValueError("probabilities hold non-finite values")
+    num_classes = probabilities.shape[1]
+    if not (np.issubdtype(labels.dtype, np.number) and (labels == np.round(labels)).all()):
+        raise ValueError(f"labels must be integer class indices, got dtype {labels.dtype} values such as {labels[:3]}")
+    if labels.size and not (0 <= labels.min() and labels.max() < num_classes):
+        raise ValueError(f"labels must be in [0, {num_classes}), got values from {labels.min()} to {labels.max()}")
     return probabilities, labels.astype(np.int64)
 
 

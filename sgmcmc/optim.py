@@ -33,10 +33,19 @@ class _UpdateRuleOptimizer(torch.optim.Optimizer):
     """Shared plumbing: each group's parameters as a dict of (1, *shape) views, and one noise stream."""
 
     def __init__(self, params: Iterable[Any], defaults: dict[str, Any], seed: int) -> None:
-        positive("lr", defaults["lr"])
+        self._check({"params": [], **defaults})
         super().__init__(params, defaults)
         device = self.param_groups[0]["params"][0].device
         self._generators = ChainGenerators(chain_seeds(seed, 1), device)
+
+    def add_param_group(self, param_group: dict[str, Any]) -> None:
+        """Add a group (as ``torch.optim.Optimizer`` does), checking the hyperparameters it sets."""
+        self._check({**self.defaults, **param_group})
+        super().add_param_group(param_group)
+
+    def _check(self, group: dict[str, Any]) -> None:
+        """Raise, naming the hyperparameter, if one of ``group``'s is out of range."""
+        positive("lr", group["lr"])
 
     def _state(
         self, parameters: dict[str, torch.Tensor], key: str, make: Callable[[dict[str, torch.Tensor]], dict]
@@ -79,7 +88,11 @@ class SGLD(_UpdateRuleOptimizer):
     """θ ← θ − lr ∇loss + sqrt(2 lr T) ξ: :func:`sgmcmc.sgld.langevin_step` with ∇log p̃ = −∇loss."""
 
     def __init__(self, params: Iterable[Any], lr: float, temperature: float = 1.0, seed: int = 0) -> None:
-        super().__init__(params, {"lr": lr, "temperature": nonnegative("temperature", temperature)}, seed)
+        super().__init__(params, {"lr": lr, "temperature": temperature}, seed)
+
+    def _check(self, group: dict[str, Any]) -> None:
+        super()._check(group)
+        nonnegative("temperature", group["temperature"])
 
     def _update(self, group, parameters, params, gradient):
         noise = self._generators.normal_like(params)
@@ -99,15 +112,20 @@ class SGHMC(_UpdateRuleOptimizer):
         temperature: float = 1.0,
         seed: int = 0,
     ) -> None:
-        friction, noise_estimate = check_friction(friction, noise_estimate)
         defaults = {
             "lr": lr,
             "friction": friction,
-            "mass": positive("mass", mass),
+            "mass": mass,
             "noise_estimate": noise_estimate,
-            "temperature": nonnegative("temperature", temperature),
+            "temperature": temperature,
         }
         super().__init__(params, defaults, seed)
+
+    def _check(self, group: dict[str, Any]) -> None:
+        super()._check(group)
+        check_friction(group["friction"], group["noise_estimate"])
+        positive("mass", group["mass"])
+        nonnegative("temperature", group["temperature"])
 
     def _update(self, group, parameters, params, gradient):
         mass = {name: torch.full_like(value, group["mass"]) for name, value in params.items()}
@@ -146,13 +164,13 @@ class PSGLD(_UpdateRuleOptimizer):
         temperature: float = 1.0,
         seed: int = 0,
     ) -> None:
-        defaults = {
-            "lr": lr,
-            "alpha": below_one("alpha", alpha),
-            "eps": positive("eps", eps),
-            "temperature": nonnegative("temperature", temperature),
-        }
-        super().__init__(params, defaults, seed)
+        super().__init__(params, {"lr": lr, "alpha": alpha, "eps": eps, "temperature": temperature}, seed)
+
+    def _check(self, group: dict[str, Any]) -> None:
+        super()._check(group)
+        below_one("alpha", group["alpha"])
+        positive("eps", group["eps"])
+        nonnegative("temperature", group["temperature"])
 
     def _update(self, group, parameters, params, gradient):
         square_average = self._state(parameters, "square_average", _zeros_like)
@@ -170,11 +188,12 @@ class ASGLD(_UpdateRuleOptimizer):
     def __init__(
         self, params: Iterable[Any], lr: float, momentum: float = 0.9, noise: float = 1.0, seed: int = 0
     ) -> None:
-        super().__init__(
-            params,
-            {"lr": lr, "momentum": below_one("momentum", momentum), "noise": nonnegative("noise", noise)},
-            seed,
-        )
+        super().__init__(params, {"lr": lr, "momentum": momentum, "noise": noise}, seed)
+
+    def _check(self, group: dict[str, Any]) -> None:
+        super()._check(group)
+        below_one("momentum", group["momentum"])
+        nonnegative("noise", group["noise"])
 
     def _update(self, group, parameters, params, gradient):
         mean = self._state(parameters, "mean", _zeros_like)

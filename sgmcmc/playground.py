@@ -142,7 +142,8 @@ def sweep(
     - at the constant ``temperature`` T: a decaying step, seed 000's "decaying learning rate", which
       slows the chain down but leaves its target exp(−U/T) as it is;
     - with T_k cooled too, harmonically (γ = 1) from T to ``final_temperature`` (default T/20):
-      simulated annealing, whose target exp(−U/T_k) concentrates on the global minimum as T_k → 0.
+      simulated annealing, whose target exp(−U/T_k) concentrates on the global minimum as T_k → 0
+      (left out at T = 0, where there is nothing to cool).
     """
     methods = [
         Method(name, rate, temperature if name == "sgld" else None) for name in optimizers for rate in learning_rates
@@ -150,11 +151,12 @@ def sweep(
     if annealed and "sgld" in optimizers and len(set(learning_rates)) > 1:
         largest, smallest = max(learning_rates), min(learning_rates)
         step_size = polynomial_decay(largest, smallest, num_steps)
-        final_temperature = temperature / 20 if final_temperature is None else final_temperature
-        cooling = polynomial_decay(temperature, final_temperature, num_steps, gamma=1.0)
         decay_label = f"SGLD lr={largest:g}→{smallest:g} T={temperature:g}"
         methods.append(Method("sgld", step_size, temperature, label=decay_label))
-        methods.append(Method("sgld", step_size, cooling, label=f"{decay_label}→{final_temperature:g}"))
+        if temperature > 0:  # at T = 0 there is nothing to cool
+            final_temperature = temperature / 20 if final_temperature is None else final_temperature
+            cooling = polynomial_decay(temperature, final_temperature, num_steps, gamma=1.0)
+            methods.append(Method("sgld", step_size, cooling, label=f"{decay_label}→{final_temperature:g}"))
     return methods
 
 

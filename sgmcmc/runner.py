@@ -7,8 +7,12 @@ device, without a host sync) and records kept draws.
 
 from __future__ import annotations
 
+import functools
+import itertools
 import os
+import types
 import warnings
+import weakref
 from collections.abc import Callable, Mapping, Sequence
 from importlib.metadata import version
 from pathlib import Path
@@ -21,7 +25,7 @@ from torch.utils import _pytree as pytree
 from tqdm.auto import tqdm
 
 import sgmcmc
-from sgmcmc._checks import count, nonnegative, parameter_tensor
+from sgmcmc._checks import count, nonnegative, parameter_tensor, recordable
 from sgmcmc.chains import ChainGenerators, RecordingGenerators, ReplayedDraws, seeds_of_chains, select_chains
 from sgmcmc.checkpoint import check_same_run, load_checkpoint, save_checkpoint
 from sgmcmc.data import chain_data
@@ -41,7 +45,7 @@ RESERVED_NAMES = ("chain", "draw", "step", "cycle")
 
 
 class SamplerDivergenceWarning(RuntimeWarning):
-    """A chain's state became non-finite; it was frozen and its later draws flagged ``diverging``."""
+    """A chain's state or log posterior became non-finite; it was frozen and flagged ``diverging`` from then on."""
 
 
 def _named_params(init: Any) -> tuple[dict[str, torch.Tensor], Callable[[dict[str, torch.Tensor]], Any]]:
@@ -86,7 +90,19 @@ def _finite_per_chain(new_state: dict[str, Any], state: dict[str, Any]) -> torch
         for leaf, old_leaf in zip(pytree.tree_leaves(new_state), pytree.tree_leaves(state), strict=True)
         if leaf.is_floating_point() and leaf is not old_leaf
     ]
-    return torch.isfinite(sum(leaf.reshape(leaf.shape[0], -1).sum(dim=1) for leaf in leaves))
+    # summed in at least float32: a float16 sum of finite values can overflow
+    return torch.isfinite(
+        sum(
+            leaf.reshape(leaf.shape[0], -1).sum(dim=1, dtype=torch.promote_types(leaf.dtype, torch.float32))
+            for leaf in leaves
+        )
+    )
+
+
+def _finite_stats(stats: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Per chain, whether every floating stat (each (num_chains,)) of the current state is finite."""
+    finite = [torch.isfinite(value) for value in stats.values() if value.is_floating_point()]
+    return functools.reduce(torch.logical_and, finite) if finite else torch.tensor(True)
 
 
 def _check_initial_state(state: dict[str, Any]) -> None:
@@ -109,17 +125,45 @@ def _advance_function(sampler: Sampler, potential: ChainPotential) -> Callable[.
     """One step of every chain with the divergence guard: the function ``compile=True`` compiles.
 
     ``advance(state, batch, step_size, temperature, alive, generators) -> (state, stats, alive)``:
-    a chain whose new state is not finite keeps its old state and is no longer alive.
+    a chain whose new state is not finite keeps its old state and is no longer alive; so does one
+    whose stats of the current state (its log p̃, ...) are not finite, and then the current state's
+    own draw is flagged too (``stats["diverging"]``, the flag of the current state's draw).
     """
 
     def advance(
         state: dict[str, Any], batch: Any, step_size: float, temperature: float, alive: torch.Tensor, generators: Any
     ) -> tuple[dict[str, Any], dict[str, torch.Tensor], torch.Tensor]:
         new_state, stats = sampler.step(state, BoundPotential(potential, batch), step_size, temperature, generators)
-        still_alive = alive & _finite_per_chain(new_state, state)
-        return select_chains(still_alive, new_state, state), stats, still_alive
+        current_alive = alive & _finite_stats(stats)
+        still_alive = current_alive & _finite_per_chain(new_state, state)
+        return select_chains(still_alive, new_state, state), {**stats, "diverging": ~current_alive}, still_alive
 
     return advance
+
+
+_STEP_CODES: dict[tuple[int, tuple[Any, ...]], types.CodeType] = {}
+"""The code object that the compiled steps of one sampler on one input layout run under."""
+_STEP_NAMES = itertools.count()
+
+
+def _step_code(sampler: Sampler, step: Callable[..., Any], inputs: Any) -> types.CodeType:
+    """``step``'s code under a name of its own for ``sampler`` and the shapes, dtypes and devices of ``inputs``.
+
+    Dynamo keeps its compiled graphs, its recompile count and its record of which sizes and
+    numbers varied between calls (made symbolic at the next compilation) per code object and
+    name. Sharing one code object across runs would let one run's batch or data size turn into a
+    symbol in another's step (which user code such as N / batch.shape[0] cannot always take) and
+    let other models use up a run's recompile limit; one per run would retrace an identical run
+    each time. So runs of the same sampler on inputs laid out alike share one.
+    """
+    layout = tuple(
+        (leaf.shape, leaf.dtype, leaf.device) for leaf in pytree.tree_leaves(inputs) if isinstance(leaf, torch.Tensor)
+    )
+    key = (id(sampler), layout)
+    if key not in _STEP_CODES:
+        _STEP_CODES[key] = step.__code__.replace(co_name=f"compiled_step_{next(_STEP_NAMES)}")
+        weakref.finalize(sampler, _STEP_CODES.pop, key, None)
+    return _STEP_CODES[key]
 
 
 class _CompiledAdvance:
@@ -131,13 +175,22 @@ class _CompiledAdvance:
     recompile limit reached), a warning says why and the run goes on eagerly.
     """
 
-    def __init__(self, advance: Callable[..., Any]) -> None:
+    def __init__(self, advance: Callable[..., Any], sampler: Sampler) -> None:
         self.advance = advance
+        self.sampler = sampler
         self.requests: list[tuple[str, tuple[Any, ...]]] | None = None
-        self.compiled: Callable[..., Any] | None = torch.compile(
-            lambda state, batch, step_size, temperature, alive, draws, device: advance(
-                state, batch, step_size, temperature, alive, ReplayedDraws(draws, device)
-            ),
+        self.compiled: Callable[..., Any] | None = None
+        self.eager = False
+
+    def _compile(self, state: dict[str, Any], batch: Any) -> Callable[..., Any]:
+        advance = self.advance
+
+        def step(state, batch, step_size, temperature, alive, draws, device):  # noqa: ANN001, ANN202
+            return advance(state, batch, step_size, temperature, alive, ReplayedDraws(draws, device))
+
+        code = _step_code(self.sampler, step, (state, batch))
+        return torch.compile(
+            types.FunctionType(code, step.__globals__, code.co_name, None, step.__closure__),
             fullgraph=True,
             options={"fallback_random": True},
         )
@@ -157,20 +210,22 @@ class _CompiledAdvance:
             self.requests = recording.requests
             return result
         draws = generators.draw(self.requests)
-        if self.compiled is not None:
+        if not self.eager:
             try:
+                if self.compiled is None:
+                    self.compiled = self._compile(state, batch)
                 return self.compiled(state, batch, step_size, temperature, alive, draws, generators.device)
             except Exception as error:  # noqa: BLE001 -- any compiler failure falls back to eager
                 if isinstance(error, torch._dynamo.exc.FailOnRecompileLimitHit):
                     error = (
-                        "this process has compiled the step for torch._dynamo.config.recompile_limit "
-                        f"({torch._dynamo.config.recompile_limit}) models or settings already; raise that limit "
-                        "or call torch._dynamo.reset() to compile more"
+                        "the step of this sampler on inputs of these shapes needed more than "
+                        f"torch._dynamo.config.recompile_limit ({torch._dynamo.config.recompile_limit}) "
+                        "compilations; raise that limit"
                     )
                 warnings.warn(
                     f"compile=True: torch.compile failed, sampling eagerly: {error}", RuntimeWarning, stacklevel=4
                 )
-                self.compiled = None
+                self.eager = True
         return self.advance(state, batch, step_size, temperature, alive, ReplayedDraws(draws, generators.device))
 
 
@@ -199,7 +254,7 @@ def _functionals(
             ) from error
         if not isinstance(value, torch.Tensor):
             raise TypeError(f"functional {name!r} must return a tensor, got {type(value).__name__}")
-        vectorised[name], variables[name] = over_chains, Variable.of(value)
+        vectorised[name], variables[name] = over_chains, Variable.of(recordable(f"functional {name!r}", value))
     return vectorised, variables
 
 
@@ -294,7 +349,7 @@ def run(
     _check_initial_state(state)
     advance = _advance_function(sampler, potential)
     if compile:
-        advance = _CompiledAdvance(advance)
+        advance = _CompiledAdvance(advance, sampler)
 
     def draw(state: dict[str, Any], stats: dict[str, torch.Tensor], batch: Any) -> dict[str, dict[str, torch.Tensor]]:
         chain_params = state["params"]
@@ -322,7 +377,7 @@ def run(
     run_settings = {
         "sampler": type(sampler).__name__,
         **{key: netcdf_attr(value) for key, value in sampler.hyperparameters().items()},
-        "seed": seed if isinstance(seed, int) else list(seed),
+        "seed": int(seed) if isinstance(seed, (int, np.integer)) else [int(value) for value in seed],
         "chain_seeds": seeds,
         "num_chains": num_chains,
         "num_steps": num_steps,
@@ -342,6 +397,11 @@ def run(
         return step >= burn_in and (step - burn_in) % thin == 0 and sampler.keeps(step)
 
     max_draws = sum(map(kept, range(burn_in, num_steps, thin)))
+    if max_draws == 0:
+        raise ValueError(
+            f"no state of this run would be kept: {type(sampler).__name__} keeps none of steps {burn_in} to "
+            f"{num_steps - 1} (every {thin}); a cyclical sampler keeps only the states its sampling stages make"
+        )
     recorder = TraceRecorder(layout, ["step", *sampler.draw_coords(0)], num_chains, attrs, max_draws, path=trace_file)
     checkpoint_settings = {
         **run_settings,
@@ -385,7 +445,7 @@ def run(
             if kept(step):
                 step_sizes = torch.full((num_chains,), step_size, dtype=torch.float64, device=device)
                 recorder.append(
-                    draw(state, {**stats, "step_size": step_sizes, "diverging": ~alive}, batch),
+                    draw(state, {**stats, "step_size": step_sizes}, batch),
                     {"step": step, **sampler.draw_coords(step)},
                 )
             diverged_at = torch.where(alive & ~still_alive, step, diverged_at)
@@ -417,8 +477,8 @@ def run(
     if diverged:
         listed = ", ".join(f"chain {chain} at step {step}" for chain, step in diverged.items())
         warnings.warn(
-            f"{len(diverged)} of {num_chains} chains diverged (state became non-finite): {listed}. "
-            "Each is frozen at its last finite state and its later draws are flagged diverging; "
+            f"{len(diverged)} of {num_chains} chains diverged (state or log posterior became non-finite): {listed}. "
+            "Each is frozen where it was and its later draws are flagged diverging; "
             "try a smaller step_size.",
             SamplerDivergenceWarning,
             stacklevel=3,

@@ -36,7 +36,7 @@ def _mass_like(mass: Mass, params: dict[str, torch.Tensor]) -> dict[str, torch.T
             if not value.is_floating_point() or not (torch.isfinite(value) & (value > 0)).all():
                 raise ValueError(f"mass of {name!r} must hold finite floating values > 0")
         else:
-            value = torch.tensor(positive(f"mass of {name!r}", value))
+            value = torch.tensor(positive(f"mass of {name!r}", value), dtype=params[name].dtype)
         masses[name] = value.to(params[name]).expand_as(params[name]).clone()
     return masses
 

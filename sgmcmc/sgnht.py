@@ -8,7 +8,7 @@ from typing import Any
 import torch
 
 from sgmcmc._checks import positive
-from sgmcmc.chains import ChainGenerators, per_chain_sum
+from sgmcmc.chains import ChainGenerators, flat_layout, per_chain_sum
 from sgmcmc.sampler import Potential, Sampler, State
 from sgmcmc.schedules import Schedule
 
@@ -52,8 +52,7 @@ class SGNHT(Sampler):
         noise = generators.normal_like(params)
         momentum = {name: math.sqrt(self.temperature_at(0)) * value for name, value in noise.items()}
         num_chains = next(iter(params.values())).shape[0]
-        dtype = next(iter(params.values())).dtype
-        thermostat = torch.full((num_chains,), self.diffusion, dtype=dtype, device=generators.device)
+        thermostat = torch.full((num_chains,), self.diffusion, dtype=flat_layout(params)[1], device=generators.device)
         return {"params": params, "momentum": momentum, "thermostat": thermostat}
 
     def step(
@@ -66,7 +65,7 @@ class SGNHT(Sampler):
         noise_scale = math.sqrt(2.0 * self.diffusion * step_size * temperature)
         momentum = {
             name: p
-            - thermostat.view(-1, *[1] * (p.ndim - 1)) * p * step_size
+            - thermostat.view(-1, *[1] * (p.ndim - 1)).to(p.dtype) * p * step_size
             + step_size * gradient[name]
             + noise_scale * noise[name]
             for name, p in momentum.items()

@@ -221,7 +221,7 @@ class _TraceFile:
                         name,
                         ("chain", "draw", *_dims(name, len(variable.shape))),
                         dtype=np.int8 if variable.dtype == bool else variable.dtype,
-                        chunks=(1, draws_per_chunk, *variable.shape),
+                        chunks=(1, draws_per_chunk, *(max(1, size) for size in variable.shape)),  # HDF5: > 0
                     )
                     if variable.dtype == bool:
                         stored.attrs["dtype"] = "bool"

@@ -14,11 +14,11 @@ def _sghmc(log_posterior):
     return sgmcmc.SGHMC(log_posterior, step_size=1e-3, friction=0.1)
 
 
-def _run(checkpoint=None, interrupt_at=None, make_sampler=_sghmc, **kwargs):
+def _run(checkpoint=None, interrupt_at=None, make_sampler=_sghmc, batch_size=30, **kwargs):
     """SGHMC (momentum in its state) with minibatches (a data position) on a conjugate regression."""
     model = ConjugateLinearRegression.make(num_data=100, dim=2, seed=0)
     interrupting = Interrupting(model.log_posterior(), at_step=interrupt_at)
-    data = sgmcmc.Minibatches(model.features, model.targets, batch_size=30)  # 3 batches an epoch: positions vary
+    data = sgmcmc.Minibatches(model.features, model.targets, batch_size=batch_size)  # 3 batches an epoch at 30
     options = dict(num_chains=3, num_steps=NUM_STEPS, burn_in=10, thin=3, seed=5, progress=False)
     options.update(kwargs)
     sampler = make_sampler(interrupting)
@@ -82,6 +82,14 @@ def test_checkpoint_of_another_run_is_refused(tmp_path):
         _run(checkpoint)
     with pytest.raises(ValueError, match="different run.*sampler: checkpoint 'SGHMC', now 'SGLD'"):
         _run(checkpoint, num_steps=30, make_sampler=lambda log_posterior: sgmcmc.SGLD(log_posterior, 1e-3))
+
+
+def test_checkpoint_with_another_batch_size_is_refused(tmp_path):
+    checkpoint = tmp_path / "run.pt"
+    with pytest.warns(RuntimeWarning, match="interrupted"):
+        _run(checkpoint, interrupt_at=60)
+    with pytest.raises(ValueError, match="the checkpoint's data had batches of 30 rows, this has 50"):
+        _run(checkpoint, batch_size=50)
 
 
 def test_checkpoint_is_written_atomically(tmp_path):

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 import sgmcmc
-from targets import K_SIGMA, standard_normal_log_posterior, variance_about_and_se
+from targets import K_SIGMA, Interrupting, standard_normal_log_posterior, variance_about_and_se
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 
@@ -64,3 +64,18 @@ def test_compiled_run_on_cuda_equals_the_eager_run():
     )
     # float64 and 50 contracting steps: compiled kernels differ from eager ones by rounding only
     torch.testing.assert_close(compiled.posterior["theta"], eager.posterior["theta"], rtol=1e-10, atol=0)
+
+
+def test_run_on_cuda_resumes_from_its_checkpoint(tmp_path):
+    """The checkpoint is loaded onto the device; the CUDA generators' states must go back to the CPU."""
+    common = dict(num_chains=4, num_steps=60, seed=2, device="cuda", progress=False, checkpoint_every=10)
+    uninterrupted = sgmcmc.SGLD(standard_normal_log_posterior, step_size=0.1).sample(torch.zeros(2), **common)
+    checkpoint = tmp_path / "run.pt"
+    with pytest.warns(RuntimeWarning, match="interrupted after 30 of 60 steps"):
+        sgmcmc.SGLD(Interrupting(standard_normal_log_posterior, at_step=30), step_size=0.1).sample(
+            torch.zeros(2), checkpoint=checkpoint, **common
+        )
+    resumed = sgmcmc.SGLD(standard_normal_log_posterior, step_size=0.1).sample(
+        torch.zeros(2), checkpoint=checkpoint, **common
+    )
+    assert (resumed.posterior["theta"] == uninterrupted.posterior["theta"]).all()

@@ -49,17 +49,38 @@ def test_schedule_errors(kwargs, match):
         Cyclical(**arguments)
 
 
-def test_exploration_is_noise_free_and_only_sampling_draws_are_kept():
+def _runs_at_two_temperatures(sampler, schedule, num_chains, dimension):
+    """The same seeded run at T = 1 and T = 4: the same ξ at every step, scaled by sqrt(T) while sampling."""
+    return {
+        temperature: sampler(temperature).sample(
+            torch.ones(dimension, dtype=torch.float64),
+            num_chains=num_chains,
+            num_steps=schedule.total_steps,
+            seed=0,
+            progress=False,
+        )
+        for temperature in (1.0, 4.0)
+    }
+
+
+def test_exploration_is_noise_free_and_only_states_made_by_sampling_updates_are_kept():
     schedule = Cyclical(initial_step_size=0.1, num_cycles=3, total_steps=30, exploration=0.5)
-    trace = sgmcmc.CyclicalSGLD(standard_normal_log_posterior, schedule).sample(
-        torch.ones(2, dtype=torch.float64), num_chains=2, num_steps=30, seed=0, progress=False
+    traces = _runs_at_two_temperatures(
+        lambda temperature: sgmcmc.CyclicalSGLD(standard_normal_log_posterior, schedule, temperature=temperature),
+        schedule,
+        num_chains=2,
+        dimension=2,
     )
+    trace = traces[1.0]
     steps = trace.draw_coords["step"]
-    np.testing.assert_array_equal(steps, [s for s in range(30) if schedule.is_sampling(s)])
-    np.testing.assert_array_equal(trace.draw_coords["cycle"], steps // 10)
-    # the first 5 steps are SGD from θ = 1: θ_k = Π (1 − η_j)
-    expected = np.prod([1 - schedule(step) for step in range(5)])
-    np.testing.assert_allclose(trace.posterior["theta"][:, 0], expected, rtol=1e-12)
+    # the state at step s is made by update s − 1: kept when that update sampled (updates 5-9, 15-19, 25-28)
+    np.testing.assert_array_equal(steps, [s for s in range(1, 30) if schedule.is_sampling(s - 1)])
+    np.testing.assert_array_equal(trace.draw_coords["cycle"], (steps - 1) // 10)
+    # updates 0-4 are SGD from θ = 1, θ_5 = Π (1 − η_j); update 5 moves it to θ_5 (1 − η_5) + sqrt(2 η_5 T) ξ
+    drift = np.prod([1 - schedule(step) for step in range(6)])
+    noise = {temperature: trace.posterior["theta"][:, 0] - drift for temperature, trace in traces.items()}
+    assert np.abs(noise[1.0]).min() > 1e-3
+    np.testing.assert_allclose(noise[4.0], 2 * noise[1.0], rtol=1e-10)
     idata = trace.to_arviz()
     assert idata.posterior["cycle"].dims == ("draw",)
     assert [cycle for cycle, _ in idata.posterior.groupby("cycle")] == [0, 1, 2]
@@ -67,15 +88,32 @@ def test_exploration_is_noise_free_and_only_sampling_draws_are_kept():
 
 def test_cyclical_sghmc_runs_sgd_with_momentum_while_exploring():
     schedule = Cyclical(initial_step_size=0.1, num_cycles=2, total_steps=20, exploration=0.5)
-    trace = sgmcmc.CyclicalSGHMC(standard_normal_log_posterior, schedule, friction=0.5).sample(
-        torch.ones(1, dtype=torch.float64), num_chains=1, num_steps=20, seed=0, progress=False
+    traces = _runs_at_two_temperatures(
+        lambda temperature: sgmcmc.CyclicalSGHMC(
+            standard_normal_log_posterior, schedule, friction=0.5, temperature=temperature
+        ),
+        schedule,
+        num_chains=1,
+        dimension=1,
     )
     theta, velocity = 1.0, 0.0  # momentum starts at N(0, η T) with T = 0 in exploration
-    for step in range(5):
+    for step in range(6):  # updates 0-4 explore; update 5 is this recursion plus its noise
         velocity = velocity - schedule(step) * theta - 0.5 * velocity
         theta += velocity
-    assert trace.posterior["theta"][0, 0, 0] == pytest.approx(theta, rel=1e-12)
-    assert set(trace.sample_stats) >= {"kinetic_energy", "lp"}
+    noise = {temperature: trace.posterior["theta"][0, 0, 0] - theta for temperature, trace in traces.items()}
+    assert abs(noise[1.0]) > 1e-3
+    assert noise[4.0] == pytest.approx(2 * noise[1.0], rel=1e-10)
+    assert set(traces[1.0].sample_stats) >= {"kinetic_energy", "lp"}
+
+
+def test_a_run_that_ends_before_its_first_sampling_stage_is_refused():
+    schedule = Cyclical(initial_step_size=0.1, num_cycles=2, total_steps=100, exploration=0.8)
+    with pytest.raises(
+        ValueError, match="no state of this run would be kept: CyclicalSGLD keeps none of steps 0 to 39"
+    ):
+        sgmcmc.CyclicalSGLD(standard_normal_log_posterior, schedule).sample(
+            torch.zeros(1), num_chains=1, num_steps=40, seed=0, progress=False
+        )
 
 
 def test_cyclical_samplers_need_a_cyclical_schedule():

@@ -27,12 +27,14 @@ def test_minibatches_iterate_like_an_unshuffled_loader():
 def test_each_chain_sees_every_row_once_per_epoch_in_its_own_order():
     stream = chain_data(sgmcmc.Minibatches(ROWS, LABELS, batch_size=5))
     generators = _generators()
-    epoch = [stream.next(generators) for _ in range(2)]
-    labels = torch.cat([batch[1] for batch in epoch], dim=1)  # (chains, 10)
-    assert epoch[0][0].shape == (3, 5, 2)
+    epochs = [[stream.next(generators) for _ in range(2)] for _ in range(2)]
+    labels, next_labels = (torch.cat([batch[1] for batch in epoch], dim=1) for epoch in epochs)  # (chains, 10)
+    assert epochs[0][0][0].shape == (3, 5, 2)
     for chain in range(3):
         assert sorted(labels[chain].tolist()) == list(range(10))
-        np.testing.assert_array_equal(epoch[0][0][chain, :, 0], 2 * epoch[0][1][chain])  # rows stay paired
+        assert sorted(next_labels[chain].tolist()) == list(range(10))
+        assert not torch.equal(labels[chain], next_labels[chain])  # reshuffled every epoch
+        np.testing.assert_array_equal(epochs[0][0][0][chain, :, 0], 2 * epochs[0][0][1][chain])  # rows stay paired
     assert not torch.equal(labels[0], labels[1]) and not torch.equal(labels[1], labels[2])
 
 
@@ -43,6 +45,17 @@ def test_dataloader_over_tensor_dataset_is_read_as_minibatches():
     assert isinstance(first, list) and len(first) == 2  # the structure a DataLoader yields
     for from_loader, from_minibatches in zip(first, second, strict=True):
         np.testing.assert_array_equal(from_loader, from_minibatches)
+
+
+def test_dataloader_with_its_own_collate_fn_yields_what_the_loader_yields():
+    loader = DataLoader(
+        TensorDataset(ROWS, LABELS),
+        batch_size=5,
+        collate_fn=lambda rows: {"x": torch.stack([x for x, _ in rows]), "y": torch.stack([y for _, y in rows])},
+    )
+    batch = chain_data(loader).next(_generators())
+    assert set(batch) == {"x", "y"} and batch["x"].shape == (3, 5, 2)
+    np.testing.assert_array_equal(batch["x"][..., 0], 2 * batch["y"])
 
 
 def test_list_of_batches_each_chain_its_own_order():
@@ -90,6 +103,16 @@ def test_data_errors():
         chain_data(ROWS)
     with pytest.raises(TypeError, match="must hold tensors"):
         chain_data([("a",), ("b",)])
+    with pytest.raises(ValueError, match="batch 0 holds a 0-dim tensor; batches need a leading batch dim"):
+        chain_data([(ROWS[i], LABELS[i]) for i in range(10)])
+    with_nan = ROWS.clone()
+    with_nan[3, 1] = float("nan")
+    with pytest.raises(ValueError, match=r"data tensor 0 holds non-finite values \(NaN or inf\), first in row 3"):
+        sgmcmc.Minibatches(with_nan, LABELS, batch_size=2)
+    with_inf = LABELS.clone()
+    with_inf[5] = float("inf")
+    with pytest.raises(ValueError, match="batch 2 holds non-finite values .*, first in row 1"):
+        chain_data([(ROWS[i : i + 2], with_inf[i : i + 2]) for i in range(0, 10, 2)])
 
 
 def test_empty_loader_is_reported_by_sample():

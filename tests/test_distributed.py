@@ -158,3 +158,10 @@ def test_shard_rows_in_one_process_is_everything_and_parallel_modes_are_checked(
         distributed.sample_in_parallel(
             "gpus", sampler, script.init(), sgmcmc.Minibatches(features, labels, batch_size=8)
         )
+
+
+def test_process_group_timeout_must_be_a_finite_positive_number():
+    for timeout_s in (0.0, float("nan"), float("inf")):
+        with pytest.raises(ValueError, match="timeout_s must be a finite number > 0"):
+            with distributed.process_group(timeout_s=timeout_s):
+                pass

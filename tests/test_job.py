@@ -98,6 +98,20 @@ def test_npz_input_and_bad_settings(tmp_path):
         main(["run", "--config", str(config)])
 
 
+def test_diverged_chains_are_counted_and_a_run_with_none_left_is_an_error(tmp_path):
+    path = tmp_path / "data.npz"
+    np.savez(path, x=np.random.default_rng(0).standard_normal((40, 2)), y=np.arange(40) % 2)
+    tiny = {**TINY, "batch_size": 5, "dataset": str(path), "output": str(tmp_path / "out")}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # the samplers' divergence warnings
+        with pytest.raises(RuntimeError, match="every member of the SGD ensemble diverged.*--ensemble-step-size"):
+            run_job(JobConfig(ensemble_step_size=1e6, **tiny))
+        with pytest.raises(RuntimeError, match="every chain of the sgld run diverged.*--step-size"):
+            run_job(JobConfig(step_size=1e6, ensemble=False, **tiny))
+    report = run_job(JobConfig(**tiny))
+    assert report["methods"]["posterior"]["diverged"] == 0 and report["methods"]["SGD ensemble of 2"]["diverged"] == 0
+
+
 def functionals(num_chains: int, num_draws: int, constant_points: int = 0) -> xr.Dataset:
     """Test log-likelihood (chain, draw) and predictive (chain, draw, point); the first
     ``constant_points`` points have the same predictive in every draw."""

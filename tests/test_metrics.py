@@ -63,3 +63,14 @@ def test_bad_shapes_are_named():
         metrics.accuracy(PROBABILITIES[0], LABELS)
     with pytest.raises(ValueError, match="non-finite"):
         metrics.brier_score(np.full((2, 2), np.nan), np.zeros(2))
+
+
+def test_labels_must_be_class_indices():
+    probabilities = np.array([[0.7, 0.3], [0.2, 0.8]])
+    with pytest.raises(ValueError, match=r"labels must be in \[0, 2\), got values from -1 to 1"):
+        metrics.negative_log_likelihood(probabilities, [-1, 1])
+    with pytest.raises(ValueError, match=r"labels must be in \[0, 2\), got values from 0 to 2"):
+        metrics.accuracy(probabilities, [0, 2])
+    with pytest.raises(ValueError, match="labels must be integer class indices"):
+        metrics.accuracy(probabilities, [0.7, 1.0])
+    assert metrics.accuracy(probabilities, np.array([0.0, 1.0])) == 1.0  # integer-valued floats are fine

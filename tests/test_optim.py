@@ -89,6 +89,23 @@ def test_decay_rates_must_be_below_one():
         sgmcmc.optim.ASGLD(theta, lr=0.1, momentum=1.5)
 
 
+def test_hyperparameters_set_per_parameter_group_are_checked():
+    theta, other = torch.nn.Parameter(torch.zeros(2)), torch.nn.Parameter(torch.zeros(2))
+    with pytest.raises(ValueError, match="lr must be a finite number > 0, got -1.0"):
+        sgmcmc.optim.SGLD([{"params": [theta], "lr": -1.0}], lr=0.1)
+    with pytest.raises(ValueError, match="friction must be <= 1"):
+        sgmcmc.optim.SGHMC([{"params": [theta], "friction": 5.0}], lr=0.1, friction=0.1)
+    with pytest.raises(ValueError, match="eps must be a finite number > 0"):
+        sgmcmc.optim.PSGLD([{"params": [theta], "eps": 0.0}], lr=0.1)
+    optimizer = sgmcmc.optim.SGHMC([theta], lr=0.1, friction=0.1)
+    with pytest.raises(ValueError, match=r"noise_estimate \(0.5\) > friction \(0.1\)"):
+        optimizer.add_param_group({"params": [other], "noise_estimate": 0.5})
+    assert len(optimizer.param_groups) == 1
+    optimizer = sgmcmc.optim.ASGLD([theta], lr=0.1)
+    with pytest.raises(ValueError, match=r"momentum must be in \[0, 1\)"):
+        optimizer.add_param_group({"params": [other], "momentum": 1.0})
+
+
 def test_state_stays_with_its_parameter_when_another_has_no_gradient():
     first, second = torch.nn.Parameter(torch.ones(2)), torch.nn.Parameter(torch.ones(3))
     optimizer = sgmcmc.optim.PSGLD([first, second], lr=0.01, alpha=0.5, temperature=0.0)

@@ -126,6 +126,8 @@ def test_sweep_methods_and_schedules():
     assert cooling(0) == pytest.approx(2.0) and cooling(500) == pytest.approx(0.1) and cooling.gamma == 1.0
     with pytest.raises(ValueError, match="final must be < initial"):
         polynomial_decay(0.1, 0.2, 100)
+    at_zero = sweep(("sgld",), (0.01, 0.1), temperature=0.0, num_steps=500)  # nothing to cool: no annealed run
+    assert [method.label for method in at_zero][-1] == "SGLD lr=0.1→0.01 T=0" and len(at_zero) == 3
 
 
 def test_method_arguments_are_checked():

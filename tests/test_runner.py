@@ -106,6 +106,11 @@ def test_bad_params():
     _error(TypeError, "parameter 'w' is a list", init={"w": [0.0]})
     _error(ValueError, "empty dict", init={})
     _error(ValueError, "non-finite", init=torch.tensor([0.0, float("nan")]))
+    _error(
+        TypeError,
+        "'theta' has dtype torch.bfloat16, which numpy and so the trace cannot hold",
+        init=torch.zeros(2, dtype=torch.bfloat16),
+    )
     _error(ValueError, "leading dim must be num_chains=2", init=torch.zeros(3, 2), stacked_init=True)
 
 
@@ -134,8 +139,8 @@ def test_bad_run_lengths():
 
 @pytest.mark.parametrize("compile", [False, True], ids=["eager", "compiled guard"])
 def test_diverging_chain_is_frozen_flagged_and_reported(compile):
-    def quartic(theta):
-        return -(theta**4).sum()
+    def quartic(theta):  # in float64, so that the float32 state overflows before its log posterior does
+        return -(theta.double() ** 4).sum()
 
     init = torch.tensor([[0.1], [0.1], [10.0], [0.1]])
     with pytest.warns(sgmcmc.SamplerDivergenceWarning, match=r"1 of 4 chains diverged.*chain 2 at step \d+"):
@@ -150,6 +155,43 @@ def test_diverging_chain_is_frozen_flagged_and_reported(compile):
     frozen = trace.posterior["theta"][2, first - 1 :]
     assert (frozen == frozen[0]).all()
     assert torch.isfinite(trace.final_state["params"]["theta"]).all()
+
+
+@pytest.mark.parametrize("compile", [False, True], ids=["eager", "compiled guard"])
+def test_chain_whose_log_posterior_overflows_is_flagged_from_that_draw(compile):
+    # SGLD with step 3 on N(0, 1) multiplies θ by about -2 a step: in float32, θ² overflows (lp = -inf)
+    # near |θ| = 1.8e19, about 60 steps before θ itself would
+    with pytest.warns(sgmcmc.SamplerDivergenceWarning, match=r"2 of 2 chains diverged.*chain 0 at step \d+"):
+        trace = sgmcmc.SGLD(standard_normal_log_posterior, step_size=3.0).sample(
+            torch.ones(2), num_chains=2, num_steps=100, seed=0, progress=False, compile=compile
+        )
+    lp, diverging = trace.sample_stats["lp"], trace.sample_stats["diverging"]
+    assert np.isfinite(lp[~diverging]).all() and not np.isfinite(lp[diverging]).any()
+    for chain in range(2):
+        first = int(np.argmax(diverging[chain]))
+        assert 50 < first < 80 and diverging[chain, first:].all()
+        frozen = trace.posterior["theta"][chain, first:]
+        assert np.isfinite(frozen).all() and (frozen == frozen[0]).all()
+
+
+def test_float16_state_of_large_finite_values_is_not_diverging():
+    # 1000 values of 100 sum to 1e5, past float16's largest finite value (65504)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        trace = sgmcmc.SGLD(lambda theta: -0.5 * ((theta - 100) ** 2).sum(), step_size=1e-4).sample(
+            torch.full((1000,), 100.0, dtype=torch.float16), num_chains=2, num_steps=3, seed=0, progress=False
+        )
+    assert not trace.sample_stats["diverging"].any()
+
+
+def test_numpy_integer_seed_is_the_same_seed():
+    sampler = sgmcmc.SGLD(standard_normal_log_posterior, step_size=0.1)
+    numpy_seed, python_seed = (
+        sampler.sample(torch.zeros(2), num_chains=2, num_steps=3, seed=seed, progress=False)
+        for seed in (np.int64(3), 3)
+    )
+    assert numpy_seed.attrs["seed"] == 3
+    np.testing.assert_array_equal(numpy_seed.posterior["theta"], python_seed.posterior["theta"])
 
 
 def test_interrupted_run_keeps_its_draws():
@@ -230,16 +272,36 @@ def test_a_step_that_is_not_one_graph_falls_back_to_eager_with_a_warning():
     )
 
 
-def test_dynamos_recompile_limit_is_reported_not_silent():
-    """Each new model compiles the step once more; past dynamo's limit the run warns and goes eager."""
+def test_each_sampler_has_its_own_recompile_limit_and_a_run_reports_reaching_it():
+    """Runs of other samplers do not use up a sampler's recompile limit; a run that needs more
+    compilations than the limit (a decaying step size: a constant float, then an input) warns
+    and goes on eagerly."""
     options = dict(num_chains=2, num_steps=20, seed=0, progress=False, compile=True)
-    torch._dynamo.reset()
     with torch._dynamo.config.patch(recompile_limit=1), warnings.catch_warnings():
         warnings.simplefilter("error", RuntimeWarning)
-        sgmcmc.SGLD(_scaled_standard_normal(1.0), step_size=0.1).sample(torch.zeros(2), **options)
-        with pytest.warns(RuntimeWarning, match=r"recompile_limit \(1\) models or settings already.*reset"):
-            sgmcmc.SGLD(_scaled_standard_normal(2.0), step_size=0.1).sample(torch.zeros(2), **options)
-    torch._dynamo.reset()
+        for scale in (1.0, 2.0, 3.0):
+            sgmcmc.SGLD(_scaled_standard_normal(scale), step_size=0.1).sample(torch.zeros(2), **options)
+        decaying = sgmcmc.schedules.Polynomial(a=0.1, b=1.0, gamma=0.55)
+        with pytest.warns(RuntimeWarning, match=r"more than torch._dynamo.config.recompile_limit \(1\) compilations"):
+            sgmcmc.SGLD(_scaled_standard_normal(1.0), step_size=decaying).sample(torch.zeros(2), **options)
+
+
+def test_compiled_runs_with_other_data_and_batch_sizes_in_one_process_all_compile():
+    """A second run's different sizes would otherwise be made symbolic in its step (dynamo's
+    automatic dynamic shapes), which N / batch.shape[0] in a log posterior cannot take."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        for num_data, batch_size in ((100, 10), (100, 25), (60, 25)):
+            model = ConjugateLinearRegression.make(num_data=num_data, dim=2, seed=0)
+            sgmcmc.SGLD(model.log_posterior(), step_size=1e-3).sample(
+                torch.zeros(2),
+                sgmcmc.Minibatches(model.features.float(), model.targets.float(), batch_size=batch_size),
+                num_chains=2,
+                num_steps=3,
+                seed=0,
+                progress=False,
+                compile=True,
+            )
 
 
 class _NormStoppingAt:

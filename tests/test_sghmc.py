@@ -129,27 +129,62 @@ def test_conjugate_linear_regression_with_minibatches():
 def test_mass_m_is_step_size_over_m():
     """v' = (1 − α)v + (η/M)∇log p + N(0, 2αηT/M): mass M and step η move θ as mass 1 and step η/M."""
     common = dict(num_chains=3, num_steps=50, seed=6, progress=False)
-    heavy = sgmcmc.SGHMC(standard_normal_log_posterior, step_size=0.2, friction=0.3, mass=4.0).sample(
+    # M = 0.3 is not a float32 number: a float mass must reach float64 params unrounded
+    heavy = sgmcmc.SGHMC(standard_normal_log_posterior, step_size=0.06, friction=0.3, mass=0.3).sample(
         torch.ones(2, dtype=torch.float64), **common
     )
-    light = sgmcmc.SGHMC(standard_normal_log_posterior, step_size=0.05, friction=0.3).sample(
+    light = sgmcmc.SGHMC(standard_normal_log_posterior, step_size=0.2, friction=0.3).sample(
         torch.ones(2, dtype=torch.float64), **common
     )
     np.testing.assert_allclose(heavy.posterior["theta"], light.posterior["theta"], rtol=1e-10)
     per_element = sgmcmc.SGHMC(
-        standard_normal_log_posterior, step_size=0.2, friction=0.3, mass=torch.full((2,), 4.0, dtype=torch.float64)
+        standard_normal_log_posterior, step_size=0.06, friction=0.3, mass=torch.full((2,), 0.3, dtype=torch.float64)
     ).sample(torch.ones(2, dtype=torch.float64), **common)
     np.testing.assert_allclose(per_element.posterior["theta"], heavy.posterior["theta"], rtol=1e-12)
 
 
-def test_momentum_resampling_keeps_the_stationary_law():
-    step_size, friction = 0.1, 0.1
+def test_momentum_resampling_draws_a_fresh_stationary_momentum_every_n_steps():
+    """At a refresh the momentum is a fresh N(0, ηT/M) draw: its kinetic energy (recorded after the
+    refresh) is exactly T χ²_d / 2, mean d T / 2 = 1 with no discretisation bias, and independent of
+    the step before; between refreshes the momentum persists."""
+    every, num_steps = 50, 4000
     trace = sgmcmc.SGHMC(
-        standard_normal_log_posterior, step_size=step_size, friction=friction, resample_momentum_every=50
-    ).sample(torch.zeros(2, dtype=torch.float64), num_chains=8, num_steps=4000, burn_in=500, seed=7, progress=False)
-    kinetic, se = mean_and_se(trace.sample_stats["kinetic_energy"])
-    assert abs(kinetic - 1.0) < K_SIGMA * se + 0.05  # d T / 2 = 1, up to the O(η) discretisation bias
-    assert trace.attrs["resample_momentum_every"] == 50
+        standard_normal_log_posterior, step_size=0.1, friction=0.1, resample_momentum_every=every
+    ).sample(torch.zeros(2, dtype=torch.float64), num_chains=8, num_steps=num_steps, seed=7, progress=False)
+    kinetic = trace.sample_stats["kinetic_energy"]  # (chain, step): draw s is the state after s steps
+    refreshes = np.arange(every, num_steps - 1, every)
+    fresh = kinetic[:, refreshes].ravel()  # independent Exp(1) draws
+    allowance = K_SIGMA / np.sqrt(fresh.size)
+    assert abs(fresh.mean() - 1.0) < allowance * fresh.std(ddof=1)
+    assert abs(np.corrcoef(fresh, kinetic[:, refreshes - 1].ravel())[0, 1]) < allowance
+    assert np.corrcoef(fresh, kinetic[:, refreshes + 1].ravel())[0, 1] > allowance
+    assert trace.attrs["resample_momentum_every"] == every
+
+
+def test_noise_estimate_cancels_a_known_gradient_noise():
+    """β̂ = ηV/2 takes out the η²V that a gradient noise of variance V adds to the momentum (the
+    paper's eq. (15)): 2(α − β̂)ηT + η²V = 2αηT, so θ keeps the noise-free exact discrete law. Left
+    out, the momentum noise would be 1.5× larger here, and so would θ's variance."""
+    step_size, friction, gradient_noise = 0.1, 0.5, 5.0
+    rows = torch.randn(10_000, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    rows = (rows - rows.mean()) / rows.std(correction=0) * np.sqrt(gradient_noise)  # mean 0, variance V exactly
+
+    def log_posterior(theta, batch):  # gradient −θ + (one row): N(0, 1) with gradient noise of variance V
+        return -0.5 * (theta**2).sum() + theta.sum() * batch.sum()
+
+    trace = sgmcmc.SGHMC(
+        log_posterior, step_size=step_size, friction=friction, noise_estimate=step_size * gradient_noise / 2
+    ).sample(
+        torch.zeros(1, dtype=torch.float64),
+        sgmcmc.Minibatches(rows, batch_size=1),
+        num_chains=16,
+        num_steps=5000,
+        burn_in=500,
+        seed=3,
+        progress=False,
+    )
+    variance, se = variance_about_and_se(trace.posterior["theta"][..., 0], center=0.0)
+    assert abs(variance - exact_stationary_covariance(step_size, friction)[0, 0]) < K_SIGMA * se
 
 
 def test_momentum_is_in_the_final_state():

@@ -68,6 +68,17 @@ def test_conjugate_linear_regression_with_minibatches():
     assert_within_budget(trace.posterior["theta"], mean, covariance, budget=0.1)
 
 
+def test_each_parameter_keeps_its_dtype():
+    init = {"wide": torch.zeros(2, dtype=torch.float64), "narrow": torch.zeros(3, dtype=torch.float32)}
+    trace = sgmcmc.SGNHT(lambda params: -0.5 * sum((value**2).sum() for value in params.values()), 0.01).sample(
+        init, num_chains=2, num_steps=5, seed=0, progress=False
+    )
+    for name, value in init.items():
+        assert trace.final_state["params"][name].dtype == value.dtype
+        assert trace.final_state["momentum"][name].dtype == value.dtype
+    assert trace.final_state["thermostat"].dtype == torch.float64
+
+
 def test_errors():
     with pytest.raises(ValueError, match="diffusion must be a finite number > 0"):
         sgmcmc.SGNHT(standard_normal_log_posterior, step_size=0.1, diffusion=0.0)

@@ -128,6 +128,15 @@ def test_streaming_to_a_file_equals_keeping_in_memory(tmp_path):
     assert idata.sample_stats["diverging"].dtype == bool
 
 
+def test_a_parameter_with_no_elements_streams_to_a_file(tmp_path):
+    init = {"w": torch.zeros(2), "empty": torch.zeros(3, 0)}
+    trace = sgmcmc.SGLD(lambda params: -0.5 * (params["w"] ** 2).sum(), 0.1).sample(
+        init, num_chains=2, num_steps=5, seed=0, trace_file=tmp_path / "trace.nc", progress=False
+    )
+    assert trace.posterior["empty"].shape == (2, 5, 3, 0)
+    assert trace.to_arviz().posterior["w"].shape == (2, 5, 2)
+
+
 def test_streamed_file_of_an_interrupted_run_holds_the_draws_so_far(tmp_path):
     with pytest.warns(RuntimeWarning, match="interrupted after 700 of 1000 steps"):
         sgmcmc.SGLD(Interrupting(standard_normal_log_posterior, at_step=700), step_size=0.1).sample(
@@ -154,6 +163,8 @@ def test_bad_trace_requests():
         run(functionals={"step": lambda theta: theta})
     with pytest.raises(ValueError, match="functional 'f' failed on the initial params.*vmap"):
         run(functionals={"f": lambda theta: theta.sum().item()})
+    with pytest.raises(TypeError, match="functional 'f' has dtype torch.bfloat16, which numpy"):
+        run(functionals={"f": lambda theta: theta.sum().to(torch.bfloat16)})
     with pytest.raises(FileNotFoundError, match="no trace file"):
         sgmcmc.Trace.load("missing.nc")
 
