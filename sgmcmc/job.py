@@ -352,12 +352,11 @@ def run_job(config: JobConfig) -> dict[str, Any]:
             raise RuntimeError(
                 "every member of the SGD ensemble diverged; try a smaller --ensemble-step-size, or --no-ensemble"
             )
-        for label, chosen in (("SGD, one network", slice(0, 1)), (f"SGD ensemble of {config.num_chains}", slice(None))):
+        ensemble_label = f"SGD ensemble of {config.num_chains}"
+        for label, chosen in (("SGD, one network", slice(0, 1)), (ensemble_label, slice(None))):
             ood_members = {name: members[f][chosen] for name, f in ood_functionals.items()}
-            methods[label] = {
-                **_scores(data, members["test_predictive"][chosen], ood_members),
-                "diverged": int((~finite).sum()) if chosen == slice(None) else 0,
-            }
+            methods[label] = _scores(data, members["test_predictive"][chosen], ood_members)
+        methods[ensemble_label]["diverged"] = int((~finite).sum())
 
     idata = trace.to_arviz()
     convergence = _convergence(idata.functionals)

@@ -33,8 +33,7 @@ class _UpdateRuleOptimizer(torch.optim.Optimizer):
     """Shared plumbing: each group's parameters as a dict of (1, *shape) views, and one noise stream."""
 
     def __init__(self, params: Iterable[Any], defaults: dict[str, Any], seed: int) -> None:
-        self._check({"params": [], **defaults})
-        super().__init__(params, defaults)
+        super().__init__(params, defaults)  # checks every group's hyperparameters in add_param_group
         device = self.param_groups[0]["params"][0].device
         self._generators = ChainGenerators(chain_seeds(seed, 1), device)
 
