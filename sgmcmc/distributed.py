@@ -67,6 +67,7 @@ __all__ = [
     "sample_data_parallel",
     "sample_in_parallel",
     "shard_rows",
+    "sharded_num_rows",
     "shard_minibatches",
     "write_atomically",
 ]
@@ -422,11 +423,17 @@ def sample_data_parallel(
     return trace if rank == 0 else None
 
 
+def sharded_num_rows(num_rows: int) -> int:
+    """How many of ``num_rows`` rows :func:`shard_rows` shares out: P (N // P), the log posterior's ``num_data``."""
+    _, world_size = _rank_and_world_size()
+    return world_size * (num_rows // world_size)
+
+
 def shard_rows(*tensors: torch.Tensor) -> tuple[torch.Tensor, ...]:
     """This rank's equal share of ``tensors`` (rows along dim 0, N of them): rows [r n, (r + 1) n), n = N // P.
 
     The last N mod P rows are left out (with a warning), so that every shard has n rows; give
-    ``num_data`` = P n to the log posterior then, or choose N divisible by P.
+    ``num_data`` = P n (:func:`sharded_num_rows`) to the log posterior then, or choose N divisible by P.
     """
     if not tensors:
         raise ValueError("shard_rows needs at least one tensor")
@@ -434,7 +441,7 @@ def shard_rows(*tensors: torch.Tensor) -> tuple[torch.Tensor, ...]:
     num_rows = tensors[0].shape[0]
     if any(tensor.shape[0] != num_rows for tensor in tensors):
         raise ValueError(f"tensors must share their first dim (rows), got {[tuple(t.shape) for t in tensors]}")
-    rows_per_rank = num_rows // world_size
+    rows_per_rank = sharded_num_rows(num_rows) // world_size
     if rows_per_rank == 0:
         raise ValueError(f"{num_rows} rows cannot be shared by {world_size} ranks")
     if num_rows % world_size:

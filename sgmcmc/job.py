@@ -277,7 +277,9 @@ def run_job(config: JobConfig) -> dict[str, Any]:
     train_x, train_y = data.train
     torch.manual_seed(config.seed)
     network = _network(config, train_x.shape[1], data.num_outputs)
-    posterior = ModulePosterior(network, likelihood, num_data=len(train_y), prior_scale=config.prior_scale)
+    # data-parallel ranks share out P (N // P) rows between them: that is the N the likelihood scales to
+    num_data = sgmcmc.distributed.sharded_num_rows(len(train_y)) if config.parallel == "data" else len(train_y)
+    posterior = ModulePosterior(network, likelihood, num_data=num_data, prior_scale=config.prior_scale)
     test_x, test_y = (tensor.to(config.device) for tensor in data.test)
     ood = {name: inputs.to(config.device) for name, inputs in data.out_of_distribution.items()}
 
@@ -384,6 +386,7 @@ def run_job(config: JobConfig) -> dict[str, Any]:
         "config": dataclasses.asdict(config),
         "task": data.task,
         "num_train": len(train_y),
+        "num_data": num_data,
         "num_test": len(test_y),
         "methods": methods,
         "convergence": convergence,

@@ -89,13 +89,14 @@ def test_a_failing_rank_stops_the_job_within_the_timeout():
     assert elapsed < 30  # the script's collective timeout is 20 s, the run itself 100 000 steps
 
 
-def test_sgmcmc_run_under_torchrun_writes_one_report(tmp_path):
+@pytest.mark.parametrize("parallel", ["chains", "data"])
+def test_sgmcmc_run_under_torchrun_writes_one_report(tmp_path, parallel):
     output = tmp_path / "run"
     completed = torchrun(
         "-m",
         "sgmcmc.cli",
         "run",
-        "--parallel=chains",
+        f"--parallel={parallel}",
         "--num-chains=3",
         "--num-steps=20",
         "--thin=5",
@@ -108,7 +109,9 @@ def test_sgmcmc_run_under_torchrun_writes_one_report(tmp_path):
     assert completed.returncode == 0, completed.stderr[-4000:]
     report = json.loads((output / "report.json").read_text())
     assert report["methods"]["posterior"]["draws"] == 3 * 2
-    assert report["config"]["parallel"] == "chains"
+    assert report["config"]["parallel"] == parallel
+    # digits' 1347 training rows over 2 ranks: data-parallel samples 2 × 673 and scales the likelihood to them
+    assert report["num_train"] == 1347 and report["num_data"] == (1347 if parallel == "chains" else 1346)
 
 
 def test_chain_blocks_cover_the_chains_once_with_sizes_differing_by_at_most_one():
