@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 import sgmcmc
-from targets import K_SIGMA, ess
+from targets import K_SIGMA, ess, mean_and_se
 
 REFERENCE = json.loads((Path(__file__).parent / "data/posteriordb/eight_schools_noncentered.json").read_text())
 Y = torch.tensor(REFERENCE["data"]["y"], dtype=torch.float64)
@@ -36,8 +36,7 @@ def log_density(u: dict[str, torch.Tensor]) -> torch.Tensor:
 
 def _se_sd(draws: np.ndarray) -> float:
     """s.e. of the sd from the ESS of the squared deviations (posteriordb README, section 1)."""
-    squared = (draws - draws.mean()) ** 2
-    return float(squared.std(ddof=1) / math.sqrt(ess(squared)) / (2 * draws.std(ddof=1)))
+    return mean_and_se((draws - draws.mean()) ** 2)[1] / (2 * draws.std(ddof=1))
 
 
 def test_mala_matches_the_stan_reference():

@@ -8,27 +8,25 @@ from scipy import linalg, stats
 import sgmcmc
 from targets import (
     K_SIGMA,
-    ConjugateLinearRegression,
     DoubleWell,
+    GaussianMean,
+    assert_exact_law,
     assert_moments,
-    assert_within_budget,
     correlated_gaussian,
     ess,
     ks_bound,
     mean_and_se,
+    minibatch_stationary_covariance,
+    sghmc_linear_chain,
     standard_normal_log_posterior,
     variance_about_and_se,
 )
 
 
 def exact_stationary_covariance(step_size, friction, noise_estimate=0.0, temperature=1.0):
-    """Stationary covariance of (θ, v) for SGHMC on N(0, 1): the discrete Lyapunov equation Σ = AΣA⊤ + bb⊤.
-
-    v' = (1 − α) v − η θ + σ ξ, θ' = θ + v', σ² = 2(α − β̂) η T.
-    """
-    transition = np.array([[1 - step_size, 1 - friction], [-step_size, 1 - friction]])
-    sigma = np.sqrt(2 * (friction - noise_estimate) * step_size * temperature)
-    return linalg.solve_discrete_lyapunov(transition, np.full((2, 2), sigma**2))
+    """Stationary covariance of (θ, v) for SGHMC on N(0, 1): the discrete Lyapunov equation Σ = AΣA⊤ + Q."""
+    transition, _, injected = sghmc_linear_chain(step_size, friction, 1.0, noise_estimate, temperature)
+    return linalg.solve_discrete_lyapunov(transition, injected)
 
 
 @pytest.mark.parametrize(("step_size", "friction"), [(0.3, 0.1), (0.5, 0.3)])
@@ -116,14 +114,45 @@ def test_correlated_gaussian_mean_and_covariance():
     assert_moments(trace.posterior["theta"], mean, covariance, relative_bias=0.01)
 
 
-def test_conjugate_linear_regression_with_minibatches():
-    model = ConjugateLinearRegression.make(num_data=1000, dim=3, seed=0)
+def test_minibatch_chain_has_the_exact_law_with_gradient_noise():
+    """N = 1000 observations of a 3-D Gaussian mean, batches of 100, ηh = 0.05, α = 0.3: θ's mean and
+    covariance and the mean kinetic energy are the exact law of the linear chain (targets.sghmc_linear_chain), with
+    the epoch's gradient errors summing to 0; the test tells it from the posterior, exact gradients and
+    independent batches."""
+    model = GaussianMean.make(num_data=1000, dim=3, seed=0)
     mean, covariance = model.posterior()
-    data = sgmcmc.Minibatches(model.features, model.targets, batch_size=100)
-    trace = sgmcmc.SGHMC(model.log_posterior(), step_size=2e-5, friction=0.1).sample(
-        torch.zeros(3, dtype=torch.float64), data, num_chains=8, num_steps=6000, burn_in=1000, seed=5, progress=False
+    step_size, friction, batch_size = 0.05 / model.precision, 0.3, 100
+    identity = np.eye(len(mean))
+    per_coordinate = sghmc_linear_chain(step_size, friction, model.precision)
+    transition, gradient_input, injected = (np.kron(matrix, identity) for matrix in per_coordinate)
+    gradient_noise = model.gradient_noise_covariance(batch_size)
+
+    def law(gradient_noise, batches_per_epoch):
+        return minibatch_stationary_covariance(transition, gradient_input, injected, gradient_noise, batches_per_epoch)
+
+    trace = sgmcmc.SGHMC(model.log_posterior(), step_size=step_size, friction=friction).sample(
+        torch.as_tensor(mean),
+        sgmcmc.Minibatches(model.observations, batch_size=batch_size),
+        num_chains=16,
+        num_steps=4200,
+        burn_in=200,
+        seed=5,
+        progress=False,
     )
-    assert_within_budget(trace.posterior["theta"], mean, covariance, budget=0.1)
+    exact = law(gradient_noise, batches_per_epoch=10)
+    position = slice(0, len(mean))
+    assert_exact_law(
+        trace.posterior["theta"],
+        mean,
+        exact[position, position],
+        others={
+            "the posterior": covariance,
+            "exact gradients": law(0 * gradient_noise, batches_per_epoch=10)[position, position],
+            "independent batches": law(gradient_noise, batches_per_epoch=None)[position, position],
+        },
+    )
+    kinetic, kinetic_se = mean_and_se(trace.sample_stats["kinetic_energy"])  # Σ v²/(2η)
+    assert abs(kinetic - np.trace(exact[len(mean) :, len(mean) :]) / (2 * step_size)) < K_SIGMA * kinetic_se
 
 
 def test_mass_m_is_step_size_over_m():

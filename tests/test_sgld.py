@@ -8,9 +8,10 @@ import sgmcmc
 from sgmcmc.sgld import langevin_step
 from targets import (
     K_SIGMA,
-    ConjugateLinearRegression,
-    assert_within_budget,
+    GaussianMean,
+    assert_exact_law,
     mean_and_se,
+    minibatch_stationary_covariance,
     standard_normal_log_posterior,
     variance_about_and_se,
 )
@@ -51,15 +52,42 @@ def test_temperature_scales_the_stationary_variance():
     assert abs(variance - temperature / (1 - step_size / 2)) < K_SIGMA * se
 
 
-def test_conjugate_linear_regression_with_minibatches():
-    """N = 1000 rows, batches of 100: mean within 0.1 posterior sd, sds within 10 %, of the closed form."""
-    model = ConjugateLinearRegression.make(num_data=1000, dim=3, seed=0)
+def test_minibatch_chain_has_the_exact_law_with_gradient_noise():
+    """N = 1000 observations of a 3-D Gaussian mean, batches of 100, ηh = 0.1: θ − μ ← (1 − ηh)(θ − μ) + η c
+    + sqrt(2η) ξ, c the minibatch gradient's error. Mean and covariance are that chain's exact law, with
+    the epoch's errors summing to 0; the test tells it from the posterior, exact gradients and
+    independent batches."""
+    model = GaussianMean.make(num_data=1000, dim=3, seed=0)
     mean, covariance = model.posterior()
-    data = sgmcmc.Minibatches(model.features, model.targets, batch_size=100)
-    trace = sgmcmc.SGLD(model.log_posterior(), step_size=2e-5).sample(
-        torch.zeros(3, dtype=torch.float64), data, num_chains=16, num_steps=8000, burn_in=1000, seed=3, progress=False
+    step_size, batch_size = 0.1 / model.precision, 100
+    identity = np.eye(len(mean))
+    gradient_noise = model.gradient_noise_covariance(batch_size)
+
+    def law(gradient_noise, batches_per_epoch):
+        transition = (1 - step_size * model.precision) * identity
+        return minibatch_stationary_covariance(
+            transition, step_size * identity, 2 * step_size * identity, gradient_noise, batches_per_epoch
+        )
+
+    trace = sgmcmc.SGLD(model.log_posterior(), step_size=step_size).sample(
+        torch.as_tensor(mean),
+        sgmcmc.Minibatches(model.observations, batch_size=batch_size),
+        num_chains=16,
+        num_steps=4200,
+        burn_in=200,
+        seed=3,
+        progress=False,
     )
-    assert_within_budget(trace.posterior["theta"], mean, covariance, budget=0.1)
+    assert_exact_law(
+        trace.posterior["theta"],
+        mean,
+        law(gradient_noise, batches_per_epoch=10),
+        others={
+            "the posterior": covariance,
+            "exact gradients": law(0 * gradient_noise, batches_per_epoch=10),
+            "independent batches": law(gradient_noise, batches_per_epoch=None),
+        },
+    )
 
 
 @pytest.mark.parametrize("temperature", [0.0, 1.0])
