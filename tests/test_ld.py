@@ -22,6 +22,27 @@ def _run(metropolis: bool) -> sgmcmc.Trace:
     )
 
 
+def exact_mala_acceptance_rate(step_size: float, dim: int, num_samples: int = 2_000_000) -> tuple[float, float]:
+    """E[min(1, r)] for MALA on N(0, I) at stationarity, θ ~ N(0, I), θ' = (1 − η)θ + sqrt(2η)ξ, by
+    Monte Carlo with independent draws (its value, s.e.); log r = log π(θ') − log π(θ) + log q(θ | θ')
+    − log q(θ' | θ) with q(y | x) = N(y; (1 − η)x, 2η I)."""
+    generator = np.random.default_rng(0)
+    theta = generator.standard_normal((num_samples, dim))
+    proposal = (1 - step_size) * theta + np.sqrt(2 * step_size) * generator.standard_normal((num_samples, dim))
+
+    def log_proposal(to, start):
+        return -(((to - (1 - step_size) * start) ** 2).sum(-1)) / (4 * step_size)
+
+    log_ratio = (
+        -0.5 * (proposal**2).sum(-1)
+        + 0.5 * (theta**2).sum(-1)
+        + log_proposal(theta, proposal)
+        - log_proposal(proposal, theta)
+    )
+    rate = np.exp(np.minimum(log_ratio, 0.0))
+    return float(rate.mean()), float(rate.std() / np.sqrt(num_samples))
+
+
 def test_mala_is_exact_at_a_step_where_plain_ld_is_far_off():
     adjusted, plain = _run(metropolis=True), _run(metropolis=False)
     for dim in range(2):
@@ -32,7 +53,9 @@ def test_mala_is_exact_at_a_step_where_plain_ld_is_far_off():
         assert abs(plain_variance - 1.0) > K_SIGMA * (se + plain_se)
     acceptance = adjusted.sample_stats["acceptance_rate"]
     assert acceptance.shape == adjusted.sample_stats["lp"].shape
-    assert 0.05 < acceptance.mean() < 0.95
+    rate, rate_se = mean_and_se(acceptance)
+    exact, exact_se = exact_mala_acceptance_rate(LARGE_STEP, dim=2)
+    assert abs(rate - exact) < K_SIGMA * np.hypot(rate_se, exact_se), (rate, exact)
     assert "acceptance_rate" not in plain.sample_stats
 
 

@@ -65,7 +65,11 @@ def test_gamma_is_the_divergence_of_the_preconditioner():
 
 def test_a_preconditioner_that_follows_the_gradient_biases_the_law():
     """Without Γ the stationary variance is inflated, the more the faster V follows g (small α); with
-    α → 1 the preconditioner is nearly constant and the law is right up to O(η)."""
+    α → 1 the preconditioner G = 1/(√V + ε) is nearly constant and the law is that of SGLD with the
+    fixed preconditioner G: θ ← (1 − ηG/σ²) θ + sqrt(2ηG) ξ, variance σ²/(1 − ηG/(2σ²)) (ratio about
+    1.03 here). The remaining bias without Γ (+0.41 at α = 0.9, +0.07 at 0.99, seeds 1 to 3) is about
+    0.01 at α = 0.999, half the s.e. (0.02; the O(η) term 0.03 is within 4 s.e. of it too)."""
+    step_size = 0.03
     variances = torch.tensor([0.25, 4.0], dtype=torch.float64)
 
     def log_posterior(theta):
@@ -73,7 +77,7 @@ def test_a_preconditioner_that_follows_the_gradient_biases_the_law():
 
     ratios = {}
     for alpha in (0.9, 0.999):
-        trace = sgmcmc.PSGLD(log_posterior, step_size=0.03, alpha=alpha, eps=1e-5).sample(
+        trace = sgmcmc.PSGLD(log_posterior, step_size=step_size, alpha=alpha, eps=1e-5).sample(
             torch.zeros(2, dtype=torch.float64),
             num_chains=16,
             num_steps=6000,
@@ -85,8 +89,10 @@ def test_a_preconditioner_that_follows_the_gradient_biases_the_law():
         variance, se = variance_about_and_se(trace.posterior["theta"][..., 0], center=0.0)
         ratios[alpha] = (variance / variances[0].item(), se / variances[0].item())
     (fast, fast_se), (slow, slow_se) = ratios[0.9], ratios[0.999]
-    assert fast - 1 > K_SIGMA * fast_se, ratios  # biased
-    assert abs(slow - 1) < K_SIGMA * slow_se + 0.05, ratios  # right within Monte Carlo error and O(η)
+    preconditioner = 1 / (trace.final_state["square_average"]["theta"][:, 0].sqrt() + 1e-5)
+    fixed_preconditioner_law = (1 / (1 - step_size * preconditioner / (2 * variances[0]))).mean().item()
+    assert fast - fixed_preconditioner_law > K_SIGMA * fast_se, ratios  # biased
+    assert abs(slow - fixed_preconditioner_law) < K_SIGMA * slow_se, (ratios, fixed_preconditioner_law)
 
 
 def test_errors():
