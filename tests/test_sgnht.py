@@ -74,6 +74,7 @@ def test_minibatch_chain_has_the_law_of_the_linear_chain_at_its_mean_thermostat(
     mean, covariance = model.posterior()
     step_size, diffusion, batch_size = np.sqrt(0.01 / model.precision), 1.0, 100
     identity = np.eye(len(mean))
+    gradient_noise = model.gradient_noise_covariance(batch_size)
     trace = sgmcmc.SGNHT(model.log_posterior(), step_size=step_size, diffusion=diffusion).sample(
         torch.as_tensor(mean),
         sgmcmc.Minibatches(model.observations, batch_size=batch_size),
@@ -92,7 +93,7 @@ def test_minibatch_chain_has_the_law_of_the_linear_chain_at_its_mean_thermostat(
         )
         transition, gradient_input, injected = (np.kron(matrix, identity) for matrix in per_coordinate)
         law = minibatch_stationary_covariance(
-            transition, gradient_input, injected, model.gradient_noise_covariance(batch_size), batches_per_epoch=10
+            transition, gradient_input, injected, gradient_noise, batches_per_epoch=10
         )
         return np.diag(law)[: len(mean)].mean()
 
