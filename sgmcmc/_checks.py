@@ -16,6 +16,13 @@ def real(name: str, value: Any) -> float:
     return float(value)
 
 
+def flag(name: str, value: Any) -> bool:
+    """``value`` as a bool, or a TypeError naming ``name`` (a string such as "False" is not a flag)."""
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{name} must be True or False, got {type(value).__name__} {value!r}")
+    return bool(value)
+
+
 def positive(name: str, value: Any) -> float:
     """A finite float > 0, or a ValueError naming ``name``."""
     value = real(name, value)

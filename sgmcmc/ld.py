@@ -6,6 +6,7 @@ from typing import Any
 
 import torch
 
+from sgmcmc._checks import flag
 from sgmcmc.chains import ChainGenerators, per_chain_sum, select_chains
 from sgmcmc.sampler import Potential, Sampler, State
 from sgmcmc.schedules import Schedule
@@ -33,9 +34,9 @@ class LD(Sampler):
         metropolis: bool = False,
     ) -> None:
         super().__init__(log_posterior, step_size, temperature)
-        if metropolis and self.temperature == 0:
+        self.metropolis = flag("metropolis", metropolis)
+        if self.metropolis and self.temperature == 0:
             raise ValueError("metropolis=True needs temperature > 0 (the target p^(1/T) is undefined at T = 0)")
-        self.metropolis = bool(metropolis)
         self.stats = ("lp", "acceptance_rate") if self.metropolis else ("lp",)
 
     def hyperparameters(self) -> dict[str, Any]:

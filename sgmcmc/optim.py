@@ -5,7 +5,9 @@ Each optimizer calls the same update function as its sampler (``langevin_step``,
 you back-propagate is −log p̃(θ), the full-data scale of the samplers (e.g. N × mean NLL minus
 the log prior), so ``lr`` is the samplers' step size η. ``seed`` gives the noise stream: with
 one parameter tensor, ``optim.SGLD([theta], lr, seed=s)`` moves θ exactly as
-``sgmcmc.SGLD(...).sample(theta, num_chains=1, seed=s)`` on the same gradients.
+``sgmcmc.SGLD(...).sample(theta, num_chains=1, seed=s)`` on the same gradients. ``state_dict()``
+holds the noise stream's state beside the momentum and preconditioner, so a run resumed with
+``load_state_dict`` goes on with the noise it would have drawn.
 """
 
 from __future__ import annotations
@@ -36,6 +38,26 @@ class _UpdateRuleOptimizer(torch.optim.Optimizer):
         super().__init__(params, defaults)  # checks every group's hyperparameters in add_param_group
         device = self.param_groups[0]["params"][0].device
         self._generators = ChainGenerators(chain_seeds(seed, 1), device)
+
+    def state_dict(self) -> dict[str, Any]:
+        """``torch.optim.Optimizer.state_dict`` plus ``"noise_generator"``, the noise stream's state."""
+        return {**super().state_dict(), "noise_generator": self._generators.get_states()[0]}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Restore a :meth:`state_dict`, the noise stream included, so a resumed run draws fresh noise.
+
+        A state dict without ``"noise_generator"`` (a plain ``torch.optim`` one) is refused: the
+        stream would restart from ``seed`` and repeat the noise the run has already used.
+        """
+        if "noise_generator" not in state_dict:
+            raise ValueError(
+                "state_dict has no 'noise_generator': it was not made by this optimizer's state_dict(), and "
+                "resuming without it would repeat the noise the run already drew"
+            )
+        state_dict = dict(state_dict)
+        generator_state = state_dict.pop("noise_generator")
+        super().load_state_dict(state_dict)
+        self._generators.set_states([generator_state])
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:
         """Add a group (as ``torch.optim.Optimizer`` does), checking the hyperparameters it sets."""
@@ -122,9 +144,8 @@ class SGHMC(_UpdateRuleOptimizer):
 
     def _check(self, group: dict[str, Any]) -> None:
         super()._check(group)
-        check_friction(group["friction"], group["noise_estimate"])
+        check_friction(group["friction"], group["noise_estimate"], nonnegative("temperature", group["temperature"]))
         positive("mass", group["mass"])
-        nonnegative("temperature", group["temperature"])
 
     def _update(self, group, parameters, params, gradient):
         mass = {name: torch.full_like(value, group["mass"]) for name, value in params.items()}

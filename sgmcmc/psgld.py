@@ -7,7 +7,7 @@ from typing import Any
 
 import torch
 
-from sgmcmc._checks import below_one, positive
+from sgmcmc._checks import below_one, flag, positive
 from sgmcmc.chains import ChainGenerators
 from sgmcmc.sampler import Potential, Sampler, State
 from sgmcmc.schedules import Schedule
@@ -78,7 +78,7 @@ class PSGLD(Sampler):
         super().__init__(log_posterior, step_size, temperature)
         self.alpha = below_one("alpha", alpha)
         self.eps = positive("eps", eps)
-        self.gamma_correction = bool(gamma_correction)
+        self.gamma_correction = flag("gamma_correction", gamma_correction)
 
     def hyperparameters(self) -> dict[str, Any]:
         return {

@@ -1,4 +1,4 @@
-"""SGHMC: v ← v + η M⁻¹ ∇log p̃(θ) − α v + N(0, 2(α − β̂) η T M⁻¹), θ ← θ + v; Chen, Fox & Guestrin (2014), eq. (15)."""
+"""SGHMC: v ← v + η M⁻¹ ∇log p̃(θ) − α v + N(0, 2(αT − β̂) η M⁻¹), θ ← θ + v; Chen, Fox & Guestrin (2014), eq. (15)."""
 
 from __future__ import annotations
 
@@ -14,6 +14,19 @@ from sgmcmc.schedules import Schedule
 __all__ = ["SGHMC", "check_friction", "sghmc_step", "stationary_momentum"]
 
 Mass = float | torch.Tensor | dict[str, float | torch.Tensor]
+
+
+def _checked_mass(mass: Any) -> Mass:
+    """``mass`` if it is a float > 0, a tensor, or a dict of them; else an error naming the bad value.
+
+    A tensor's shape and values are checked against the params in :func:`_mass_like`.
+    """
+    values = mass.items() if isinstance(mass, dict) else [(None, mass)]
+    for name, value in values:
+        where = "mass" if name is None else f"mass of {name!r}"
+        if not isinstance(value, torch.Tensor):
+            positive(where, value)
+    return mass
 
 
 def _mass_like(mass: Mass, params: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -41,16 +54,18 @@ def _mass_like(mass: Mass, params: dict[str, torch.Tensor]) -> dict[str, torch.T
     return masses
 
 
-def check_friction(friction: float, noise_estimate: float) -> tuple[float, float]:
-    """(α, β̂) as floats, or a ValueError: 0 < α ≤ 1 and 0 ≤ β̂ ≤ α."""
+def check_friction(friction: float, noise_estimate: float, temperature: float) -> tuple[float, float]:
+    """(α, β̂) as floats, or a ValueError: 0 < α ≤ 1 and 0 ≤ β̂ ≤ α, and β̂ ≤ αT when T > 0."""
     friction = positive("friction", friction)
     if friction > 1:
         raise ValueError(f"friction must be <= 1 (the momentum decays by 1 − friction each step), got {friction}")
     noise_estimate = nonnegative("noise_estimate", noise_estimate)
     if noise_estimate > friction:
+        raise ValueError(f"noise_estimate ({noise_estimate}) > friction ({friction}): β̂ must lie in [0, α]")
+    if temperature > 0 and noise_estimate > friction * temperature:
         raise ValueError(
-            f"noise_estimate ({noise_estimate}) > friction ({friction}) would make the injected noise "
-            "variance 2(friction − noise_estimate)·η·T negative"
+            f"noise_estimate ({noise_estimate}) > friction × temperature ({friction} × {temperature}) would make "
+            "the injected noise variance 2(friction · temperature − noise_estimate)·η negative"
         )
     return friction, noise_estimate
 
@@ -74,8 +89,12 @@ def sghmc_step(
     noise_estimate: float,
     temperature: float,
 ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
-    """v ← v + η M⁻¹ ∇log p̃(θ) − α v + N(0, 2(α − β̂) η T M⁻¹), θ ← θ + v; all tensors (num_chains, *shape)."""
-    noise_variance = 2.0 * (friction - noise_estimate) * step_size * temperature
+    """v ← v + η M⁻¹ ∇log p̃(θ) − α v + N(0, 2(αT − β̂) η M⁻¹), θ ← θ + v; all tensors (num_chains, *shape).
+
+    The gradient noise η²M⁻²V = 2β̂ηM⁻¹ does not scale with T, so T scales only the friction's share.
+    At T = 0 (an optimizer, or cyclical exploration) no noise is injected.
+    """
+    noise_variance = 2.0 * max(friction * temperature - noise_estimate, 0.0) * step_size
     momentum = {
         name: v
         + step_size * gradient[name] / mass[name]
@@ -89,12 +108,14 @@ def sghmc_step(
 class SGHMC(Sampler):
     """Stochastic gradient Hamiltonian Monte Carlo (Chen, Fox & Guestrin 2014), practical form, eq. (15).
 
-    v ← v + η M⁻¹ ∇log p̃(θ) − α v + N(0, 2(α − β̂) η T M⁻¹),  θ ← θ + v.
+    v ← v + η M⁻¹ ∇log p̃(θ) − α v + N(0, 2(αT − β̂) η M⁻¹),  θ ← θ + v.
 
     Mapping to the paper's (ε, C, B̂, M) with momentum r = M v / ε: η = ε² (``step_size``),
     α = ε M⁻¹ C (``friction``), β̂ = ε M⁻¹ B̂ (``noise_estimate``, the gradient noise the
     sampler assumes and does not inject; a minibatch gradient with covariance V gives
-    β̂ = η V / 2 for M = 1). With M = 1 this is the paper's eq. (15) verbatim. Stationary law:
+    β̂ = η V / 2 for M = 1, whatever T). With M = 1 and T = 1 this is the paper's eq. (15) verbatim.
+    The temperature scales the friction's noise 2αηT (fluctuation-dissipation), not the gradient's, which
+    is why β̂ is subtracted from αT. Stationary law:
     θ ∝ p(θ)^(1/T), v ~ N(0, η T M⁻¹). ``friction = 1`` with β̂ = 0 is SGLD with step η; large
     friction α < 1 behaves like SGLD with step η/α (the high-friction limit).
 
@@ -102,7 +123,7 @@ class SGHMC(Sampler):
         friction: α in (0, 1]; at most 1, where the momentum is forgotten at every step.
         mass: M, diagonal: a float, or a tensor (a dict of them for dict params) of each
             parameter's shape.
-        noise_estimate: β̂ in [0, α].
+        noise_estimate: β̂ in [0, α], and at most αT when T > 0.
         resample_momentum_every: draw v afresh from N(0, η T M⁻¹) every this many steps
             (None keeps the momentum for the whole run).
 
@@ -122,10 +143,8 @@ class SGHMC(Sampler):
         resample_momentum_every: int | None = None,
     ) -> None:
         super().__init__(log_posterior, step_size, temperature)
-        self.friction, self.noise_estimate = check_friction(friction, noise_estimate)
-        if isinstance(mass, (int, float)) and not isinstance(mass, bool):
-            positive("mass", mass)
-        self.mass = mass
+        self.friction, self.noise_estimate = check_friction(friction, noise_estimate, self.temperature)
+        self.mass = _checked_mass(mass)
         self.resample_momentum_every = (
             None if resample_momentum_every is None else count("resample_momentum_every", resample_momentum_every, 1)
         )

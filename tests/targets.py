@@ -300,10 +300,10 @@ def assert_moments(draws: np.ndarray, mean: np.ndarray, covariance: np.ndarray, 
 def sghmc_linear_chain(step_size, friction, precision=1.0, noise_estimate=0.0, temperature=1.0):
     """SGHMC on a Gaussian of precision h as z ← A z + B c + w, z = (θ − μ, v), w ~ N(0, Q):
 
-    v' = (1 − α) v − ηh (θ − μ) + η c + σ ξ, θ' = θ + v', σ² = 2(α − β̂) η T, c the gradient's error.
+    v' = (1 − α) v − ηh (θ − μ) + η c + σ ξ, θ' = θ + v', σ² = 2(αT − β̂) η, c the gradient's error.
     """
     transition = np.array([[1 - step_size * precision, 1 - friction], [-step_size * precision, 1 - friction]])
-    variance = 2 * (friction - noise_estimate) * step_size * temperature
+    variance = 2 * (friction * temperature - noise_estimate) * step_size
     return transition, np.full((2, 1), step_size), np.full((2, 2), variance)
 
 

@@ -84,3 +84,8 @@ def test_ld_uses_the_full_data():
 def test_mala_needs_positive_temperature():
     with pytest.raises(ValueError, match="temperature > 0"):
         sgmcmc.LD(standard_normal_log_posterior, step_size=0.1, temperature=0.0, metropolis=True)
+
+
+def test_metropolis_must_be_a_bool():
+    with pytest.raises(TypeError, match="metropolis must be True or False, got str 'False'"):
+        sgmcmc.LD(standard_normal_log_posterior, step_size=0.1, metropolis="False")  # bool("False") is True

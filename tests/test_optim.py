@@ -1,5 +1,7 @@
 """The torch.optim front doors move parameters exactly as the samplers do, for the same seed."""
 
+import io
+
 import numpy as np
 import pytest
 import torch
@@ -11,20 +13,24 @@ INIT = torch.tensor([1.5, -0.5, 0.25], dtype=torch.float64)
 NUM_STEPS = 25
 
 
-def _optimizer_trajectory(make_optimizer) -> np.ndarray:
-    theta = torch.nn.Parameter(INIT.clone())
+def _run(make_optimizer, num_steps=NUM_STEPS, start=INIT, state_dict=None):
+    """(θ before each of ``num_steps`` steps on N(0, I) from ``start``, the last θ, the optimizer's
+    state dict), the optimizer having loaded ``state_dict`` first if given."""
+    theta = torch.nn.Parameter(start.clone())
     optimizer = make_optimizer([theta])
+    if state_dict is not None:
+        optimizer.load_state_dict(state_dict)
     trajectory = []
-    for _ in range(NUM_STEPS):
+    for _ in range(num_steps):
         trajectory.append(theta.detach().clone().numpy())
         optimizer.zero_grad()
         loss = -standard_normal_log_posterior(theta)
         loss.backward()
         optimizer.step()
-    return np.stack(trajectory)
+    return np.stack(trajectory), theta.detach().clone(), optimizer.state_dict()
 
 
-@pytest.mark.parametrize(
+PAIRS = pytest.mark.parametrize(
     ("sampler", "optimizer"),
     [
         (
@@ -48,9 +54,32 @@ def _optimizer_trajectory(make_optimizer) -> np.ndarray:
     ],
     ids=["SGLD", "SGHMC", "PSGLD", "ASGLD"],
 )
+
+
+@PAIRS
 def test_optimizer_trajectory_equals_the_samplers(sampler, optimizer):
     trace = sampler().sample(INIT, num_chains=1, num_steps=NUM_STEPS, seed=3, progress=False)
-    np.testing.assert_allclose(_optimizer_trajectory(optimizer), trace.posterior["theta"][0], rtol=1e-12, atol=1e-14)
+    np.testing.assert_allclose(_run(optimizer)[0], trace.posterior["theta"][0], rtol=1e-12, atol=1e-14)
+
+
+@PAIRS
+def test_a_run_resumed_from_a_saved_state_dict_goes_on_as_the_uninterrupted_run(sampler, optimizer):
+    """The state dict carries the noise stream: a resumed run does not repeat the noise it drew."""
+    uninterrupted, _, _ = _run(optimizer)
+    first_part, theta, state_dict = _run(optimizer, num_steps=10)
+    saved = io.BytesIO()
+    torch.save(state_dict, saved)
+    saved.seek(0)
+    resumed, _, _ = _run(optimizer, NUM_STEPS - 10, start=theta, state_dict=torch.load(saved, weights_only=True))
+    np.testing.assert_array_equal(np.concatenate([first_part, resumed]), uninterrupted)
+
+
+def test_a_state_dict_without_the_noise_stream_is_refused():
+    theta = [torch.nn.Parameter(torch.zeros(2))]
+    state_dict = sgmcmc.optim.SGLD(theta, lr=0.1).state_dict()
+    del state_dict["noise_generator"]
+    with pytest.raises(ValueError, match="state_dict has no 'noise_generator'"):
+        sgmcmc.optim.SGLD(theta, lr=0.1).load_state_dict(state_dict)
 
 
 def test_trains_an_nn_module_in_an_ordinary_loop():

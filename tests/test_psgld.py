@@ -100,3 +100,5 @@ def test_errors():
         sgmcmc.PSGLD(separable, step_size=0.1, alpha=1.0)
     with pytest.raises(ValueError, match="eps must be a finite number > 0"):
         sgmcmc.PSGLD(separable, step_size=0.1, eps=0.0)
+    with pytest.raises(TypeError, match="gamma_correction must be True or False, got str 'False'"):
+        sgmcmc.PSGLD(separable, step_size=0.1, gamma_correction="False")  # bool("False") would switch Γ on

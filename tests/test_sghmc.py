@@ -190,10 +190,12 @@ def test_momentum_resampling_draws_a_fresh_stationary_momentum_every_n_steps():
     assert trace.attrs["resample_momentum_every"] == every
 
 
-def test_noise_estimate_cancels_a_known_gradient_noise():
+@pytest.mark.parametrize("temperature", [1.0, 0.6])
+def test_noise_estimate_cancels_a_known_gradient_noise(temperature):
     """β̂ = ηV/2 takes out the η²V that a gradient noise of variance V adds to the momentum (the
-    paper's eq. (15)): 2(α − β̂)ηT + η²V = 2αηT, so θ keeps the noise-free exact discrete law. Left
-    out, the momentum noise would be 1.5× larger here, and so would θ's variance."""
+    paper's eq. (15)): 2(αT − β̂)η + η²V = 2αηT, so θ keeps the noise-free exact discrete law at T.
+    Left out, the momentum noise would be 1.5× larger at T = 1, and so would θ's variance; at
+    T = 0.6, taking β̂ out of αT's noise 2(α − β̂)ηT instead of 2(αT − β̂)η makes it 1.33× larger."""
     step_size, friction, gradient_noise = 0.1, 0.5, 5.0
     rows = torch.randn(10_000, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
     rows = (rows - rows.mean()) / rows.std(correction=0) * np.sqrt(gradient_noise)  # mean 0, variance V exactly
@@ -202,7 +204,11 @@ def test_noise_estimate_cancels_a_known_gradient_noise():
         return -0.5 * (theta**2).sum() + theta.sum() * batch.sum()
 
     trace = sgmcmc.SGHMC(
-        log_posterior, step_size=step_size, friction=friction, noise_estimate=step_size * gradient_noise / 2
+        log_posterior,
+        step_size=step_size,
+        friction=friction,
+        noise_estimate=step_size * gradient_noise / 2,
+        temperature=temperature,
     ).sample(
         torch.zeros(1, dtype=torch.float64),
         sgmcmc.Minibatches(rows, batch_size=1),
@@ -213,7 +219,8 @@ def test_noise_estimate_cancels_a_known_gradient_noise():
         progress=False,
     )
     variance, se = variance_about_and_se(trace.posterior["theta"][..., 0], center=0.0)
-    assert abs(variance - exact_stationary_covariance(step_size, friction)[0, 0]) < K_SIGMA * se
+    exact = exact_stationary_covariance(step_size, friction, temperature=temperature)[0, 0]
+    assert abs(variance - exact) < K_SIGMA * se, (variance, exact, se)
 
 
 def test_momentum_is_in_the_final_state():
@@ -235,8 +242,23 @@ def test_errors():
     _error("friction must be a finite number > 0", friction=-0.1)
     _error("friction must be <= 1", friction=1.5)
     _error(r"noise_estimate \(0.2\) > friction \(0.1\)", noise_estimate=0.2)
+    _error(r"noise_estimate \(0.06\) > friction × temperature \(0.1 × 0.5\)", noise_estimate=0.06, temperature=0.5)
     _error("noise_estimate must be a finite number >= 0", noise_estimate=-0.1)
     _error("mass must be a finite number > 0", mass=0.0)
     _error("mass of 'theta' has shape \\(3,\\); need \\(2,\\)", mass=torch.ones(3))
     _error("mass of 'theta' must hold finite floating values > 0", mass=torch.tensor([1.0, -1.0]))
     _error("resample_momentum_every must be >= 1", resample_momentum_every=0)
+
+
+@pytest.mark.parametrize(
+    ("mass", "error", "match"),
+    [
+        ("0.1", TypeError, "mass must be a real number, got str"),
+        (None, TypeError, "mass must be a real number, got NoneType"),
+        (True, TypeError, "mass must be a real number, got bool"),
+        ({"theta": -1.0}, ValueError, "mass of 'theta' must be a finite number > 0, got -1.0"),
+    ],
+)
+def test_a_bad_mass_is_refused_when_the_sampler_is_made(mass, error, match):
+    with pytest.raises(error, match=match):
+        sgmcmc.SGHMC(standard_normal_log_posterior, step_size=0.1, friction=0.1, mass=mass)
