@@ -32,8 +32,8 @@ def chain_seeds(seed: int, num_chains: int) -> list[int]:
     Uses ``numpy.random.SeedSequence(seed).spawn``, whose children are prefix-stable:
     ``chain_seeds(s, 2) == chain_seeds(s, 4)[:2]``.
     """
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
-        raise ValueError(f"seed must be an integer >= 0, got {seed!r}")
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= seed < 2**64:
+        raise ValueError(f"seed must be an integer in [0, 2**64), got {seed!r}")
     children = np.random.SeedSequence(int(seed)).spawn(num_chains)
     return [int(child.generate_state(1, dtype=np.uint64)[0]) for child in children]
 

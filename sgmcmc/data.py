@@ -195,6 +195,12 @@ def chain_data(data: Any) -> ChainData | None:
         return ChainData(list(loader.tensors), loader.batch_size, rows=True)
     if isinstance(data, torch.Tensor):
         raise TypeError("data is a bare tensor; wrap it as sgmcmc.Minibatches(tensor, batch_size=...)")
+    if isinstance(data, tuple) and all(isinstance(item, torch.Tensor) for item in data):
+        # (features, targets) would otherwise be read as two pre-made batches
+        raise TypeError(
+            "data is a tuple of tensors; for rows of (features, targets, …) use "
+            "sgmcmc.Minibatches(*data, batch_size=...); give pre-made batches as a list"
+        )
     if not isinstance(data, Iterable):
         raise TypeError(f"data must be a re-iterable of batches, got {type(data).__name__}")
     if iter(data) is data:

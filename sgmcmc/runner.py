@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import itertools
 import os
+import re
 import types
 import warnings
 import weakref
@@ -259,9 +260,17 @@ def _functionals(
 
 
 def _check_name(kind: str, name: Any) -> None:
-    if not isinstance(name, str) or not name or "/" in name or name in RESERVED_NAMES:
+    """Names become netCDF variables beside dims named ``<name>_dim_<i>``: a name must not be one of those."""
+    if (
+        not isinstance(name, str)
+        or name in ("", ".")
+        or "/" in name
+        or name in RESERVED_NAMES
+        or re.search(r"_dim_\d+$", name)
+    ):
         raise ValueError(
-            f"{kind} name {name!r} is not usable: names are non-empty strings without '/', not {RESERVED_NAMES}"
+            f"{kind} name {name!r} is not usable: names are non-empty strings without '/', not '.', not "
+            f"ending in '_dim_<i>' (the trace's names for the axes of a variable), not {RESERVED_NAMES}"
         )
 
 
@@ -405,7 +414,7 @@ def run(
     recorder = TraceRecorder(layout, ["step", *sampler.draw_coords(0)], num_chains, attrs, max_draws, path=trace_file)
     checkpoint_settings = {
         **run_settings,
-        "params": {name: tuple(value.shape) for name, value in params.items()},
+        "params": {name: (tuple(value.shape), str(value.dtype)) for name, value in params.items()},
         "kept": kept_params,
         "functionals": list(functionals),
         "keep_gradients": keep_gradients,
@@ -425,6 +434,7 @@ def run(
         recorder.start(steps_done=0)
 
     steps_done = first_step
+    interrupted = False
     show = progress and not os.environ.get("CI")
     try:
         for step in tqdm(
@@ -464,15 +474,19 @@ def run(
                 }
                 save_checkpoint(checkpoint, contents)
     except KeyboardInterrupt:
+        interrupted = True
+    except BaseException:
+        recorder.flush(steps_done)
+        raise
+
+    # before the warnings, which may be errors (-W error)
+    trace = recorder.finish(steps_done, state, {"diverged_at_step": diverged_at.tolist()})
+    if interrupted:
         warnings.warn(
             f"sampling interrupted after {steps_done} of {num_steps} steps; the trace keeps the draws so far",
             RuntimeWarning,
             stacklevel=3,
         )
-    except BaseException:
-        recorder.flush(steps_done)
-        raise
-
     diverged = {chain: int(step) for chain, step in enumerate(diverged_at.tolist()) if step >= 0}
     if diverged:
         listed = ", ".join(f"chain {chain} at step {step}" for chain, step in diverged.items())
@@ -483,4 +497,4 @@ def run(
             SamplerDivergenceWarning,
             stacklevel=3,
         )
-    return recorder.finish(steps_done, state)
+    return trace

@@ -32,6 +32,11 @@ class Schedule(ABC):
         """η_0 … η_{num_steps−1} as an array of shape (num_steps,)."""
         return np.array([self(step) for step in range(num_steps)], dtype=np.float64)
 
+    def __repr__(self) -> str:
+        # the trace's attrs and a checkpoint's same-run check hold the repr: name and attributes, no address
+        attributes = ", ".join(f"{name}={value!r}" for name, value in vars(self).items())
+        return f"{type(self).__name__}({attributes})"
+
 
 @dataclass(frozen=True)
 class Constant(Schedule):
@@ -126,6 +131,6 @@ def as_schedule(step_size: float | Schedule) -> Schedule:
     """A float becomes :class:`Constant`; a schedule is returned as it is."""
     if isinstance(step_size, Schedule):
         return step_size
-    if isinstance(step_size, bool) or not isinstance(step_size, (int, float)):
+    if isinstance(step_size, bool) or not isinstance(step_size, (int, float, np.integer, np.floating)):
         raise TypeError(f"step_size must be a float or a sgmcmc.schedules.Schedule, got {type(step_size).__name__}")
     return Constant(step_size)

@@ -90,7 +90,9 @@ class Trace:
         present, ``functionals`` and ``gradients``, so ``az.summary(idata, group="functionals")``
         gives R-hat and ESS of the functionals. The :attr:`draw_coords` are coordinates along
         ``draw``, so ``idata.posterior.groupby("cycle")`` groups the draws of a cyclical sampler
-        by cycle. A trace streamed to disk is opened lazily from its file.
+        by cycle. A trace streamed to disk is opened lazily from its file, which stays open for reading
+        until closed (ArviZ 0.x: ``for group in idata.groups(): idata[group].close()``; 1.x:
+        ``idata.close()``): a run that writes that file again (a resume) needs it closed first.
         """
         import arviz as az  # imported on use: importing ArviZ is slow and, in 0.x, warns
 
@@ -196,9 +198,21 @@ class _TraceFile:
         self.coord_names = coord_names
         self.num_chains = num_chains
 
+    def _open(self, mode: str) -> h5netcdf.File:
+        """The file opened to write (``mode`` "w" or "a"), or an OSError that says what may hold it."""
+        try:
+            return h5netcdf.File(self.path, mode)
+        except OSError as error:
+            raise OSError(
+                f"cannot open the trace file {self.path} to write ({error}). If this process still holds it "
+                "open for reading, e.g. an InferenceData from Trace.to_arviz() or az.from_netcdf() of this "
+                "file, close that first (ArviZ 0.x: for group in idata.groups(): idata[group].close(); "
+                "ArviZ 1.x: idata.close())"
+            ) from error
+
     def create(self, attrs: dict[str, Any]) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        with h5netcdf.File(self.path, "w") as file:
+        with self._open("w") as file:
             file.attrs.update(attrs)
             for group_name, variables in self.layout.items():
                 group = file.create_group(group_name)
@@ -230,14 +244,16 @@ class _TraceFile:
 
     def write_attrs(self, attrs: dict[str, Any]) -> None:
         """Update the attrs of the file and of each of its groups."""
-        with h5netcdf.File(self.path, "a") as file:
+        with self._open("a") as file:
             file.attrs.update(attrs)
             for group_name in self.layout:
                 file.groups[group_name].attrs.update(attrs)
 
-    def append(self, chunk: dict[str, dict[str, np.ndarray]], coords: dict[str, np.ndarray], attrs: dict) -> None:
-        with h5netcdf.File(self.path, "a") as file:
-            start = file.groups["sample_stats"].dimensions["draw"].size
+    def write(
+        self, start: int, chunk: dict[str, dict[str, np.ndarray]], coords: dict[str, np.ndarray], attrs: dict
+    ) -> None:
+        """Write draws ``start``… of every group (the file grows to hold them; a rewrite is harmless)."""
+        with self._open("a") as file:
             end = start + len(coords["draw"])
             for group_name, variables in self.layout.items():
                 group = file.groups[group_name]
@@ -251,7 +267,7 @@ class _TraceFile:
 
     def truncate(self, num_draws: int) -> None:
         """Drop every draw after the first ``num_draws`` (a resumed run rewrites them)."""
-        with h5netcdf.File(self.path, "a") as file:
+        with self._open("a") as file:
             written = file.groups["sample_stats"].dimensions["draw"].size
             if written < num_draws:
                 raise ValueError(f"trace file {self.path} holds {written} draws; the checkpoint needs {num_draws}")
@@ -376,15 +392,16 @@ class TraceRecorder:
             for name in ["draw", *self.coord_names]
         }
         start, end = self._num_flushed, self._num_flushed + count
-        self._num_flushed, self._pending_coords = end, []
+        # the draws count as flushed only once written: a flush cut short (Ctrl-C) is redone whole by the next
         if self.file is not None:
-            self.file.append(chunk, coords, attrs)
-            return
-        for group, variables in chunk.items():
-            for name, values in variables.items():
-                self._values[group][name][:, start:end] = values
-        for name, values in coords.items():
-            self._coords[name][start:end] = values
+            self.file.write(start, chunk, coords, attrs)
+        else:
+            for group, variables in chunk.items():
+                for name, values in variables.items():
+                    self._values[group][name][:, start:end] = values
+            for name, values in coords.items():
+                self._coords[name][start:end] = values
+        self._num_flushed, self._pending_coords = end, []
 
     def checkpoint(self, steps_done: int) -> dict[str, Any]:
         """What a checkpoint needs to restore the trace: the draws so far (in memory) or their count."""
@@ -415,10 +432,12 @@ class TraceRecorder:
         for name, values in checkpoint["coords"].items():
             self._coords[name][: self._num_flushed] = values.numpy()
 
-    def finish(self, steps_done: int, final_state: dict[str, Any]) -> Trace:
-        """The :class:`Trace` of every draw recorded so far."""
+    def finish(self, steps_done: int, final_state: dict[str, Any], attrs: dict[str, Any]) -> Trace:
+        """The :class:`Trace` of every draw recorded so far, with ``attrs`` added to the run's attrs."""
         self.flush(steps_done)
+        attrs = {key: netcdf_attr(value) for key, value in attrs.items()}
         if self.file is not None:
+            self.file.write_attrs(attrs)
             trace = Trace.load(self.file.path)
             trace.final_state = final_state
             return trace
@@ -431,7 +450,7 @@ class TraceRecorder:
         return Trace(
             posterior=groups["posterior"],
             sample_stats=groups["sample_stats"],
-            attrs={**self.attrs, "steps_done": steps_done},
+            attrs={**self.attrs, "steps_done": steps_done, **attrs},
             draw_coords=coords,
             final_state=final_state,
             functionals=groups["functionals"],

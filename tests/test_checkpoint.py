@@ -98,3 +98,41 @@ def test_checkpoint_is_written_atomically(tmp_path):
     assert [path.name for path in tmp_path.iterdir()] == ["run.pt"]  # no temporary file left behind
     contents = torch.load(checkpoint, weights_only=True)
     assert contents["step"] == 30 and len(contents["generators"]) == 3
+
+
+def test_checkpoint_with_params_of_another_dtype_is_refused(tmp_path):
+    """A float64 run resumed with float32 params would cast its saved draws down without a word."""
+    checkpoint = tmp_path / "run.pt"
+    sampler = sgmcmc.SGLD(lambda theta: -0.5 * (theta**2).sum(), 1e-3)
+    options = dict(num_chains=2, num_steps=10, seed=0, progress=False, checkpoint=checkpoint)
+    sampler.sample(torch.zeros(2, dtype=torch.float64), **options)
+    with pytest.raises(ValueError, match=r"params: checkpoint \{'theta': \(\(2, 2\), 'torch.float64'\)\}"):
+        sampler.sample(torch.zeros(2, dtype=torch.float32), **options)
+
+
+class Decay(sgmcmc.schedules.Schedule):
+    """A user's schedule, written as the conventions describe: η_k = initial / (1 + k)^rate."""
+
+    def __init__(self, initial, rate):
+        self.initial, self.rate = initial, rate
+
+    def __call__(self, step):
+        return self.initial / (1 + step) ** self.rate
+
+    def satisfies_robbins_monro(self):
+        return 0.5 < self.rate <= 1
+
+
+def test_a_run_with_a_custom_schedule_resumes_with_a_new_instance_of_it(tmp_path):
+    """The checkpoint compares the schedule's repr: its attributes, not its address in this process."""
+    checkpoint = tmp_path / "run.pt"
+
+    def make_sampler(log_posterior):
+        return sgmcmc.SGHMC(log_posterior, step_size=Decay(1e-3, 0.55), friction=0.1)
+
+    uninterrupted = _run(make_sampler=make_sampler)
+    with pytest.warns(RuntimeWarning, match="interrupted"):
+        _run(checkpoint, interrupt_at=60, make_sampler=make_sampler)
+    resumed = _run(checkpoint, make_sampler=make_sampler)
+    _assert_same_draws(resumed, uninterrupted)
+    assert resumed.attrs["step_size"] == "Decay(initial=0.001, rate=0.55)"

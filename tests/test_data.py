@@ -101,6 +101,8 @@ def test_data_errors():
         chain_data(iter([ROWS]))
     with pytest.raises(TypeError, match="bare tensor"):
         chain_data(ROWS)
+    with pytest.raises(TypeError, match=r"tuple of tensors.*sgmcmc.Minibatches\(\*data, batch_size=...\)"):
+        chain_data((ROWS, LABELS))  # not two pre-made batches
     with pytest.raises(TypeError, match="must hold tensors"):
         chain_data([("a",), ("b",)])
     with pytest.raises(ValueError, match="batch 0 holds a 0-dim tensor; batches need a leading batch dim"):

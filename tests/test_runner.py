@@ -1,5 +1,7 @@
 """The engine: determinism, chain independence, input checks, divergence guard, interruption."""
 
+import dis
+import sys
 import warnings
 
 import numpy as np
@@ -7,6 +9,7 @@ import pytest
 import torch
 
 import sgmcmc
+from sgmcmc.trace import TraceRecorder
 from targets import ConjugateLinearRegression, Interrupting, standard_normal_log_posterior
 
 
@@ -133,7 +136,8 @@ def test_bad_run_lengths():
     _error(ValueError, "num_chains must be >= 1", num_chains=0)
     _error(TypeError, "num_steps must be an integer", num_steps=10.0)
     _error(ValueError, "seed gives 3 per-chain seeds for num_chains=2", seed=[1, 2, 3])
-    _error(ValueError, "seed must be an integer >= 0", seed=-1)
+    _error(ValueError, r"seed must be an integer in \[0, 2\*\*64\), got -1", seed=-1)
+    _error(ValueError, r"seed must be an integer in \[0, 2\*\*64\), got 1180591620717411303424", seed=2**70)
     _error(ValueError, "init_jitter", init_jitter=-1.0)
 
 
@@ -155,6 +159,25 @@ def test_diverging_chain_is_frozen_flagged_and_reported(compile):
     frozen = trace.posterior["theta"][2, first - 1 :]
     assert (frozen == frozen[0]).all()
     assert torch.isfinite(trace.final_state["params"]["theta"]).all()
+    assert trace.attrs["diverged_at_step"] == repr([-1, -1, first - 1, -1])  # the update from draw first − 1
+
+
+def test_a_divergence_after_the_last_kept_draw_is_recorded_and_the_file_is_complete_under_warnings_as_errors(
+    tmp_path,
+):
+    """θ ← θ − 3θ = −2θ exactly (T = 0): θ = 2⁶⁴ after 64 steps, whose θ² overflows float32, so the
+    chain diverges at step 64, which the odd-step thinning does not keep. The record is in the
+    attrs; and the warning, raised as an error, comes after the file is complete."""
+    sampler = sgmcmc.SGLD(standard_normal_log_posterior, step_size=3.0, temperature=0.0)
+    options = dict(num_chains=1, num_steps=65, burn_in=1, thin=2, seed=0, progress=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", sgmcmc.SamplerDivergenceWarning)
+        with pytest.raises(sgmcmc.SamplerDivergenceWarning, match="chain 0 at step 64"):
+            sampler.sample(torch.ones(1), trace_file=tmp_path / "trace.nc", **options)
+    stored = sgmcmc.Trace.load(tmp_path / "trace.nc")
+    assert stored.attrs["steps_done"] == 65 and stored.num_draws == 32
+    assert not stored.sample_stats["diverging"].any()
+    assert stored.attrs["diverged_at_step"] == "[64]"
 
 
 @pytest.mark.parametrize("compile", [False, True], ids=["eager", "compiled guard"])
@@ -204,6 +227,43 @@ def test_interrupted_run_keeps_its_draws():
     assert np.isfinite(trace.posterior["theta"]).all()
 
 
+@pytest.mark.parametrize("streamed", [False, True], ids=["in memory", "streamed"])
+def test_a_ctrl_c_at_any_line_of_a_chunk_flush_keeps_every_draw_made_before_it(tmp_path, streamed):
+    """Ctrl-C lands between two bytecodes. Raised in turn at each line of the flush that moves the
+    first full chunk (256 draws, after step 255) to the host or the file, the run still returns
+    those 256 draws, equal to the uninterrupted run's, and not a half-written or unwritten chunk."""
+    sampler = sgmcmc.SGLD(standard_normal_log_posterior, step_size=0.1)
+    options = dict(num_chains=2, num_steps=300, seed=0, progress=False)
+    reference = sampler.sample(torch.zeros(2), **options).posterior["theta"][:, :256]
+    flush = TraceRecorder.flush.__code__
+    for _, line in dis.findlinestarts(flush):
+        state = {"raised": False}
+
+        def tracer(frame, event, arg, line=line, state=state):
+            if frame.f_code is not flush:
+                return None
+            if event == "line" and frame.f_lineno == line and not state["raised"]:
+                state["raised"] = True
+                raise KeyboardInterrupt
+            return tracer
+
+        path = tmp_path / f"trace_{line}.nc" if streamed else None
+        previous = sys.gettrace()
+        sys.settrace(tracer)
+        try:
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                trace = sampler.sample(torch.zeros(2), trace_file=path, **options)
+        finally:
+            sys.settrace(previous)
+        if not state["raised"]:  # a line the first flush does not reach (e.g. the empty-chunk return)
+            continue
+        assert any("interrupted after 255 of 300 steps" in str(warning.message) for warning in caught), line
+        assert trace.attrs["steps_done"] == 255 and trace.num_draws == 256, line
+        np.testing.assert_array_equal(trace.draw_coords["step"], np.arange(256))
+        np.testing.assert_array_equal(trace.posterior["theta"], reference, err_msg=f"line {line}")
+
+
 def test_no_warning_on_a_healthy_run():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
@@ -229,9 +289,28 @@ _LOG_POSTERIOR = ConjugateLinearRegression.make(100, 2, 0).log_posterior()
             ),
             3,
         ),
+        (
+            sgmcmc.CyclicalSGHMC(
+                _LOG_POSTERIOR,
+                step_size=sgmcmc.schedules.Cyclical(1e-3, num_cycles=2, total_steps=40),
+                friction=0.5,
+                noise_estimate=0.1,
+                temperature=0.5,
+            ),
+            3,
+        ),
         (sgmcmc.SGLDCV(_LOG_POSTERIOR, step_size=1e-3, mode=torch.zeros(2, dtype=torch.float64)), 1),
     ],
-    ids=["SGLD", "SGHMC, decaying step", "MALA, uniform draws", "SGNHT", "PSGLD", "cSGLD, T 0 then 1", "SGLDCV"],
+    ids=[
+        "SGLD",
+        "SGHMC, decaying step",
+        "MALA, uniform draws",
+        "SGNHT",
+        "PSGLD",
+        "cSGLD, T 0 then 1",
+        "cSGHMC, noise estimate, T 0 then 0.5",
+        "SGLDCV",
+    ],
 )
 def test_compiled_run_equals_eager_run(sampler, max_graphs):
     """compile=True keeps every chain's random streams, and a float that changes during the run

@@ -30,6 +30,8 @@ def test_polynomial_robbins_monro_iff_half_to_one(gamma, expected):
 
 def test_as_schedule():
     assert as_schedule(0.5) == Constant(0.5)
+    assert as_schedule(np.float32(0.5)) == Constant(0.5)  # numpy scalars, as every other hyperparameter
+    assert as_schedule(np.int64(1)) == Constant(1.0)
     schedule = Polynomial(a=1.0)
     assert as_schedule(schedule) is schedule
 

@@ -149,6 +149,24 @@ def test_streamed_file_of_an_interrupted_run_holds_the_draws_so_far(tmp_path):
     np.testing.assert_array_equal(idata.posterior["step"], np.arange(700))
 
 
+def test_a_run_that_writes_a_trace_file_held_open_by_its_inferencedata_says_so(tmp_path):
+    def run():
+        return sgmcmc.SGLD(standard_normal_log_posterior, 0.1).sample(
+            torch.zeros(2), num_chains=2, num_steps=5, seed=0, trace_file=tmp_path / "t.nc", progress=False
+        )
+
+    idata = run().to_arviz()
+    assert idata.posterior["theta"].shape == (2, 5, 2)
+    with pytest.raises(OSError, match=r"cannot open the trace file .*t.nc to write.*close that first"):
+        run()
+    if int(az.__version__.split(".")[0]) < 1:  # InferenceData.close() closes nothing in ArviZ 0.x
+        for group in idata.groups():
+            idata[group].close()
+    else:
+        idata.close()
+    assert run().num_draws == 5
+
+
 def test_bad_trace_requests():
     def run(**kwargs):
         return sgmcmc.SGLD(standard_normal_log_posterior, 0.1).sample(
@@ -161,6 +179,12 @@ def test_bad_trace_requests():
         run(functionals={"f": 1.0})
     with pytest.raises(ValueError, match="functional name 'step' is not usable"):
         run(functionals={"step": lambda theta: theta})
+    with pytest.raises(ValueError, match="functional name 'theta_dim_0' is not usable.*ending in '_dim_<i>'"):
+        run(functionals={"theta_dim_0": lambda theta: theta[0]})  # would be taken for θ's axis
+    with pytest.raises(ValueError, match="parameter name '.' is not usable"):
+        sgmcmc.SGLD(lambda params: -(params["."] ** 2).sum(), 0.1).sample(
+            {".": torch.zeros(2)}, num_chains=2, num_steps=5, progress=False
+        )
     with pytest.raises(ValueError, match="functional 'f' failed on the initial params.*vmap"):
         run(functionals={"f": lambda theta: theta.sum().item()})
     with pytest.raises(TypeError, match="functional 'f' has dtype torch.bfloat16, which numpy"):
@@ -189,7 +213,7 @@ def test_draws_pass_through_the_device_buffer_chunk_by_chunk_and_survive_a_check
     resumed.restore(saved)
     for step in range(5, 7):
         resumed.append({"posterior": {"x": draws[step]}}, {"step": 10 * step})
-    trace = resumed.finish(steps_done=7, final_state={})
+    trace = resumed.finish(steps_done=7, final_state={}, attrs={})
     np.testing.assert_array_equal(trace.posterior["x"], draws.transpose(0, 1).numpy())
     np.testing.assert_array_equal(trace.draw_coords["step"], 10 * np.arange(7))
 
