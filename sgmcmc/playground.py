@@ -378,8 +378,9 @@ def _save(figure: Figure, path: str | Path | None) -> Figure:
 def plot_trajectories(comparison: Comparison, path: str | Path | None = None, columns: int = 4) -> Figure:
     """One panel per method: the traced runs (start ○, end ×) over the contours of U, θ* as a star.
 
-    For dim > 2 the panels show (θ_1, θ_2) over the plane through θ* spanned by those coordinates.
-    Writes a PNG to ``path`` when given and returns the matplotlib ``Figure`` (no pyplot state).
+    For dim > 2 the panels show (θ_1, θ_2) over the plane through θ* spanned by those coordinates;
+    for dim = 1, θ against the step k, with θ* as a line. Writes a PNG to ``path`` when given and
+    returns the matplotlib ``Figure`` (no pyplot state).
     """
     from matplotlib.figure import Figure
 
@@ -387,26 +388,33 @@ def plot_trajectories(comparison: Comparison, path: str | Path | None = None, co
     low, high = landscape.start_box
     margin = 0.1 * (high - low)
     axis = torch.linspace(low - margin, high + margin, 201, dtype=torch.float64)
-    plane = landscape.minimum.repeat(len(axis), len(axis), 1)
-    plane[..., 0], plane[..., 1] = torch.meshgrid(axis, axis, indexing="xy")
-    surface = (landscape.potential(plane) - landscape.minimum_value).numpy()
-    levels = np.unique(np.quantile(surface, np.linspace(0, 1, 16)))
     columns = min(columns, len(runs))
     rows = math.ceil(len(runs) / columns)
     figure = Figure(figsize=(3.2 * columns, 3.2 * rows), layout="constrained")
     axes = figure.subplots(rows, columns, squeeze=False, sharex=True, sharey=True).ravel()
     minimum = landscape.minimum.numpy()
+    if landscape.dim > 1:
+        plane = landscape.minimum.repeat(len(axis), len(axis), 1)
+        plane[..., 0], plane[..., 1] = torch.meshgrid(axis, axis, indexing="xy")
+        surface = (landscape.potential(plane) - landscape.minimum_value).numpy()
+        levels = np.unique(np.quantile(surface, np.linspace(0, 1, 16)))
     for ax, run in zip(axes, runs, strict=False):
-        ax.contourf(axis, axis, surface, levels=levels, cmap="Greys_r", alpha=0.6)
+        if landscape.dim > 1:
+            ax.contourf(axis, axis, surface, levels=levels, cmap="Greys_r", alpha=0.6)
+            ax.plot(*minimum[:2], "*", color="gold", markersize=12, markeredgecolor="black")
+            ax.set_xlim(low - margin, high + margin)
+            ax.set_aspect("equal")
+        else:
+            ax.axhline(minimum[0], color="gold", linewidth=2)
+            ax.set_xlabel("step", fontsize=7)
         for trajectory in np.moveaxis(run.trajectories, 1, 0):
-            (line,) = ax.plot(trajectory[:, 0], trajectory[:, 1], linewidth=0.7, alpha=0.8)
-            ax.plot(*trajectory[0, :2], "o", color=line.get_color(), markersize=4)
-            ax.plot(*trajectory[-1, :2], "x", color=line.get_color(), markersize=6, markeredgewidth=1.5)
-        ax.plot(*minimum[:2], "*", color="gold", markersize=12, markeredgecolor="black")
+            # dim 1: θ over the steps; otherwise the first two coordinates
+            x, y = (np.arange(len(trajectory)), trajectory[:, 0]) if landscape.dim == 1 else trajectory[:, :2].T
+            (line,) = ax.plot(x, y, linewidth=0.7, alpha=0.8)
+            ax.plot(x[0], y[0], "o", color=line.get_color(), markersize=4)
+            ax.plot(x[-1], y[-1], "x", color=line.get_color(), markersize=6, markeredgewidth=1.5)
         ax.set_title(f"{run.method.label}\nfinal in global basin: {run.success_rate:.0%}", fontsize=8)
-        ax.set_xlim(low - margin, high + margin)
         ax.set_ylim(low - margin, high + margin)
-        ax.set_aspect("equal")
         ax.tick_params(labelsize=7)
     for ax in axes[len(runs) :]:
         ax.set_visible(False)

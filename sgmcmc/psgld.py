@@ -64,6 +64,8 @@ class PSGLD(Sampler):
     Γ does not remove that bias in practice and is singular as V → 0 (at the start, V = 0), where
     it throws chains far out, so the default is ``gamma_correction=False``; for sampling prefer
     α close to 1 (0.999 left about a tenth of the bias of 0.9 on badly scaled Gaussians).
+    Do not start exactly at a mode with exact gradients: V_0 = 0 and g = 0 there make the first
+    step's G = 1/λ, noise of sd √(2η/λ); jitter the start (``init_jitter``).
     """
 
     def __init__(

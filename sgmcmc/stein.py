@@ -52,7 +52,7 @@ def flatten_draws(named: Mapping[str, ArrayLike], names: list[str] | None = None
         raise ValueError(f"parameters {missing} are missing; the mapping has {list(named)}")
     columns = []
     for name in names:
-        value = torch.as_tensor(named[name])
+        value = _tensor(named[name])
         if value.ndim < 2:
             raise ValueError(
                 f"parameter {name!r} has shape {tuple(value.shape)}; expected (num_chains, num_draws, ...)"
@@ -64,8 +64,13 @@ def flatten_draws(named: Mapping[str, ArrayLike], names: list[str] | None = None
     return torch.cat([column.to(columns[0].device) for column in columns], dim=1)
 
 
+def _tensor(value: Any) -> torch.Tensor:
+    """A tensor, array or array-like (such as an xarray DataArray of ``idata.posterior``) as a tensor."""
+    return value if isinstance(value, torch.Tensor) else torch.as_tensor(np.asarray(value))
+
+
 def _as_matrix(value: ArrayLike, name: str) -> torch.Tensor:
-    matrix = torch.as_tensor(value)
+    matrix = _tensor(value)
     if matrix.ndim == 1:
         matrix = matrix[:, None]
     if matrix.ndim != 2:
@@ -89,6 +94,10 @@ def imq_stein_kernel(
     scores ∇log p at them. Uses the closed form in the module docstring; memory O(m·p), not O(m·p·d).
     """
     dim = draws_a.shape[1]
+    # k0 depends on x − y, not on x and y: centring is exact and keeps |x|² + |y|² − 2x·y from
+    # cancelling catastrophically for draws far from the origin
+    centre = draws_a.mean(0)
+    draws_a, draws_b = draws_a - centre, draws_b - centre
     squared_distance = (draws_a * draws_a).sum(1)[:, None] + (draws_b * draws_b).sum(1)[None, :]
     squared_distance.addmm_(draws_a, draws_b.T, alpha=-2.0).clamp_min_(0.0)
     base = squared_distance + c * c
@@ -205,12 +214,11 @@ def score_at_draws(
         chunk_size: passed to ``vmap`` to bound memory.
 
     Returns:
-        The scores, shaped and named like ``draws`` (float64 for NumPy input), ready for
-        :func:`kernel_stein_discrepancy`.
+        The scores, shaped, named and typed like ``draws``, ready for :func:`kernel_stein_discrepancy`.
     """
     score = torch.func.vmap(torch.func.grad(log_density), chunk_size=chunk_size)
     if isinstance(draws, Mapping):
-        tensors = {name: torch.as_tensor(value) for name, value in draws.items()}
+        tensors = {name: _tensor(value) for name, value in draws.items()}
         leading = {name: value.shape[:2] for name, value in tensors.items()}
         flat = {name: value.reshape(-1, *value.shape[2:]) for name, value in tensors.items()}
         return {name: value.reshape(*leading[name], *value.shape[1:]) for name, value in score(flat).items()}

@@ -145,8 +145,9 @@ def test_command_prints_the_table_and_writes_the_figures(tmp_path, capsys):
     assert main(["landscape", "ackley", *arguments]) == 0
     rosenbrock = ["landscape", "rosenbrock", "--dim", "3", "--optimizers", "sgd", "sgld", "--lr", "1e-4", "1e-5"]
     assert main([*rosenbrock, "--final-temperature", "0.2", *arguments]) == 0
+    assert main(["landscape", "double-well", "--dim", "1", *arguments]) == 0  # θ over the steps
     printed = capsys.readouterr().out
     assert "| SGLD lr=0.1→0.01 T=1→0.05 |" in printed and "| SGLD lr=0.0001→1e-05 T=1→0.2 |" in printed
-    for name in ("ackley", "rosenbrock"):
+    for name in ("ackley", "rosenbrock", "double-well"):
         for kind in ("trajectories", "loss", "success"):
             assert (tmp_path / f"landscape_{name}_{kind}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
