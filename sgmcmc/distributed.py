@@ -30,6 +30,7 @@ that says another rank failed. Write result files on rank 0 only, with
 
 from __future__ import annotations
 
+import ast
 import os
 import sys
 import warnings
@@ -50,7 +51,7 @@ from sgmcmc.chains import seeds_of_chains
 from sgmcmc.checkpoint import write_atomically
 from sgmcmc.data import Minibatches, chain_data
 from sgmcmc.log_density import ChainPotential
-from sgmcmc.runner import SamplerDivergenceWarning
+from sgmcmc.runner import SamplerDivergenceWarning, warn_of_divergences
 from sgmcmc.sampler import Sampler
 from sgmcmc.trace import GROUPS, Trace, netcdf_attr
 
@@ -231,8 +232,9 @@ def sample_chain_parallel(
         equal bit for bit to chain c of ``sampler.sample(..., num_chains=K, seed=seed)`` on the
         same device type), with attrs describing the whole run (``num_chains`` K, all
         ``chain_seeds``, ``seed``) plus ``num_processes`` P, and ``final_state`` on the CPU.
-        None on the other ranks. Divergences are reported on rank 0: one
-        :class:`sgmcmc.SamplerDivergenceWarning` per rank that had any, naming its global chain ids.
+        None on the other ranks. Divergences are reported on rank 0, as by ``sample``: one
+        :class:`sgmcmc.SamplerDivergenceWarning` naming the global chain ids, and the trace's
+        ``diverged_at_step`` covers all K chains.
     """
     _refuse(sample_kwargs, "trace_file", "checkpoint", "wrap_potential")
     num_chains = count("num_chains", num_chains, 1)
@@ -242,8 +244,9 @@ def sample_chain_parallel(
     piece = None
     if len(block):
         block_init = _block_of_init(init, block, num_chains) if stacked_init else init
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always", SamplerDivergenceWarning)
+        with warnings.catch_warnings():
+            # reported for all chains on rank 0, with global chain ids
+            warnings.simplefilter("ignore", SamplerDivergenceWarning)
             trace = sampler.sample(
                 block_init,
                 data,
@@ -252,20 +255,10 @@ def sample_chain_parallel(
                 stacked_init=stacked_init,
                 **sample_kwargs,
             )
-        divergences = [
-            str(caught_warning.message)
-            for caught_warning in caught
-            if caught_warning.category is SamplerDivergenceWarning
-        ]
-        for caught_warning in caught:
-            if caught_warning.category is not SamplerDivergenceWarning:
-                warnings.warn_explicit(
-                    caught_warning.message, caught_warning.category, caught_warning.filename, caught_warning.lineno
-                )
         trace.final_state = pytree.tree_map(
             lambda leaf: leaf.cpu() if isinstance(leaf, torch.Tensor) else leaf, trace.final_state
         )
-        piece = (block, trace, divergences)
+        piece = trace
     pieces = [None] * world_size if rank == 0 else None
     if world_size > 1:
         _collective("gathering the chains' traces on rank 0", lambda: dist.gather_object(piece, pieces, dst=0))
@@ -273,16 +266,11 @@ def sample_chain_parallel(
         pieces = [piece]
     if rank != 0:
         return None
-    present = [gathered for gathered in pieces if gathered is not None]
-    for block, _, divergences in present:
-        for message in divergences:
-            warnings.warn(
-                f"on the rank that ran global chains {block.start}..{block.stop - 1} (its chain i is global chain "
-                f"{block.start} + i): {message}",
-                SamplerDivergenceWarning,
-                stacklevel=2,
-            )
-    return _concatenate_chains([trace for _, trace, _ in present], seed=seed, seeds=seeds, num_processes=world_size)
+    trace = _concatenate_chains(
+        [gathered for gathered in pieces if gathered is not None], seed=seed, seeds=seeds, num_processes=world_size
+    )
+    warn_of_divergences(ast.literal_eval(trace.attrs["diverged_at_step"]), stacklevel=3)
+    return trace
 
 
 def _concatenate_chains(traces: list[Trace], seed: int | Sequence[int], seeds: list[int], num_processes: int) -> Trace:
@@ -302,10 +290,13 @@ def _concatenate_chains(traces: list[Trace], seed: int | Sequence[int], seeds: l
     }
     attrs = {
         **first.attrs,
-        "seed": netcdf_attr(seed if isinstance(seed, int) else list(seed)),
+        "seed": netcdf_attr(int(seed) if isinstance(seed, (int, np.integer)) else [int(value) for value in seed]),
         "chain_seeds": netcdf_attr(seeds),
         "num_chains": len(seeds),
         "num_processes": num_processes,
+        "diverged_at_step": netcdf_attr(
+            [step for trace in traces for step in ast.literal_eval(trace.attrs["diverged_at_step"])]
+        ),
     }
     final_state = pytree.tree_map(lambda *leaves: torch.cat(leaves), *[trace.final_state for trace in traces])
     return Trace(
@@ -396,20 +387,20 @@ def sample_data_parallel(
         raise ValueError("data-parallel sampling needs data: give this rank's shard")
     rank, world_size = _rank_and_world_size()
     if world_size > 1:
-        shape = torch.tensor([stream.num_units, stream.units_per_step])
-        shapes = [torch.zeros_like(shape) for _ in range(world_size)]
-        _collective("comparing the shards' sizes", lambda: dist.all_gather(shapes, shape))
-        if any(not torch.equal(other, shape) for other in shapes):
-            sizes = [tuple(other.tolist()) for other in shapes]
+        # the shapes of every tensor, not only the row count: pre-made batches of other sizes must differ too
+        layout = (stream.units_per_step, [tuple(leaf.shape) for leaf in pytree.tree_leaves(stream.units)])
+        layouts: list[Any] = [None] * world_size
+        _collective("comparing the shards' sizes", lambda: dist.all_gather_object(layouts, layout))
+        if any(other != layout for other in layouts):
             raise ValueError(
-                f"the ranks' shards differ: (rows or batches, per step) by rank = {sizes}; data-parallel sampling "
-                "needs equal shards (see shard_rows)"
+                f"the ranks' shards differ: (rows per step, shapes of the shard's tensors) by rank = {layouts}; "
+                "data-parallel sampling needs equal shards (see shard_rows)"
             )
     trace = sampler.sample(
         init,
         shard,
         trace_file=trace_file if rank == 0 else None,
-        wrap_potential=AveragedPotential,
+        wrap_potential=AveragedPotential if world_size > 1 else None,  # one process: nothing to average
         **sample_kwargs,
     )
     if world_size > 1:

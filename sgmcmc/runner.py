@@ -487,14 +487,19 @@ def run(
             RuntimeWarning,
             stacklevel=3,
         )
-    diverged = {chain: int(step) for chain, step in enumerate(diverged_at.tolist()) if step >= 0}
+    warn_of_divergences(diverged_at.tolist(), stacklevel=4)
+    return trace
+
+
+def warn_of_divergences(diverged_at_step: Sequence[int], stacklevel: int) -> None:
+    """One :class:`SamplerDivergenceWarning` naming each chain whose ``diverged_at_step`` is ≥ 0, if any."""
+    diverged = {chain: step for chain, step in enumerate(diverged_at_step) if step >= 0}
     if diverged:
         listed = ", ".join(f"chain {chain} at step {step}" for chain, step in diverged.items())
         warnings.warn(
-            f"{len(diverged)} of {num_chains} chains diverged (state or log posterior became non-finite): {listed}. "
-            "Each is frozen where it was and its later draws are flagged diverging; "
+            f"{len(diverged)} of {len(diverged_at_step)} chains diverged (state or log posterior became "
+            f"non-finite): {listed}. Each is frozen where it was and its later draws are flagged diverging; "
             "try a smaller step_size.",
             SamplerDivergenceWarning,
-            stacklevel=3,
+            stacklevel=stacklevel,
         )
-    return trace

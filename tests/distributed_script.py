@@ -1,7 +1,9 @@
 """Worker for tests/test_distributed.py, run as ``torchrun --nproc-per-node=2 tests/distributed_script.py MODE OUT``.
 
 Modes:
-    sample: chain-parallel SGHMC (3 chains over 2 ranks), data-parallel LD and data-parallel pSGLD
+    sample: chain-parallel SGHMC (3 chains over 2 ranks), chain-parallel SGLD whose chain on rank 1
+        diverges, data-parallel SGLD on shards of pre-made batches of other sizes (refused),
+        data-parallel LD and data-parallel pSGLD
         with its Hessian-vector product on full-batch shards, and the data-parallel LD again with
         ``compile=True`` (a compile failure is an error here, not a fallback); rank 0 saves every
         trace to OUT.
@@ -71,6 +73,20 @@ def chain_parallel_run() -> dict[str, Any]:
     }
 
 
+def diverging_chain_parallel_run() -> dict[str, Any]:
+    """Arguments of a chain-parallel SGLD run whose last chain (on rank 1) diverges: θ⁴ from 10 at step 0.01."""
+    return {
+        "sampler": sgmcmc.SGLD(lambda params: -(params["weights"] ** 4).sum(), step_size=0.01),
+        "init": {"weights": torch.tensor([[0.1] * DIM, [0.1] * DIM, [10.0] * DIM], dtype=torch.float64)},
+        "data": None,
+        "num_chains": 3,
+        "num_steps": NUM_STEPS,
+        "stacked_init": True,
+        "seed": 2,
+        "progress": False,
+    }
+
+
 def full_batch_samplers() -> dict[str, sgmcmc.Sampler]:
     """Samplers whose data-parallel run on full-batch shards equals the single-process full-batch run."""
     return {
@@ -103,7 +119,28 @@ def sample(output: Path) -> None:
         run = chain_parallel_run()
         trace = distributed.sample_chain_parallel(run.pop("sampler"), run.pop("init"), run.pop("data"), **run)
         results["chains"] = None if trace is None else as_arrays(trace)
+        run = diverging_chain_parallel_run()
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            trace = distributed.sample_chain_parallel(run.pop("sampler"), run.pop("init"), run.pop("data"), **run)
+        if trace is not None:
+            results["diverging_chains"] = {
+                **as_arrays(trace),
+                "warnings": [str(warning.message) for warning in caught],
+            }
         shard = distributed.shard_rows(*regression_data())
+        rows = 16 if group.rank == 0 else 8  # pre-made batches: as many per rank, of other sizes
+        try:
+            distributed.sample_data_parallel(
+                sgmcmc.SGLD(log_posterior(), step_size=1e-3),
+                init(),
+                [(shard[0][start : start + rows], shard[1][start : start + rows]) for start in (0, rows)],
+                num_chains=1,
+                num_steps=2,
+                progress=False,
+            )
+        except ValueError as error:
+            results["unequal_batches"] = str(error)
         samplers = full_batch_samplers()
         for name, compile in [*((name, False) for name in samplers), ("ld", True)]:
             with warnings.catch_warnings():

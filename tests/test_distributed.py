@@ -49,9 +49,28 @@ def test_chain_parallel_draws_equal_single_process_draws(two_process_results):
             assert parallel[group][name].shape[0] == 3
             np.testing.assert_array_equal(parallel[group][name], values, err_msg=f"{group}/{name}")
     torch.testing.assert_close(parallel["final_params"], single.final_state["params"], rtol=0, atol=0)
-    for key in ("num_chains", "chain_seeds", "seed", "num_steps", "steps_done", "sampler"):
+    for key in ("num_chains", "chain_seeds", "seed", "num_steps", "steps_done", "sampler", "diverged_at_step"):
         assert parallel["attrs"][key] == single.attrs[key], key
     assert parallel["attrs"]["num_processes"] == 2
+
+
+def test_a_chain_diverging_on_rank_1_is_reported_as_a_single_process_run_reports_it(two_process_results):
+    run = script.diverging_chain_parallel_run()
+    with pytest.warns(sgmcmc.SamplerDivergenceWarning) as caught:
+        single = run.pop("sampler").sample(run.pop("init"), run.pop("data"), **run)
+    parallel = two_process_results["diverging_chains"]
+    assert single.attrs["diverged_at_step"].startswith("[-1, -1, ")  # chain 2, the one on rank 1
+    assert parallel["attrs"]["diverged_at_step"] == single.attrs["diverged_at_step"]
+    assert parallel["warnings"] == [str(warning.message) for warning in caught]
+    np.testing.assert_array_equal(parallel["sample_stats"]["diverging"], single.sample_stats["diverging"])
+
+
+def test_shards_of_premade_batches_of_other_sizes_are_refused(two_process_results):
+    """2 batches a rank either way, of 16 rows on rank 0 and 8 on rank 1: the union batch would be
+    weighted wrongly, so every rank refuses, naming the shapes."""
+    assert two_process_results["unequal_batches"].startswith("the ranks' shards differ")
+    assert "(2, 16, 3)" in two_process_results["unequal_batches"]
+    assert "(2, 8, 3)" in two_process_results["unequal_batches"]
 
 
 @pytest.mark.parametrize("sampler_name", ["ld", "psgld"])
@@ -130,10 +149,25 @@ def test_one_process_chain_parallel_run_is_the_plain_run():
     parallel = distributed.sample_chain_parallel(sampler, stacked, data, stacked_init=True, **run)
     np.testing.assert_array_equal(parallel.posterior["weights"], plain.posterior["weights"])
     assert parallel.attrs["chain_seeds"] == plain.attrs["chain_seeds"]
+    numpy_seed = distributed.sample_chain_parallel(
+        sampler, stacked, data, stacked_init=True, **{**run, "seed": np.int64(11)}
+    )
+    np.testing.assert_array_equal(numpy_seed.posterior["weights"], plain.posterior["weights"])
     with pytest.raises(ValueError, match="leading dim must be num_chains=4"):
         distributed.sample_chain_parallel(sampler, stacked, data, stacked_init=True, **{**run, "num_chains": 4})
     with pytest.raises(ValueError, match="trace_file"):
         distributed.sample_chain_parallel(sampler, init, data, trace_file="trace.nc", **run)
+
+
+def test_one_process_data_parallel_run_is_the_plain_run():
+    """Under plain python (no launcher) there is nothing to average: the run is the plain one."""
+    features, labels = script.regression_data()
+    sampler = sgmcmc.SGLD(script.log_posterior(), step_size=1e-3)
+    data = sgmcmc.Minibatches(features, labels, batch_size=8)
+    options = dict(num_chains=2, num_steps=20, seed=3, progress=False)
+    parallel = distributed.sample_data_parallel(sampler, script.init(), data, **options)
+    plain = sampler.sample(script.init(), data, **options)
+    np.testing.assert_array_equal(parallel.posterior["weights"], plain.posterior["weights"])
 
 
 def test_write_atomically_leaves_no_partial_file(tmp_path):
