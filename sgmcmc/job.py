@@ -15,6 +15,8 @@ import dataclasses
 import json
 import time
 import tomllib
+import types
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,6 +30,7 @@ from torch import nn
 
 import sgmcmc
 from sgmcmc import metrics
+from sgmcmc._checks import count, positive
 from sgmcmc.checkpoint import write_atomically
 from sgmcmc.models import Classification, ModulePosterior, Regression
 from sgmcmc.schedules import Cyclical
@@ -92,6 +95,13 @@ class JobConfig:
     parallel: str | None = None
 
     def __post_init__(self) -> None:
+        hints = typing.get_type_hints(JobConfig)
+        for setting in dataclasses.fields(self):
+            value = getattr(self, setting.name)
+            if not _has_type(value, hints[setting.name]):
+                raise TypeError(f"setting {setting.name} must be {setting.type}, got {type(value).__name__} {value!r}")
+        count("checkpoint_every", self.checkpoint_every, 0)
+        positive("ensemble_step_size", self.ensemble_step_size)
         if self.sampler not in SAMPLERS:
             raise ValueError(f"sampler must be one of {SAMPLERS}, got {self.sampler!r}")
         if self.parallel not in (None, "chains", "data"):
@@ -104,6 +114,21 @@ class JobConfig:
             raise ValueError(f"test_fraction must be in (0, 1), got {self.test_fraction}")
         if not self.hidden or any(width < 1 for width in self.hidden):
             raise ValueError(f"hidden must list layer widths >= 1, got {self.hidden}")
+
+
+def _has_type(value: Any, hint: Any) -> bool:
+    """Whether a setting's ``value`` (from flags or a TOML file) has the type ``hint`` (an int passes for a float)."""
+    if typing.get_origin(hint) in (types.UnionType, typing.Union):
+        return any(_has_type(value, option) for option in typing.get_args(hint))
+    if typing.get_origin(hint) is list:
+        return isinstance(value, list) and all(_has_type(item, typing.get_args(hint)[0]) for item in value)
+    if hint is type(None):
+        return value is None
+    if hint is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    return isinstance(value, hint)
 
 
 @dataclass
@@ -143,9 +168,13 @@ def _prepare(config: JobConfig) -> _Data:
         raise ValueError("dataset holds non-finite values")
     is_integer = np.allclose(targets, np.round(targets))
     task = config.task or ("classification" if is_integer and len(np.unique(targets)) <= 50 else "regression")
+    if config.ood_classes and task != "classification":
+        raise ValueError(f"ood_classes need a classification task; {config.dataset} is a {task} task")
     held_out = np.isin(targets, config.ood_classes) if task == "classification" else np.zeros(len(targets), bool)
     if config.ood_classes and not held_out.any():
         raise ValueError(f"ood_classes {config.ood_classes} match no label of {config.dataset}")
+    if task == "classification" and len(np.unique(targets[~held_out])) < 2:
+        raise ValueError(f"ood_classes {config.ood_classes} leave fewer than 2 classes of {config.dataset} to train on")
     stratify = targets if task == "classification" else None
     train_x, test_x, train_y, test_y, train_held, test_held = train_test_split(
         features, targets, held_out, test_size=config.test_fraction, random_state=config.seed, stratify=stratify
@@ -247,11 +276,14 @@ def _plot(output: Path, data: _Data, test_predictive: np.ndarray, idata: Any) ->
         figure.tight_layout()
         figure.savefig(output / "reliability.png", dpi=120)
         written.append(output / "reliability.png")
-    values = idata.functionals["test_log_likelihood"].values
+    # a diverged chain's frozen draws are left out of the plot (a gap), as they are of the scores
+    diverging = idata.sample_stats["diverging"].values
+    values = np.where(diverging, np.nan, idata.functionals["test_log_likelihood"].values)
     figure = Figure(figsize=(7, 3.5))
     axes = figure.subplots()
     for chain, trajectory in enumerate(values):
-        axes.plot(idata.functionals["step"].values, trajectory, label=f"chain {chain}", linewidth=0.8)
+        label = f"chain {chain}" + (" (diverged)" if diverging[chain].any() else "")
+        axes.plot(idata.functionals["step"].values, trajectory, label=label, linewidth=0.8)
     axes.set(xlabel="step", ylabel="test log-likelihood", title="Trace of a predictive functional")
     axes.legend(fontsize="small")
     figure.tight_layout()
@@ -361,7 +393,12 @@ def run_job(config: JobConfig) -> dict[str, Any]:
         methods[ensemble_label]["diverged"] = int((~finite).sum())
 
     idata = trace.to_arviz()
-    convergence = _convergence(idata.functionals)
+    # R-hat compares whole chains, so a chain with diverged (frozen) draws is left out altogether
+    healthy_chains = np.flatnonzero(alive.all(axis=1))
+    convergence = {
+        **_convergence(idata.functionals.isel(chain=healthy_chains)),
+        "chains": len(healthy_chains),
+    }
     generator = np.random.default_rng(config.seed)
     draws = np.asarray(idata.functionals["test_predictive"].values)
     if data.task == "classification":
@@ -443,10 +480,12 @@ def _print_report(report: dict[str, Any]) -> None:
         cells = [f"{scores[column]:>16.4g}" if column in scores else f"{'':>16}" for column in columns]
         print("".join([f"{name:<{width}}", *cells]))
     convergence = report["convergence"]
+    left_out = config["num_chains"] - convergence["chains"]
+    diverged = f" (the {left_out} chains that diverged left out)" if left_out else ""
     if convergence["test_log_likelihood_rhat"] is None:
         print(
             f"R-hat and ESS not computed: R-hat needs at least {MIN_CHAINS_FOR_RHAT} chains "
-            f"of {MIN_DRAWS_FOR_RHAT} kept draws"
+            f"of {MIN_DRAWS_FOR_RHAT} kept draws{diverged}"
         )
     else:
         median, largest = convergence["test_predictive_rhat_median"], convergence["test_predictive_rhat_max"]
@@ -458,7 +497,7 @@ def _print_report(report: dict[str, Any]) -> None:
         print(
             f"R-hat of the test log-likelihood {convergence['test_log_likelihood_rhat']:.3f} "
             f"(bulk ESS {convergence['test_log_likelihood_ess_bulk']:.0f}); "
-            f"R-hat of the test predictive probabilities: {predictive}"
+            f"R-hat of the test predictive probabilities: {predictive}{diverged}"
         )
     print("written: " + ", ".join(report["files"]) + f", {Path(config['output']) / 'report.json'}")
 

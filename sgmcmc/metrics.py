@@ -11,6 +11,8 @@ import numpy as np
 from scipy.special import logsumexp
 from sklearn.metrics import roc_auc_score
 
+from sgmcmc._checks import count
+
 __all__ = [
     "accuracy",
     "negative_log_likelihood",
@@ -24,6 +26,26 @@ __all__ = [
 ]
 
 _TINY = np.finfo(np.float64).tiny
+_SUM_TOLERANCE = 1e-3
+"""How far a row of probabilities may sum from 1: float32 softmax averages are off by about
+num_classes × 1e-7; logits or log-probabilities passed by mistake are off by far more."""
+
+
+def _probabilities(probabilities: np.ndarray) -> np.ndarray:
+    """``probabilities`` (…, num_classes) as float64, or a ValueError if they are not probabilities."""
+    probabilities = np.asarray(probabilities, np.float64)
+    if not np.isfinite(probabilities).all():
+        raise ValueError("probabilities hold non-finite values")
+    sums = probabilities.sum(axis=-1)
+    if probabilities.size and (
+        probabilities.min() < 0 or probabilities.max() > 1 or np.abs(sums - 1).max() > _SUM_TOLERANCE
+    ):
+        raise ValueError(
+            f"probabilities must lie in [0, 1] and each row sum to 1; got values from {probabilities.min():.4g} "
+            f"to {probabilities.max():.4g} and row sums from {sums.min():.4g} to {sums.max():.4g} (logits? "
+            "pass the softmax, averaged over draws)"
+        )
+    return probabilities
 
 
 def _check(probabilities: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -33,8 +55,7 @@ def _check(probabilities: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, n
             f"probabilities must be (num_points, num_classes) and labels (num_points,); "
             f"got {probabilities.shape} and {labels.shape}"
         )
-    if not np.isfinite(probabilities).all():
-        raise ValueError("probabilities hold non-finite values")
+    probabilities = _probabilities(probabilities)
     num_classes = probabilities.shape[1]
     if not (np.issubdtype(labels.dtype, np.number) and (labels == np.round(labels)).all()):
         raise ValueError(f"labels must be integer class indices, got dtype {labels.dtype} values such as {labels[:3]}")
@@ -65,6 +86,7 @@ def reliability_bins(
         have NaN confidence and accuracy.
     """
     probabilities, labels = _check(probabilities, labels)
+    num_bins = count("num_bins", num_bins, 1)
     confidence = probabilities.max(axis=1)
     correct = probabilities.argmax(axis=1) == labels
     bins = np.clip(np.ceil(confidence * num_bins).astype(np.int64) - 1, 0, num_bins - 1)
@@ -92,7 +114,7 @@ def brier_score(probabilities: np.ndarray, labels: np.ndarray) -> float:
 
 def predictive_entropy(probabilities: np.ndarray) -> np.ndarray:
     """H[p(y | x)] = −Σ_c p_c log p_c for each point, shape (num_points,)."""
-    probabilities = np.asarray(probabilities, np.float64)
+    probabilities = _probabilities(probabilities)
     return -(probabilities * np.log(np.maximum(probabilities, _TINY))).sum(axis=-1)
 
 

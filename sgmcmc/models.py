@@ -10,7 +10,8 @@ from __future__ import annotations
 import copy
 import fnmatch
 import math
-from collections.abc import Mapping
+import warnings
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import torch
@@ -60,6 +61,11 @@ class Regression:
     def predictive(self, outputs: torch.Tensor) -> torch.Tensor:
         """The predictive mean (…,) from outputs (…, 1)."""
         return outputs.squeeze(-1)
+
+
+def _reset(module: nn.Module) -> Callable[[], None] | None:
+    """The method that redraws ``module``'s own parameters, or None (torch names it ``_reset_parameters`` in a few)."""
+    return getattr(module, "reset_parameters", None) or getattr(module, "_reset_parameters", None)
 
 
 class ModulePosterior:
@@ -118,18 +124,36 @@ class ModulePosterior:
     def initial_params(self, num_chains: int, seed: int) -> Params:
         """``num_chains`` independent initialisations, stacked (use with ``stacked_init=True``).
 
-        Chain c's parameters are the module's own initialisation (``reset_parameters`` of every
-        submodule) under ``torch.manual_seed(seed + c)``; the global RNG is left as it was.
+        Chain c's parameters are the module's own initialisation (``reset_parameters``, or torch's
+        private ``_reset_parameters`` as in ``nn.MultiheadAttention``, of every submodule) under
+        ``torch.manual_seed(seed + c)``; the global RNG is left as it was. A parameter registered on
+        a module with neither cannot be redrawn: it starts at the module's value in every chain,
+        and a ``RuntimeWarning`` names it.
         """
         num_chains = count("num_chains", num_chains, 1)
+        fixed = [
+            f"{module_name}.{name}" if module_name else name
+            for module_name, module in self.module.named_modules()
+            if _reset(module) is None
+            for name, _ in module.named_parameters(recurse=False)
+        ]
+        if fixed:
+            warnings.warn(
+                f"parameters {fixed} belong to modules without reset_parameters(), so every chain starts them at "
+                "the module's current values, not at draws from seed; give those modules a reset_parameters() "
+                "or spread the starts with sample(..., init_jitter=...)",
+                RuntimeWarning,
+                stacklevel=2,
+            )
         starts = []
         for chain in range(num_chains):
             fresh = copy.deepcopy(self.module)
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(seed + chain)
                 for submodule in fresh.modules():
-                    if hasattr(submodule, "reset_parameters"):
-                        submodule.reset_parameters()
+                    reset = _reset(submodule)
+                    if reset is not None:
+                        reset()
             starts.append(dict(fresh.named_parameters()))
         return {name: torch.stack([start[name].detach() for start in starts]) for name in self.prior_scales}
 

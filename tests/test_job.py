@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import xarray as xr
 
+import sgmcmc
 from sgmcmc import metrics
 from sgmcmc.cli import main
 from sgmcmc.job import CONVERGENCE_KEYS, JobConfig, _convergence, run_job
@@ -96,6 +97,19 @@ def test_npz_input_and_bad_settings(tmp_path):
     config.write_text("num_stepz = 3\n")
     with pytest.raises(ValueError, match="unknown settings \\['num_stepz'\\]"):
         main(["run", "--config", str(config)])
+    config.write_text('ensemble = "false"\n')  # a string, which bool() would take for True
+    with pytest.raises(TypeError, match="setting ensemble must be bool, got str 'false'"):
+        main(["run", "--config", str(config)])
+    with pytest.raises(TypeError, match="setting hidden must be list\\[int\\], got int 4"):
+        JobConfig(hidden=4)
+    with pytest.raises(ValueError, match="checkpoint_every must be >= 0, got -5"):
+        JobConfig(checkpoint_every=-5)
+    with pytest.raises(ValueError, match="ensemble_step_size must be a finite number > 0"):
+        JobConfig(ensemble_step_size=0.0)
+    with pytest.raises(ValueError, match="ood_classes need a classification task; diabetes is a regression task"):
+        run_job(JobConfig(dataset="diabetes", ood_classes=[151], output=str(tmp_path / "x"), **TINY))
+    with pytest.raises(ValueError, match="leave fewer than 2 classes"):
+        run_job(JobConfig(dataset=str(path), ood_classes=[0], output=str(tmp_path / "x"), **tiny))
 
 
 def test_diverged_chains_are_counted_and_a_run_with_none_left_is_an_error(tmp_path):
@@ -110,6 +124,25 @@ def test_diverged_chains_are_counted_and_a_run_with_none_left_is_an_error(tmp_pa
             run_job(JobConfig(step_size=1e6, ensemble=False, **tiny))
     report = run_job(JobConfig(**tiny))
     assert report["methods"]["posterior"]["diverged"] == 0 and report["methods"]["SGD ensemble of 2"]["diverged"] == 0
+
+
+def test_a_chain_with_diverged_draws_is_left_out_of_rhat_and_ess(tmp_path, monkeypatch, capsys):
+    """The sampler's trace with chain 1 flagged diverging from its 5th draw on, as the runner flags a
+    frozen chain: the scores drop those draws, and R-hat and ESS, which compare whole chains, drop
+    the chain."""
+    sample = sgmcmc.distributed.sample_in_parallel
+
+    def sample_with_a_diverged_chain(*args, **kwargs):
+        trace = sample(*args, **kwargs)
+        trace.sample_stats["diverging"][1, 5:] = True
+        return trace
+
+    monkeypatch.setattr(sgmcmc.distributed, "sample_in_parallel", sample_with_a_diverged_chain)
+    report = run_job(JobConfig(output=str(tmp_path), ensemble=False, **{**TINY, "num_chains": 3}))
+    idata = az.from_netcdf(str(tmp_path / "posterior.nc"))
+    assert report["methods"]["posterior"]["diverged"] == 1
+    assert report["convergence"] == {**_convergence(idata.functionals.isel(chain=[0, 2])), "chains": 2}
+    assert "(the 1 chains that diverged left out)" in capsys.readouterr().out
 
 
 def functionals(num_chains: int, num_draws: int, constant_points: int = 0) -> xr.Dataset:
@@ -144,7 +177,8 @@ def test_compiled_job_samples_what_the_eager_job_samples(tmp_path, capsys):
     settings = {**TINY, "ensemble": False, "num_steps": 60, "burn_in": 30}
     for compile in (False, True):
         report = run_job(JobConfig(output=str(tmp_path / str(compile)), compile=compile, **settings))
-        assert report["convergence"] == dict.fromkeys(CONVERGENCE_KEYS)  # 3 draws a chain: too few for R-hat
+        # 3 draws a chain: too few for R-hat
+        assert report["convergence"] == {**dict.fromkeys(CONVERGENCE_KEYS), "chains": 2}
     assert "R-hat and ESS not computed: R-hat needs at least 2 chains of 4 kept draws" in capsys.readouterr().out
     eager, compiled = (az.from_netcdf(str(tmp_path / str(compile) / "posterior.nc")) for compile in (False, True))
     # float32 rounding differs between the compiled and eager kernels and grows to ~4e-6 over 60 steps;

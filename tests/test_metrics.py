@@ -74,3 +74,18 @@ def test_labels_must_be_class_indices():
     with pytest.raises(ValueError, match="labels must be integer class indices"):
         metrics.accuracy(probabilities, [0.7, 1.0])
     assert metrics.accuracy(probabilities, np.array([0.0, 1.0])) == 1.0  # integer-valued floats are fine
+
+
+def test_logits_and_bad_bin_counts_are_refused():
+    logits = np.log(PROBABILITIES + 0.01) * 3
+    for metric in (metrics.negative_log_likelihood, metrics.brier_score, metrics.expected_calibration_error):
+        with pytest.raises(ValueError, match=r"probabilities must lie in \[0, 1\] and each row sum to 1.*logits\?"):
+            metric(logits, LABELS)
+    with pytest.raises(ValueError, match="each row sum to 1"):
+        metrics.predictive_entropy(PROBABILITIES * 2)
+    float32_average = np.float32(PROBABILITIES / 3) * 3  # rounding: rows sum to 1 within ~1e-7
+    assert metrics.accuracy(float32_average, LABELS) == 0.75
+    with pytest.raises(ValueError, match="num_bins must be >= 1, got 0"):
+        metrics.expected_calibration_error(PROBABILITIES, LABELS, num_bins=0)
+    with pytest.raises(TypeError, match="num_bins must be an integer"):
+        metrics.reliability_bins(PROBABILITIES, LABELS, num_bins=2.5)

@@ -49,6 +49,27 @@ def test_initial_params_are_independent_reproducible_and_leave_the_global_rng_al
     torch.testing.assert_close(posterior.initial_params(3, seed=0), first, rtol=0, atol=0)
 
 
+class Scaled(nn.Module):
+    """Attention with a learned temperature: a parameter of its own, on a module without reset_parameters."""
+
+    def __init__(self):
+        super().__init__()
+        self.attention = nn.MultiheadAttention(4, num_heads=1, batch_first=True)  # torch's _reset_parameters
+        self.temperature = nn.Parameter(torch.ones(1))
+
+    def forward(self, inputs):
+        return self.attention(inputs, inputs, inputs)[0].mean(dim=1) / self.temperature
+
+
+def test_initial_params_redraw_what_torch_can_redraw_and_name_what_it_cannot():
+    posterior = ModulePosterior(Scaled(), Classification(), num_data=10)
+    with pytest.warns(RuntimeWarning, match=r"parameters \['temperature'\] belong to modules without reset_parameters"):
+        starts = posterior.initial_params(3, seed=0)
+    weights = starts["attention.in_proj_weight"]
+    assert not torch.equal(weights[0], weights[1]) and not torch.equal(weights[1], weights[2])
+    assert (starts["temperature"] == 1.0).all()
+
+
 def test_bad_module_inputs():
     with pytest.raises(TypeError, match="torch.nn.Module"):
         ModulePosterior(lambda x: x, Classification(), num_data=10)
