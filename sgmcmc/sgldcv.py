@@ -13,6 +13,7 @@ import torch
 
 from sgmcmc._checks import count, parameter_tensor
 from sgmcmc.chains import ChainGenerators, per_chain_sum
+from sgmcmc.data import chain_data
 from sgmcmc.ld import LD
 from sgmcmc.runner import TENSOR_PARAM_NAME, SamplerDivergenceWarning, _named_params
 from sgmcmc.sampler import Potential, Sampler, State
@@ -58,10 +59,14 @@ def find_mode(
 
     Raises:
         ValueError: if either stage diverges (its state becomes non-finite): the step is too large.
+
+    Warns:
+        RuntimeWarning: if the log posterior on all of ``data`` is lower at θ̂ than at ``init``:
+            the descent did not converge (an unstable step grows the iterate without overflowing).
     """
     num_steps = count("num_steps", num_steps, 1)
     num_full_batch_steps = count("num_full_batch_steps", num_full_batch_steps, 0)
-    _, to_user = _named_params(init)
+    named_init, to_user = _named_params(init)
     options = dict(num_chains=1, seed=seed, device=device, progress=progress, keep=())
 
     def descend(optimizer: Sampler, start: Any, steps: int, stage: str) -> Any:
@@ -78,6 +83,20 @@ def find_mode(
         full_step = as_schedule(step_size)(0) if full_batch_step_size is None else full_batch_step_size
         full_batch = LD(log_posterior, step_size=full_step, temperature=0.0)
         mode = descend(full_batch, mode, num_full_batch_steps, "full-batch gradient stage")
+    all_data = chain_data(data).to(torch.device(device)).full_batch()
+    with torch.no_grad():
+        start_value = float(
+            log_posterior(to_user({name: value.to(device) for name, value in named_init.items()}), all_data)
+        )
+        mode_value = float(log_posterior(mode, all_data))
+    if not mode_value >= start_value:
+        warnings.warn(
+            f"find_mode: the log posterior on all the data is {mode_value:.6g} at the result, below {start_value:.6g} "
+            "at init: the descent did not converge (a step size too large to be stable?); lower step_size or add "
+            "steps (or, if init was a mode already, use init itself)",
+            RuntimeWarning,
+            stacklevel=2,
+        )
     return mode
 
 

@@ -233,6 +233,16 @@ def test_find_mode_reports_divergence():
             num_steps=200,
             step_size=0.1,
         )
+    # the largest curvature is about 1060 (X^T X): a step of 3e-3 multiplies the error by about -2.2 a
+    # step, which 20 steps take to about 1e6 (lp about -1e16), not yet to inf
+    with pytest.warns(RuntimeWarning, match="find_mode: the log posterior on all the data is .* below .* at init"):
+        sgmcmc.find_mode(
+            model.log_posterior(),
+            torch.zeros(3, dtype=torch.float64),
+            regression_data(model, 100),
+            num_steps=20,
+            step_size=3e-3,
+        )
 
 
 @pytest.mark.parametrize(
