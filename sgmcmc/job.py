@@ -475,9 +475,12 @@ def _print_report(report: dict[str, Any]) -> None:
     )
     columns = sorted({key for scores in report["methods"].values() for key in scores}, key=_column_order)
     width = max(len(name) for name in report["methods"]) + 2
-    print("".join([f"{'method':<{width}}", *(f"{column:>16}" for column in columns)]))
+    widths = {column: max(16, len(column) + 2) for column in columns}
+    print("".join([f"{'method':<{width}}", *(f"{column:>{widths[column]}}" for column in columns)]))
     for name, scores in report["methods"].items():
-        cells = [f"{scores[column]:>16.4g}" if column in scores else f"{'':>16}" for column in columns]
+        cells = [
+            f"{scores[column]:>{widths[column]}.4g}" if column in scores else " " * widths[column] for column in columns
+        ]
         print("".join([f"{name:<{width}}", *cells]))
     convergence = report["convergence"]
     left_out = config["num_chains"] - convergence["chains"]

@@ -152,8 +152,9 @@ class Sampler(ABC):
                 more chain-steps/s on small models (docs/benchmarks.md). The draws are those
                 of the eager run up to rounding: each chain's noise still comes from its own
                 generator, drawn outside the graph. If the step does not compile to one graph
-                (a graph break in ``log_posterior``, a compiler error, dynamo's recompile limit
-                of 8 models per process), a RuntimeWarning says why and the run goes on eagerly.
+                (a graph break in ``log_posterior``, a compiler error, or more than dynamo's
+                recompile limit, 8, compilations of one sampler's step on inputs of the same
+                shapes), a RuntimeWarning says why and the run goes on eagerly.
 
         Returns:
             A :class:`sgmcmc.Trace`; draw i is the state after ``burn_in + i * thin`` steps.

@@ -59,9 +59,10 @@ def test_command_reads_a_toml_config_and_flags_override_it(tmp_path, capsys):
     config.write_text('dataset = "wine"\nsampler = "sghmc"\nhidden = [8]\nnum_steps = 40\nthin = 5\n')
     output = tmp_path / "out"
     assert main(["run", "--config", str(config), "--num-steps", "60", "--no-ensemble", "--no-progress",
-                 "--output", str(output)]) == 0  # fmt: skip
+                 "--ood-classes", "2", "--output", str(output)]) == 0  # fmt: skip
     printed = capsys.readouterr().out
     assert "wine (classification)" in printed and "sghmc, 4 chains x 60 steps" in printed
+    assert " brier  auroc_held_out_classes " in printed  # every column name stands apart
     report = json.loads((output / "report.json").read_text())
     assert report["config"]["hidden"] == [8] and list(report["methods"]) == ["posterior"]
 
