@@ -70,6 +70,38 @@ def test_decreasing_schedule_is_measured_at_every_budget(study):
     assert study.dataset.attrs["decreasing_step_size"] == repr(Polynomial(a=1.0, b=1.0, gamma=0.55))
 
 
+def test_cell_errors_by_hand():
+    """One cell, two replicates, two coordinates: errors (1, 3) and (0, 0) against exact 0. Bias² is
+    the squared mean error less its expected noise s²/R: (2² − 2/2) + 0 = 3; variance s² = 2; MSE the
+    mean squared error over replicates, (1 + 9)/2 = 5, with s.e. std(1, 9)/√2 = 4."""
+    shape = dict(estimator=["mean"], budget=[10], step_size=[0.1], replicate=[0, 1], coordinate=[0, 1])
+    estimates = np.array([[1.0, 0.0], [3.0, 0.0]]).reshape(1, 1, 1, 2, 2)
+    dataset = xr.Dataset(
+        {
+            "constant_estimate": (tuple(shape), estimates),
+            "exact": (("estimator", "coordinate"), np.zeros((1, 2))),
+            "constant_diverged": (("budget", "step_size", "replicate"), np.zeros((1, 1, 2), bool)),
+        },
+        coords=shape,
+    )
+    cells = BiasVarianceStudy(dataset).cell_errors("mean").squeeze()
+    assert float(cells["squared_bias"]) == 3.0 and float(cells["variance"]) == 2.0
+    assert float(cells["mse"]) == 5.0 and float(cells["mse_se"]) == pytest.approx(4.0, rel=1e-12)
+
+
+def test_model_optimum_minimises_the_fitted_bias_and_variance(study):
+    """η_opt(n) of the fitted model minimises bias²(η) + variance(nη) = A η^a + B (nη)^(−b)."""
+    fit = study.fit("second_moment")
+    for budget, model_optimum in zip(fit.budgets, fit.model_optimal_step_size, strict=True):
+        log_optimum = optimize.minimize_scalar(
+            lambda log_eta, budget=budget: fit.squared_bias(np.exp(log_eta)) + fit.variance(budget * np.exp(log_eta)),
+            bounds=(math.log(1e-4), math.log(10.0)),
+            method="bounded",
+            options={"xatol": 1e-10},
+        ).x
+        assert model_optimum == pytest.approx(math.exp(log_optimum), rel=1e-6)
+
+
 def test_netcdf_round_trip_reproduces_the_analysis(study, tmp_path):
     path = study.save(tmp_path / "study.nc")
     loaded = BiasVarianceStudy.load(path)

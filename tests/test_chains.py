@@ -4,7 +4,7 @@ import pytest
 import torch
 
 import sgmcmc
-from sgmcmc.chains import ChainGenerators, RecordingGenerators, ReplayedDraws, select_chains
+from sgmcmc.chains import ChainGenerators, RecordingGenerators, ReplayedDraws, seeds_of_chains, select_chains
 
 
 def test_chain_seeds_are_prefix_stable_and_distinct():
@@ -23,6 +23,20 @@ def test_a_chains_stream_does_not_depend_on_its_neighbours():
     for name in params:
         torch.testing.assert_close(together[name][1:2], alone[name])
         assert together[name].dtype == params[name].dtype
+    for draw in (lambda generators: generators.uniform(torch.float64), lambda generators: generators.permutations(7)):
+        together, alone = (draw(ChainGenerators(chosen, torch.device("cpu"))) for chosen in (seeds, seeds[1:2]))
+        assert torch.equal(together[1:2], alone)
+        assert not torch.equal(together[0], together[1])  # each chain its own stream
+
+
+def test_per_chain_seeds_given_as_a_list_go_to_their_chains():
+    seeds = [5, 2**64 - 1, 0]
+    assert seeds_of_chains(seeds, 3) == seeds
+    together = ChainGenerators(seeds, torch.device("cpu")).uniform(torch.float64)
+    for chain, seed in enumerate(seeds):
+        assert torch.equal(
+            together[chain : chain + 1], ChainGenerators([seed], torch.device("cpu")).uniform(torch.float64)
+        )
 
 
 def test_select_chains():

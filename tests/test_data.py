@@ -62,9 +62,13 @@ def test_list_of_batches_each_chain_its_own_order():
     batches = [(ROWS[i : i + 2], LABELS[i : i + 2]) for i in range(0, 10, 2)]
     stream = chain_data(batches)
     generators = _generators()
-    visited = torch.stack([stream.next(generators)[1][:, 0] for _ in range(5)], dim=1)  # (chains, 5)
+    epochs = [torch.stack([stream.next(generators)[1][:, 0] for _ in range(5)], dim=1) for _ in range(2)]
+    visited, next_visited = epochs  # (chains, 5) each: the first label of each batch
     for chain in range(3):
         assert sorted(visited[chain].tolist()) == [0, 2, 4, 6, 8]
+        assert sorted(next_visited[chain].tolist()) == [0, 2, 4, 6, 8]
+        assert not torch.equal(visited[chain], next_visited[chain])  # reshuffled every epoch
+    assert not torch.equal(visited[0], visited[1]) and not torch.equal(visited[1], visited[2])
     full_rows, full_labels = stream.full_batch()
     np.testing.assert_array_equal(full_labels, LABELS)
     np.testing.assert_array_equal(full_rows, ROWS)

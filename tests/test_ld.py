@@ -59,6 +59,24 @@ def test_mala_is_exact_at_a_step_where_plain_ld_is_far_off():
     assert "acceptance_rate" not in plain.sample_stats
 
 
+def test_mala_is_exact_at_a_temperature():
+    """At T = 0.5 the target is N(0, T I). In u = θ/√T the chain is the T = 1 chain (θ' = (1 − η)θ +
+    sqrt(2ηT)ξ), so the acceptance rate is the T = 1 value; T entering the ratio as ×T instead of /T,
+    or the proposal density without T, breaks both the variance and the rate."""
+    temperature = 0.5
+    trace = sgmcmc.LD(standard_normal_log_posterior, step_size=LARGE_STEP, temperature=temperature, metropolis=True)
+    trace = trace.sample(
+        torch.zeros(2, dtype=torch.float64), num_chains=8, num_steps=3000, burn_in=200, seed=5, progress=False
+    )
+    for dim in range(2):
+        variance, se = variance_about_and_se(trace.posterior["theta"][..., dim], center=0.0)
+        assert abs(variance - temperature) < K_SIGMA * se, (variance, se)
+        assert abs(variance - 1.0) > K_SIGMA * se and abs(variance - temperature**2) > K_SIGMA * se
+    rate, rate_se = mean_and_se(trace.sample_stats["acceptance_rate"])
+    exact, exact_se = exact_mala_acceptance_rate(LARGE_STEP, dim=2)
+    assert abs(rate - exact) < K_SIGMA * np.hypot(rate_se, exact_se), (rate, exact)
+
+
 def test_mala_lp_stat_is_the_exact_log_posterior_of_the_draw():
     trace = _run(metropolis=True)
     theta = trace.posterior["theta"]
@@ -66,7 +84,8 @@ def test_mala_lp_stat_is_the_exact_log_posterior_of_the_draw():
 
 
 def test_ld_uses_the_full_data():
-    """Full-batch LD with MALA on the conjugate regression recovers the exact posterior (no bias budget)."""
+    """Full-batch LD with MALA on the conjugate regression recovers the exact posterior (no bias budget),
+    and its lp stat is the full-data log posterior of each draw, not a minibatch estimate."""
     model = ConjugateLinearRegression.make(num_data=200, dim=2, seed=5)
     mean, covariance = model.posterior()
     data = sgmcmc.Minibatches(model.features, model.targets, batch_size=20)
@@ -79,6 +98,10 @@ def test_ld_uses_the_full_data():
         assert abs(draws_mean - mean[dim]) < K_SIGMA * se
         variance, variance_se = variance_about_and_se(draws, center=mean[dim])
         assert abs(variance - covariance[dim, dim]) < K_SIGMA * variance_se
+    theta = torch.as_tensor(trace.posterior["theta"]).reshape(-1, 2)
+    full = (model.features, model.targets)
+    exact_lp = torch.stack([model.log_posterior()(point, full) for point in theta]).reshape(8, -1)
+    np.testing.assert_allclose(trace.sample_stats["lp"], exact_lp.numpy(), rtol=1e-12)
 
 
 def test_mala_needs_positive_temperature():

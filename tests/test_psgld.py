@@ -95,6 +95,30 @@ def test_a_preconditioner_that_follows_the_gradient_biases_the_law():
     assert abs(slow - slow_law) < K_SIGMA * slow_se, ratios
 
 
+def test_the_noise_scales_with_the_temperature():
+    """At α = 0.999 (a nearly fixed preconditioner G) and T = 0.5 the variance is T times the
+    fixed-preconditioner law of this run's own G: T σ²/(1 − ηG/(2σ²)), told apart from T = 1's."""
+    step_size, variance_target, temperature = 0.03, 0.25, 0.5
+
+    def log_posterior(theta):
+        return -0.5 * (theta**2).sum() / variance_target
+
+    trace = sgmcmc.PSGLD(log_posterior, step_size=step_size, alpha=0.999, eps=1e-5, temperature=temperature).sample(
+        torch.zeros(1, dtype=torch.float64),
+        num_chains=16,
+        num_steps=6000,
+        burn_in=1000,
+        seed=2,
+        init_jitter=0.5,
+        progress=False,
+    )
+    variance, se = variance_about_and_se(trace.posterior["theta"][..., 0], center=0.0)
+    preconditioner = 1 / (trace.final_state["square_average"]["theta"][:, 0].sqrt() + 1e-5)
+    law = (variance_target / (1 - step_size * preconditioner / (2 * variance_target))).mean().item()
+    assert abs(variance - temperature * law) < K_SIGMA * se, (variance, temperature * law, se)
+    assert abs(variance - law) > K_SIGMA * se
+
+
 def test_errors():
     with pytest.raises(ValueError, match="alpha must be in"):
         sgmcmc.PSGLD(separable, step_size=0.1, alpha=1.0)

@@ -13,14 +13,20 @@ from sgmcmc.trace import TraceRecorder
 from targets import ConjugateLinearRegression, Interrupting, standard_normal_log_posterior
 
 
-def _regression_run(**kwargs):
+def _sgld(log_posterior):
+    return sgmcmc.SGLD(log_posterior, step_size=1e-3)
+
+
+def _mala(log_posterior):
+    return sgmcmc.LD(log_posterior, step_size=5e-3, metropolis=True)  # noise and uniforms, full data
+
+
+def _regression_run(make_sampler=_sgld, **kwargs):
     model = ConjugateLinearRegression.make(num_data=100, dim=2, seed=0)
     data = sgmcmc.Minibatches(model.features, model.targets, batch_size=10)
     options = dict(num_chains=4, num_steps=60, seed=7, progress=False)
     options.update(kwargs)
-    return sgmcmc.SGLD(model.log_posterior(), step_size=1e-3).sample(
-        torch.zeros(2, dtype=torch.float64), data, **options
-    )
+    return make_sampler(model.log_posterior()).sample(torch.zeros(2, dtype=torch.float64), data, **options)
 
 
 def test_same_seed_same_draws_other_seed_other_draws():
@@ -30,14 +36,20 @@ def test_same_seed_same_draws_other_seed_other_draws():
     assert not np.allclose(first.posterior["theta"], other.posterior["theta"])
 
 
-def test_chains_run_together_equal_each_chain_run_alone():
-    """Proves vectorisation and independent per-chain streams (noise and minibatches) at once."""
-    together = _regression_run(num_chains=4)
+@pytest.mark.parametrize("make_sampler", [_sgld, _mala], ids=["SGLD", "MALA"])
+def test_chains_run_together_equal_each_chain_run_alone(make_sampler):
+    """Proves vectorisation and independent per-chain streams (noise and minibatches; MALA's
+    acceptance uniforms) at once."""
+    together = _regression_run(make_sampler, num_chains=4)
     seeds = sgmcmc.chain_seeds(7, 4)
     assert together.attrs["chain_seeds"] == repr(seeds)
     for chain, seed in enumerate(seeds):
-        alone = _regression_run(num_chains=1, seed=[seed])
+        alone = _regression_run(make_sampler, num_chains=1, seed=[seed])
         np.testing.assert_array_equal(alone.posterior["theta"][0], together.posterior["theta"][chain])
+        if "acceptance_rate" in together.sample_stats:  # lp on all 100 rows rounds apart at K = 1 and 4
+            np.testing.assert_allclose(
+                alone.sample_stats["acceptance_rate"][0], together.sample_stats["acceptance_rate"][chain], rtol=1e-12
+            )
     draws = together.posterior["theta"]
     assert all(not np.allclose(draws[0], draws[chain]) for chain in range(1, 4))
 

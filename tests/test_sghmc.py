@@ -166,6 +166,8 @@ def test_mass_m_is_step_size_over_m():
         torch.ones(2, dtype=torch.float64), **common
     )
     np.testing.assert_allclose(heavy.posterior["theta"], light.posterior["theta"], rtol=1e-10)
+    # the same v and M v²/(2η) = v²/(2η/M): the kinetic energy of the two runs is the same too
+    np.testing.assert_allclose(heavy.sample_stats["kinetic_energy"], light.sample_stats["kinetic_energy"], rtol=1e-10)
     per_element = sgmcmc.SGHMC(
         standard_normal_log_posterior, step_size=0.06, friction=0.3, mass=torch.full((2,), 0.3, dtype=torch.float64)
     ).sample(torch.ones(2, dtype=torch.float64), **common)

@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 import torch
+from scipy import linalg, optimize
 
 import sgmcmc
 from targets import (
@@ -49,6 +50,29 @@ def test_adapts_to_unknown_gradient_noise_on_figure_1():
     # the thermostat settled above A = 1: it absorbed the extra (gradient-noise) heat
     thermostat, se = between_chains_mean_and_se(trace.sample_stats["thermostat"])
     assert thermostat > 1.0 + K_SIGMA * se
+
+
+def test_the_thermostat_settles_where_the_diffusion_puts_it():
+    """Exact gradients on N(0, I_10), A = 2. With ξ frozen the chain is SGHMC with η = h², α = ξh and
+    injected variance 2Ah³T, a linear chain; ξ settles (to first order) at the ξ* whose frozen law has
+    E[p²] = T. Seeds 0-9 gave z-scores from −1.6 to 0.5; without A in the noise ξ* would be about 1."""
+    step_size, diffusion, dimension = 0.1, 2.0, 10
+
+    def settled_thermostat(diffusion):
+        def momentum_variance(thermostat):
+            transition, _, injected = sghmc_linear_chain(
+                step_size**2, thermostat * step_size, 1.0, noise_estimate=(thermostat - diffusion) * step_size
+            )
+            return linalg.solve_discrete_lyapunov(transition, injected)[1, 1] / step_size**2
+
+        return optimize.brentq(lambda thermostat: momentum_variance(thermostat) - 1.0, 0.05, 20.0)
+
+    trace = sgmcmc.SGNHT(standard_normal_log_posterior, step_size=step_size, diffusion=diffusion).sample(
+        torch.zeros(dimension, dtype=torch.float64), num_chains=16, num_steps=6000, burn_in=1000, seed=0, progress=False
+    )
+    thermostat, se = between_chains_mean_and_se(trace.sample_stats["thermostat"])
+    assert abs(thermostat - settled_thermostat(diffusion)) < K_SIGMA * se, (thermostat, se)
+    assert abs(thermostat - settled_thermostat(1.0)) > K_SIGMA * se
 
 
 def test_correlated_gaussian_mean_and_covariance():
