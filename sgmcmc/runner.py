@@ -479,15 +479,16 @@ def run(
         recorder.flush(steps_done)
         raise
 
+    diverged_at_step = diverged_at.tolist()
     # before the warnings, which may be errors (-W error)
-    trace = recorder.finish(steps_done, state, {"diverged_at_step": diverged_at.tolist()})
+    trace = recorder.finish(steps_done, state, {"diverged_at_step": diverged_at_step})
     if interrupted:
         warnings.warn(
             f"sampling interrupted after {steps_done} of {num_steps} steps; the trace keeps the draws so far",
             RuntimeWarning,
             stacklevel=3,
         )
-    warn_of_divergences(diverged_at.tolist(), stacklevel=4)
+    warn_of_divergences(diverged_at_step, stacklevel=4)
     return trace
 
 

@@ -83,12 +83,11 @@ def find_mode(
         full_step = as_schedule(step_size)(0) if full_batch_step_size is None else full_batch_step_size
         full_batch = LD(log_posterior, step_size=full_step, temperature=0.0)
         mode = descend(full_batch, mode, num_full_batch_steps, "full-batch gradient stage")
-    all_data = chain_data(data).to(torch.device(device)).full_batch()
+    stream = chain_data(data)
+    all_data = () if stream is None else (stream.to(torch.device(device)).full_batch(),)
     with torch.no_grad():
-        start_value = float(
-            log_posterior(to_user({name: value.to(device) for name, value in named_init.items()}), all_data)
-        )
-        mode_value = float(log_posterior(mode, all_data))
+        start = to_user({name: value.to(device) for name, value in named_init.items()})
+        start_value, mode_value = (float(log_posterior(point, *all_data)) for point in (start, mode))
     if not mode_value >= start_value:
         warnings.warn(
             f"find_mode: the log posterior on all the data is {mode_value:.6g} at the result, below {start_value:.6g} "

@@ -63,60 +63,49 @@ def test_gamma_is_the_divergence_of_the_preconditioner():
     assert trace.sample(theta, num_chains=1, num_steps=2, seed=0, progress=False).posterior["theta"].shape == (1, 2, 2)
 
 
+def _law_run(variances, alpha, temperature=1.0, seed=1, step_size=0.03):
+    """pSGLD (no Γ, ε = 1e-5) on N(0, diag(variances)) from 0 ± 0.5, 16 chains × 6000 steps (1000 burn-in).
+
+    Returns θ_0's variance about 0, its s.e., and θ_0's variance under SGLD with this run's own final
+    preconditioner G held fixed, T σ²/(1 − ηG/(2σ²)), averaged over the chains."""
+
+    def log_posterior(theta):
+        return -0.5 * (theta**2 / variances).sum()
+
+    trace = sgmcmc.PSGLD(log_posterior, step_size=step_size, alpha=alpha, eps=1e-5, temperature=temperature).sample(
+        torch.zeros(len(variances), dtype=torch.float64),
+        num_chains=16,
+        num_steps=6000,
+        burn_in=1000,
+        seed=seed,
+        init_jitter=0.5,
+        progress=False,
+    )
+    variance, se = variance_about_and_se(trace.posterior["theta"][..., 0], center=0.0)
+    preconditioner = 1 / (trace.final_state["square_average"]["theta"][:, 0].sqrt() + 1e-5)
+    law = (temperature * variances[0] / (1 - step_size * preconditioner / (2 * variances[0]))).mean().item()
+    return variance, se, law
+
+
 def test_a_preconditioner_that_follows_the_gradient_biases_the_law():
     """Without Γ the stationary variance is inflated, the more the faster V follows g (small α); with
     α → 1 the preconditioner G = 1/(√V + ε) is nearly constant and the law is that of SGLD with the
     fixed preconditioner G: θ ← (1 − ηG/σ²) θ + sqrt(2ηG) ξ, variance σ²/(1 − ηG/(2σ²)) (ratio about
     1.03 here). The remaining bias without Γ (+0.41 at α = 0.9, +0.07 at 0.99, seeds 1 to 3) is about
     0.01 at α = 0.999, half the s.e. of 0.02 (which is too large to tell the O(η) term 0.03 from 0)."""
-    step_size = 0.03
     variances = torch.tensor([0.25, 4.0], dtype=torch.float64)
-
-    def log_posterior(theta):
-        return -0.5 * (theta**2 / variances).sum()
-
-    ratios = {}
-    for alpha in (0.9, 0.999):
-        trace = sgmcmc.PSGLD(log_posterior, step_size=step_size, alpha=alpha, eps=1e-5).sample(
-            torch.zeros(2, dtype=torch.float64),
-            num_chains=16,
-            num_steps=6000,
-            burn_in=1000,
-            seed=1,
-            init_jitter=0.5,
-            progress=False,
-        )
-        variance, se = variance_about_and_se(trace.posterior["theta"][..., 0], center=0.0)
-        preconditioner = 1 / (trace.final_state["square_average"]["theta"][:, 0].sqrt() + 1e-5)
-        fixed_preconditioner_law = (1 / (1 - step_size * preconditioner / (2 * variances[0]))).mean().item()
-        ratios[alpha] = (variance / variances[0].item(), se / variances[0].item(), fixed_preconditioner_law)
-    (fast, fast_se, fast_law), (slow, slow_se, slow_law) = ratios[0.9], ratios[0.999]
-    assert fast - fast_law > K_SIGMA * fast_se, ratios  # biased
-    assert abs(slow - slow_law) < K_SIGMA * slow_se, ratios
+    (fast, fast_se, fast_law), (slow, slow_se, slow_law) = (_law_run(variances, alpha) for alpha in (0.9, 0.999))
+    assert fast - fast_law > K_SIGMA * fast_se, (fast, fast_se, fast_law)  # biased
+    assert abs(slow - slow_law) < K_SIGMA * slow_se, (slow, slow_se, slow_law)
 
 
 def test_the_noise_scales_with_the_temperature():
-    """At α = 0.999 (a nearly fixed preconditioner G) and T = 0.5 the variance is T times the
-    fixed-preconditioner law of this run's own G: T σ²/(1 − ηG/(2σ²)), told apart from T = 1's."""
-    step_size, variance_target, temperature = 0.03, 0.25, 0.5
-
-    def log_posterior(theta):
-        return -0.5 * (theta**2).sum() / variance_target
-
-    trace = sgmcmc.PSGLD(log_posterior, step_size=step_size, alpha=0.999, eps=1e-5, temperature=temperature).sample(
-        torch.zeros(1, dtype=torch.float64),
-        num_chains=16,
-        num_steps=6000,
-        burn_in=1000,
-        seed=2,
-        init_jitter=0.5,
-        progress=False,
-    )
-    variance, se = variance_about_and_se(trace.posterior["theta"][..., 0], center=0.0)
-    preconditioner = 1 / (trace.final_state["square_average"]["theta"][:, 0].sqrt() + 1e-5)
-    law = (variance_target / (1 - step_size * preconditioner / (2 * variance_target))).mean().item()
-    assert abs(variance - temperature * law) < K_SIGMA * se, (variance, temperature * law, se)
-    assert abs(variance - law) > K_SIGMA * se
+    """At α = 0.999 (a nearly fixed preconditioner G) and T = 0.5 the variance is the fixed-preconditioner
+    law of this run's own G, T σ²/(1 − ηG/(2σ²)), told apart from the same law at T = 1."""
+    temperature = 0.5
+    variance, se, law = _law_run(torch.tensor([0.25], dtype=torch.float64), 0.999, temperature, seed=2)
+    assert abs(variance - law) < K_SIGMA * se, (variance, law, se)
+    assert abs(variance - law / temperature) > K_SIGMA * se
 
 
 def test_errors():

@@ -243,6 +243,15 @@ def test_find_mode_reports_divergence():
             num_steps=20,
             step_size=3e-3,
         )
+    # without data too: −(θ − 1)² at step 1.5 doubles the error every step
+    with pytest.warns(RuntimeWarning, match="below .* at init: the descent did not converge"):
+        sgmcmc.find_mode(
+            lambda theta: -((theta - 1.0) ** 2).sum(),
+            torch.zeros(2, dtype=torch.float64),
+            None,
+            num_steps=5,
+            step_size=1.5,
+        )
 
 
 @pytest.mark.parametrize(
