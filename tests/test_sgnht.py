@@ -75,6 +75,18 @@ def test_the_thermostat_settles_where_the_diffusion_puts_it():
     assert abs(thermostat - settled_thermostat(1.0)) > K_SIGMA * se
 
 
+def test_the_first_momentum_is_drawn_at_the_temperature():
+    """p_0 ~ N(0, T I): the first draw's kinetic energy p⊤p/2 has mean nT/2 and variance nT²/2 per chain."""
+    dimension, temperature, num_chains = 10, 0.25, 64
+    trace = sgmcmc.SGNHT(standard_normal_log_posterior, step_size=0.1, temperature=temperature).sample(
+        torch.zeros(dimension, dtype=torch.float64), num_chains=num_chains, num_steps=1, seed=0, progress=False
+    )
+    first = trace.sample_stats["kinetic_energy"][:, 0]
+    se = np.sqrt(dimension / 2) * temperature / np.sqrt(num_chains)
+    assert abs(first.mean() - dimension * temperature / 2) < K_SIGMA * se, (first.mean(), se)
+    assert abs(first.mean() - dimension / 2) > K_SIGMA * se  # p_0 ~ N(0, I) would be told apart
+
+
 def test_correlated_gaussian_mean_and_covariance():
     log_posterior, mean, covariance = correlated_gaussian()
     trace = sgmcmc.SGNHT(log_posterior, step_size=0.03, diffusion=1.0).sample(
