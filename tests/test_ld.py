@@ -64,8 +64,8 @@ def test_mala_is_exact_at_a_temperature():
     sqrt(2ηT)ξ), so the acceptance rate is the T = 1 value; T entering the ratio as ×T instead of /T,
     or the proposal density without T, breaks both the variance and the rate."""
     temperature = 0.5
-    trace = sgmcmc.LD(standard_normal_log_posterior, step_size=LARGE_STEP, temperature=temperature, metropolis=True)
-    trace = trace.sample(
+    sampler = sgmcmc.LD(standard_normal_log_posterior, step_size=LARGE_STEP, temperature=temperature, metropolis=True)
+    trace = sampler.sample(
         torch.zeros(2, dtype=torch.float64), num_chains=8, num_steps=3000, burn_in=200, seed=5, progress=False
     )
     for dim in range(2):
