@@ -64,6 +64,8 @@ from pathlib import Path
 # took 1.4-1.6 CPU s per wall s on an idle machine), so main() also pins the process to one
 # core (tables.pin_to_one_core). The CPU-seconds per wall-second of every configuration is in the table.
 os.environ["XLA_FLAGS"] = "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
+# with --device cuda and a GPU jax, JAX would otherwise take 75% of the GPU's memory at its first call
+os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402

@@ -45,9 +45,9 @@ def save_checkpoint(path: Path, contents: dict[str, Any]) -> None:
     write_atomically(path, lambda temporary: torch.save({"format_version": FORMAT_VERSION, **contents}, temporary))
 
 
-def load_checkpoint(path: Path, device: torch.device) -> dict[str, Any]:
-    """The contents of a checkpoint written by :func:`save_checkpoint`, tensors on ``device``."""
-    contents = torch.load(path, map_location=device, weights_only=True)
+def load_checkpoint(path: Path) -> dict[str, Any]:
+    """The contents of a checkpoint written by :func:`save_checkpoint`, tensors on the CPU."""
+    contents = torch.load(path, map_location="cpu", weights_only=True)
     if contents.get("format_version") != FORMAT_VERSION:
         raise ValueError(f"{path} is not an sgmcmc checkpoint of format {FORMAT_VERSION}")
     return contents

@@ -126,8 +126,9 @@ class ModulePosterior:
 
         Chain c's parameters are the module's own initialisation (``reset_parameters``, or torch's
         private ``_reset_parameters`` as in ``nn.MultiheadAttention``, of every submodule) under
-        ``torch.manual_seed(seed + c)``; the global RNG is left as it was. A parameter registered on
-        a module with neither cannot be redrawn: it starts at the module's value in every chain,
+        ``torch.manual_seed(seed + c)``, drawn on the CPU and moved to each parameter's device (the
+        same starts on every device); the global RNGs are left as they were. A parameter registered
+        on a module with neither cannot be redrawn: it starts at the module's value in every chain,
         and a ``RuntimeWarning`` names it.
         """
         num_chains = count("num_chains", num_chains, 1)
@@ -147,7 +148,8 @@ class ModulePosterior:
             )
         starts = []
         for chain in range(num_chains):
-            fresh = copy.deepcopy(self.module)
+            # drawn on the CPU, whose RNG alone fork_rng restores here: the same starts on every device
+            fresh = copy.deepcopy(self.module).cpu()
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(seed + chain)
                 for submodule in fresh.modules():
@@ -155,7 +157,9 @@ class ModulePosterior:
                     if reset is not None:
                         reset()
             starts.append(dict(fresh.named_parameters()))
-        return {name: torch.stack([start[name].detach() for start in starts]) for name in self.prior_scales}
+        devices = {name: value.device for name, value in self.module.named_parameters()}
+        stacked = {name: torch.stack([start[name].detach() for start in starts]) for name in self.prior_scales}
+        return {name: value.to(devices[name]) for name, value in stacked.items()}
 
     def __call__(self, params: Params, inputs: torch.Tensor) -> torch.Tensor:
         """f_θ(inputs): the module's outputs with parameters ``params`` (one chain)."""

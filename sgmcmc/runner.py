@@ -419,13 +419,19 @@ def run(
         "functionals": list(functionals),
         "keep_gradients": keep_gradients,
         "trace_file": None if trace_file is None else str(trace_file),
+        # a CPU generator's stream cannot continue on a CUDA generator, nor the other way round
+        "device_type": device.type,
     }
     checkpoint = None if checkpoint is None else Path(checkpoint)
     first_step = 0
     if checkpoint is not None and checkpoint.exists():
-        saved = load_checkpoint(checkpoint, device)
+        saved = load_checkpoint(checkpoint)
         check_same_run(saved["settings"], checkpoint_settings, checkpoint)
-        state, alive, diverged_at, first_step = saved["state"], saved["alive"], saved["diverged_at"], saved["step"]
+        # the trace so far and the generator states stay on the host; the chains' state goes to the device
+        state, alive, diverged_at = pytree.tree_map(
+            lambda tensor: tensor.to(device), (saved["state"], saved["alive"], saved["diverged_at"])
+        )
+        first_step = saved["step"]
         generators.set_states(saved["generators"])
         if stream is not None:
             stream.set_state(saved["data"])

@@ -110,6 +110,19 @@ def test_checkpoint_with_params_of_another_dtype_is_refused(tmp_path):
         sampler.sample(torch.zeros(2, dtype=torch.float32), **options)
 
 
+def test_checkpoint_of_another_device_type_is_refused_by_name(tmp_path):
+    """A CUDA run's generator states cannot continue on the CPU; say so rather than fail in set_state."""
+    checkpoint = tmp_path / "run.pt"
+    with pytest.warns(RuntimeWarning, match="interrupted"):
+        _run(checkpoint, interrupt_at=60)
+    contents = torch.load(checkpoint, weights_only=True)
+    assert contents["settings"]["device_type"] == "cpu"
+    contents["settings"]["device_type"] = "cuda"  # as a run on a GPU writes it
+    torch.save(contents, checkpoint)
+    with pytest.raises(ValueError, match="different run.*device_type: checkpoint 'cuda', now 'cpu'"):
+        _run(checkpoint)
+
+
 class Decay(sgmcmc.schedules.Schedule):
     """A user's schedule, written as the conventions describe: η_k = initial / (1 + k)^rate."""
 

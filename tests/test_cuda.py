@@ -2,11 +2,19 @@
 
 import pytest
 import torch
+from torch import nn
 
 import sgmcmc
-from targets import K_SIGMA, Interrupting, standard_normal_log_posterior, variance_about_and_se
+from sgmcmc.models import Classification, ModulePosterior
+from targets import (
+    K_SIGMA,
+    ConjugateLinearRegression,
+    Interrupting,
+    standard_normal_log_posterior,
+    variance_about_and_se,
+)
 
-pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+pytestmark = [pytest.mark.cuda, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")]
 
 
 def test_sgld_on_cuda_has_the_discrete_time_variance():
@@ -41,6 +49,7 @@ def test_minibatches_on_cuda_are_reproducible():
     assert (runs[0].posterior["theta"] == runs[1].posterior["theta"]).all()
 
 
+@pytest.mark.filterwarnings("error:compile=True:RuntimeWarning")  # a compiler failure falls back to eager
 def test_compiled_run_on_cuda_equals_the_eager_run():
     """compile=True on CUDA: per-chain CUDA generators drawn outside the graph, replayed inside it."""
     rows = torch.randn(100, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
@@ -67,7 +76,7 @@ def test_compiled_run_on_cuda_equals_the_eager_run():
 
 
 def test_run_on_cuda_resumes_from_its_checkpoint(tmp_path):
-    """The checkpoint is loaded onto the device; the CUDA generators' states must go back to the CPU."""
+    """The checkpoint (trace so far, generator states) is loaded on the host; the chains' state goes to the device."""
     common = dict(num_chains=4, num_steps=60, seed=2, device="cuda", progress=False, checkpoint_every=10)
     uninterrupted = sgmcmc.SGLD(standard_normal_log_posterior, step_size=0.1).sample(torch.zeros(2), **common)
     checkpoint = tmp_path / "run.pt"
@@ -79,3 +88,39 @@ def test_run_on_cuda_resumes_from_its_checkpoint(tmp_path):
         torch.zeros(2), checkpoint=checkpoint, **common
     )
     assert (resumed.posterior["theta"] == uninterrupted.posterior["theta"]).all()
+
+
+def test_a_chain_alone_on_cuda_equals_that_chain_among_others():
+    """Per-chain CUDA generators: chain c run alone with its seed has chain c's noise and minibatches.
+
+    Up to rounding: cuBLAS may pick another kernel for 1 and 4 chains (docs/conventions.md)."""
+    model = ConjugateLinearRegression.make(num_data=100, dim=2, seed=0)
+    data = sgmcmc.Minibatches(model.features, model.targets, batch_size=10)
+
+    def run(num_chains, seed):
+        return sgmcmc.SGLD(model.log_posterior(), step_size=1e-3).sample(
+            torch.zeros(2, dtype=torch.float64),
+            data,
+            num_chains=num_chains,
+            num_steps=60,
+            seed=seed,
+            device="cuda",
+            progress=False,
+        )
+
+    together = run(4, 7)
+    for chain, seed in enumerate(sgmcmc.chain_seeds(7, 4)):
+        alone = run(1, [seed])
+        torch.testing.assert_close(alone.posterior["theta"][0], together.posterior["theta"][chain], rtol=1e-10, atol=0)
+
+
+def test_initial_params_of_a_module_on_cuda_are_its_cpu_starts_and_leave_the_cuda_rng_alone():
+    posterior = ModulePosterior(nn.Linear(4, 3), Classification(), num_data=10)
+    on_cpu = posterior.initial_params(3, seed=0)
+    posterior.module.to("cuda")
+    state = torch.cuda.get_rng_state()
+    on_cuda = posterior.initial_params(3, seed=0)
+    assert torch.equal(torch.cuda.get_rng_state(), state)
+    for name, value in on_cpu.items():
+        assert on_cuda[name].device.type == "cuda"
+        torch.testing.assert_close(on_cuda[name].cpu(), value, rtol=0, atol=0)
