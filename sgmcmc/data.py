@@ -3,13 +3,15 @@
 ``data`` given to a sampler may be
 
 * a :class:`Minibatches` (tensors with a batch size) or a ``torch.utils.data.DataLoader`` over a
-  ``TensorDataset`` with the default ``collate_fn``: each chain shuffles the rows with its own
+  ``TensorDataset`` (or a ``Subset`` of one) with the default ``collate_fn`` and a sequential,
+  random or ``SubsetRandomSampler``: each chain shuffles the loader's rows with its own
   generator every epoch and takes ``batch_size`` rows per step (an incomplete last batch is
-  dropped, as ``drop_last=True``); the loader's own sampler is not used, so its order cannot
-  couple the chains;
+  dropped, as ``drop_last=True``); the loader's order is not used, so it cannot couple the
+  chains, but the rows a subset selects are the rows sampled;
 * any other re-iterable of equally shaped batches (a list of tensors or of tuples/dicts of
-  tensors, a DataLoader over another dataset or with its own ``collate_fn``): it is read once, and each chain visits the
-  batches in its own random order every epoch.
+  tensors, a DataLoader over another dataset, with another sampler or with its own
+  ``collate_fn``): it is read once, and each chain visits the batches in its own random order
+  every epoch.
 
 Batches for all chains are gathered with one indexing operation per tensor.
 """
@@ -21,7 +23,15 @@ from typing import Any
 
 import torch
 from torch.utils import _pytree as pytree
-from torch.utils.data import DataLoader, TensorDataset, default_collate
+from torch.utils.data import (
+    DataLoader,
+    RandomSampler,
+    SequentialSampler,
+    Subset,
+    SubsetRandomSampler,
+    TensorDataset,
+    default_collate,
+)
 
 from sgmcmc._checks import count
 from sgmcmc.chains import ChainGenerators
@@ -106,6 +116,12 @@ class ChainData:
     def to(self, device: torch.device) -> ChainData:
         return ChainData(pytree.tree_map(lambda t: t.to(device), self.units), self.units_per_step, self.rows)
 
+    @property
+    def num_rows(self) -> int:
+        """The number of examples: rows, or the pre-made batches' rows together."""
+        leaf = pytree.tree_leaves(self.units)[0]
+        return self.num_units if self.rows else self.num_units * leaf.shape[1]
+
     def full_batch(self) -> Any:
         """The whole data set as one batch (pre-made batches concatenated along dim 0)."""
         if self.rows:
@@ -118,6 +134,11 @@ class ChainData:
             return pytree.tree_map(lambda t: t[: self.units_per_step], self.units)
         return pytree.tree_map(lambda t: t[0], self.units)
 
+    def _fingerprint(self) -> torch.Tensor:
+        """Σ x and Σ x² of every tensor, in float64 on the CPU: data of the same size but other values differ."""
+        leaves = [leaf.double() for leaf in pytree.tree_leaves(self.units)]
+        return torch.stack([torch.stack([leaf.sum(), leaf.square().sum()]) for leaf in leaves]).cpu()
+
     def get_state(self) -> dict[str, Any]:
         """The position in every chain's epoch, for a checkpoint."""
         return {
@@ -125,6 +146,7 @@ class ChainData:
             "position": self._position,
             "num_units": self.num_units,
             "units_per_step": self.units_per_step,
+            "fingerprint": self._fingerprint(),
         }
 
     def set_state(self, state: dict[str, Any]) -> None:
@@ -136,6 +158,11 @@ class ChainData:
         if state.get("units_per_step", self.units_per_step) != self.units_per_step:
             raise ValueError(
                 f"the checkpoint's data had batches of {state['units_per_step']} rows, this has {self.units_per_step}"
+            )
+        if "fingerprint" in state and not torch.equal(state["fingerprint"], self._fingerprint()):
+            raise ValueError(
+                "the checkpoint was written with other data of the same size (the sums of its tensors differ); "
+                "pass the data it was written with, or delete the checkpoint to start afresh"
             )
         permutations = state["permutations"]
         self._permutations = None if permutations is None else permutations.to(pytree.tree_leaves(self.units)[0].device)
@@ -179,19 +206,40 @@ def _stack_batches(batches: list[Any]) -> Any:
     return pytree.tree_map(lambda *leaves: torch.stack(leaves), *batches)
 
 
+def _rows_of_loader(loader: DataLoader) -> tuple[torch.Tensor, ...] | None:
+    """The rows a DataLoader reads, as tensors, when it only shuffles or selects rows of a
+    ``TensorDataset``; ``None`` when it does more (a dataset subclass, a weighted or custom sampler,
+    a ``collate_fn``), so that it must be read as it yields."""
+    if not loader.batch_size or loader.collate_fn is not default_collate:
+        return None
+    dataset, indices = loader.dataset, None
+    if type(dataset) is Subset:  # as torch.utils.data.random_split makes
+        dataset, indices = dataset.dataset, list(dataset.indices)
+    if type(dataset) is not TensorDataset:
+        return None
+    sampler = loader.sampler
+    if type(sampler) is SubsetRandomSampler:
+        indices = [int(index) if indices is None else indices[index] for index in sampler.indices]
+    elif not (
+        type(sampler) is SequentialSampler
+        or (type(sampler) is RandomSampler and not sampler.replacement and sampler.num_samples == len(loader.dataset))
+    ):
+        return None
+    if indices is None:
+        return dataset.tensors
+    rows = torch.as_tensor(indices, dtype=torch.long)
+    return tuple(tensor[rows.to(tensor.device)] for tensor in dataset.tensors)
+
+
 def chain_data(data: Any) -> ChainData | None:
     """Wrap a sampler's ``data`` argument as :class:`ChainData` (``None`` stays ``None``)."""
     if data is None:
         return None
     if isinstance(data, Minibatches):
         return ChainData(data.rows, data.batch_size, rows=True)
-    if (
-        isinstance(data, DataLoader)
-        and isinstance(data.dataset, TensorDataset)
-        and data.batch_size
-        and data.collate_fn is default_collate
-    ):
-        loader = Minibatches(*data.dataset.tensors, batch_size=data.batch_size)
+    tensors = _rows_of_loader(data) if isinstance(data, DataLoader) else None
+    if tensors is not None:
+        loader = Minibatches(*tensors, batch_size=data.batch_size)
         return ChainData(list(loader.tensors), loader.batch_size, rows=True)
     if isinstance(data, torch.Tensor):
         raise TypeError("data is a bare tensor; wrap it as sgmcmc.Minibatches(tensor, batch_size=...)")

@@ -46,6 +46,13 @@ BUNDLED = {
 """scikit-learn's data sets that ship with it (no download)."""
 
 SAMPLERS = ("sgld", "sghmc", "sgnht", "psgld", "csgld", "csghmc")
+CHOICES = {
+    "sampler": SAMPLERS,
+    "task": ("classification", "regression"),
+    "activation": ("tanh", "relu"),
+    "parallel": ("chains", "data"),
+}
+"""The settings that take one of a few names (``task`` and ``parallel`` may also be None)."""
 DEFAULT_STEP_SIZES = {"sgld": 1e-3, "sghmc": 1e-4, "sgnht": 1e-2, "psgld": 1e-4, "csgld": 3e-4, "csghmc": 3e-5}
 """Per-sampler default step sizes, tuned on digits (docs/bnn.md); for SGHMC it is the paper's ε²."""
 
@@ -100,16 +107,14 @@ class JobConfig:
             value = getattr(self, setting.name)
             if not _has_type(value, hints[setting.name]):
                 raise TypeError(f"setting {setting.name} must be {setting.type}, got {type(value).__name__} {value!r}")
+        for name, least in [("num_chains", 1), ("num_steps", 1), ("thin", 1), ("batch_size", 1), ("num_cycles", 1)]:
+            count(name, getattr(self, name), least)
         count("checkpoint_every", self.checkpoint_every, 0)
         positive("ensemble_step_size", self.ensemble_step_size)
-        if self.sampler not in SAMPLERS:
-            raise ValueError(f"sampler must be one of {SAMPLERS}, got {self.sampler!r}")
-        if self.parallel not in (None, "chains", "data"):
-            raise ValueError(f"parallel must be 'chains' or 'data' (under torchrun), got {self.parallel!r}")
-        if self.task not in (None, "classification", "regression"):
-            raise ValueError(f"task must be 'classification' or 'regression', got {self.task!r}")
-        if self.activation not in ("tanh", "relu"):
-            raise ValueError(f"activation must be 'tanh' or 'relu', got {self.activation!r}")
+        for name, options in CHOICES.items():
+            value = getattr(self, name)
+            if value is not None and value not in options:
+                raise ValueError(f"{name} must be one of {options}, got {value!r}")
         if not 0 < self.test_fraction < 1:
             raise ValueError(f"test_fraction must be in (0, 1), got {self.test_fraction}")
         if not self.hidden or any(width < 1 for width in self.hidden):
@@ -523,7 +528,7 @@ def config_from_arguments(arguments: argparse.Namespace) -> JobConfig:
     return JobConfig(**{**values, **given})
 
 
-_NOT_SETTINGS = {"config", "run", "command"}
+_NOT_SETTINGS = {"config", "run", "command", "parser"}
 
 
 def add_options(parser: argparse.ArgumentParser) -> None:
@@ -539,11 +544,14 @@ def add_options(parser: argparse.ArgumentParser) -> None:
             parser.add_argument(flag, type=int, nargs="*", default=None, help=text)
         else:
             kind = {"int": int, "float": float, "int | None": int, "float | None": float}.get(item.type, str)
-            parser.add_argument(flag, type=kind, default=None, help=text)
+            parser.add_argument(flag, type=kind, choices=CHOICES.get(item.name), default=None, help=text)
 
 
 def _run_command(arguments: argparse.Namespace) -> int:
-    config = config_from_arguments(arguments)
+    try:
+        config = config_from_arguments(arguments)
+    except (ValueError, TypeError, OSError) as error:  # a bad setting or config file: a usage error
+        arguments.parser.error(str(error))
     if config.parallel is None:
         run_job(config)
         return 0
@@ -561,4 +569,4 @@ def add_command(commands: argparse._SubParsersAction) -> None:
         "ensemble of the same cost, report accuracy, NLL, calibration, OOD AUROC and R-hat of functionals",
     )
     add_options(parser)
-    parser.set_defaults(run=_run_command)
+    parser.set_defaults(run=_run_command, parser=parser)

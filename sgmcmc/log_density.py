@@ -34,7 +34,8 @@ def minibatch_log_posterior(
         num_data: N, the number of examples in the full data set.
 
     Returns:
-        ``log_posterior(params, batch) -> ()`` for one chain.
+        ``log_posterior(params, batch) -> ()`` for one chain; its attribute ``num_data`` is N,
+        which ``sample`` compares with the number of rows in its data.
     """
     if not callable(log_prior) or not callable(log_likelihood):
         raise TypeError("log_prior and log_likelihood must be callables")
@@ -47,6 +48,7 @@ def minibatch_log_posterior(
             raise ValueError(f"log_likelihood must return one value per example, shape (|B|,); got {shape}")
         return log_prior(params) + (num_data / per_example.shape[0]) * per_example.sum()
 
+    log_posterior.num_data = num_data
     return log_posterior
 
 

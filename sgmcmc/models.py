@@ -2,7 +2,7 @@
 
 The sampled parameters are the module's ``named_parameters()``, passed to the module through
 ``torch.func.functional_call``, so one module serves every chain under ``torch.func.vmap``.
-Buffers (e.g. batch-norm statistics) are held fixed.
+Buffers (e.g. batch-norm statistics) are held fixed: batch norm and dropout must be in eval mode.
 """
 
 from __future__ import annotations
@@ -107,6 +107,11 @@ class ModulePosterior:
             for name, value in module.named_parameters()
         )
         self.log_posterior = minibatch_log_posterior(self.log_prior, self.log_likelihood, self.num_data)
+        self._mode_dependent = [
+            (name, submodule)
+            for name, submodule in module.named_modules()
+            if isinstance(submodule, (nn.modules.batchnorm._BatchNorm, nn.modules.dropout._DropoutNd))
+        ]
 
     @staticmethod
     def _prior_scale(name: str, prior_scale: float | Mapping[str, float]) -> float:
@@ -163,6 +168,13 @@ class ModulePosterior:
 
     def __call__(self, params: Params, inputs: torch.Tensor) -> torch.Tensor:
         """f_θ(inputs): the module's outputs with parameters ``params`` (one chain)."""
+        training = [name for name, submodule in self._mode_dependent if submodule.training]
+        if training:
+            # batch norm would update its buffers at every call, dropout draw from the global RNG
+            raise ValueError(
+                f"submodules {training} of the module are in training mode; call module.eval() first (batch norm "
+                "then uses its running statistics, held fixed, and dropout is off)"
+            )
         return functional_call(self.module, params, (inputs,))
 
     def log_prior(self, params: Params) -> torch.Tensor:
@@ -177,6 +189,12 @@ class ModulePosterior:
 
     def log_likelihood(self, params: Params, batch: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
         """log p(y_i | f_θ(x_i)) for each example of the batch, shape (|B|,)."""
+        if not isinstance(batch, (tuple, list)) or len(batch) != 2:
+            described = f"a dict with keys {list(batch)}" if isinstance(batch, Mapping) else type(batch).__name__
+            raise TypeError(
+                f"ModulePosterior takes batches of (inputs, targets), got {described}; have the loader yield "
+                "pairs, or write a log_likelihood of your own for sgmcmc.minibatch_log_posterior"
+            )
         inputs, targets = batch
         return self.likelihood.log_likelihood(self(params, inputs), targets)
 

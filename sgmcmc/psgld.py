@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import warnings
 from typing import Any
 
 import torch
@@ -65,7 +66,8 @@ class PSGLD(Sampler):
     it throws chains far out, so the default is ``gamma_correction=False``; for sampling prefer
     α close to 1 (0.999 left about a tenth of the bias of 0.9 on badly scaled Gaussians).
     Do not start exactly at a mode with exact gradients: V_0 = 0 and g = 0 there make the first
-    step's G = 1/λ, noise of sd √(2η/λ); jitter the start (``init_jitter``).
+    step's G = 1/λ, noise of sd √(2η/λ); jitter the start (``init_jitter``). ``sample`` warns
+    when the full-data gradient at the start has entries with √(1−α)|g| ≤ λ.
     """
 
     def __init__(
@@ -91,7 +93,29 @@ class PSGLD(Sampler):
         }
 
     def init(self, params: dict[str, torch.Tensor], potential: Potential, generators: ChainGenerators) -> State:
+        self._warn_of_a_vanishing_first_gradient(params, potential)
         return {"params": params, "square_average": {name: torch.zeros_like(value) for name, value in params.items()}}
+
+    def _warn_of_a_vanishing_first_gradient(self, params: dict[str, torch.Tensor], potential: Potential) -> None:
+        """V_0 = 0: where √(1−α)|g| ≤ λ at the start, the first step's G is near its cap 1/λ, and its
+        noise (sd up to √(2η/λ)) throws the chain far out (at a mode, or a weight of an all-zero feature at 0)."""
+        _, gradient = potential(params)
+        threshold = self.eps / math.sqrt(1 - self.alpha)
+        vanishing = {
+            name: (g.reshape(g.shape[0], -1).abs() <= threshold).any(dim=1).nonzero().flatten().tolist()
+            for name, g in gradient.items()
+        }
+        vanishing = {name: chains for name, chains in vanishing.items() if chains}
+        if vanishing:
+            listed = "; ".join(f"{name!r} in chains {chains}" for name, chains in vanishing.items())
+            warnings.warn(
+                f"PSGLD: the full-data gradient at the initial params is about 0 (|g| <= eps/sqrt(1 - alpha) = "
+                f"{threshold:.3g}) in entries of {listed}; with V_0 = 0 their first step's preconditioner is near "
+                f"1/eps and its noise sd up to sqrt(2 step_size / eps), which throws the chain far out. Start "
+                "away from where the gradient vanishes (init_jitter, or not exactly at a mode)",
+                RuntimeWarning,
+                stacklevel=5,  # the caller of sample
+            )
 
     def step(
         self, state: State, potential: Potential, step_size: float, temperature: float, generators: ChainGenerators

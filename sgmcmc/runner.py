@@ -106,6 +106,45 @@ def _finite_stats(stats: dict[str, torch.Tensor]) -> torch.Tensor:
     return functools.reduce(torch.logical_and, finite) if finite else torch.tensor(True)
 
 
+def _check_log_posterior_at_start(
+    log_posterior: Callable[..., torch.Tensor],
+    to_user: Callable[[dict[str, torch.Tensor]], Any],
+    params: dict[str, torch.Tensor],
+    first_batch: Any,
+    potential: ChainPotential,
+) -> None:
+    """Raise, naming what is wrong, if ``log_posterior`` at the initial params (and the first batch)
+    is not a finite scalar that depends on the params, or not finite with its gradient in every chain.
+
+    Chain 0 is called directly, so that a wrong return reads as the user's error, not vmap's.
+    """
+    where = "at the initial params of chain 0" + ("" if first_batch is None else " with the first batch")
+    chain_zero = {name: value[0].detach().requires_grad_() for name, value in params.items()}
+    with torch.enable_grad():
+        value = (
+            log_posterior(to_user(chain_zero))
+            if first_batch is None
+            else log_posterior(to_user(chain_zero), first_batch)
+        )
+    check_log_posterior(value, where)
+    if not value.requires_grad:
+        raise ValueError(
+            f"log_posterior's value does not depend on the params {where}: it has no gradient to follow "
+            "(computed under torch.no_grad(), from detached tensors, or through .item() or numpy?)"
+        )
+    values, gradients = potential(params, first_batch)
+    finite = torch.isfinite(values)
+    for gradient in gradients.values():
+        finite &= torch.isfinite(gradient.reshape(gradient.shape[0], -1)).all(dim=1)
+    if not finite.all():
+        chains = (~finite).nonzero().flatten().tolist()
+        raise ValueError(
+            f"log_posterior or its gradient is not finite at the initial params of chains {chains}"
+            + ("" if first_batch is None else " with the first batch")
+            + " (check init, and init_jitter if it is set: a chain may start outside the support)"
+        )
+
+
 def _check_initial_state(state: dict[str, Any]) -> None:
     """Raise, naming the chains and state entries, if the sampler's initial state is not finite."""
     bad = {}
@@ -170,8 +209,8 @@ def _step_code(sampler: Sampler, step: Callable[..., Any], inputs: Any) -> types
 class _CompiledAdvance:
     """``advance`` under ``torch.compile``, with each chain's random draws made outside the graph.
 
-    The first step runs eagerly and records what the sampler draws; every later step makes the
-    same draws from the per-chain generators and replays them inside the compiled step. The step
+    An eager step, whose draws are then rewound, records what the sampler draws; every step
+    makes those draws from the per-chain generators and replays them inside the compiled step. The step
     must compile to one graph (``fullgraph=True``): if it cannot (a graph break, or dynamo's
     recompile limit reached), a warning says why and the run goes on eagerly.
     """
@@ -206,10 +245,13 @@ class _CompiledAdvance:
         generators: ChainGenerators,
     ) -> tuple[dict[str, Any], dict[str, torch.Tensor], torch.Tensor]:
         if self.requests is None:
+            # learn what a step draws from an eager step, then rewind the streams and take the step
+            # compiled: a resumed run's first step is then compiled too, as in the run never stopped
+            rewind = generators.get_states()
             recording = RecordingGenerators(generators)
-            result = self.advance(state, batch, step_size, temperature, alive, recording)
+            self.advance(state, batch, step_size, temperature, alive, recording)
             self.requests = recording.requests
-            return result
+            generators.set_states(rewind)
         draws = generators.draw(self.requests)
         if not self.eager:
             try:
@@ -333,20 +375,23 @@ def run(
     stream = chain_data(data)
     if stream is not None:
         stream = stream.to(device)
-    first_chain = to_user({name: value[0] for name, value in params.items()})
-    if stream is None:
-        check_log_posterior(sampler.log_posterior(first_chain), "at the initial params of chain 0")
-    else:
-        check_log_posterior(
-            sampler.log_posterior(first_chain, stream.first_batch()),
-            "at the initial params of chain 0 with the first batch",
-        )
-    functionals, functional_variables = _functionals(functionals, to_user, params)
-
-    full_batch = None if stream is None else stream.full_batch()
+        num_data = getattr(sampler.log_posterior, "num_data", None)
+        if num_data is not None and num_data != stream.num_rows and wrap_potential is None:  # a shard has fewer
+            warnings.warn(
+                f"log_posterior was made with num_data={num_data} but the data holds {stream.num_rows} examples; "
+                "the minibatch estimate scales the likelihood by num_data/|B|, so num_data must be the number "
+                "of examples the data covers (not, say, the number of batches)",
+                RuntimeWarning,
+                stacklevel=3,
+            )
+    first_batch = None if stream is None else stream.first_batch()
     full_data_potential = ChainPotential(
         sampler.log_posterior, to_user, has_data=stream is not None, batch_per_chain=False
     )
+    _check_log_posterior_at_start(sampler.log_posterior, to_user, params, first_batch, full_data_potential)
+    functionals, functional_variables = _functionals(functionals, to_user, params)
+
+    full_batch = None if stream is None else stream.full_batch()
     potential = (
         full_data_potential
         if stream is None or sampler.full_batch
@@ -435,7 +480,7 @@ def run(
         generators.set_states(saved["generators"])
         if stream is not None:
             stream.set_state(saved["data"])
-        recorder.restore(saved["trace"])
+        recorder.restore(saved["trace"], steps_done=first_step)
     else:
         recorder.start(steps_done=0)
 

@@ -68,8 +68,17 @@ class Polynomial(Schedule):
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "a", positive("a", self.a))
-        object.__setattr__(self, "b", positive("b (η_0 = a·b^(−γ) must be finite)", self.b))
+        object.__setattr__(self, "b", positive("b", self.b))
         object.__setattr__(self, "gamma", nonnegative("gamma", self.gamma))
+        try:
+            first = self(0)
+        except OverflowError:
+            first = math.inf
+        if not 0 < first < math.inf:
+            raise ValueError(
+                f"the first step a·b^(−γ) = {self.a}·{self.b}^(−{self.gamma}) is {first}; "
+                "it must be a finite number > 0"
+            )
 
     def __call__(self, step: int) -> float:
         return self.a * (self.b + step) ** (-self.gamma)

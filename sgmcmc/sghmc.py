@@ -154,7 +154,7 @@ class SGHMC(Sampler):
             **super().hyperparameters(),
             "friction": self.friction,
             "noise_estimate": self.noise_estimate,
-            "mass": self.mass if isinstance(self.mass, (int, float)) else repr(self.mass),
+            "mass": self.mass,
             "resample_momentum_every": self.resample_momentum_every or 0,
         }
 

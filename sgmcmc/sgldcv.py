@@ -169,6 +169,9 @@ class SGLDCV(Sampler):
         self.mode = _named_mode(mode)
         self._mode_is_tensor = isinstance(mode, torch.Tensor)
 
+    def hyperparameters(self) -> dict[str, Any]:
+        return {**super().hyperparameters(), "mode": self.mode}
+
     def _mode_like(self, params: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """θ̂ with a leading chain dim of 1, on the device and dtype of each parameter."""
         if set(self.mode) != set(params):

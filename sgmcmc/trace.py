@@ -10,6 +10,7 @@ closed between chunks, so at any moment it is a valid trace of the draws written
 from __future__ import annotations
 
 import datetime
+import hashlib
 import warnings
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
@@ -20,6 +21,7 @@ import h5netcdf
 import numpy as np
 import torch
 import xarray as xr
+from torch.utils import _pytree as pytree
 
 __all__ = ["Trace", "TraceRecorder", "GROUPS"]
 
@@ -140,13 +142,23 @@ def _dims(name: str, ndim: int) -> tuple[str, ...]:
 
 
 def netcdf_attr(value: Any) -> Any:
-    """``value`` as a netCDF attribute: numbers and strings as they are, anything else as its repr."""
+    """``value`` as a netCDF attribute: numbers and strings as they are, anything else as its repr,
+    with a digest of the tensors it holds (a repr rounds them, and elides large ones)."""
+    if isinstance(value, np.generic):
+        value = value.item()
     if isinstance(value, bool):
         return int(value)
     if isinstance(value, str):
         return str(value)  # plain str: h5py cannot store subclasses such as torch's TorchVersion
     if isinstance(value, (int, float)):
         return value
+    tensors = [leaf for leaf in pytree.tree_leaves(value) if isinstance(leaf, torch.Tensor)]
+    if tensors:
+        digest = hashlib.sha256()
+        for tensor in tensors:
+            digest.update(f"{tensor.dtype}{tuple(tensor.shape)}".encode())
+            digest.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+        return f"{value!r} (sha256 {digest.hexdigest()[:16]})"
     return repr(value)
 
 
@@ -418,13 +430,15 @@ class TraceRecorder:
             "coords": {name: torch.from_numpy(v[: self._num_flushed].copy()) for name, v in self._coords.items()},
         }
 
-    def restore(self, checkpoint: dict[str, Any]) -> None:
-        """Continue from a :meth:`checkpoint`: reload its draws, or cut the file back to them."""
+    def restore(self, checkpoint: dict[str, Any], steps_done: int) -> None:
+        """Continue from a :meth:`checkpoint` taken after ``steps_done`` steps: reload its draws, or cut
+        the file back to them (and its ``steps_done`` with them)."""
         self._num_flushed = checkpoint["num_draws"]
         if self.file is not None:
             if not self.file.path.is_file():
                 raise FileNotFoundError(f"resuming needs the trace file {self.file.path}, which is missing")
             self.file.truncate(self._num_flushed)
+            self.file.write_attrs({"steps_done": steps_done})
             return
         for group, variables in checkpoint["values"].items():
             for name, values in variables.items():

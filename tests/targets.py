@@ -322,19 +322,21 @@ def assert_exact_law(
 class Interrupting:
     """A log posterior that raises KeyboardInterrupt (as Ctrl-C would) when called for step ``at_step``.
 
-    The engine calls ``log_posterior`` once to check the inputs, then once per step (vectorised
-    over chains), so :attr:`steps_run` counts the steps it took.
+    The engine calls ``log_posterior`` twice to check the inputs (chain 0 alone, then every chain),
+    then once per step (vectorised over chains), so :attr:`steps_run` counts the steps it took.
     """
+
+    CHECKS = 2
 
     def __init__(self, log_posterior, at_step=None):
         self.log_posterior, self.at_step, self.calls = log_posterior, at_step, 0
 
     def __call__(self, *arguments):
         self.calls += 1
-        if self.at_step is not None and self.calls == self.at_step + 2:
+        if self.at_step is not None and self.calls == self.at_step + self.CHECKS + 1:
             raise KeyboardInterrupt
         return self.log_posterior(*arguments)
 
     @property
     def steps_run(self):
-        return self.calls - 1
+        return self.calls - self.CHECKS

@@ -5,7 +5,8 @@ import pytest
 import torch
 
 import sgmcmc
-from targets import ConjugateLinearRegression, Interrupting
+from sgmcmc.checkpoint import check_same_run, load_checkpoint, write_atomically
+from targets import ConjugateLinearRegression, Interrupting, standard_normal_log_posterior
 
 NUM_STEPS = 120
 
@@ -92,6 +93,39 @@ def test_checkpoint_with_another_batch_size_is_refused(tmp_path):
         _run(checkpoint, batch_size=50)
 
 
+def test_checkpoint_with_other_data_of_the_same_size_is_refused(tmp_path):
+    checkpoint = tmp_path / "run.pt"
+    model = ConjugateLinearRegression.make(num_data=100, dim=2, seed=0)
+    sampler = sgmcmc.SGLD(model.log_posterior(), step_size=1e-3)
+    options = dict(num_steps=20, seed=0, progress=False, checkpoint=checkpoint)
+    data = sgmcmc.Minibatches(model.features, model.targets, batch_size=10)
+    sampler.sample(torch.zeros(2, dtype=torch.float64), data, **options)
+    shifted = sgmcmc.Minibatches(model.features, model.targets + 1, batch_size=10)
+    with pytest.raises(ValueError, match="written with other data of the same size"):
+        sampler.sample(torch.zeros(2, dtype=torch.float64), shifted, **options)
+
+
+def test_hyperparameters_are_compared_exactly_whatever_their_type(tmp_path):
+    """A numpy mass is stored as a number (a numpy scalar would not load with weights_only=True), and tensor
+    hyperparameters (SGHMC's mass, SGLD-CV's mode) by digest: their repr rounds to 4 decimals."""
+    options = dict(num_chains=2, num_steps=10, seed=0, progress=False)
+
+    def run(sampler, name):
+        return sampler.sample(torch.zeros(2, dtype=torch.float64), checkpoint=tmp_path / name, **options)
+
+    first = run(sgmcmc.SGHMC(standard_normal_log_posterior, 1e-2, 0.1, mass=np.float64(2.0)), "numpy.pt")
+    again = run(sgmcmc.SGHMC(standard_normal_log_posterior, 1e-2, 0.1, mass=np.float64(2.0)), "numpy.pt")
+    _assert_same_draws(again, first)
+    mass = torch.full((2,), 1.00001, dtype=torch.float64)
+    run(sgmcmc.SGHMC(standard_normal_log_posterior, 1e-2, 0.1, mass=mass), "mass.pt")
+    with pytest.raises(ValueError, match="different run.*mass: checkpoint 'tensor.*sha256"):
+        run(sgmcmc.SGHMC(standard_normal_log_posterior, 1e-2, 0.1, mass=mass + 1e-5), "mass.pt")
+    mode = torch.zeros(2, dtype=torch.float64)
+    run(sgmcmc.SGLDCV(standard_normal_log_posterior, 1e-2, mode=mode), "mode.pt")
+    with pytest.raises(ValueError, match="different run.*mode: checkpoint"):
+        run(sgmcmc.SGLDCV(standard_normal_log_posterior, 1e-2, mode=mode + 1e-9), "mode.pt")
+
+
 def test_checkpoint_is_written_atomically(tmp_path):
     checkpoint = tmp_path / "run.pt"
     _run(checkpoint, num_steps=30)
@@ -149,3 +183,47 @@ def test_a_run_with_a_custom_schedule_resumes_with_a_new_instance_of_it(tmp_path
     resumed = _run(checkpoint, make_sampler=make_sampler)
     _assert_same_draws(resumed, uninterrupted)
     assert resumed.attrs["step_size"] == "Decay(initial=0.001, rate=0.55)"
+
+
+def test_a_failed_write_leaves_the_previous_file_and_no_partial_file(tmp_path):
+    """A writer that fails half-way leaves the previous checkpoint as it was, and no temporary file."""
+    path = tmp_path / "run.pt"
+    path.write_text("previous")
+
+    def fail_half_way(target):
+        target.write_text("partial")
+        raise RuntimeError("disk full")
+
+    with pytest.raises(RuntimeError, match="disk full"):
+        write_atomically(path, fail_half_way)
+    assert path.read_text() == "previous"
+    assert [p.name for p in tmp_path.iterdir()] == ["run.pt"]
+
+
+def test_a_setting_present_on_one_side_only_is_a_different_run(tmp_path):
+    """A setting that only one side has (a checkpoint of an older version, say) is a difference too."""
+    with pytest.raises(ValueError, match="thin: checkpoint None, now 2"):
+        check_same_run({"num_steps": 10}, {"num_steps": 10, "thin": 2}, tmp_path / "run.pt")
+    with pytest.raises(ValueError, match="thin: checkpoint 2, now None"):
+        check_same_run({"num_steps": 10, "thin": 2}, {"num_steps": 10}, tmp_path / "run.pt")
+
+
+def test_a_file_that_is_not_an_sgmcmc_checkpoint_is_refused(tmp_path):
+    """A torch.save file without the format version is not taken for a checkpoint."""
+    path = tmp_path / "other.pt"
+    torch.save({"step": 3}, path)
+    with pytest.raises(ValueError, match="not an sgmcmc checkpoint of format"):
+        load_checkpoint(path)
+
+
+def test_a_resumed_streaming_run_stopped_again_at_once_keeps_no_stale_draws(tmp_path):
+    """Resuming cuts the file back to the checkpoint: the first run wrote draws up to step 87, its checkpoint is at
+    step 75; the resumed run stops in its first step, so the file must hold exactly the draws of steps < 75."""
+    checkpoint, trace_file = tmp_path / "run.pt", tmp_path / "trace.nc"
+    with pytest.warns(RuntimeWarning, match="interrupted"):
+        _run(checkpoint, interrupt_at=88, trace_file=trace_file)
+    with pytest.warns(RuntimeWarning, match="interrupted after 75 of 120"):
+        _run(checkpoint, interrupt_at=0, trace_file=trace_file)
+    loaded = sgmcmc.Trace.load(trace_file)
+    assert loaded.attrs["steps_done"] == 75
+    np.testing.assert_array_equal(loaded.draw_coords["step"], np.arange(10, 75, 3))

@@ -47,6 +47,41 @@ def test_dataloader_over_tensor_dataset_is_read_as_minibatches():
         np.testing.assert_array_equal(from_loader, from_minibatches)
 
 
+def test_dataloader_over_a_subset_of_rows_samples_only_those_rows():
+    """A train split by SubsetRandomSampler or random_split's Subset: the other rows are never drawn."""
+    train = [7, 1, 8, 3, 0, 5]
+    loaders = [
+        DataLoader(TensorDataset(ROWS, LABELS), batch_size=3, sampler=torch.utils.data.SubsetRandomSampler(train)),
+        DataLoader(torch.utils.data.Subset(TensorDataset(ROWS, LABELS), train), batch_size=3, shuffle=True),
+        DataLoader(  # a subset sampler over a Subset picks from the Subset's rows
+            torch.utils.data.Subset(TensorDataset(ROWS, LABELS), [*train, 2, 4]),
+            batch_size=3,
+            sampler=torch.utils.data.SubsetRandomSampler(range(6)),
+        ),
+    ]
+    for loader in loaders:
+        stream = chain_data(loader)
+        generators = _generators()
+        labels = torch.cat([stream.next(generators)[1] for _ in range(2)], dim=1)  # one epoch, (chains, 6)
+        for chain in range(3):
+            assert sorted(labels[chain].tolist()) == sorted(train)
+
+
+def test_dataloader_that_changes_its_rows_is_read_as_it_yields():
+    """A TensorDataset subclass's __getitem__ or a weighted sampler decides what the loader yields."""
+
+    class Shifted(TensorDataset):
+        def __getitem__(self, index):
+            (row,) = super().__getitem__(index)
+            return (row - 100,)
+
+    batch = chain_data(DataLoader(Shifted(LABELS), batch_size=5)).next(_generators())
+    assert batch[0].max() < 0
+    weighted = torch.utils.data.WeightedRandomSampler([1.0] + [0.0] * 9, num_samples=10)
+    batch = chain_data(DataLoader(TensorDataset(LABELS), batch_size=5, sampler=weighted)).next(_generators())
+    assert (batch[0] == 0).all()  # every row the sampler picks is row 0
+
+
 def test_dataloader_with_its_own_collate_fn_yields_what_the_loader_yields():
     loader = DataLoader(
         TensorDataset(ROWS, LABELS),

@@ -1,6 +1,9 @@
 """The main job (``sgmcmc run`` / ``sgmcmc demo``) on tiny settings: outputs, report, config, inputs."""
 
+import contextlib
+import io
 import json
+import re
 import warnings
 
 import arviz as az
@@ -80,6 +83,14 @@ def test_regression_on_a_csv_file_and_streaming(tmp_path):
     assert (output / "trace.nc").is_file()
 
 
+def _usage_error(argv, message):
+    """The command exits with status 2 and the message on stderr, as argparse does for a bad flag."""
+    with pytest.raises(SystemExit) as exit_info, contextlib.redirect_stderr(io.StringIO()) as stderr:
+        main(argv)
+    assert exit_info.value.code == 2
+    assert re.search(message, stderr.getvalue()), stderr.getvalue()
+
+
 def test_npz_input_and_bad_settings(tmp_path):
     path = tmp_path / "data.npz"
     np.savez(path, x=np.zeros((20, 2)), y=np.arange(20) % 2)
@@ -90,17 +101,18 @@ def test_npz_input_and_bad_settings(tmp_path):
         run_job(JobConfig(dataset="mnist"))
     with pytest.raises(ValueError, match="sampler must be one of"):
         JobConfig(sampler="nuts")
-    with pytest.raises(ValueError, match="parallel must be 'chains' or 'data'"):
+    with pytest.raises(ValueError, match=r"parallel must be one of \('chains', 'data'\), got 'gpus'"):
         JobConfig(parallel="gpus")
     with pytest.raises(ValueError, match="ood_classes \\[42\\] match no label"):
         run_job(JobConfig(ood_classes=[42], output=str(tmp_path / "x"), **TINY))
     config = tmp_path / "bad.toml"
     config.write_text("num_stepz = 3\n")
-    with pytest.raises(ValueError, match="unknown settings \\['num_stepz'\\]"):
-        main(["run", "--config", str(config)])
+    _usage_error(["run", "--config", str(config)], "unknown settings \\['num_stepz'\\]")
     config.write_text('ensemble = "false"\n')  # a string, which bool() would take for True
-    with pytest.raises(TypeError, match="setting ensemble must be bool, got str 'false'"):
-        main(["run", "--config", str(config)])
+    _usage_error(["run", "--config", str(config)], "setting ensemble must be bool, got str 'false'")
+    _usage_error(["run", "--config", str(tmp_path / "missing.toml")], "No such file or directory")
+    _usage_error(["run", "--thin", "0"], "thin must be >= 1")
+    _usage_error(["run", "--sampler", "nuts"], "argument --sampler: invalid choice: 'nuts'")
     with pytest.raises(TypeError, match="setting hidden must be list\\[int\\], got int 4"):
         JobConfig(hidden=4)
     with pytest.raises(ValueError, match="checkpoint_every must be >= 0, got -5"):

@@ -157,3 +157,25 @@ def test_sgld_on_the_log_density_has_the_exact_discrete_time_covariance(landscap
             assert abs(product - exact[i, j]) < K_SIGMA * product_se, (i, j, product, exact[i, j])
         variance, variance_se = mean_and_se(draws[..., i] ** 2)
         assert abs(variance - continuous[i, i]) > K_SIGMA * variance_se, "cannot tell the discrete-time law apart"
+
+
+@pytest.mark.parametrize("dim", [2, 3, 4, 5])
+def test_rotated_quadratic_turns_every_coordinate_pair(dim):
+    """Every pair of coordinates is turned, dim 2 included (the CLI's default 'ill-conditioned' landscape).
+    With Q = [[1, −1], [1, 1]]/√2 on pair (i, i+1), H[i, i+1] = (λ_i − λ_{i+1})/2 exactly."""
+    quadratic = Quadratic(dim, condition_number=100.0, rotated=True)
+    curvatures = quadratic.curvatures
+    for first in range(0, dim - 1, 2):
+        expected = float(curvatures[first] - curvatures[first + 1]) / 2
+        assert float(quadratic.hessian[first, first + 1]) == pytest.approx(expected, rel=1e-12)
+    torch.testing.assert_close(torch.linalg.eigvalsh(quadratic.hessian), curvatures)
+    assert float(make_landscape("ill-conditioned").hessian[0, 1]) == pytest.approx(-49.5)
+
+
+def test_stationary_covariance_refuses_an_unstable_step():
+    """At η ≥ 2/λ_max the chain is unstable and the formula would give a negative or infinite variance."""
+    quadratic = Quadratic(2, condition_number=4.0)  # λ_max = 4
+    assert torch.all(torch.diagonal(quadratic.stationary_covariance(0.49)) > 0)
+    for step_size in (0.5, 0.7):
+        with pytest.raises(ValueError, match="step_size must be < 2/λ_max"):
+            quadratic.stationary_covariance(step_size)

@@ -89,3 +89,29 @@ def test_logits_and_bad_bin_counts_are_refused():
         metrics.expected_calibration_error(PROBABILITIES, LABELS, num_bins=0)
     with pytest.raises(TypeError, match="num_bins must be an integer"):
         metrics.reliability_bins(PROBABILITIES, LABELS, num_bins=2.5)
+
+
+def test_gaussian_mixture_nll_by_hand_with_distinct_draws_and_non_unit_noise():
+    """σ ≠ 1 (its normaliser counts) and draws of different densities (the mixture is not the mean of logs):
+    the existing test has σ = 1 and draws with equal densities at each point, where both are exact."""
+
+    def density(y, mean, scale):
+        return math.exp(-0.5 * ((y - mean) / scale) ** 2) / (scale * math.sqrt(2 * math.pi))
+
+    draw_means = np.array([[0.0, 1.0], [3.0, -1.0]])
+    targets = np.array([1.0, 0.5])
+    expected = -np.mean(
+        [math.log(0.5 * sum(density(y, m, 2.0) for m in draw_means[:, i])) for i, y in enumerate(targets)]
+    )
+    assert metrics.gaussian_mixture_negative_log_likelihood(draw_means, targets, 2.0) == pytest.approx(
+        expected, rel=1e-12
+    )
+
+
+def test_rows_inside_zero_one_that_do_not_sum_to_one_are_refused():
+    """Every value in [0, 1], so only the row-sum check can refuse these."""
+    unnormalised = np.array([[0.5, 0.2], [0.3, 0.3]])
+    with pytest.raises(ValueError, match="each row sum to 1"):
+        metrics.negative_log_likelihood(unnormalised, np.array([0, 1]))
+    with pytest.raises(ValueError, match="each row sum to 1"):
+        metrics.predictive_entropy(unnormalised)

@@ -79,6 +79,30 @@ def test_bad_module_inputs():
         ModulePosterior(nn.Tanh(), Classification(), num_data=10)
 
 
+def test_batches_that_are_not_input_target_pairs_are_refused_by_name():
+    posterior = ModulePosterior(nn.Linear(3, 2), Classification(), num_data=8)
+    batch = {"x": torch.randn(4, 3), "y": torch.zeros(4, dtype=torch.long)}
+    with pytest.raises(TypeError, match=r"batches of \(inputs, targets\), got a dict with keys \['x', 'y'\]"):
+        posterior.log_posterior(posterior.params(), batch)
+
+
+def test_batch_norm_in_training_mode_is_refused_before_it_touches_its_statistics():
+    module = nn.Sequential(nn.Linear(3, 4), nn.BatchNorm1d(4), nn.Dropout(0.1), nn.Linear(4, 2))
+    posterior = ModulePosterior(module, Classification(), num_data=8)
+    data = sgmcmc.Minibatches(torch.randn(8, 3), torch.randint(0, 2, (8,)), batch_size=4)
+    statistics = module[1].running_mean.clone()
+    with pytest.raises(ValueError, match=r"submodules \['1', '2'\] of the module are in training mode.*eval\(\)"):
+        sgmcmc.SGLD(posterior.log_posterior, step_size=1e-3).sample(
+            posterior.params(), data, num_steps=2, progress=False
+        )
+    assert torch.equal(module[1].running_mean, statistics) and module[1].num_batches_tracked == 0
+    module.eval()
+    trace = sgmcmc.SGLD(posterior.log_posterior, step_size=1e-3).sample(
+        posterior.params(), data, num_chains=2, num_steps=2, progress=False
+    )
+    assert trace.num_draws == 2 and torch.equal(module[1].running_mean, statistics)
+
+
 def test_functional_rhat_ignores_relabelled_copies_that_fool_the_weights_rhat():
     """f(x) = w₂ tanh(w₁ x) has two posterior modes, ±(w₁, w₂), computing the same function.
 

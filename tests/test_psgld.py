@@ -1,5 +1,7 @@
 """pSGLD: the update of Li et al. (2016), Alg. 1, in our convention; the Γ term against autograd."""
 
+import warnings
+
 import numpy as np
 import pytest
 import torch
@@ -106,6 +108,32 @@ def test_the_noise_scales_with_the_temperature():
     variance, se, law = _law_run(torch.tensor([0.25], dtype=torch.float64), 0.999, temperature, seed=2)
     assert abs(variance - law) < K_SIGMA * se, (variance, law, se)
     assert abs(variance - law / temperature) > K_SIGMA * se
+
+
+def test_a_start_where_the_gradient_vanishes_is_warned():
+    """A weight of an all-zero feature, started at 0, has g = 0 there: with V_0 = 0 its first step's noise has
+    sd sqrt(2η/λ) (14 here). Measured: the weight's draws then have sd 7-8 against the prior's 1 (1.3-1.4
+    with init_jitter=0.5, the bias of a G that varies with θ)."""
+    features = torch.randn(100, 2, generator=torch.Generator().manual_seed(0))
+    features[:, 1] = 0
+    labels = (features[:, 0] > 0).double()
+    log_posterior = sgmcmc.minibatch_log_posterior(
+        lambda w: -(w**2).sum() / 2,
+        lambda w, batch: (
+            -torch.nn.functional.binary_cross_entropy_with_logits(batch[0].double() @ w, batch[1], reduction="none")
+        ),
+        num_data=100,
+    )
+    data = sgmcmc.Minibatches(features, labels, batch_size=20)
+    options = dict(num_chains=3, num_steps=2, seed=0, progress=False)
+    sampler = sgmcmc.PSGLD(log_posterior, step_size=1e-3)
+    with pytest.warns(
+        RuntimeWarning, match=r"gradient at the initial params is about 0 .* 'theta' in chains \[0, 1, 2\]"
+    ):
+        sampler.sample(torch.zeros(2, dtype=torch.float64), data, **options)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        sampler.sample(torch.zeros(2, dtype=torch.float64), data, init_jitter=0.5, **options)
 
 
 def test_errors():

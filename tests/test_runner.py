@@ -129,17 +129,64 @@ def test_bad_params():
     _error(ValueError, "leading dim must be num_chains=2", init=torch.zeros(3, 2), stacked_init=True)
 
 
-def test_non_finite_initial_state_names_the_chain():
-    """Only chain 0 is checked by evaluating log_posterior; the sampler's whole initial state is checked too:
-    LD's initial log p̃ of chain 1 (at θ = −1, where log θ is NaN) is reported, not sampled from."""
+def test_non_finite_start_names_the_chain():
+    """Every chain's log p̃ and gradient are checked at its initial params (chain 1 at θ = −1, where log θ is NaN;
+    chain 2 at θ = 0, where the gradient of log θ is inf); then the sampler's whole initial state: LD's log p̃ on
+    all the data, finite on the first batch, is NaN in chain 1 only (log(1 − 1.5))."""
 
     def log_posterior(theta):
         return torch.log(theta).sum() - theta.square().sum() / 2
 
-    with pytest.raises(ValueError, match=r"initial state is not finite: state\['lp'\] of chains \[1\]"):
+    with pytest.raises(
+        ValueError, match=r"log_posterior or its gradient is not finite at the initial params of chains \[1, 2\]"
+    ):
         sgmcmc.LD(log_posterior, step_size=1e-2).sample(
-            torch.tensor([[1.0], [-1.0], [2.0]]), num_chains=3, num_steps=5, stacked_init=True, progress=False
+            torch.tensor([[1.0], [-1.0], [0.0]]), num_chains=3, num_steps=5, stacked_init=True, progress=False
         )
+
+    def shifted_log_posterior(theta, batch):
+        return torch.log(theta + batch).sum()
+
+    rows = torch.tensor([[0.0], [0.0], [-1.5], [-1.5]])
+    with pytest.raises(ValueError, match=r"initial state is not finite: state\['lp'\] of chains \[1\]"):
+        sgmcmc.LD(shifted_log_posterior, step_size=1e-2).sample(
+            torch.tensor([[2.0], [1.0], [3.0]]),
+            sgmcmc.Minibatches(rows, batch_size=2),
+            num_chains=3,
+            num_steps=5,
+            stacked_init=True,
+            progress=False,
+        )
+
+
+def test_log_posterior_that_does_not_depend_on_the_params_is_refused():
+    """Computed under no_grad, log p̃ has no gradient: the sampler would random-walk without a word."""
+
+    def log_posterior(theta):
+        with torch.no_grad():
+            return -(theta**2).sum()
+
+    with pytest.raises(ValueError, match=r"does not depend on the params at the initial params of chain 0.*no_grad"):
+        sgmcmc.SGLD(log_posterior, step_size=1e-2).sample(torch.zeros(2), num_steps=5, progress=False)
+
+
+def test_num_data_that_is_not_the_number_of_examples_is_warned():
+    """num_data = len(loader), the number of batches, is a common slip: the posterior comes out sqrt(B) too wide."""
+    rows = torch.randn(20, 1, generator=torch.Generator().manual_seed(0))
+
+    def sample(data, num_data):
+        log_posterior = sgmcmc.minibatch_log_posterior(
+            lambda theta: -(theta**2).sum() / 2, lambda theta, batch: -((batch - theta) ** 2).sum(dim=1) / 2, num_data
+        )
+        return sgmcmc.SGLD(log_posterior, step_size=1e-3).sample(torch.zeros(1), data, num_steps=3, progress=False)
+
+    premade = [rows[start : start + 4] for start in range(0, 20, 4)]
+    for data in (sgmcmc.Minibatches(rows, batch_size=4), premade):
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            sample(data, num_data=20)
+        with pytest.warns(RuntimeWarning, match="num_data=5 but the data holds 20 examples"):
+            sample(data, num_data=5)
 
 
 def test_bad_run_lengths():
@@ -410,24 +457,44 @@ class _NormStoppingAt:
         return (theta**2).sum()
 
 
-def test_compiled_run_with_functionals_gradients_and_a_resumed_checkpoint_equals_the_eager_run(tmp_path):
-    """What runs around the compiled step: functionals, kept gradients and a checkpoint written by
-    a compiled run stopped at step 23 and resumed from step 20 (its first step eager again)."""
-    model = ConjugateLinearRegression.make(num_data=100, dim=2, seed=0)
-    data = sgmcmc.Minibatches(model.features, model.targets, batch_size=10)
-    sampler = sgmcmc.SGLD(model.log_posterior(), step_size=1e-3)
-    options = dict(num_chains=3, num_steps=40, seed=7, progress=False, keep_gradients=True)
-    resume = dict(compile=True, checkpoint=tmp_path / "run.pt", checkpoint_every=10)
-    eager = sampler.sample(
-        torch.zeros(2, dtype=torch.float64), data, functionals={"norm": _NormStoppingAt()}, **options
-    )
+def _compiled_run_stopped_and_resumed(sampler, data, checkpoint, **options):
+    """A compiled run stopped at step 23 (by its functional), then resumed from its checkpoint of step 20."""
+    resume = dict(compile=True, checkpoint=checkpoint, checkpoint_every=10)
     with pytest.warns(RuntimeWarning, match="interrupted after 23 of 40 steps"):
         sampler.sample(
             torch.zeros(2, dtype=torch.float64), data, functionals={"norm": _NormStoppingAt(25)}, **resume, **options
         )
-    resumed = sampler.sample(
+    return sampler.sample(
         torch.zeros(2, dtype=torch.float64), data, functionals={"norm": _NormStoppingAt()}, **resume, **options
     )
+
+
+def test_compiled_run_resumed_compiled_equals_it_uninterrupted_bit_for_bit(tmp_path):
+    """The first step of every compiled call is compiled too (an eager first step, which rounds
+    differently, made the resumed run differ from the one never stopped)."""
+    model = ConjugateLinearRegression.make(num_data=100, dim=2, seed=0)
+    data = sgmcmc.Minibatches(model.features, model.targets, batch_size=10)
+    sampler = sgmcmc.SGHMC(model.log_posterior(), step_size=1e-3, friction=0.1)
+    options = dict(num_chains=3, num_steps=40, seed=7, progress=False)
+    uninterrupted = sampler.sample(
+        torch.zeros(2, dtype=torch.float64), data, functionals={"norm": _NormStoppingAt()}, compile=True, **options
+    )
+    resumed = _compiled_run_stopped_and_resumed(sampler, data, tmp_path / "run.pt", **options)
+    for group, name in [("posterior", "theta"), ("sample_stats", "lp"), ("functionals", "norm")]:
+        np.testing.assert_array_equal(getattr(resumed, group)[name], getattr(uninterrupted, group)[name])
+
+
+def test_compiled_run_with_functionals_gradients_and_a_resumed_checkpoint_equals_the_eager_run(tmp_path):
+    """What runs around the compiled step: functionals, kept gradients and a checkpoint written by
+    a compiled run stopped at step 23 and resumed from step 20."""
+    model = ConjugateLinearRegression.make(num_data=100, dim=2, seed=0)
+    data = sgmcmc.Minibatches(model.features, model.targets, batch_size=10)
+    sampler = sgmcmc.SGLD(model.log_posterior(), step_size=1e-3)
+    options = dict(num_chains=3, num_steps=40, seed=7, progress=False, keep_gradients=True)
+    eager = sampler.sample(
+        torch.zeros(2, dtype=torch.float64), data, functionals={"norm": _NormStoppingAt()}, **options
+    )
+    resumed = _compiled_run_stopped_and_resumed(sampler, data, tmp_path / "run.pt", **options)
     assert resumed.num_draws == eager.num_draws == 40
     for group, name in [
         ("posterior", "theta"),

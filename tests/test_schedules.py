@@ -45,9 +45,13 @@ def test_bad_step_sizes_are_value_errors(bad):
 
 
 def test_bad_polynomial_arguments():
-    with pytest.raises(ValueError, match="b "):
+    with pytest.raises(ValueError, match="b must be"):
         Polynomial(a=1.0, b=0.0)
     with pytest.raises(ValueError, match="gamma"):
         Polynomial(a=1.0, gamma=-0.5)
+    with pytest.raises(ValueError, match=r"first step .* is inf; it must be a finite number > 0"):
+        Polynomial(a=1.0, b=1e-200, gamma=2.0)  # 1e400 overflows
+    with pytest.raises(ValueError, match="first step .* is inf"):
+        Polynomial(a=1e300, b=1e-10, gamma=2.0)
     with pytest.raises(TypeError, match="step_size"):
         as_schedule("0.1")

@@ -291,3 +291,29 @@ def test_non_finite_gradient_at_the_mode_is_rejected():
     )
     with pytest.raises(ValueError, match="full-data gradient of log_posterior at mode is non-finite in 'theta'"):
         sampler.sample(torch.ones(1), data, num_steps=2, progress=False)
+
+
+def test_find_mode_sgd_stage_is_noise_free_gradient_descent():
+    """The SGD stage adds no noise: on −½|θ − 1|² without data, step 0.1, GD gives θ_k = 1 − 0.9^k exactly.
+    Deterministic; T = 1 adds noise of sd ≈ sqrt(0.2/(1 − 0.81)) ≈ 1 per coordinate."""
+    mode = sgmcmc.find_mode(
+        lambda theta: -0.5 * ((theta - 1.0) ** 2).sum(),
+        torch.zeros(2, dtype=torch.float64),
+        None,
+        num_steps=50,
+        step_size=0.1,
+    )
+    np.testing.assert_allclose(mode.numpy(), 1 - 0.9**50, rtol=1e-12)
+
+
+def test_find_mode_warns_when_the_result_is_only_slightly_worse_than_init():
+    """−(θ − 1)² from 0.9 at η = 1.01 multiplies the error by −1.02 a step:
+    after 5 steps lp = −0.0122 < −0.01 at init. Deterministic."""
+    with pytest.warns(RuntimeWarning, match="below .* at init"):
+        sgmcmc.find_mode(
+            lambda theta: -((theta - 1.0) ** 2).sum(),
+            torch.full((1,), 0.9, dtype=torch.float64),
+            None,
+            num_steps=5,
+            step_size=1.01,
+        )

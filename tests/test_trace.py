@@ -210,7 +210,7 @@ def test_draws_pass_through_the_device_buffer_chunk_by_chunk_and_survive_a_check
     saved = first.checkpoint(steps_done=5)
     assert saved["values"]["posterior"]["x"].shape == (3, 5, 2)
     resumed = _recorder(7, chunk_bytes=48)
-    resumed.restore(saved)
+    resumed.restore(saved, steps_done=5)
     for step in range(5, 7):
         resumed.append({"posterior": {"x": draws[step]}}, {"step": 10 * step})
     trace = resumed.finish(steps_done=7, final_state={}, attrs={})
@@ -222,3 +222,13 @@ def test_an_in_memory_trace_too_large_for_the_host_names_the_variable_and_the_re
     # 3 chains x 10**15 draws x 2 floats x 4 bytes = 2.4e16 bytes: more than any host's address space
     with pytest.raises(MemoryError, match=r"'posterior/x' would take 24000000\.0 GB.*trace_file="):
         _recorder(10**15)
+
+
+def test_a_streamed_trace_numbers_its_draws_0_to_n(tmp_path):
+    """The 'draw' coordinate of a streamed trace counts across its chunks (600 draws: 3 chunks of ≤ 256)."""
+    trace = sgmcmc.SGLD(standard_normal_log_posterior, 0.1).sample(
+        torch.zeros(2), num_chains=2, num_steps=600, seed=0, trace_file=tmp_path / "t.nc", progress=False
+    )
+    idata = trace.to_arviz()
+    np.testing.assert_array_equal(idata.posterior["draw"].values, np.arange(600))
+    np.testing.assert_array_equal(az.from_netcdf(str(tmp_path / "t.nc")).sample_stats["draw"].values, np.arange(600))
