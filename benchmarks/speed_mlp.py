@@ -20,18 +20,19 @@ Configurations (each runs the same dynamics on the same data for the same number
 * **torch.func reference**: ``vmap(grad(log_posterior))`` over chains with ``functional_call``.
 * **sgmcmc**: ``sgmcmc.SGLD(ModulePosterior(...).log_posterior).sample(..., keep=())``, one
   entry of :data:`SGMCMC_VARIANTS` per variant (``compile=True`` where ``sample`` takes it).
-* **posteriors** (optional): ``posteriors.sgmcmc.sgld`` init + update, ``torch.func.vmap``-ed
+* **posteriors** (optional): ``posteriors.sgmcmc.sgld``'s update, ``torch.func.vmap``-ed
   over chains, its recommended batch-mean log posterior with ``temperature=1/N``, ``lr=η N``.
 * **BlackJAX** (optional): ``blackjax.sgld`` with its ``grad_estimator``, ``jax.vmap`` over
   chains, jitted; one jitted step per Python iteration, and ``jax.lax.scan`` over an epoch.
 
-After a warm-up run of every configuration (which also compiles the JAX functions), the
-configurations are timed in turn, in up to ``MAX_ROUNDS`` interleaved rounds (no new round
-after ``TIME_BUDGET_S`` s), and each one's fastest round is reported: on a shared machine the
-minimum is the least disturbed by other load, and interleaving exposes every configuration to
-the same load.
+After a one-epoch warm-up run of every configuration (BlackJAX's functions are compiled before
+it, sgmcmc's ``compile=True`` step during it; the notes give both times, which the timings
+exclude), the configurations are timed in turn, in up to ``MAX_ROUNDS`` interleaved rounds (no
+new round after ``TIME_BUDGET_S`` s), and each one's fastest round is reported: on a shared
+machine the minimum is the least disturbed by other load, and interleaving exposes every
+configuration to the same load.
 
-Run: ``python benchmarks/speed_mlp.py`` (about 5 minutes on 2 cores) prints the Markdown table
+Run: ``python benchmarks/speed_mlp.py`` (about 7 minutes on 2 cores) prints the Markdown table
 and writes it to ``benchmarks/results/speed_mlp.md``; ``--quick`` (2 epochs, 1 round) only
 prints; ``--profile`` instead shows where a compiled step's time goes, beside the same matmuls,
 tanh and noise timed alone in torch and XLA and the eager step's gradient with and without vmap,
@@ -58,6 +59,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
+from types import SimpleNamespace
 
 # One core for everyone. XLA reads its flags when jax is first imported (below, lazily); with
 # these its ops stay on the calling thread, but its runtime still starts helper threads (they
@@ -156,9 +158,14 @@ def as_numpy(params: dict[str, torch.Tensor]) -> dict[str, np.ndarray]:
 
 
 def accuracy(params: dict[str, np.ndarray], features: np.ndarray, labels: np.ndarray) -> float:
-    """Training accuracy of one chain's params in the batched layout (a check that every run samples alike)."""
+    """Training accuracy of one chain's params in the batched layout (a check that every run fits alike)."""
     logits = np.tanh(features @ params["W1"] + params["b1"]) @ params["W2"] + params["b2"]
     return float((logits.argmax(axis=1) == labels).mean())
+
+
+def distance(params: dict[str, np.ndarray], start: dict[str, np.ndarray]) -> float:
+    """‖θ − θ₀‖ over all params, both in the batched layout (a check that every run samples alike)."""
+    return math.sqrt(sum(float(np.square(params[name] - start[name]).sum()) for name in start))
 
 
 def floor_runner(features: torch.Tensor, labels: torch.Tensor, network: nn.Module) -> Runner:
@@ -346,12 +353,17 @@ def sgmcmc_runner(
 
 
 def posteriors_runner(features: torch.Tensor, labels: torch.Tensor, network: nn.Module, num_chains: int) -> Runner:
-    """``posteriors.sgmcmc.sgld`` vmapped over chains; the same dynamics as ours (see the module docstring).
+    """``posteriors.sgmcmc.sgld``'s update vmapped over chains; the same dynamics as ours (see the module docstring).
 
     posteriors recommends a batch-mean log posterior, log p̃ / N, with ``temperature=1/N``; its
     update θ + lr ∇(log p̃ / N) + sqrt(2 lr T) ξ is ours with ``lr = η N``. Its state class (a
     tensordict ``TensorClass`` holding a dict) does not carry the chain dim through
-    ``torch.func.vmap``, so ``init`` and ``update`` are vmapped together over plain param dicts.
+    ``torch.func.vmap``, so the vmapped step takes and returns plain param dicts. The state it
+    hands ``update`` is a namespace of the two fields ``update`` reads, params and step (the step
+    count only feeds schedules, and lr and temperature are constants): building an ``SGLDState``
+    (what ``init`` does) in every vmapped step cost about 33 µs a step more, which one chain run
+    without vmap, carrying its state from step to step, does not pay. The ``SGLDState`` that
+    ``update`` builds and returns is posteriors' own cost and stays in the timing.
     """
     import posteriors
 
@@ -368,8 +380,10 @@ def posteriors_runner(features: torch.Tensor, labels: torch.Tensor, network: nn.
 
     transform = posteriors.sgmcmc.sgld.build(mean_log_posterior, lr=STEP_SIZE * num_data, temperature=1.0 / num_data)
 
+    step_count = torch.tensor(0)
+
     def chain_update(params: dict[str, torch.Tensor], batch: tuple[torch.Tensor, torch.Tensor]) -> dict:
-        state, _ = transform.update(transform.init(params), batch)
+        state, _ = transform.update(SimpleNamespace(params=params, step=step_count), batch)
         return state.params
 
     update = vmap(chain_update, randomness="different")
@@ -483,10 +497,13 @@ def blackjax_runners(
 
 @dataclass
 class Timed:
-    """A configuration's fastest run and its last run's chain-0 training accuracy."""
+    """A configuration's fastest run, its warm-up seconds, and its last run's chain-0 training accuracy
+    and distance from the start."""
 
     best: Run
+    warmup_seconds: float
     accuracy: float
+    distance: float
 
 
 def sgmcmc_variants() -> tuple[dict[str, dict[str, object]], list[str]]:
@@ -550,15 +567,26 @@ def configurations(
 
 
 def time_runners(
-    runners: dict[tuple[str, int], Runner | str], num_steps: int, warmup_steps: int, max_rounds: int, budget_s: float
+    runners: dict[tuple[str, int], Runner | str],
+    start: dict[str, np.ndarray],
+    num_steps: int,
+    warmup_steps: int,
+    max_rounds: int,
+    budget_s: float,
 ) -> tuple[dict[tuple[str, int], Timed], int]:
-    """Every runner's fastest of up to ``max_rounds`` interleaved rounds, after one warm-up run each."""
+    """Every runner's fastest of up to ``max_rounds`` interleaved rounds, after one warm-up run each;
+    ``start`` is the params every chain starts from, in the batched layout."""
     features, labels = load_data()
     features, labels = features.numpy(), labels.numpy()
     present = {key: runner for key, runner in runners.items() if not isinstance(runner, str)}
-    runs = interleaved_rounds(present, num_steps, warmup_steps, max_rounds, budget_s)
+    runs, warmup_seconds = interleaved_rounds(present, num_steps, warmup_steps, max_rounds, budget_s)
     timed = {
-        key: Timed(min(done, key=lambda run: run.seconds), accuracy(done[-1].params, features, labels))
+        key: Timed(
+            min(done, key=lambda run: run.seconds),
+            warmup_seconds[key],
+            accuracy(done[-1].params, features, labels),
+            distance(done[-1].params, start),
+        )
         for key, done in runs.items()
     }
     return timed, len(next(iter(runs.values())))
@@ -590,9 +618,9 @@ def summary(rates: dict[tuple[str, int], float], chain_counts: tuple[int, ...]) 
         ("posteriors", "posteriors sgld, vmap", chain_counts, "≥ 1", 1.0),
         ("BlackJAX (jit step)", blackjax_loop, chain_counts, "≥ 1", 1.0),
     ]
-    for name, baseline, chain_counts, goal, least in per_variant:
+    for name, baseline, compared_counts, goal, least in per_variant:
         for label in variants:
-            for num_chains in chain_counts:
+            for num_chains in compared_counts:
                 measured = ratio(rates.get((label, num_chains)), rates.get((baseline, num_chains)))
                 add(f"{label} ÷ {name}", num_chains, measured, goal, lambda v, least=least: v >= least)
     best_of = [  # (which sgmcmc variants, baseline's name, its configuration, goal, least ratio)
@@ -652,6 +680,7 @@ def report(
 ) -> str:
     rates = {key: key[1] * num_steps / result.best.seconds for key, result in timed.items()}
     floor_key = ("floor: nn.Module + SGD + backward()", 1)
+    num_parameters = sum(value.size for value in timed[floor_key].best.params.values())
     floor = rates[floor_key]
     rows = []
     for num_chains in chain_counts:
@@ -680,8 +709,16 @@ def report(
                 "ratio to batched limit (same K)": rate / limit if present else "—",
                 "CPU s / wall s": result.best.cpu_seconds / result.best.seconds if result else "—",
                 "train accuracy, chain 0": result.accuracy if result else "—",
+                "‖θ − θ₀‖, chain 0": result.distance if result else "—",
             }
         )
+    notes = dict(notes)
+    for label, options in SGMCMC_VARIANTS.items():
+        warmups = [(key[1], result.warmup_seconds) for key, result in timed.items() if key[0] == label]
+        if options.get("compile") and warmups:
+            notes[f"{label}, first calls (the one-epoch warm-up run, which compiles; excluded from the timings)"] = (
+                "; ".join(f"K={num_chains}: {seconds:.1f} s" for num_chains, seconds in warmups)
+            )
 
     def number(column: str, value: float) -> str:
         if column == "chain-steps/s":
@@ -702,7 +739,13 @@ def report(
         "",
         f"Floor: {1e6 / floor:.0f} µs per step. Ratios divide chain-steps/s; above 1 is faster. "
         "CPU s / wall s: process CPU time over wall time of the fastest run (≤ 1 means one core). "
-        "Train accuracy: chain 0 after the last run, a check that every configuration samples alike.",
+        "Train accuracy and ‖θ − θ₀‖: chain 0 after the last run, which in every configuration starts from "
+        "the same θ₀. The accuracy checks that every configuration fits alike, which plain SGD does too; "
+        "the distance checks that it samples: the noise alone moves a chain by about sqrt(2 η n P) = "
+        f"{math.sqrt(2 * STEP_SIZE * num_steps * num_parameters):.0f} in the n = {num_steps} steps of a run "
+        f"(P = {num_parameters:,} parameters), the N(0, 1) prior keeping it near sqrt(P) = "
+        f"{math.sqrt(num_parameters):.0f} over long runs, while a run without the noise moves much less "
+        "(about 10 in 2016 steps of plain SGD from the same start).",
         "",
         markdown_table(table_rows, number),
         "",
@@ -952,7 +995,8 @@ def main() -> None:
     load_start = os.getloadavg()[0]
     runners, notes = configurations(features, labels, network, chain_counts)
     max_rounds, budget_s = (1, 0.0) if arguments.quick else (MAX_ROUNDS, TIME_BUDGET_S)
-    timed, rounds = time_runners(runners, num_steps, steps_per_epoch, max_rounds, budget_s)
+    start = as_numpy(to_layout(dict(network.named_parameters())))
+    timed, rounds = time_runners(runners, start, num_steps, steps_per_epoch, max_rounds, budget_s)
     load = (load_start, os.getloadavg()[0])
     table = report(timed, runners, notes, num_steps, rounds, load, pinned, chain_counts, device)
     print(table)

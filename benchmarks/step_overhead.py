@@ -97,7 +97,7 @@ def main() -> None:
             for num_chains in CHAIN_COUNTS
         },
     }
-    seconds = interleaved_rounds(configurations, NUM_STEPS, WARMUP_STEPS, MAX_ROUNDS, TIME_BUDGET_S)
+    seconds, _ = interleaved_rounds(configurations, NUM_STEPS, WARMUP_STEPS, MAX_ROUNDS, TIME_BUDGET_S)
     rounds = len(seconds[floor])
     rates = {key: key[1] * NUM_STEPS / min(times) for key, times in seconds.items()}
     rows = [(name, chains, rate, rate / rates[floor]) for (name, chains), rate in rates.items()]

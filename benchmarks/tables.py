@@ -27,15 +27,19 @@ def interleaved_rounds(
     warmup_steps: int,
     max_rounds: int,
     budget_s: float,
-) -> dict[Hashable, list[Result]]:
+) -> tuple[dict[Hashable, list[Result]], dict[Hashable, float]]:
     """Each configuration's results of up to ``max_rounds`` rounds, ``configuration(num_steps)`` once per
     round in turn, after one ``configuration(warmup_steps)`` each; no new round after ``budget_s`` seconds.
+    Also each configuration's warm-up seconds (its first call, which pays any compilation).
 
     Interleaving exposes every configuration to the same load on a shared machine, and the
     caller's minimum over rounds is the least disturbed measurement.
     """
-    for configuration in configurations.values():
+    warmup_seconds = {}
+    for key, configuration in configurations.items():
+        started = time.perf_counter()
         configuration(warmup_steps)
+        warmup_seconds[key] = time.perf_counter() - started
     results: dict[Hashable, list[Result]] = {key: [] for key in configurations}
     deadline = time.perf_counter() + budget_s
     for _ in range(max_rounds):
@@ -43,7 +47,7 @@ def interleaved_rounds(
             results[key].append(configuration(num_steps))
         if time.perf_counter() > deadline:
             break
-    return results
+    return results, warmup_seconds
 
 
 def pin_to_one_core() -> str:
