@@ -18,6 +18,7 @@ Batches for all chains are gathered with one indexing operation per tensor.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable, Iterator
 from typing import Any
 
@@ -134,8 +135,10 @@ class ChainData:
             return pytree.tree_map(lambda t: t[: self.units_per_step], self.units)
         return pytree.tree_map(lambda t: t[0], self.units)
 
+    @functools.cached_property
     def _fingerprint(self) -> torch.Tensor:
-        """Σ x and Σ x² of every tensor, in float64 on the CPU: data of the same size but other values differ."""
+        """Σ x and Σ x² of every tensor, in float64 on the CPU: data of the same size but other values differ
+        (computed once: every checkpoint of a run saves it)."""
         leaves = [leaf.double() for leaf in pytree.tree_leaves(self.units)]
         return torch.stack([torch.stack([leaf.sum(), leaf.square().sum()]) for leaf in leaves]).cpu()
 
@@ -146,7 +149,7 @@ class ChainData:
             "position": self._position,
             "num_units": self.num_units,
             "units_per_step": self.units_per_step,
-            "fingerprint": self._fingerprint(),
+            "fingerprint": self._fingerprint,
         }
 
     def set_state(self, state: dict[str, Any]) -> None:
@@ -159,7 +162,7 @@ class ChainData:
             raise ValueError(
                 f"the checkpoint's data had batches of {state['units_per_step']} rows, this has {self.units_per_step}"
             )
-        if "fingerprint" in state and not torch.equal(state["fingerprint"], self._fingerprint()):
+        if "fingerprint" in state and not torch.equal(state["fingerprint"], self._fingerprint):
             raise ValueError(
                 "the checkpoint was written with other data of the same size (the sums of its tensors differ); "
                 "pass the data it was written with, or delete the checkpoint to start afresh"
