@@ -8,10 +8,10 @@
   generator every epoch and takes ``batch_size`` rows per step (an incomplete last batch is
   dropped, as ``drop_last=True``); the loader's order is not used, so it cannot couple the
   chains, but the rows a subset selects are the rows sampled;
-* any other re-iterable of equally shaped batches (a list of tensors or of tuples/dicts of
-  tensors, a DataLoader over another dataset, with another sampler or with its own
-  ``collate_fn``): it is read once, and each chain visits the batches in its own random order
-  every epoch.
+* any other re-iterable of equally shaped batches, every tensor of a batch with the batch's
+  examples along dim 0 (a list of tensors or of tuples/dicts of tensors, a DataLoader over
+  another dataset, with another sampler or with its own ``collate_fn``): it is read once,
+  and each chain visits the batches in its own random order every epoch.
 
 Batches for all chains are gathered with one indexing operation per tensor.
 """
@@ -200,6 +200,11 @@ def _stack_batches(batches: list[Any]) -> Any:
                     "with batch_size=None yields single examples: give it a batch_size)"
                 )
             _check_finite(f"batch {number}", leaf)
+            if leaf.shape[0] != leaves[0].shape[0]:
+                raise ValueError(
+                    f"batch {number} holds tensors of {leaves[0].shape[0]} and {leaf.shape[0]} rows; every "
+                    "tensor of a batch needs its examples along dim 0, the same number in each"
+                )
             if leaf.shape != leaf0.shape or leaf.dtype != leaf0.dtype:
                 raise ValueError(
                     f"batch {number} has a tensor of shape {tuple(leaf.shape)} ({leaf.dtype}) where batch 0 "

@@ -106,7 +106,12 @@ class _UpdateRuleOptimizer(torch.optim.Optimizer):
 
 
 class SGLD(_UpdateRuleOptimizer):
-    """θ ← θ − lr ∇loss + sqrt(2 lr T) ξ: :func:`sgmcmc.sgld.langevin_step` with ∇log p̃ = −∇loss."""
+    """θ ← θ − lr ∇loss + sqrt(2 lr T) ξ: :func:`sgmcmc.sgld.langevin_step` with ∇log p̃ = −∇loss.
+
+    The loss is the full-data −log p̃(θ) (N × mean NLL − log prior): these samplers' law is
+    ∝ exp(−loss/T), so the loss divided by N (a mean loss) at ``temperature=1`` samples a
+    posterior tempered N-fold, far too wide; with a mean loss use ``temperature=1/N``.
+    """
 
     def __init__(self, params: Iterable[Any], lr: float, temperature: float = 1.0, seed: int = 0) -> None:
         super().__init__(params, {"lr": lr, "temperature": temperature}, seed)
@@ -121,7 +126,12 @@ class SGLD(_UpdateRuleOptimizer):
 
 
 class SGHMC(_UpdateRuleOptimizer):
-    """SGHMC (:func:`sgmcmc.sghmc.sghmc_step`) with a scalar mass; the momentum lives in the optimizer state."""
+    """SGHMC (:func:`sgmcmc.sghmc.sghmc_step`) with a scalar mass; the momentum lives in the optimizer state.
+
+    The loss is the full-data −log p̃(θ) (N × mean NLL − log prior): these samplers' law is
+    ∝ exp(−loss/T), so the loss divided by N (a mean loss) at ``temperature=1`` samples a
+    posterior tempered N-fold, far too wide; with a mean loss use ``temperature=1/N``.
+    """
 
     def __init__(
         self,
@@ -173,7 +183,12 @@ class SGHMC(_UpdateRuleOptimizer):
 
 
 class PSGLD(_UpdateRuleOptimizer):
-    """pSGLD without the Γ term (:func:`sgmcmc.psgld.psgld_step`); Γ needs curvature, which only the sampler has."""
+    """pSGLD without the Γ term (:func:`sgmcmc.psgld.psgld_step`); Γ needs curvature, which only the sampler has.
+
+    The loss is the full-data −log p̃(θ) (N × mean NLL − log prior): these samplers' law is
+    ∝ exp(−loss/T), so the loss divided by N (a mean loss) at ``temperature=1`` samples a
+    posterior tempered N-fold, far too wide; with a mean loss use ``temperature=1/N``.
+    """
 
     def __init__(
         self,

@@ -31,6 +31,7 @@ from sgmcmc.chains import ChainGenerators, RecordingGenerators, ReplayedDraws, s
 from sgmcmc.checkpoint import check_same_run, load_checkpoint, save_checkpoint
 from sgmcmc.data import chain_data
 from sgmcmc.log_density import BoundPotential, ChainPotential, check_log_posterior
+from sgmcmc.schedules import Cyclical, Schedule
 from sgmcmc.trace import Trace, TraceRecorder, Variable, netcdf_attr
 
 if TYPE_CHECKING:
@@ -327,6 +328,19 @@ def _kept_params(keep: Sequence[str] | None, params: dict[str, torch.Tensor]) ->
     return list(keep)
 
 
+def _check_cycles_fit(schedule: Schedule, num_steps: int) -> None:
+    """Warn when a run outlasts its :class:`Cyclical` step size's plan: the cycle length
+    L = ⌈K/M⌉ comes from the plan, so the cycles would silently go on past the M planned."""
+    if isinstance(schedule, Cyclical) and num_steps > schedule.total_steps:
+        warnings.warn(
+            f"the Cyclical step size was made for total_steps={schedule.total_steps} ({schedule.num_cycles} "
+            f"cycles of {schedule.cycle_length} steps) but the run has num_steps={num_steps}, so it runs "
+            f"{num_steps / schedule.cycle_length:.3g} cycles; make the schedule with total_steps={num_steps}",
+            RuntimeWarning,
+            stacklevel=4,
+        )
+
+
 def run(
     sampler: Sampler,
     init: Any,
@@ -358,6 +372,7 @@ def run(
     checkpoint_every = count("checkpoint_every", checkpoint_every, 1)
     if burn_in >= num_steps:
         raise ValueError(f"burn_in ({burn_in}) must be < num_steps ({num_steps}) so that a draw is kept")
+    _check_cycles_fit(sampler.step_size, num_steps)
     init_jitter = nonnegative("init_jitter", init_jitter)
     device = torch.device(device)
     seeds = seeds_of_chains(seed, num_chains)

@@ -116,6 +116,20 @@ def test_a_run_that_ends_before_its_first_sampling_stage_is_refused():
         )
 
 
+def test_a_run_longer_than_its_schedule_warns_and_a_shorter_one_does_not(recwarn):
+    schedule = Cyclical(initial_step_size=0.1, num_cycles=2, total_steps=20, exploration=0.5)
+    sampler = sgmcmc.SGLD(standard_normal_log_posterior, schedule)
+    sampler.sample(torch.zeros(1), num_chains=1, num_steps=15, seed=0, progress=False)
+    sampler.sample(torch.zeros(1), num_chains=1, num_steps=20, seed=0, progress=False)
+    assert not [warning for warning in recwarn if "Cyclical" in str(warning.message)]
+    with pytest.warns(
+        RuntimeWarning, match=r"total_steps=20 \(2 cycles of 10 steps\).*num_steps=30, so it runs 3 cycles"
+    ):
+        sgmcmc.CyclicalSGLD(standard_normal_log_posterior, schedule).sample(
+            torch.zeros(1), num_chains=1, num_steps=30, seed=0, progress=False
+        )
+
+
 def test_cyclical_samplers_need_a_cyclical_schedule():
     with pytest.raises(TypeError, match="must be a sgmcmc.schedules.Cyclical"):
         sgmcmc.CyclicalSGLD(standard_normal_log_posterior, 0.1)

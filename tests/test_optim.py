@@ -150,3 +150,34 @@ def test_state_stays_with_its_parameter_when_another_has_no_gradient():
     torch.testing.assert_close(
         optimizer.state[second]["square_average"][0], 0.5 * 0.5 * (2 * torch.ones(3)) ** 2 + 0.5 * gradient_2**2
     )
+
+
+@pytest.mark.parametrize(
+    "make_optimizer",
+    [
+        lambda params, lr, temperature: sgmcmc.optim.SGLD(params, lr=lr, temperature=temperature, seed=3),
+        lambda params, lr, temperature: sgmcmc.optim.SGHMC(
+            params, lr=lr, friction=0.2, temperature=temperature, seed=3
+        ),
+    ],
+    ids=["SGLD", "SGHMC"],
+)
+def test_a_mean_loss_at_temperature_one_over_n_moves_as_the_full_data_loss(make_optimizer):
+    """The class docstrings' rule: the loss divided by N, with lr × N and temperature 1/N, is the
+    full-data loss with lr and temperature 1, step for step (the same noise, up to rounding)."""
+    num_data, step_size = 1000, 1e-4
+
+    def trajectory(loss_scale, lr, temperature):
+        theta = torch.nn.Parameter(INIT.clone())
+        optimizer = make_optimizer([theta], lr, temperature)
+        thetas = []
+        for _ in range(NUM_STEPS):
+            optimizer.zero_grad()
+            (-num_data * standard_normal_log_posterior(theta) * loss_scale).backward()
+            optimizer.step()
+            thetas.append(theta.detach().clone())
+        return torch.stack(thetas)
+
+    full = trajectory(1.0, step_size, 1.0)
+    np.testing.assert_allclose(trajectory(1 / num_data, step_size * num_data, 1 / num_data), full, rtol=1e-12)
+    assert not torch.allclose(trajectory(1 / num_data, step_size * num_data, 1.0), full, rtol=1e-3)
