@@ -113,11 +113,12 @@ def _check_log_posterior_at_start(
     params: dict[str, torch.Tensor],
     first_batch: Any,
     potential: ChainPotential,
-) -> None:
+) -> torch.Tensor:
     """Raise, naming what is wrong, if ``log_posterior`` at the initial params (and the first batch)
     is not a finite scalar that depends on the params, or not finite with its gradient in every chain.
 
     Chain 0 is called directly, so that a wrong return reads as the user's error, not vmap's.
+    Returns every chain's value, (num_chains,) on the CPU.
     """
     where = "at the initial params of chain 0" + ("" if first_batch is None else " with the first batch")
     chain_zero = {name: value[0].detach().requires_grad_() for name, value in params.items()}
@@ -143,6 +144,23 @@ def _check_log_posterior_at_start(
             f"log_posterior or its gradient is not finite at the initial params of chains {chains}"
             + ("" if first_batch is None else " with the first batch")
             + " (check init, and init_jitter if it is set: a chain may start outside the support)"
+        )
+    return values.detach().cpu()
+
+
+def _check_same_log_posterior(saved: torch.Tensor, now: torch.Tensor, path: Path) -> None:
+    """Raise if ``log_posterior`` at the run's initial params differs from what it was when the checkpoint
+    at ``path`` was written: the model was edited, and a resumed run would mix two posteriors' draws.
+
+    The tolerance, 256 units of rounding, allows for rounding that differs with the thread count or
+    machine (a 1% change of a prior's scale moves the value far more)."""
+    tolerance = 256 * torch.finfo(saved.dtype).eps
+    if saved.dtype != now.dtype or not torch.allclose(saved, now, rtol=tolerance, atol=tolerance):
+        chain = int((saved.double() - now.double()).abs().argmax())
+        raise ValueError(
+            f"checkpoint {path} was written with another log_posterior: at chain {chain}'s initial params "
+            f"it gave {saved[chain].item():.8g}, now {now[chain].item():.8g}; delete the checkpoint to "
+            "sample the edited model afresh, or restore the model the checkpoint was written with"
         )
 
 
@@ -403,7 +421,9 @@ def run(
     full_data_potential = ChainPotential(
         sampler.log_posterior, to_user, has_data=stream is not None, batch_per_chain=False
     )
-    _check_log_posterior_at_start(sampler.log_posterior, to_user, params, first_batch, full_data_potential)
+    initial_log_posterior = _check_log_posterior_at_start(
+        sampler.log_posterior, to_user, params, first_batch, full_data_potential
+    )
     functionals, functional_variables = _functionals(functionals, to_user, params)
 
     full_batch = None if stream is None else stream.full_batch()
@@ -495,6 +515,8 @@ def run(
         generators.set_states(saved["generators"])
         if stream is not None:
             stream.set_state(saved["data"])
+        if "initial_log_posterior" in saved:  # after the data's check: other data changes it too
+            _check_same_log_posterior(saved["initial_log_posterior"], initial_log_posterior, checkpoint)
         recorder.restore(saved["trace"], steps_done=first_step)
     else:
         recorder.start(steps_done=0)
@@ -530,6 +552,7 @@ def run(
             if checkpoint is not None and (steps_done % checkpoint_every == 0 or steps_done == num_steps):
                 contents = {
                     "settings": checkpoint_settings,
+                    "initial_log_posterior": initial_log_posterior,
                     "step": steps_done,
                     "state": state,
                     "alive": alive,

@@ -227,3 +227,23 @@ def test_a_resumed_streaming_run_stopped_again_at_once_keeps_no_stale_draws(tmp_
     loaded = sgmcmc.Trace.load(trace_file)
     assert loaded.attrs["steps_done"] == 75
     np.testing.assert_array_equal(loaded.draw_coords["step"], np.arange(10, 75, 3))
+
+
+def test_checkpoint_of_an_edited_log_posterior_is_refused(tmp_path):
+    """Editing the model (here the prior's scale, by 1%) and rerunning with the same checkpoint would
+    resume it, mixing two posteriors' draws; the run's initial log posterior tells the two apart."""
+    checkpoint = tmp_path / "run.pt"
+    model = ConjugateLinearRegression.make(num_data=100, dim=2, seed=0)
+    data = sgmcmc.Minibatches(model.features, model.targets, batch_size=10)
+    options = dict(num_chains=3, num_steps=20, seed=0, init_jitter=1.0, progress=False, checkpoint=checkpoint)
+
+    def sample(prior_scale):
+        def log_posterior(theta, batch):
+            return model.log_posterior()(theta, batch) - 0.5 * ((theta / prior_scale) ** 2).sum()
+
+        return sgmcmc.SGLD(log_posterior, step_size=1e-3).sample(torch.zeros(2, dtype=torch.float64), data, **options)
+
+    sample(prior_scale=1.0)
+    sample(prior_scale=1.0)  # the same model, rebuilt: resumed
+    with pytest.raises(ValueError, match=r"written with another log_posterior: at chain \d's initial params it gave"):
+        sample(prior_scale=1.01)
