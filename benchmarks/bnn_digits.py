@@ -52,9 +52,14 @@ def rows(held_out: list[int]) -> list[dict[str, object]]:
                     "Brier": scores["brier"],
                     "AUROC noise": scores["auroc_noise"],
                     **({"AUROC classes 8, 9": scores["auroc_held_out_classes"]} if held_out else {}),
-                    "R-hat test log-lik": report["convergence"]["test_log_likelihood_rhat"]
-                    if key == "posterior"
-                    else "—",
+                    **{
+                        column: report["convergence"][field] if key == "posterior" else "—"
+                        for column, field in (
+                            ("R-hat test log-lik", "test_log_likelihood_rhat"),
+                            ("R-hat predictive, median", "test_predictive_rhat_median"),
+                            ("R-hat predictive, max", "test_predictive_rhat_max"),
+                        )
+                    },
                     "seconds": report["seconds"]["sampler" if key == "posterior" else "ensemble"],
                 }
             )

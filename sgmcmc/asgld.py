@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import torch
+from torch.utils._pytree import tree_map
 
 from sgmcmc._checks import below_one, nonnegative
 from sgmcmc.chains import ChainGenerators
@@ -70,8 +71,12 @@ class ASGLD(Sampler):
         return {"step_size": self.step_size, "momentum": self.momentum, "noise": self.noise}
 
     def init(self, params: dict[str, torch.Tensor], potential: Potential, generators: ChainGenerators) -> State:
-        zeros = {name: torch.zeros_like(value) for name, value in params.items()}
-        return {"params": params, "mean": zeros, "variance": dict(zeros)}
+        # μ_0 and C_0 are distinct tensors: aliased ones would be recompiled for under compile=True
+        return {
+            "params": params,
+            "mean": tree_map(torch.zeros_like, params),
+            "variance": tree_map(torch.zeros_like, params),
+        }
 
     def step(
         self, state: State, potential: Potential, step_size: float, temperature: float, generators: ChainGenerators

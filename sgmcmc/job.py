@@ -54,7 +54,9 @@ CHOICES = {
 }
 """The settings that take one of a few names (``task`` and ``parallel`` may also be None)."""
 DEFAULT_STEP_SIZES = {"sgld": 1e-3, "sghmc": 1e-4, "sgnht": 1e-2, "psgld": 1e-4, "csgld": 3e-4, "csghmc": 3e-5}
-"""Per-sampler default step sizes, tuned on digits (docs/bnn.md); for SGHMC it is the paper's ε²."""
+"""Per-sampler default step sizes (for SGHMC the paper's ε²): each ran without a divergence on digits with
+the job's other defaults; csgld's is the one a validation sweep chose (benchmarks/cyclical_bnn.py,
+which preferred 3e-3 for SGLD, against this conservative 1e-3)."""
 
 
 @dataclass

@@ -359,6 +359,7 @@ _LOG_POSTERIOR = ConjugateLinearRegression.make(100, 2, 0).log_posterior()
             3,
         ),
         (sgmcmc.SGLDCV(_LOG_POSTERIOR, step_size=1e-3, mode=torch.zeros(2, dtype=torch.float64)), 1),
+        (sgmcmc.ASGLD(_LOG_POSTERIOR, step_size=1e-3, momentum=0.5, noise=2.0), 1),
     ],
     ids=[
         "SGLD",
@@ -369,6 +370,7 @@ _LOG_POSTERIOR = ConjugateLinearRegression.make(100, 2, 0).log_posterior()
         "cSGLD, T 0 then 1",
         "cSGHMC, noise estimate, T 0 then 0.5",
         "SGLDCV",
+        "ASGLD",
     ],
 )
 def test_compiled_run_equals_eager_run(sampler, max_graphs):
