@@ -3,8 +3,11 @@
 Each optimizer calls the same update function as its sampler (``langevin_step``,
 ``sghmc_step``, ``psgld_step``, ``asgld_step``): one implementation, two front doors. The loss
 you back-propagate is −log p̃(θ), the full-data scale of the samplers (e.g. N × mean NLL minus
-the log prior), so ``lr`` is the samplers' step size η. ``seed`` gives the noise stream: with
-one parameter tensor, ``optim.SGLD([theta], lr, seed=s)`` moves θ exactly as
+the log prior), so ``lr`` is the samplers' step size η. The samplers' law is ∝ exp(−loss/T), so
+the loss divided by N (a mean loss) at ``temperature=1`` samples a posterior tempered N-fold,
+far too wide; with a mean loss use ``temperature=1/N`` and ``lr`` = N η (SGLD and SGHMC then
+move exactly as on the full-data loss). ``seed`` gives the noise stream: with one parameter
+tensor, ``optim.SGLD([theta], lr, seed=s)`` moves θ exactly as
 ``sgmcmc.SGLD(...).sample(theta, num_chains=1, seed=s)`` on the same gradients. ``state_dict()``
 holds the noise stream's state beside the momentum and preconditioner, so a run resumed with
 ``load_state_dict`` goes on with the noise it would have drawn.
@@ -108,9 +111,7 @@ class _UpdateRuleOptimizer(torch.optim.Optimizer):
 class SGLD(_UpdateRuleOptimizer):
     """θ ← θ − lr ∇loss + sqrt(2 lr T) ξ: :func:`sgmcmc.sgld.langevin_step` with ∇log p̃ = −∇loss.
 
-    The loss is the full-data −log p̃(θ) (N × mean NLL − log prior): these samplers' law is
-    ∝ exp(−loss/T), so the loss divided by N (a mean loss) at ``temperature=1`` samples a
-    posterior tempered N-fold, far too wide; with a mean loss use ``temperature=1/N``.
+    Back-propagate the full-data loss −log p̃(θ); a mean loss needs ``temperature=1/N`` (module docstring).
     """
 
     def __init__(self, params: Iterable[Any], lr: float, temperature: float = 1.0, seed: int = 0) -> None:
@@ -128,9 +129,7 @@ class SGLD(_UpdateRuleOptimizer):
 class SGHMC(_UpdateRuleOptimizer):
     """SGHMC (:func:`sgmcmc.sghmc.sghmc_step`) with a scalar mass; the momentum lives in the optimizer state.
 
-    The loss is the full-data −log p̃(θ) (N × mean NLL − log prior): these samplers' law is
-    ∝ exp(−loss/T), so the loss divided by N (a mean loss) at ``temperature=1`` samples a
-    posterior tempered N-fold, far too wide; with a mean loss use ``temperature=1/N``.
+    Back-propagate the full-data loss −log p̃(θ); a mean loss needs ``temperature=1/N`` (module docstring).
     """
 
     def __init__(
@@ -185,9 +184,7 @@ class SGHMC(_UpdateRuleOptimizer):
 class PSGLD(_UpdateRuleOptimizer):
     """pSGLD without the Γ term (:func:`sgmcmc.psgld.psgld_step`); Γ needs curvature, which only the sampler has.
 
-    The loss is the full-data −log p̃(θ) (N × mean NLL − log prior): these samplers' law is
-    ∝ exp(−loss/T), so the loss divided by N (a mean loss) at ``temperature=1`` samples a
-    posterior tempered N-fold, far too wide; with a mean loss use ``temperature=1/N``.
+    Back-propagate the full-data loss −log p̃(θ); a mean loss needs ``temperature=1/N`` (module docstring).
     """
 
     def __init__(

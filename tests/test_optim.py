@@ -163,7 +163,7 @@ def test_state_stays_with_its_parameter_when_another_has_no_gradient():
     ids=["SGLD", "SGHMC"],
 )
 def test_a_mean_loss_at_temperature_one_over_n_moves_as_the_full_data_loss(make_optimizer):
-    """The class docstrings' rule: the loss divided by N, with lr × N and temperature 1/N, is the
+    """The module docstring's rule: the loss divided by N, with lr × N and temperature 1/N, is the
     full-data loss with lr and temperature 1, step for step (the same noise, up to rounding)."""
     num_data, step_size = 1000, 1e-4
 
