@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, Literal
 
 import torch
 
@@ -29,27 +29,34 @@ def find_mode(
     data: Any,
     *,
     num_steps: int,
-    step_size: float | Schedule,
+    step_size: float | Schedule | None = None,
     num_full_batch_steps: int = 0,
     full_batch_step_size: float | None = None,
+    full_batch_method: Literal["gradient", "lbfgs"] = "gradient",
     seed: int | Sequence[int] = 0,
     device: str | torch.device = "cpu",
     progress: bool = False,
 ) -> torch.Tensor | dict[str, torch.Tensor]:
-    """θ̂ ≈ argmax log p(θ): ``num_steps`` of minibatch SGD, then ``num_full_batch_steps`` of full-batch GD.
+    """θ̂ ≈ argmax log p(θ): ``num_steps`` of minibatch SGD, then ``num_full_batch_steps`` on the full data.
 
-    Both stages are the package's own samplers at temperature 0, one chain: :class:`sgmcmc.SGLD`
-    (SGD on −log p̃, learning rate η_k) on the minibatches of ``data``, then :class:`sgmcmc.LD`
-    (gradient descent on −log p) on all of ``data`` at once.
+    The SGD stage is the package's own sampler at temperature 0, one chain: :class:`sgmcmc.SGLD`
+    (SGD on −log p̃, learning rate η_k) on the minibatches of ``data``. The full-batch stage is
+    :class:`sgmcmc.LD` at temperature 0 (gradient descent on −log p) or, with
+    ``full_batch_method="lbfgs"``, ``torch.optim.LBFGS`` with a strong-Wolfe line search, which
+    needs no step size and whose rate does not degrade with the Hessian's condition number as
+    gradient descent's does (a badly scaled regression: see docs/samplers.md).
 
     Args:
         log_posterior: as for the samplers, ``log_posterior(params, batch) -> ()``.
         init: the starting point, a tensor or a dict of named tensors.
         data: the minibatches, as for :meth:`sgmcmc.Sampler.sample`.
-        num_steps: minibatch SGD steps (≥ 1).
-        step_size: η_k of the SGD stage, a float or a schedule.
-        num_full_batch_steps: full-batch gradient steps after the SGD stage (default 0).
-        full_batch_step_size: their step size; default ``step_size`` at step 0.
+        num_steps: minibatch SGD steps (≥ 0; 0 only with a full-batch stage).
+        step_size: η_k of the SGD stage, a float or a schedule; needed unless the only stage is L-BFGS.
+        num_full_batch_steps: full-batch steps after the SGD stage (default 0): gradient steps, or
+            L-BFGS iterations (each evaluates the full-data log posterior and gradient about once).
+        full_batch_step_size: the gradient steps' step size; default ``step_size`` at step 0. Not
+            for L-BFGS.
+        full_batch_method: ``"gradient"`` (default) or ``"lbfgs"``.
         seed: as for :meth:`sgmcmc.Sampler.sample`.
         device: as for :meth:`sgmcmc.Sampler.sample`.
         progress: as for :meth:`sgmcmc.Sampler.sample`.
@@ -59,14 +66,24 @@ def find_mode(
 
     Raises:
         ValueError: if either stage diverges (its state becomes non-finite): the step is too large.
+            Also for a ``full_batch_method`` not listed, or a ``full_batch_step_size`` with L-BFGS.
 
     Warns:
         RuntimeWarning: if the log posterior on all of ``data`` is lower at θ̂ than at ``init``:
             the descent did not converge (an unstable step grows the iterate without overflowing).
     """
-    num_steps = count("num_steps", num_steps, 1)
     num_full_batch_steps = count("num_full_batch_steps", num_full_batch_steps, 0)
+    num_steps = count("num_steps", num_steps, 0 if num_full_batch_steps > 0 else 1)
+    if full_batch_method not in ("gradient", "lbfgs"):
+        raise ValueError(f"full_batch_method must be 'gradient' or 'lbfgs', got {full_batch_method!r}")
+    if full_batch_method == "lbfgs" and full_batch_step_size is not None:
+        raise ValueError("full_batch_step_size is for gradient steps; L-BFGS takes its steps by line search")
+    gradient_steps = num_full_batch_steps > 0 and full_batch_method == "gradient" and full_batch_step_size is None
+    if step_size is None and (num_steps > 0 or gradient_steps):
+        raise ValueError("find_mode needs a step_size for its SGD stage and, by default, its full-batch gradient steps")
     named_init, to_user = _named_params(init)
+    stream = chain_data(data)
+    all_data = () if stream is None else (stream.to(torch.device(device)).full_batch(),)
     options = dict(num_chains=1, seed=seed, device=device, progress=progress, keep=())
 
     def descend(optimizer: Sampler, start: Any, steps: int, stage: str) -> Any:
@@ -78,13 +95,16 @@ def find_mode(
                 raise ValueError(f"find_mode: the {stage} diverged; use a smaller step size ({error})") from None
         return to_user({name: value[0] for name, value in trace.final_state["params"].items()})
 
-    mode = descend(SGLD(log_posterior, step_size=step_size, temperature=0.0), init, num_steps, "minibatch SGD stage")
-    if num_full_batch_steps > 0:
+    mode = init
+    if num_steps > 0:
+        sgd = SGLD(log_posterior, step_size=step_size, temperature=0.0)
+        mode = descend(sgd, mode, num_steps, "minibatch SGD stage")
+    if num_full_batch_steps > 0 and full_batch_method == "lbfgs":
+        mode = _lbfgs_ascent(log_posterior, mode, all_data, num_full_batch_steps, device)
+    elif num_full_batch_steps > 0:
         full_step = as_schedule(step_size)(0) if full_batch_step_size is None else full_batch_step_size
         full_batch = LD(log_posterior, step_size=full_step, temperature=0.0)
         mode = descend(full_batch, mode, num_full_batch_steps, "full-batch gradient stage")
-    stream = chain_data(data)
-    all_data = () if stream is None else (stream.to(torch.device(device)).full_batch(),)
     with torch.no_grad():
         start = to_user({name: value.to(device) for name, value in named_init.items()})
         start_value, mode_value = (float(log_posterior(point, *all_data)) for point in (start, mode))
@@ -97,6 +117,26 @@ def find_mode(
             stacklevel=2,
         )
     return mode
+
+
+def _lbfgs_ascent(
+    log_posterior: Callable[..., torch.Tensor], start: Any, all_data: tuple[Any, ...], iterations: int, device: Any
+) -> Any:
+    """``iterations`` of ``torch.optim.LBFGS`` on −log p over all the data, from ``start`` (in the user's format)."""
+    named_start, to_user = _named_params(start)
+    leaves = {name: value.detach().to(device).clone().requires_grad_() for name, value in named_start.items()}
+    optimizer = torch.optim.LBFGS(list(leaves.values()), max_iter=iterations, line_search_fn="strong_wolfe")
+
+    def loss() -> torch.Tensor:
+        optimizer.zero_grad()
+        value = -log_posterior(to_user(leaves), *all_data)
+        value.backward()
+        return value
+
+    optimizer.step(loss)
+    if not all(bool(torch.isfinite(value).all()) for value in leaves.values()):
+        raise ValueError("find_mode: the L-BFGS stage ended at a non-finite point; start nearer the mode")
+    return to_user({name: value.detach() for name, value in leaves.items()})
 
 
 def _named_mode(mode: Any) -> dict[str, torch.Tensor]:

@@ -9,7 +9,6 @@ import re
 from pathlib import Path
 
 import pytest
-import torch
 
 ROOT = Path(__file__).parents[1]
 DOCS = ROOT / "docs"
@@ -30,16 +29,11 @@ SCRIPT_PAGES = [pytest.param(page, id=str(page.relative_to(DOCS))) for page in S
 
 
 @pytest.fixture
-def sandbox(monkeypatch, tmp_path):
+def sandbox(monkeypatch, tmp_path, one_thread):
     monkeypatch.setenv("CI", "1")  # no progress bars
     monkeypatch.setenv("MPLBACKEND", "Agg")
     monkeypatch.chdir(tmp_path)
-    # The examples' models are tiny: one thread is as fast, and far faster on a loaded machine,
-    # where torch's worker threads wait for each other.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield tmp_path
-    torch.set_num_threads(threads)
+    return tmp_path
 
 
 @pytest.mark.parametrize("example", EXAMPLES)

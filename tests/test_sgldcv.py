@@ -10,14 +10,7 @@ from sgmcmc.chains import ChainGenerators
 from sgmcmc.log_density import BoundPotential, ChainPotential
 from targets import K_SIGMA, ConjugateLinearRegression, LogisticRegression, assert_moments, mean_and_se
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """The models are tiny: one thread is several times faster than two on a loaded 2-core machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def regression_data(model, batch_size):
@@ -221,6 +214,53 @@ def test_find_mode_reaches_the_map_of_a_conjugate_regression():
         step_size=5e-4,
     )
     assert set(named) == {"w"}
+
+
+def test_find_mode_lbfgs_reaches_the_map_of_a_badly_scaled_regression_where_gradient_descent_cannot():
+    """Features scaled by 1, 100 and 0.01 make the Hessian's condition number about 1e8: gradient
+    descent at its largest stable step 1/λ_max is still tens of posterior sds away after 50 steps,
+    L-BFGS (no step size, no SGD stage) is at the MAP, the posterior mean, within 1e-3 sd."""
+    model = ConjugateLinearRegression.make(num_data=1000, dim=3, seed=0)
+    scales = torch.tensor([1.0, 100.0, 0.01], dtype=torch.float64)
+    model = ConjugateLinearRegression(model.features * scales, model.targets, model.noise_sd, model.prior_sd)
+    mean, covariance = model.posterior()
+    sd = np.sqrt(np.diag(covariance))
+    largest_curvature = float(torch.linalg.eigvalsh(model.features.T @ model.features).max())
+    start, data = torch.zeros(3, dtype=torch.float64), regression_data(model, batch_size=100)
+    full_batch_only = dict(num_steps=0, num_full_batch_steps=50)
+    lbfgs = sgmcmc.find_mode(model.log_posterior(), start, data, full_batch_method="lbfgs", **full_batch_only)
+    assert np.all(np.abs(lbfgs.numpy() - mean) < 1e-3 * sd)
+    descent = sgmcmc.find_mode(
+        model.log_posterior(), start, data, full_batch_step_size=1 / largest_curvature, **full_batch_only
+    )
+    assert np.abs(descent.numpy() - mean).max() > 10 * sd.max()
+    named = sgmcmc.find_mode(
+        lambda params, batch: model.log_posterior()(params["w"], batch),
+        {"w": start},
+        data,
+        num_steps=5,
+        step_size=1e-9,
+        full_batch_method="lbfgs",
+        num_full_batch_steps=50,
+    )
+    np.testing.assert_allclose(named["w"].numpy(), lbfgs.numpy(), atol=1e-3 * sd.min())
+
+
+def test_find_mode_refuses_settings_that_do_not_fit_its_stages():
+    model = ConjugateLinearRegression.make(num_data=100, dim=3, seed=0)
+    arguments = (model.log_posterior(), torch.zeros(3, dtype=torch.float64), regression_data(model, 10))
+    with pytest.raises(ValueError, match="full_batch_method must be 'gradient' or 'lbfgs', got 'newton'"):
+        sgmcmc.find_mode(*arguments, num_steps=0, num_full_batch_steps=5, full_batch_method="newton")
+    with pytest.raises(ValueError, match="full_batch_step_size is for gradient steps"):
+        sgmcmc.find_mode(
+            *arguments, num_steps=0, num_full_batch_steps=5, full_batch_method="lbfgs", full_batch_step_size=0.1
+        )
+    with pytest.raises(ValueError, match="needs a step_size for its SGD stage"):
+        sgmcmc.find_mode(*arguments, num_steps=10)
+    with pytest.raises(ValueError, match="needs a step_size for its SGD stage and, by default, its full-batch"):
+        sgmcmc.find_mode(*arguments, num_steps=0, num_full_batch_steps=5)
+    with pytest.raises(ValueError, match="num_steps must be >= 1"):
+        sgmcmc.find_mode(*arguments, num_steps=0, step_size=1e-3)
 
 
 def test_find_mode_reports_divergence():
