@@ -74,6 +74,10 @@ class Minibatches:
 
     A batch is the tuple ``(t_1[rows], t_2[rows], …)``, or the tensor ``t_1[rows]`` alone when
     one tensor is given. Iterating yields the batches in order, like an unshuffled DataLoader.
+
+    A sampler gives each chain a fresh permutation of the rows every epoch and takes
+    ``len(self)`` batches from it; the N mod ``batch_size`` rows left over are other rows in
+    every epoch, so each row is used equally often on average and the estimate stays unbiased.
     """
 
     def __init__(self, *tensors: torch.Tensor, batch_size: int) -> None:
