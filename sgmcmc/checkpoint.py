@@ -17,7 +17,8 @@ import torch
 
 __all__ = ["write_atomically", "save_checkpoint", "load_checkpoint", "check_same_run"]
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+"""2: the data's fingerprint has Σ|x| too, and the checkpoint keeps a probe of the model."""
 
 
 def write_atomically(path: str | Path, write: Callable[[Path], None]) -> Path:

@@ -115,6 +115,11 @@ class ChainPotential:
         gradient = torch.autograd.grad(value.sum(), tuple(leaves.values()), allow_unused=True, materialize_grads=True)
         return value.detach(), dict(zip(leaves, gradient, strict=True))
 
+    def value(self, params: Params, batch: Any = None) -> torch.Tensor:
+        """log p̃ of shape (num_chains,) alone, computed without gradients."""
+        with torch.no_grad():
+            return self._value(params, batch)
+
     def with_hessian_vector_product(
         self, params: Params, batch: Any, tangent: Params
     ) -> tuple[torch.Tensor, Params, Params]:

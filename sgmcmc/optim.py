@@ -5,8 +5,10 @@ Each optimizer calls the same update function as its sampler (``langevin_step``,
 you back-propagate is −log p̃(θ), the full-data scale of the samplers (e.g. N × mean NLL minus
 the log prior), so ``lr`` is the samplers' step size η. The samplers' law is ∝ exp(−loss/T), so
 the loss divided by N (a mean loss) at ``temperature=1`` samples a posterior tempered N-fold,
-far too wide; with a mean loss use ``temperature=1/N`` and ``lr`` = N η (SGLD and SGHMC then
-move exactly as on the full-data loss). ``seed`` gives the noise stream: with one parameter
+far too wide. With a mean loss, these settings move θ exactly as η on the full-data loss:
+``temperature=1/N`` and ``lr`` = N η for SGLD and SGHMC (and SGHMC's ``noise_estimate`` divided
+by N); ``temperature=1/N``, ``lr`` = η and ``eps`` divided by N for PSGLD, whose preconditioner
+scales with the gradient. ``seed`` gives the noise stream: with one parameter
 tensor, ``optim.SGLD([theta], lr, seed=s)`` moves θ exactly as
 ``sgmcmc.SGLD(...).sample(theta, num_chains=1, seed=s)`` on the same gradients. ``state_dict()``
 holds the noise stream's state beside the momentum and preconditioner, so a run resumed with
@@ -184,7 +186,8 @@ class SGHMC(_UpdateRuleOptimizer):
 class PSGLD(_UpdateRuleOptimizer):
     """pSGLD without the Γ term (:func:`sgmcmc.psgld.psgld_step`); Γ needs curvature, which only the sampler has.
 
-    Back-propagate the full-data loss −log p̃(θ); a mean loss needs ``temperature=1/N`` (module docstring).
+    Back-propagate the full-data loss −log p̃(θ); a mean loss needs ``temperature=1/N`` and ``eps``/N
+    (module docstring).
     """
 
     def __init__(

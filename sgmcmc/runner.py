@@ -113,12 +113,11 @@ def _check_log_posterior_at_start(
     params: dict[str, torch.Tensor],
     first_batch: Any,
     potential: ChainPotential,
-) -> torch.Tensor:
+) -> None:
     """Raise, naming what is wrong, if ``log_posterior`` at the initial params (and the first batch)
     is not a finite scalar that depends on the params, or not finite with its gradient in every chain.
 
     Chain 0 is called directly, so that a wrong return reads as the user's error, not vmap's.
-    Returns every chain's value, (num_chains,) on the CPU.
     """
     where = "at the initial params of chain 0" + ("" if first_batch is None else " with the first batch")
     chain_zero = {name: value[0].detach().requires_grad_() for name, value in params.items()}
@@ -145,22 +144,35 @@ def _check_log_posterior_at_start(
             + ("" if first_batch is None else " with the first batch")
             + " (check init, and init_jitter if it is set: a chain may start outside the support)"
         )
-    return values.detach().cpu()
 
 
-def _check_same_log_posterior(saved: torch.Tensor, now: torch.Tensor, path: Path) -> None:
-    """Raise if ``log_posterior`` at the run's initial params differs from what it was when the checkpoint
-    at ``path`` was written: the model was edited, and a resumed run would mix two posteriors' draws.
+def _model_probe(potential: ChainPotential, params: dict[str, torch.Tensor], batch: Any) -> dict[str, Any]:
+    """For a checkpoint: every chain's log posterior at ``params`` on ``batch`` (one chain's batch, or
+    None), (num_chains,), and the batch's tensors, all on the CPU."""
+    leaves = [] if batch is None else [leaf.cpu() for leaf in pytree.tree_leaves(batch)]
+    return {"values": potential.value(params, batch).cpu(), "batch": leaves}
 
-    The tolerance, 256 units of rounding, allows for rounding that differs with the thread count or
-    machine (a 1% change of a prior's scale moves the value far more)."""
-    tolerance = 256 * torch.finfo(saved.dtype).eps
-    if saved.dtype != now.dtype or not torch.allclose(saved, now, rtol=tolerance, atol=tolerance):
-        chain = int((saved.double() - now.double()).abs().argmax())
+
+def _check_same_model(
+    probe: dict[str, Any], potential: ChainPotential, params: dict[str, torch.Tensor], batch: Any, path: Path
+) -> None:
+    """Raise if ``log_posterior`` at the checkpoint's state, on the batch the checkpoint keeps, differs from
+    what it was when the checkpoint at ``path`` was written: the model was edited, and a resumed run would
+    mix two posteriors' draws. ``batch``, this run's first batch, gives the saved batch's structure.
+
+    The tolerance, 256 units of rounding (at most 1e-4), allows for rounding that differs with the thread
+    count or machine; a 1% change of a prior's scale moves the value far more."""
+    leaves = [leaf.to(pytree.tree_leaves(params)[0].device) for leaf in probe["batch"]]
+    saved_batch = None if batch is None else pytree.tree_unflatten(leaves, pytree.tree_structure(batch))
+    saved = probe["values"]
+    now = potential.value(params, saved_batch).cpu()
+    tolerance = min(256 * torch.finfo(saved.dtype).eps, 1e-4)
+    if saved.dtype != now.dtype or not torch.allclose(saved, now, rtol=tolerance, atol=tolerance, equal_nan=True):
+        chain = int((saved.double() - now.double()).abs().nan_to_num(nan=float("inf")).argmax())
         raise ValueError(
-            f"checkpoint {path} was written with another log_posterior: at chain {chain}'s initial params "
-            f"it gave {saved[chain].item():.8g}, now {now[chain].item():.8g}; delete the checkpoint to "
-            "sample the edited model afresh, or restore the model the checkpoint was written with"
+            f"checkpoint {path} was written with another log_posterior: at chain {chain}'s saved state it gave "
+            f"{saved[chain].item():.8g}, now {now[chain].item():.8g} (on a batch the checkpoint keeps); delete "
+            "the checkpoint to sample the edited model afresh, or restore the model it was written with"
         )
 
 
@@ -347,13 +359,13 @@ def _kept_params(keep: Sequence[str] | None, params: dict[str, torch.Tensor]) ->
 
 
 def _check_cycles_fit(schedule: Schedule, num_steps: int) -> None:
-    """Warn when a run outlasts its :class:`Cyclical` step size's plan: the cycle length
-    L = ⌈K/M⌉ comes from the plan, so the cycles would silently go on past the M planned."""
-    if isinstance(schedule, Cyclical) and num_steps > schedule.total_steps:
+    """Warn when a run outlasts its :class:`Cyclical` step size's plan, M cycles of L = ⌈K/M⌉ steps: the
+    cycle length comes from the plan, so the cycles would silently go on past the M planned."""
+    if isinstance(schedule, Cyclical) and num_steps > schedule.num_cycles * schedule.cycle_length:
         warnings.warn(
             f"the Cyclical step size was made for total_steps={schedule.total_steps} ({schedule.num_cycles} "
-            f"cycles of {schedule.cycle_length} steps) but the run has num_steps={num_steps}, so it runs "
-            f"{num_steps / schedule.cycle_length:.3g} cycles; make the schedule with total_steps={num_steps}",
+            f"cycles of {schedule.cycle_length} steps) but the run has num_steps={num_steps}, so it starts cycle "
+            f"{schedule.cycle(num_steps - 1) + 1}; make the schedule with total_steps={num_steps}",
             RuntimeWarning,
             stacklevel=4,
         )
@@ -421,9 +433,7 @@ def run(
     full_data_potential = ChainPotential(
         sampler.log_posterior, to_user, has_data=stream is not None, batch_per_chain=False
     )
-    initial_log_posterior = _check_log_posterior_at_start(
-        sampler.log_posterior, to_user, params, first_batch, full_data_potential
-    )
+    _check_log_posterior_at_start(sampler.log_posterior, to_user, params, first_batch, full_data_potential)
     functionals, functional_variables = _functionals(functionals, to_user, params)
 
     full_batch = None if stream is None else stream.full_batch()
@@ -515,8 +525,7 @@ def run(
         generators.set_states(saved["generators"])
         if stream is not None:
             stream.set_state(saved["data"])
-        if "initial_log_posterior" in saved:  # after the data's check: other data changes it too
-            _check_same_log_posterior(saved["initial_log_posterior"], initial_log_posterior, checkpoint)
+        _check_same_model(saved["model_probe"], full_data_potential, state["params"], first_batch, checkpoint)
         recorder.restore(saved["trace"], steps_done=first_step)
     else:
         recorder.start(steps_done=0)
@@ -552,7 +561,7 @@ def run(
             if checkpoint is not None and (steps_done % checkpoint_every == 0 or steps_done == num_steps):
                 contents = {
                     "settings": checkpoint_settings,
-                    "initial_log_posterior": initial_log_posterior,
+                    "model_probe": _model_probe(full_data_potential, state["params"], first_batch),
                     "step": steps_done,
                     "state": state,
                     "alive": alive,

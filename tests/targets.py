@@ -323,7 +323,8 @@ class Interrupting:
     """A log posterior that raises KeyboardInterrupt (as Ctrl-C would) when called for step ``at_step``.
 
     The engine calls ``log_posterior`` twice to check the inputs (chain 0 alone, then every chain),
-    then once per step (vectorised over chains), so :attr:`steps_run` counts the steps it took.
+    then once per step (vectorised over chains), so :attr:`steps_run` counts the steps it took. The
+    calls without gradients (a checkpoint's probe of the model) are not counted.
     """
 
     CHECKS = 2
@@ -332,6 +333,8 @@ class Interrupting:
         self.log_posterior, self.at_step, self.calls = log_posterior, at_step, 0
 
     def __call__(self, *arguments):
+        if not torch.is_grad_enabled():
+            return self.log_posterior(*arguments)
         self.calls += 1
         if self.at_step is not None and self.calls == self.at_step + self.CHECKS + 1:
             raise KeyboardInterrupt

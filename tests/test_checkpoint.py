@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 import torch
+from torch.utils.data import DataLoader
 
 import sgmcmc
 from sgmcmc.checkpoint import check_same_run, load_checkpoint, write_atomically
@@ -231,11 +232,12 @@ def test_a_resumed_streaming_run_stopped_again_at_once_keeps_no_stale_draws(tmp_
 
 def test_checkpoint_of_an_edited_log_posterior_is_refused(tmp_path):
     """Editing the model (here the prior's scale, by 1%) and rerunning with the same checkpoint would
-    resume it, mixing two posteriors' draws; the run's initial log posterior tells the two apart."""
+    resume it, mixing two posteriors' draws; the log posterior at the saved state, on a batch the
+    checkpoint keeps, tells the two apart (at the start, zeros, this prior is 0 whatever its scale)."""
     checkpoint = tmp_path / "run.pt"
     model = ConjugateLinearRegression.make(num_data=100, dim=2, seed=0)
     data = sgmcmc.Minibatches(model.features, model.targets, batch_size=10)
-    options = dict(num_chains=3, num_steps=20, seed=0, init_jitter=1.0, progress=False, checkpoint=checkpoint)
+    options = dict(num_chains=3, num_steps=20, seed=0, progress=False, checkpoint=checkpoint)
 
     def sample(prior_scale):
         def log_posterior(theta, batch):
@@ -245,5 +247,21 @@ def test_checkpoint_of_an_edited_log_posterior_is_refused(tmp_path):
 
     sample(prior_scale=1.0)
     sample(prior_scale=1.0)  # the same model, rebuilt: resumed
-    with pytest.raises(ValueError, match=r"written with another log_posterior: at chain \d's initial params it gave"):
+    with pytest.raises(ValueError, match=r"written with another log_posterior: at chain \d's saved state it gave"):
         sample(prior_scale=1.01)
+
+
+def test_a_resume_with_another_init_and_reshuffled_batches_is_the_same_model(tmp_path):
+    """The check does not depend on what a resume ignores: the init (unseeded here) and the order in
+    which a shuffling loader, read once, yields its batches."""
+    checkpoint = tmp_path / "run.pt"
+    model = ConjugateLinearRegression.make(num_data=100, dim=2, seed=0)
+    rows = [(model.features[row], model.targets[row]) for row in range(100)]  # a plain list: read once
+    options = dict(num_chains=2, num_steps=40, seed=0, progress=False, checkpoint=checkpoint, checkpoint_every=10)
+    sampler = sgmcmc.SGLD(Interrupting(model.log_posterior(), at_step=25), step_size=1e-3)
+    with pytest.warns(RuntimeWarning, match="interrupted after 25 of 40 steps"):
+        sampler.sample(torch.randn(2, dtype=torch.float64), DataLoader(rows, batch_size=10, shuffle=True), **options)
+    resumed = sgmcmc.SGLD(model.log_posterior(), step_size=1e-3).sample(
+        torch.randn(2, dtype=torch.float64), DataLoader(rows, batch_size=10, shuffle=True), **options
+    )
+    assert resumed.attrs["steps_done"] == 40

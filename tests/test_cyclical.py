@@ -116,17 +116,17 @@ def test_a_run_that_ends_before_its_first_sampling_stage_is_refused():
         )
 
 
-def test_a_run_longer_than_its_schedule_warns_and_a_shorter_one_does_not(recwarn):
-    schedule = Cyclical(initial_step_size=0.1, num_cycles=2, total_steps=20, exploration=0.5)
+def test_a_run_longer_than_its_cycles_warns_and_a_shorter_one_does_not(recwarn):
+    """3 cycles of ⌈20/3⌉ = 7 steps last 21 steps: a run of 21 stays within them, one of 22 starts a 4th."""
+    schedule = Cyclical(initial_step_size=0.1, num_cycles=3, total_steps=20, exploration=0.5)
     sampler = sgmcmc.SGLD(standard_normal_log_posterior, schedule)
-    sampler.sample(torch.zeros(1), num_chains=1, num_steps=15, seed=0, progress=False)
-    sampler.sample(torch.zeros(1), num_chains=1, num_steps=20, seed=0, progress=False)
+    for num_steps in (15, 20, 21):
+        sampler.sample(torch.zeros(1), num_chains=1, num_steps=num_steps, seed=0, progress=False)
     assert not [warning for warning in recwarn if "Cyclical" in str(warning.message)]
-    with pytest.warns(
-        RuntimeWarning, match=r"total_steps=20 \(2 cycles of 10 steps\).*num_steps=30, so it runs 3 cycles"
-    ):
+    expected = r"total_steps=20 \(3 cycles of 7 steps\).*num_steps=22, so it starts cycle 4"
+    with pytest.warns(RuntimeWarning, match=expected):
         sgmcmc.CyclicalSGLD(standard_normal_log_posterior, schedule).sample(
-            torch.zeros(1), num_chains=1, num_steps=30, seed=0, progress=False
+            torch.zeros(1), num_chains=1, num_steps=22, seed=0, progress=False
         )
 
 

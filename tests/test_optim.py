@@ -152,32 +152,50 @@ def test_state_stays_with_its_parameter_when_another_has_no_gradient():
     )
 
 
-@pytest.mark.parametrize(
-    "make_optimizer",
-    [
-        lambda params, lr, temperature: sgmcmc.optim.SGLD(params, lr=lr, temperature=temperature, seed=3),
-        lambda params, lr, temperature: sgmcmc.optim.SGHMC(
-            params, lr=lr, friction=0.2, temperature=temperature, seed=3
-        ),
-    ],
-    ids=["SGLD", "SGHMC"],
-)
-def test_a_mean_loss_at_temperature_one_over_n_moves_as_the_full_data_loss(make_optimizer):
-    """The module docstring's rule: the loss divided by N, with lr × N and temperature 1/N, is the
-    full-data loss with lr and temperature 1, step for step (the same noise, up to rounding)."""
+MEAN_LOSS_RULE = {
+    "SGLD": lambda params, step_size, num_data, mean: sgmcmc.optim.SGLD(
+        params, lr=step_size * (num_data if mean else 1), temperature=1 / num_data if mean else 1.0, seed=3
+    ),
+    "SGHMC": lambda params, step_size, num_data, mean: sgmcmc.optim.SGHMC(
+        params,
+        lr=step_size * (num_data if mean else 1),
+        friction=0.2,
+        noise_estimate=0.1 / (num_data if mean else 1),
+        temperature=1 / num_data if mean else 1.0,
+        seed=3,
+    ),
+    "PSGLD": lambda params, step_size, num_data, mean: sgmcmc.optim.PSGLD(
+        params,
+        lr=step_size,
+        alpha=0.9,
+        eps=1e-3 / (num_data if mean else 1),
+        temperature=1 / num_data if mean else 1.0,
+        seed=3,
+    ),
+}
+"""Optimizer name -> make(params, η, N, mean): on the full-data loss with η, or on the mean loss by the module
+docstring's rule."""
+
+
+@pytest.mark.parametrize("name", MEAN_LOSS_RULE)
+def test_a_mean_loss_by_the_module_docstrings_rule_moves_as_the_full_data_loss(name):
+    """The loss divided by N, with the settings the module docstring gives, is the full-data loss step for
+    step (the same noise, up to rounding); the mean loss at temperature 1 is not."""
     num_data, step_size = 1000, 1e-4
 
-    def trajectory(loss_scale, lr, temperature):
+    def trajectory(mean, temperature_one=False):
         theta = torch.nn.Parameter(INIT.clone())
-        optimizer = make_optimizer([theta], lr, temperature)
+        optimizer = MEAN_LOSS_RULE[name]([theta], step_size, num_data, mean)
+        if temperature_one:
+            optimizer.param_groups[0]["temperature"] = 1.0
         thetas = []
         for _ in range(NUM_STEPS):
             optimizer.zero_grad()
-            (-num_data * standard_normal_log_posterior(theta) * loss_scale).backward()
+            (-num_data * standard_normal_log_posterior(theta) / (num_data if mean else 1)).backward()
             optimizer.step()
             thetas.append(theta.detach().clone())
         return torch.stack(thetas)
 
-    full = trajectory(1.0, step_size, 1.0)
-    np.testing.assert_allclose(trajectory(1 / num_data, step_size * num_data, 1 / num_data), full, rtol=1e-12)
-    assert not torch.allclose(trajectory(1 / num_data, step_size * num_data, 1.0), full, rtol=1e-3)
+    full = trajectory(mean=False)
+    np.testing.assert_allclose(trajectory(mean=True), full, rtol=1e-12)
+    assert not torch.allclose(trajectory(mean=True, temperature_one=True), full, rtol=1e-3)
