@@ -78,8 +78,10 @@ def find_mode(
         raise ValueError(f"full_batch_method must be 'gradient' or 'lbfgs', got {full_batch_method!r}")
     if full_batch_method == "lbfgs" and full_batch_step_size is not None:
         raise ValueError("full_batch_step_size is for gradient steps; L-BFGS takes its steps by line search")
-    gradient_steps = num_full_batch_steps > 0 and full_batch_method == "gradient" and full_batch_step_size is None
-    if step_size is None and (num_steps > 0 or gradient_steps):
+    full_batch_uses_step_size = (
+        num_full_batch_steps > 0 and full_batch_method == "gradient" and full_batch_step_size is None
+    )
+    if step_size is None and (num_steps > 0 or full_batch_uses_step_size):
         raise ValueError("find_mode needs a step_size for its SGD stage and, by default, its full-batch gradient steps")
     named_init, to_user = _named_params(init)
     stream = chain_data(data)
