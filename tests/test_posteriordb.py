@@ -143,13 +143,13 @@ class Posterior:
 
 
 def _normal_log_likelihood(targets: torch.Tensor, location: torch.Tensor, log_sigma: torch.Tensor) -> torch.Tensor:
-    """log Normal(targets | location, e^log_sigma), each row, up to the constant −log √(2π)."""
-    return -0.5 * ((targets - location) * torch.exp(-log_sigma)) ** 2 - log_sigma
+    """log Normal(targets | location, e^log_sigma), each row."""
+    return torch.distributions.Normal(location, log_sigma.exp()).log_prob(targets)
 
 
 def _half_cauchy_with_jacobian(log_sigma: torch.Tensor) -> torch.Tensor:
-    """log half-Cauchy(e^log_sigma | 2.5) + log|dσ/du| = −log(1 + (σ/2.5)²) + u, up to a constant."""
-    return -torch.log1p((log_sigma.exp() / 2.5) ** 2) + log_sigma
+    """log half-Cauchy(e^log_sigma | 2.5) + log|dσ/du|, the Jacobian of σ = e^u being u."""
+    return torch.distributions.HalfCauchy(2.5).log_prob(log_sigma.exp()) + log_sigma
 
 
 def kidiq() -> Posterior:
