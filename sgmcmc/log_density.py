@@ -108,11 +108,12 @@ class ChainPotential:
             gradient, value = self._value_and_grad(params, batch)
             return value, gradient
         leaves = {name: param.detach().requires_grad_() for name, param in params.items()}
-        with torch.enable_grad():
+        with torch.enable_grad():  # a caller's torch.no_grad() would leave nothing to differentiate
             value = self._value(leaves, batch)
+            total = value.sum()
         if not value.requires_grad:  # log p̃ does not depend on the params
             return value, {name: torch.zeros_like(leaf) for name, leaf in leaves.items()}
-        gradient = torch.autograd.grad(value.sum(), tuple(leaves.values()), allow_unused=True, materialize_grads=True)
+        gradient = torch.autograd.grad(total, tuple(leaves.values()), allow_unused=True, materialize_grads=True)
         return value.detach(), dict(zip(leaves, gradient, strict=True))
 
     def value(self, params: Params, batch: Any = None) -> torch.Tensor:

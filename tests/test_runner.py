@@ -334,45 +334,40 @@ def test_no_warning_on_a_healthy_run():
 _LOG_POSTERIOR = ConjugateLinearRegression.make(100, 2, 0).log_posterior()
 
 
-@pytest.mark.parametrize(
-    ("sampler", "max_graphs"),
-    [
-        (sgmcmc.SGLD(_LOG_POSTERIOR, step_size=1e-3), 1),
-        (sgmcmc.SGHMC(_LOG_POSTERIOR, step_size=sgmcmc.schedules.Polynomial(1e-3, 1.0, 0.55), friction=1.0), 2),
-        (sgmcmc.LD(_LOG_POSTERIOR, step_size=1e-3, metropolis=True), 1),
-        (sgmcmc.SGNHT(_LOG_POSTERIOR, step_size=1e-3), 1),
-        (sgmcmc.PSGLD(_LOG_POSTERIOR, step_size=1e-3), 1),
-        (
-            sgmcmc.CyclicalSGLD(
-                _LOG_POSTERIOR, step_size=sgmcmc.schedules.Cyclical(1e-3, num_cycles=2, total_steps=40)
-            ),
-            3,
+_EVERY_SAMPLER = {
+    "SGLD": (sgmcmc.SGLD(_LOG_POSTERIOR, step_size=1e-3), 1),
+    "SGHMC, decaying step": (
+        sgmcmc.SGHMC(_LOG_POSTERIOR, step_size=sgmcmc.schedules.Polynomial(1e-3, 1.0, 0.55), friction=1.0),
+        2,
+    ),
+    "MALA, uniform draws": (sgmcmc.LD(_LOG_POSTERIOR, step_size=1e-3, metropolis=True), 1),
+    "SGNHT": (sgmcmc.SGNHT(_LOG_POSTERIOR, step_size=1e-3), 1),
+    "PSGLD": (sgmcmc.PSGLD(_LOG_POSTERIOR, step_size=1e-3), 1),
+    "cSGLD, T 0 then 1": (
+        sgmcmc.CyclicalSGLD(_LOG_POSTERIOR, step_size=sgmcmc.schedules.Cyclical(1e-3, num_cycles=2, total_steps=40)),
+        3,
+    ),
+    "cSGHMC, noise estimate, T 0 then 0.5": (
+        sgmcmc.CyclicalSGHMC(
+            _LOG_POSTERIOR,
+            step_size=sgmcmc.schedules.Cyclical(1e-3, num_cycles=2, total_steps=40),
+            friction=0.5,
+            noise_estimate=0.1,
+            temperature=0.5,
         ),
-        (
-            sgmcmc.CyclicalSGHMC(
-                _LOG_POSTERIOR,
-                step_size=sgmcmc.schedules.Cyclical(1e-3, num_cycles=2, total_steps=40),
-                friction=0.5,
-                noise_estimate=0.1,
-                temperature=0.5,
-            ),
-            3,
-        ),
-        (sgmcmc.SGLDCV(_LOG_POSTERIOR, step_size=1e-3, mode=torch.zeros(2, dtype=torch.float64)), 1),
-        (sgmcmc.ASGLD(_LOG_POSTERIOR, step_size=1e-3, momentum=0.5, noise=2.0), 1),
-    ],
-    ids=[
-        "SGLD",
-        "SGHMC, decaying step",
-        "MALA, uniform draws",
-        "SGNHT",
-        "PSGLD",
-        "cSGLD, T 0 then 1",
-        "cSGHMC, noise estimate, T 0 then 0.5",
-        "SGLDCV",
-        "ASGLD",
-    ],
-)
+        3,
+    ),
+    "SGLDCV": (sgmcmc.SGLDCV(_LOG_POSTERIOR, step_size=1e-3, mode=torch.zeros(2, dtype=torch.float64)), 1),
+    "ASGLD": (sgmcmc.ASGLD(_LOG_POSTERIOR, step_size=1e-3, momentum=0.5, noise=2.0), 1),
+}
+
+
+def _regression_data():
+    model = ConjugateLinearRegression.make(num_data=100, dim=2, seed=0)
+    return sgmcmc.Minibatches(model.features, model.targets, batch_size=10)
+
+
+@pytest.mark.parametrize(("sampler", "max_graphs"), list(_EVERY_SAMPLER.values()), ids=list(_EVERY_SAMPLER))
 def test_compiled_run_equals_eager_run(sampler, max_graphs):
     """compile=True keeps every chain's random streams, and a float that changes during the run
     (a decaying step size; cSGLD's temperature, 0 while exploring) becomes an input of the graph
@@ -380,14 +375,33 @@ def test_compiled_run_equals_eager_run(sampler, max_graphs):
     its recompile limit, 8, and run the rest eagerly): one graph plus one per changing float."""
     from torch._dynamo.utils import counters
 
-    model = ConjugateLinearRegression.make(num_data=100, dim=2, seed=0)
-    data = sgmcmc.Minibatches(model.features, model.targets, batch_size=10)
+    data = _regression_data()
     options = dict(num_chains=3, num_steps=40, seed=7, progress=False)
     counters.clear()
     torch._dynamo.reset()
     compiled = sampler.sample(torch.zeros(2, dtype=torch.float64), data, compile=True, **options)
     assert counters["stats"]["unique_graphs"] <= max_graphs
     eager = sampler.sample(torch.zeros(2, dtype=torch.float64), data, **options)
+    np.testing.assert_allclose(compiled.posterior["theta"], eager.posterior["theta"], rtol=1e-10)
+
+
+@pytest.mark.parametrize("sampler", [sampler for sampler, _ in _EVERY_SAMPLER.values()], ids=list(_EVERY_SAMPLER))
+def test_a_run_inside_torch_no_grad_equals_the_run_outside_it(sampler):
+    """Sampling under a caller's torch.no_grad() (an evaluation loop, say) still differentiates the
+    log posterior; it used to fail inside autograd with "does not require grad"."""
+    options = dict(num_chains=3, num_steps=40, seed=7, progress=False)
+    with torch.no_grad():
+        inside = sampler.sample(torch.zeros(2, dtype=torch.float64), _regression_data(), **options)
+    outside = sampler.sample(torch.zeros(2, dtype=torch.float64), _regression_data(), **options)
+    np.testing.assert_array_equal(inside.posterior["theta"], outside.posterior["theta"])
+
+
+def test_a_compiled_run_inside_torch_no_grad_equals_the_eager_run():
+    sampler = _EVERY_SAMPLER["SGLD"][0]
+    options = dict(num_chains=3, num_steps=40, seed=7, progress=False)
+    with torch.no_grad():
+        compiled = sampler.sample(torch.zeros(2, dtype=torch.float64), _regression_data(), compile=True, **options)
+    eager = sampler.sample(torch.zeros(2, dtype=torch.float64), _regression_data(), **options)
     np.testing.assert_allclose(compiled.posterior["theta"], eager.posterior["theta"], rtol=1e-10)
 
 

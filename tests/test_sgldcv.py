@@ -246,6 +246,16 @@ def test_find_mode_lbfgs_reaches_the_map_of_a_badly_scaled_regression_where_grad
     np.testing.assert_allclose(named["w"].numpy(), lbfgs.numpy(), atol=1e-3 * sd.min())
 
 
+@pytest.mark.parametrize("full_batch_method", ["gradient", "lbfgs"])
+def test_find_mode_inside_torch_no_grad_equals_find_mode_outside_it(full_batch_method):
+    model = ConjugateLinearRegression.make(num_data=200, dim=3, seed=0)
+    arguments = (model.log_posterior(), torch.zeros(3, dtype=torch.float64), regression_data(model, 20))
+    options = dict(num_steps=20, step_size=5e-4, num_full_batch_steps=5, full_batch_method=full_batch_method)
+    with torch.no_grad():
+        inside = sgmcmc.find_mode(*arguments, **options)
+    np.testing.assert_array_equal(inside.numpy(), sgmcmc.find_mode(*arguments, **options).numpy())
+
+
 def test_find_mode_refuses_settings_that_do_not_fit_its_stages():
     model = ConjugateLinearRegression.make(num_data=100, dim=3, seed=0)
     arguments = (model.log_posterior(), torch.zeros(3, dtype=torch.float64), regression_data(model, 10))
