@@ -8,6 +8,7 @@ from sgmcmc.bias_variance import BiasVarianceStudy, GaussianTarget, bias_varianc
 from sgmcmc.chains import chain_seeds
 from sgmcmc.cyclical import CyclicalSGHMC, CyclicalSGLD
 from sgmcmc.data import Minibatches
+from sgmcmc.laplace import LaplaceApproximation, laplace_approximation
 from sgmcmc.ld import LD
 from sgmcmc.log_density import minibatch_log_posterior
 from sgmcmc.psgld import PSGLD
@@ -32,6 +33,7 @@ __all__ = [
     "SGNHT",
     "BiasVarianceStudy",
     "GaussianTarget",
+    "LaplaceApproximation",
     "Minibatches",
     "Sampler",
     "SamplerDivergenceWarning",
@@ -41,6 +43,7 @@ __all__ = [
     "distributed",
     "find_mode",
     "kernel_stein_discrepancy",
+    "laplace_approximation",
     "landscapes",
     "minibatch_log_posterior",
     "optim",

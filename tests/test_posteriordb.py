@@ -195,17 +195,13 @@ def ark() -> Posterior:
     )
 
 
-def laplace_approximation(log_posterior, rows: tuple[torch.Tensor, ...], init: torch.Tensor):
-    """(mode, L): the mode of the full-data log posterior and L Lᵀ = (−∇² log p(mode))⁻¹, L lower triangular.
-
-    The mode comes from :func:`sgmcmc.find_mode`'s L-BFGS stage alone: its gradient-descent stages
-    converge at a rate set by the Hessian's condition number, 4.7e5 on kidiq, and after 20,000
-    full-batch steps are still 4 posterior sds from the mode.
-    """
+def find_laplace_approximation(log_posterior, rows: tuple[torch.Tensor, ...], init: torch.Tensor):
+    """The Laplace approximation of the full-data posterior, at the mode from find_mode's L-BFGS stage
+    alone: its gradient-descent stages converge at a rate set by the Hessian's condition number,
+    4.7e5 on kidiq, and after 20,000 full-batch steps are still 4 posterior sds from the mode."""
     data = sgmcmc.Minibatches(*rows, batch_size=len(rows[0]))
     mode = sgmcmc.find_mode(log_posterior, init, data, num_steps=0, num_full_batch_steps=500, full_batch_method="lbfgs")
-    hessian = torch.func.hessian(lambda point: log_posterior(point, rows))(mode)
-    return mode, torch.linalg.cholesky(torch.linalg.inv(-hessian))
+    return sgmcmc.laplace_approximation(log_posterior, mode, data)
 
 
 SG_SAMPLERS = {
@@ -227,8 +223,8 @@ def test_minibatch_sampler_matches_the_stan_reference(posterior, sampler_name):
     """Minibatch SGLD and SGHMC on kidiq and arK, within k = 4 s.e. plus b = 0.1 reference sd.
 
     Preconditioning, as a user without the reference would do it: the Laplace approximation
-    N(mode, L Lᵀ) of the full-data posterior (:func:`laplace_approximation`); the samplers move
-    z, with u = mode + L z and log density log p(mode + L z) (a constant Jacobian). In z the
+    N(mode, L Lᵀ) of the full-data posterior (:func:`sgmcmc.laplace_approximation`); the samplers
+    move z, with u = mode + L z and log density log p(mode + L z) (a constant Jacobian). In z the
     posterior is close to N(0, I), so the step sizes are in whitened units, as in check 4 of
     posteriordb's README.
 
@@ -246,16 +242,10 @@ def test_minibatch_sampler_matches_the_stan_reference(posterior, sampler_name):
     ESS ≥ 4500 per element on those seeds, so k/√ESS ≤ 0.06, below b.
     """
     posterior = posterior()
-    log_posterior = posterior.log_posterior()
-    mode, scale = laplace_approximation(log_posterior, posterior.rows, posterior.init)
-
-    def whitened_log_posterior(params, batch):
-        return log_posterior(mode + scale @ params["z"], batch)
-
-    whitened_log_posterior.num_data = log_posterior.num_data  # keeps sample's check of N against the data's rows
+    laplace = find_laplace_approximation(posterior.log_posterior(), posterior.rows, posterior.init)
     make_sampler, run_length = SG_SAMPLERS[sampler_name]
-    trace = make_sampler(whitened_log_posterior).sample(
-        {"z": torch.zeros_like(mode)},
+    trace = make_sampler(laplace.whitened_log_posterior).sample(
+        laplace.whiten(laplace.mode),
         sgmcmc.Minibatches(*posterior.rows, batch_size=posterior.batch_size),
         thin=4,
         seed=5,
@@ -263,6 +253,6 @@ def test_minibatch_sampler_matches_the_stan_reference(posterior, sampler_name):
         progress=False,
         **run_length,
     )
-    u = mode.numpy() + trace.posterior["z"] @ scale.numpy().T
+    u = laplace.unwhiten(trace).posterior["theta"]
     summary = assert_matches_reference(posterior.constrain(u), posterior.reference, bias_budget=BIAS_BUDGET)
     print(", ".join(f"{name} {value:.{0 if name == 'min_ess' else 3}f}" for name, value in summary.items()))
