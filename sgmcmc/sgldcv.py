@@ -111,10 +111,13 @@ def find_mode(
         start = to_user({name: value.to(device) for name, value in named_init.items()})
         start_value, mode_value = (float(log_posterior(point, *all_data)) for point in (start, mode))
     if not mode_value >= start_value:
+        step_sizes = {"step_size": num_steps > 0 or full_batch_uses_step_size}
+        step_sizes["full_batch_step_size"] = full_batch_step_size is not None and num_full_batch_steps > 0
+        remedies = [f"lower {name}" for name, used in step_sizes.items() if used] + ["add steps"]
         warnings.warn(
             f"find_mode: the log posterior on all the data is {mode_value:.6g} at the result, below {start_value:.6g} "
-            "at init: the descent did not converge (a step size too large to be stable?); lower step_size or add "
-            "steps (or, if init was a mode already, use init itself)",
+            f"at init: the descent did not converge (a step size too large to be stable?); {' or '.join(remedies)} "
+            "(or, if init was a mode already, use init itself)",
             RuntimeWarning,
             stacklevel=2,
         )

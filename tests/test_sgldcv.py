@@ -293,8 +293,17 @@ def test_find_mode_reports_divergence():
             num_steps=20,
             step_size=3e-3,
         )
+    with pytest.warns(RuntimeWarning, match="lower full_batch_step_size or add steps"):
+        sgmcmc.find_mode(
+            model.log_posterior(),
+            torch.zeros(3, dtype=torch.float64),
+            regression_data(model, 100),
+            num_steps=0,
+            num_full_batch_steps=20,
+            full_batch_step_size=3e-3,
+        )
     # without data too: −(θ − 1)² at step 1.5 doubles the error every step
-    with pytest.warns(RuntimeWarning, match="below .* at init: the descent did not converge"):
+    with pytest.warns(RuntimeWarning, match="below .* at init: the descent did not converge .*; lower step_size or"):
         sgmcmc.find_mode(
             lambda theta: -((theta - 1.0) ** 2).sum(),
             torch.zeros(2, dtype=torch.float64),
