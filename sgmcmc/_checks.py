@@ -79,3 +79,13 @@ def parameter_tensor(where: str, value: Any) -> torch.Tensor:
     if not torch.isfinite(value).all():
         raise ValueError(f"{where} holds non-finite values")
     return value
+
+
+def autograd_allowed(where: str) -> None:
+    """A RuntimeError naming ``where`` under ``torch.inference_mode()``, in which nothing can be
+    differentiated (``torch.no_grad()`` is fine: the package turns gradients back on where it needs them)."""
+    if torch.is_inference_mode_enabled():
+        raise RuntimeError(
+            f"{where} differentiates log_posterior, which torch.inference_mode() forbids; call it outside "
+            "inference mode (under torch.no_grad() it works)"
+        )

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 from torch.func import grad, jvp, vmap
 
+from sgmcmc._checks import autograd_allowed, count
 from sgmcmc.data import chain_data
 from sgmcmc.runner import TENSOR_PARAM_NAME, _named_params
 from sgmcmc.sgldcv import _named_mode
@@ -31,27 +32,58 @@ class LaplaceApproximation:
     """N(θ̂, Σ) over the parameters laid end to end (P numbers, in the order of ``mode``'s names).
 
     Attributes:
+        log_posterior: the ``log_posterior`` it approximates.
         mode: θ̂, in the format of the ``mode`` it was built from (a tensor or a dict of tensors).
         precision_cholesky: C, shape (P, P), lower triangular, C Cᵀ = −∇²log p(θ̂) = Σ⁻¹.
         scale: L = C⁻ᵀ, shape (P, P), upper triangular, L Lᵀ = Σ: θ = θ̂ + L z.
-        whitened_log_posterior: z ↦ log p̃(θ̂ + L z) on the sampler's batch, z of shape (P,); a
-            ``log_posterior`` for any sampler, with the original's ``num_data``. Started at z = 0
-            (θ̂) with ``init_jitter=1.0``, the chains start spread over about one posterior sd.
     """
 
+    log_posterior: Callable[..., torch.Tensor]
     mode: Any
     precision_cholesky: torch.Tensor
     scale: torch.Tensor
-    whitened_log_posterior: Callable[..., torch.Tensor]
     _named_mode: dict[str, torch.Tensor] = dataclasses.field(repr=False)
+    _to_user: Callable[[dict[str, torch.Tensor]], Any] = dataclasses.field(repr=False)
+    _on_device: dict[torch.device, tuple[torch.Tensor, torch.Tensor]] = dataclasses.field(
+        default_factory=dict, repr=False
+    )
 
     @property
     def covariance(self) -> torch.Tensor:
         """Σ = L Lᵀ, shape (P, P)."""
         return self.scale @ self.scale.T
 
+    @functools.cached_property
+    def whitened_log_posterior(self) -> Callable[..., torch.Tensor]:
+        """z ↦ log p̃(θ̂ + L z) on the sampler's batch, z of shape (P,): a ``log_posterior`` for any
+        sampler, with the original's ``num_data``. Started at z = 0 (θ̂) with ``init_jitter=1.0``,
+        the chains start spread over about one posterior sd."""
+
+        def whitened_log_posterior(z: torch.Tensor, *batch: Any) -> torch.Tensor:
+            return self.log_posterior(self.params(z), *batch)
+
+        if hasattr(self.log_posterior, "num_data"):
+            whitened_log_posterior.num_data = self.log_posterior.num_data  # type: ignore[attr-defined]
+        return whitened_log_posterior
+
+    def params(self, z: torch.Tensor) -> Any:
+        """θ = θ̂ + L z in the format of ``mode``, for one z of shape (P,): what a functional of a
+        whitened run (which is handed z) calls to compute a functional of θ."""
+        size = self.scale.shape[0]
+        if not isinstance(z, torch.Tensor) or tuple(z.shape) != (size,) or z.dtype != self.scale.dtype:
+            described = f"{tuple(z.shape)} {z.dtype}" if isinstance(z, torch.Tensor) else type(z).__name__
+            raise ValueError(
+                f"z must be a tensor of shape ({size},) and dtype {self.scale.dtype}, got {described}; start a "
+                "whitened run at laplace.whiten(init) (or laplace.whiten(laplace.mode))"
+            )
+        if z.device not in self._on_device:  # an approximation built on the CPU serves a run on CUDA
+            self._on_device[z.device] = (_flatten(self._named_mode, z.dtype).to(z.device), self.scale.to(z.device))
+        centre, scale = self._on_device[z.device]
+        return self._to_user(_unflatten(centre + scale @ z, self._named_mode))
+
     def whiten(self, params: torch.Tensor | dict[str, torch.Tensor]) -> torch.Tensor:
-        """z = Cᵀ (θ − θ̂), shape (P,), for one point θ in the format of ``mode`` (zeros at θ̂)."""
+        """z = Cᵀ (θ − θ̂), shape (P,), on ``mode``'s device, for one point θ in the format of
+        ``mode`` (zeros at θ̂; the inverse of :meth:`params`)."""
         named, _ = _named_params(params)
         if named.keys() != self._named_mode.keys():
             raise ValueError(f"params have names {sorted(named)}; the mode has {sorted(self._named_mode)}")
@@ -59,21 +91,21 @@ class LaplaceApproximation:
             expected = tuple(self._named_mode[name].shape)
             if tuple(value.shape) != expected:
                 raise ValueError(f"params[{name!r}] has shape {tuple(value.shape)}; the mode's is {expected}")
-        offset = _flatten(named, self.scale.dtype) - _flatten(self._named_mode, self.scale.dtype)
-        return self.precision_cholesky.T @ offset.to(self.scale.device)
+        point = _flatten(named, self.scale.dtype).to(self.scale.device)
+        return self.precision_cholesky.T @ (point - _flatten(self._named_mode, self.scale.dtype))
 
     def unwhiten(self, trace: Trace) -> Trace:
-        """The trace of a run on :attr:`whitened_log_posterior`, its draws mapped back to θ.
+        """The trace of a run on :attr:`whitened_log_posterior`, its draws mapped back to θ, in memory.
 
         ``posterior`` gets θ̂ + L z under the mode's names and shapes; ``gradients`` (from
-        ``keep_gradients=True``) get ∇_θ log p̃ = C ∇_z log p̃. Stats, functionals and ``attrs``
-        are kept (``attrs["whitening"]`` records the map); ``final_state`` stays in z, where
-        the sampler resumes. The draws are read into memory.
+        ``keep_gradients=True``) get ∇_θ log p̃ = C ∇_z log p̃. Stats, functionals (computed on z:
+        see :meth:`params`) and ``attrs`` are kept (``attrs["whitening"]`` records the map), all
+        read into memory; ``final_state`` stays in z, where the sampler resumes.
         """
         if set(trace.posterior) != {TENSOR_PARAM_NAME}:
             raise ValueError(
-                f"the trace's draws are {sorted(trace.posterior)}; a run on whitened_log_posterior has one, "
-                f"{TENSOR_PARAM_NAME!r} (the bare tensor z)"
+                f"the trace's draws are {sorted(trace.posterior)}; a run on whitened_log_posterior keeps one, "
+                f"{TENSOR_PARAM_NAME!r} (the bare tensor z; a run with keep=() has none to map)"
             )
         size = self.scale.shape[0]
         if trace.posterior[TENSOR_PARAM_NAME].shape[2:] != (size,):
@@ -89,8 +121,15 @@ class LaplaceApproximation:
             if TENSOR_PARAM_NAME in trace.gradients
             else {}
         )
-        attrs = {**trace.attrs, "whitening": "Laplace: theta = mode + scale @ z"}
-        return dataclasses.replace(trace, posterior=posterior, gradients=gradients, attrs=attrs, path=None)
+        return dataclasses.replace(
+            trace,
+            posterior=posterior,
+            gradients=gradients,
+            sample_stats={name: np.asarray(value) for name, value in trace.sample_stats.items()},
+            functionals={name: np.asarray(value) for name, value in trace.functionals.items()},
+            attrs={**trace.attrs, "whitening": "Laplace: theta = mode + scale @ z"},
+            path=None,
+        )
 
     def _split(self, flat: np.ndarray) -> dict[str, np.ndarray]:
         """(…, P) cut into the mode's names, shapes and dtypes: name -> (…, *shape)."""
@@ -148,24 +187,17 @@ def laplace_approximation(
             than 1: ``mode`` is about a posterior sd or more from the mode, so the approximation
             (though the whitened run still samples the exact posterior) is a poor preconditioner.
     """
+    autograd_allowed("laplace_approximation")
     named_mode, (_, to_user) = _named_mode(mode), _named_params(mode)
+    if chunk_size is not None:
+        chunk_size = count("chunk_size", chunk_size, 1)
     device = next(iter(named_mode.values())).device
     dtype = _flat_dtype(named_mode)
     stream = chain_data(data)
     all_data = () if stream is None else (stream.to(device).full_batch(),)
 
-    def unflatten(flat: torch.Tensor) -> Any:
-        sizes = [value.numel() for value in named_mode.values()]
-        pieces = torch.split(flat, sizes)
-        return to_user(
-            {
-                name: piece.reshape(value.shape).to(value.dtype)
-                for (name, value), piece in zip(named_mode.items(), pieces, strict=True)
-            }
-        )
-
     def full_data_log_posterior(flat: torch.Tensor) -> torch.Tensor:
-        return log_posterior(unflatten(flat), *all_data)
+        return log_posterior(to_user(_unflatten(flat, named_mode)), *all_data)
 
     centre = _flatten(named_mode, dtype)
     gradient_at_mode = grad(full_data_log_posterior)
@@ -196,30 +228,32 @@ def laplace_approximation(
         warnings.warn(
             f"laplace_approximation: the Newton step from the given mode is {newton_step:.3g} posterior sds long (by "
             "the approximation): the point is not a mode, and the Hessian there may fit the posterior poorly (the "
-            "whitened run still samples the exact posterior); run find_mode longer",
+            "whitened run still targets the exact posterior); run find_mode longer",
             RuntimeWarning,
             stacklevel=2,
         )
-    scale, precision_cholesky = scale.to(dtype), precision_cholesky.to(dtype)
-
-    def whitened_log_posterior(z: torch.Tensor, *batch: Any) -> torch.Tensor:
-        # .to is a no-op on mode's device; elsewhere it lets a run on another device use the approximation
-        return log_posterior(unflatten(centre.to(z.device) + scale.to(z.device) @ z), *batch)
-
-    if hasattr(log_posterior, "num_data"):
-        whitened_log_posterior.num_data = log_posterior.num_data  # type: ignore[attr-defined]
     return LaplaceApproximation(
+        log_posterior=log_posterior,
         mode=to_user(named_mode),
-        precision_cholesky=precision_cholesky,
-        scale=scale,
-        whitened_log_posterior=whitened_log_posterior,
+        precision_cholesky=precision_cholesky.to(dtype),
+        scale=scale.to(dtype),
         _named_mode=named_mode,
+        _to_user=to_user,
     )
 
 
 def _flat_dtype(named: dict[str, torch.Tensor]) -> torch.dtype:
     """The promoted dtype of one point's tensors laid end to end."""
     return functools.reduce(torch.promote_types, (value.dtype for value in named.values()))
+
+
+def _unflatten(flat: torch.Tensor, named_mode: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """(P,) cut into tensors named, shaped and typed like ``named_mode``."""
+    pieces = torch.split(flat, [value.numel() for value in named_mode.values()])
+    return {
+        name: piece.reshape(value.shape).to(value.dtype)
+        for (name, value), piece in zip(named_mode.items(), pieces, strict=True)
+    }
 
 
 def _flatten(named: dict[str, torch.Tensor], dtype: torch.dtype) -> torch.Tensor:

@@ -26,7 +26,7 @@ from torch.utils import _pytree as pytree
 from tqdm.auto import tqdm
 
 import sgmcmc
-from sgmcmc._checks import count, nonnegative, parameter_tensor, recordable
+from sgmcmc._checks import autograd_allowed, count, nonnegative, parameter_tensor, recordable
 from sgmcmc.chains import ChainGenerators, RecordingGenerators, ReplayedDraws, seeds_of_chains, select_chains
 from sgmcmc.checkpoint import check_same_run, load_checkpoint, save_checkpoint
 from sgmcmc.data import chain_data
@@ -395,6 +395,7 @@ def run(
     compile: bool = False,
 ) -> Trace:
     """Run ``sampler``; the arguments are those of :meth:`sgmcmc.Sampler.sample`."""
+    autograd_allowed("sample")
     num_chains = count("num_chains", num_chains, 1)
     num_steps = count("num_steps", num_steps, 1)
     burn_in = count("burn_in", burn_in, 0)

@@ -11,7 +11,7 @@ from typing import Any, Literal
 
 import torch
 
-from sgmcmc._checks import count, parameter_tensor
+from sgmcmc._checks import autograd_allowed, count, parameter_tensor
 from sgmcmc.chains import ChainGenerators, per_chain_sum
 from sgmcmc.data import chain_data
 from sgmcmc.ld import LD
@@ -72,6 +72,7 @@ def find_mode(
         RuntimeWarning: if the log posterior on all of ``data`` is lower at θ̂ than at ``init``:
             the descent did not converge (an unstable step grows the iterate without overflowing).
     """
+    autograd_allowed("find_mode")
     num_full_batch_steps = count("num_full_batch_steps", num_full_batch_steps, 0)
     num_steps = count("num_steps", num_steps, 0 if num_full_batch_steps > 0 else 1)
     if full_batch_method not in ("gradient", "lbfgs"):

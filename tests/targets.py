@@ -63,6 +63,12 @@ class ConjugateLinearRegression:
         targets = features @ weights + torch.randn(num_data, generator=generator, dtype=torch.float64)
         return cls(features, targets, noise_sd=1.0, prior_sd=10.0)
 
+    def with_feature_scales(self, scales: list[float]) -> ConjugateLinearRegression:
+        """The same data with feature j multiplied by scales[j]: a badly conditioned posterior when
+        the scales differ by orders of magnitude."""
+        scaled = self.features * torch.tensor(scales, dtype=self.features.dtype)
+        return ConjugateLinearRegression(scaled, self.targets, self.noise_sd, self.prior_sd)
+
     def posterior(self) -> tuple[np.ndarray, np.ndarray]:
         """Posterior mean (dim,) and covariance (dim, dim)."""
         precision = (

@@ -131,9 +131,7 @@ def test_initial_params_of_a_module_on_cuda_are_its_cpu_starts_and_leave_the_cud
 def test_a_whitened_mala_run_on_cuda_matches_the_exact_posterior(built_on):
     """The Laplace whitening built on either device serves a run on CUDA (its tensors follow z's
     device); MALA in z matches the exact mean and covariance of a regression of condition number 1e4."""
-    model = ConjugateLinearRegression.make(num_data=200, dim=3, seed=0)
-    features = model.features * torch.tensor([1.0, 10.0, 0.1], dtype=torch.float64)
-    model = ConjugateLinearRegression(features, model.targets, model.noise_sd, model.prior_sd)
+    model = ConjugateLinearRegression.make(num_data=200, dim=3, seed=0).with_feature_scales([1.0, 10.0, 0.1])
     mean, covariance = model.posterior()
     data = sgmcmc.Minibatches(model.features, model.targets, batch_size=20)
     laplace = sgmcmc.laplace_approximation(model.log_posterior(), torch.from_numpy(mean).to(built_on), data)

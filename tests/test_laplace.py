@@ -14,9 +14,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 def badly_scaled_regression() -> ConjugateLinearRegression:
     """Features scaled by 1, 100 and 0.01: the posterior's covariance has condition number about 1e8."""
-    model = ConjugateLinearRegression.make(num_data=200, dim=3, seed=0)
-    scales = torch.tensor([1.0, 100.0, 0.01], dtype=torch.float64)
-    return ConjugateLinearRegression(model.features * scales, model.targets, model.noise_sd, model.prior_sd)
+    return ConjugateLinearRegression.make(num_data=200, dim=3, seed=0).with_feature_scales([1.0, 100.0, 0.01])
 
 
 def named_log_posterior(model: ConjugateLinearRegression):
@@ -66,6 +64,25 @@ def test_on_a_gaussian_posterior_the_approximation_is_exact():
     assert laplace.whitened_log_posterior.num_data == model.features.shape[0]
 
 
+@pytest.mark.parametrize("named", [False, True], ids=["tensor", "dict"])
+def test_params_is_mode_plus_scale_times_z_and_whiten_is_its_inverse(named):
+    model = ConjugateLinearRegression.make(num_data=50, dim=3, seed=1).with_feature_scales([1.0, 100.0, 0.01])
+    mean, _ = model.posterior()
+    if named:
+        log_posterior, mode = (
+            named_log_posterior(model),
+            {"slope": torch.from_numpy(mean[:2]), "offset": torch.tensor(mean[2])},
+        )
+    else:
+        log_posterior, mode = model.log_posterior(), torch.from_numpy(mean)
+    laplace = sgmcmc.laplace_approximation(log_posterior, mode, regression_data(model))
+    z = torch.tensor([0.3, -0.7, 1.2], dtype=torch.float64)
+    theta = laplace.params(z)
+    flat = torch.cat([theta["slope"], theta["offset"].reshape(1)]) if named else theta
+    np.testing.assert_allclose(flat.numpy(), mean + laplace.scale.numpy() @ z.numpy(), rtol=1e-12)
+    np.testing.assert_allclose(laplace.whiten(theta).numpy(), z.numpy(), rtol=1e-9)
+
+
 def test_a_whitened_run_samples_a_badly_scaled_posterior_that_the_same_run_unwhitened_cannot():
     """MALA at η = 0.5 in z (where the posterior is N(0, I)) mixes (split R-hat < 1.01, ESS ≥ 400 per
     coordinate) and matches the exact mean and covariance within K_SIGMA s.e. and no bias budget
@@ -91,9 +108,10 @@ def test_a_whitened_run_samples_a_badly_scaled_posterior_that_the_same_run_unwhi
     assert max(rhat(plain.posterior["theta"])) > 1.5
 
 
-def test_unwhiten_keeps_names_shapes_dtypes_and_maps_the_gradients():
+def test_unwhiten_keeps_names_shapes_dtypes_and_maps_the_gradients(tmp_path):
     """θ = θ̂ + L z under the mode's names, shapes and dtypes (a float32 leaf stays float32), and the
-    kept gradients become ∇_θ log p: on full batches they equal autograd's at the mapped draws."""
+    kept gradients become ∇_θ log p: on full batches they equal autograd's at the mapped draws. A
+    functional of θ through ``params`` equals the mapped draws; a streamed trace is read into memory."""
     model = ConjugateLinearRegression.make(num_data=50, dim=3, seed=1)
     log_posterior, data = named_log_posterior(model), regression_data(model, batch_size=50)
     mean, _ = model.posterior()
@@ -101,14 +119,24 @@ def test_unwhiten_keeps_names_shapes_dtypes_and_maps_the_gradients():
     laplace = sgmcmc.laplace_approximation(log_posterior, mode, data)
     assert laplace.scale.dtype == torch.float64
     whitened = sgmcmc.LD(laplace.whitened_log_posterior, step_size=0.3).sample(
-        laplace.whiten(mode), data, num_chains=2, num_steps=20, seed=0, keep_gradients=True, progress=False
+        laplace.whiten(mode),
+        data,
+        num_chains=2,
+        num_steps=20,
+        seed=0,
+        keep_gradients=True,
+        functionals={"first_slope": lambda z: laplace.params(z)["slope"][0]},
+        trace_file=tmp_path / "whitened.nc",
+        progress=False,
     )
     trace = laplace.unwhiten(whitened)
+    z = torch.from_numpy(np.asarray(whitened.posterior["theta"]))
+    (tmp_path / "whitened.nc").unlink()  # every group of the mapped trace is in memory
+    np.testing.assert_allclose(trace.functionals["first_slope"], trace.posterior["slope"][..., 0], rtol=1e-12)
     assert {name: (value.shape, value.dtype) for name, value in trace.posterior.items()} == {
         "slope": ((2, 20, 2), np.float64),
         "offset": ((2, 20), np.float32),
     }
-    z = torch.from_numpy(np.asarray(whitened.posterior["theta"]))
     theta = laplace.scale @ z[..., None]
     slope = laplace.mode["slope"] + theta[..., :2, 0]
     np.testing.assert_allclose(trace.posterior["slope"], slope.numpy(), rtol=1e-12)
@@ -120,7 +148,8 @@ def test_unwhiten_keeps_names_shapes_dtypes_and_maps_the_gradients():
     np.testing.assert_allclose(
         trace.gradients["offset"].reshape(40), expected["offset"].numpy(), rtol=1e-5, atol=1e-5
     )  # float32 storage
-    assert trace.attrs["whitening"].startswith("Laplace")
+    assert trace.attrs["whitening"].startswith("Laplace") and trace.path is None
+    assert trace.sample_stats["lp"].shape == (2, 20)
     assert trace.final_state["params"]["theta"].shape == (2, 3), "the state stays in z, where a run resumes"
     assert set(trace.to_arviz().posterior.data_vars) == {"slope", "offset"}
 
@@ -162,8 +191,36 @@ def test_bad_modes_and_traces_are_refused_with_a_clear_message():
     )
     with pytest.raises(ValueError, match=r"the trace's draws are \['w'\]"):
         laplace.unwhiten(named)
+    nothing_kept = sgmcmc.SGLD(laplace.whitened_log_posterior, step_size=1e-4).sample(
+        laplace.whiten(far), data, num_chains=1, num_steps=2, keep=(), progress=False
+    )
+    with pytest.raises(ValueError, match=r"draws are \[\]; .*a run with keep=\(\) has none to map"):
+        laplace.unwhiten(nothing_kept)
+    with pytest.raises(
+        ValueError,
+        match=r"z must be a tensor of shape \(3,\) and dtype torch.float64, got \(3,\) "
+        r"torch.float32; start a whitened run at laplace.whiten\(init\)",
+    ):
+        sgmcmc.SGLD(laplace.whitened_log_posterior, step_size=1e-4).sample(torch.zeros(3), data, progress=False)
+    with pytest.raises(ValueError, match="chunk_size must be >= 1, got 0"):
+        sgmcmc.laplace_approximation(model.log_posterior(), torch.from_numpy(mean), data, chunk_size=0)
     shorter = sgmcmc.SGLD(lambda z: -0.5 * (z**2).sum(), step_size=0.1).sample(
         torch.zeros(2), num_chains=1, num_steps=2, progress=False
     )
     with pytest.raises(ValueError, match=r"the trace's z has shape \(2,\) per draw; this approximation's has \(3,\)"):
         laplace.unwhiten(shorter)
+
+
+def test_inference_mode_is_refused_by_name():
+    """torch.no_grad() is fine (tests/test_runner.py); torch.inference_mode() forbids the gradients."""
+    model = ConjugateLinearRegression.make(num_data=50, dim=3, seed=1)
+    arguments = (model.log_posterior(), torch.zeros(3, dtype=torch.float64), regression_data(model))
+    with torch.inference_mode():
+        with pytest.raises(
+            RuntimeError, match="laplace_approximation differentiates log_posterior, which torch.inference_mode"
+        ):
+            sgmcmc.laplace_approximation(*arguments)
+        with pytest.raises(RuntimeError, match="find_mode differentiates log_posterior"):
+            sgmcmc.find_mode(*arguments, num_steps=0, num_full_batch_steps=5, full_batch_method="lbfgs")
+        with pytest.raises(RuntimeError, match="sample differentiates log_posterior"):
+            sgmcmc.SGLD(arguments[0], step_size=1e-4).sample(*arguments[1:], progress=False)

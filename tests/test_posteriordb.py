@@ -238,7 +238,7 @@ def test_minibatch_sampler_matches_the_stan_reference(posterior, sampler_name):
     grows with the step and vanishes with full batches: SGLD at η = 0.05 shifted arK's σ by
     0.11 sd, over the budget (0.00 sd with full batches). At the steps chosen the largest mean
     error was 0.05 sd (SGLD) and 0.07 sd (SGHMC) over seeds 5-7, and no sd was off by more than
-    4.2 %. The run lengths (chains 35-50 autocorrelation times long) gave split R-hat ≤ 1.022 and
+    4.2 %. The run lengths (chains 35-50 autocorrelation times long) gave split R-hat ≤ 1.023 and
     ESS ≥ 4500 per element on those seeds, so k/√ESS ≤ 0.06, below b.
     """
     posterior = posterior()

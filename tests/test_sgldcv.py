@@ -220,9 +220,7 @@ def test_find_mode_lbfgs_reaches_the_map_of_a_badly_scaled_regression_where_grad
     """Features scaled by 1, 100 and 0.01 make the Hessian's condition number about 1e8: gradient
     descent at step 1/λ_max (stable up to 2/λ_max) is still tens of posterior sds away after 50 steps,
     L-BFGS (no step size, no SGD stage) is at the MAP, the posterior mean, within 1e-3 sd."""
-    model = ConjugateLinearRegression.make(num_data=1000, dim=3, seed=0)
-    scales = torch.tensor([1.0, 100.0, 0.01], dtype=torch.float64)
-    model = ConjugateLinearRegression(model.features * scales, model.targets, model.noise_sd, model.prior_sd)
+    model = ConjugateLinearRegression.make(num_data=1000, dim=3, seed=0).with_feature_scales([1.0, 100.0, 0.01])
     mean, covariance = model.posterior()
     sd = np.sqrt(np.diag(covariance))
     largest_curvature = float(torch.linalg.eigvalsh(model.features.T @ model.features).max())
