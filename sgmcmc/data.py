@@ -249,6 +249,13 @@ def _rows_of_loader(loader: DataLoader) -> tuple[torch.Tensor, ...] | None:
     return tuple(tensor[rows.to(tensor.device)] for tensor in dataset.tensors)
 
 
+def full_data_arguments(data: Any, device: torch.device) -> tuple[Any, ...]:
+    """The extra arguments of ``log_posterior`` on all of ``data`` at once: ``(batch,)`` on ``device``,
+    or ``()`` without data (for ``find_mode`` and the Laplace approximation)."""
+    stream = chain_data(data)
+    return () if stream is None else (stream.to(device).full_batch(),)
+
+
 def chain_data(data: Any) -> ChainData | None:
     """Wrap a sampler's ``data`` argument as :class:`ChainData` (``None`` stays ``None``)."""
     if data is None:

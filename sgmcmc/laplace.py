@@ -19,7 +19,7 @@ import torch
 from torch.func import grad, jvp, vmap
 
 from sgmcmc._checks import autograd_allowed, count
-from sgmcmc.data import chain_data
+from sgmcmc.data import full_data_arguments
 from sgmcmc.runner import TENSOR_PARAM_NAME, _named_params
 from sgmcmc.sgldcv import _named_mode
 from sgmcmc.trace import Trace
@@ -113,11 +113,16 @@ class LaplaceApproximation:
                 f"the trace's z has shape {tuple(trace.posterior[TENSOR_PARAM_NAME].shape[2:])} per draw; "
                 f"this approximation's has ({size},)"
             )
-        scale, precision_cholesky = self.scale.cpu().double().numpy(), self.precision_cholesky.cpu().double().numpy()
-        mode = _flatten(self._named_mode, torch.float64).cpu().numpy()
-        posterior = self._split(mode + np.asarray(trace.posterior[TENSOR_PARAM_NAME]) @ scale.T)
+        scale, precision_cholesky = self.scale.cpu().double(), self.precision_cholesky.cpu().double()
+        mode = _flatten(self._named_mode, torch.float64).cpu()
+
+        def split(flat: torch.Tensor) -> dict[str, np.ndarray]:
+            return {name: value.numpy() for name, value in _unflatten(flat, self._named_mode).items()}
+
+        z = torch.from_numpy(np.asarray(trace.posterior[TENSOR_PARAM_NAME])).double()
+        posterior = split(mode + z @ scale.T)
         gradients = (
-            self._split(np.asarray(trace.gradients[TENSOR_PARAM_NAME]) @ precision_cholesky.T)
+            split(torch.from_numpy(np.asarray(trace.gradients[TENSOR_PARAM_NAME])).double() @ precision_cholesky.T)
             if TENSOR_PARAM_NAME in trace.gradients
             else {}
         )
@@ -130,15 +135,6 @@ class LaplaceApproximation:
             attrs={**trace.attrs, "whitening": "Laplace: theta = mode + scale @ z"},
             path=None,
         )
-
-    def _split(self, flat: np.ndarray) -> dict[str, np.ndarray]:
-        """(…, P) cut into the mode's names, shapes and dtypes: name -> (…, *shape)."""
-        sizes = np.cumsum([value.numel() for value in self._named_mode.values()])[:-1]
-        pieces = np.split(flat, sizes, axis=-1)
-        return {
-            name: piece.reshape(*piece.shape[:-1], *value.shape).astype(_numpy_dtype(value.dtype))
-            for (name, value), piece in zip(self._named_mode.items(), pieces, strict=True)
-        }
 
 
 def laplace_approximation(
@@ -193,8 +189,7 @@ def laplace_approximation(
         chunk_size = count("chunk_size", chunk_size, 1)
     device = next(iter(named_mode.values())).device
     dtype = _flat_dtype(named_mode)
-    stream = chain_data(data)
-    all_data = () if stream is None else (stream.to(device).full_batch(),)
+    all_data = full_data_arguments(data, device)
 
     def full_data_log_posterior(flat: torch.Tensor) -> torch.Tensor:
         return log_posterior(to_user(_unflatten(flat, named_mode)), *all_data)
@@ -248,10 +243,10 @@ def _flat_dtype(named: dict[str, torch.Tensor]) -> torch.dtype:
 
 
 def _unflatten(flat: torch.Tensor, named_mode: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """(P,) cut into tensors named, shaped and typed like ``named_mode``."""
-    pieces = torch.split(flat, [value.numel() for value in named_mode.values()])
+    """(…, P) cut into tensors named, shaped and typed like ``named_mode``: name -> (…, *shape)."""
+    pieces = torch.split(flat, [value.numel() for value in named_mode.values()], dim=-1)
     return {
-        name: piece.reshape(value.shape).to(value.dtype)
+        name: piece.reshape(piece.shape[:-1] + value.shape).to(value.dtype)
         for (name, value), piece in zip(named_mode.items(), pieces, strict=True)
     }
 
@@ -259,8 +254,3 @@ def _unflatten(flat: torch.Tensor, named_mode: dict[str, torch.Tensor]) -> dict[
 def _flatten(named: dict[str, torch.Tensor], dtype: torch.dtype) -> torch.Tensor:
     """One point's tensors laid end to end: shape (P,)."""
     return torch.cat([value.reshape(-1).to(dtype) for value in named.values()])
-
-
-def _numpy_dtype(dtype: torch.dtype) -> np.dtype:
-    """The numpy dtype the trace stores ``dtype`` as."""
-    return torch.empty(0, dtype=dtype).numpy().dtype

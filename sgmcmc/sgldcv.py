@@ -13,7 +13,7 @@ import torch
 
 from sgmcmc._checks import autograd_allowed, count, parameter_tensor
 from sgmcmc.chains import ChainGenerators, per_chain_sum
-from sgmcmc.data import chain_data
+from sgmcmc.data import full_data_arguments
 from sgmcmc.ld import LD
 from sgmcmc.runner import TENSOR_PARAM_NAME, SamplerDivergenceWarning, _named_params
 from sgmcmc.sampler import Potential, Sampler, State
@@ -85,8 +85,7 @@ def find_mode(
     if step_size is None and (num_steps > 0 or full_batch_uses_step_size):
         raise ValueError("find_mode needs a step_size for its SGD stage and, by default, its full-batch gradient steps")
     named_init, to_user = _named_params(init)
-    stream = chain_data(data)
-    all_data = () if stream is None else (stream.to(torch.device(device)).full_batch(),)
+    all_data = full_data_arguments(data, torch.device(device))
     options = dict(num_chains=1, seed=seed, device=device, progress=progress, keep=())
 
     def descend(optimizer: Sampler, start: Any, steps: int, stage: str) -> Any:
