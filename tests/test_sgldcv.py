@@ -273,11 +273,10 @@ def test_find_mode_refuses_settings_that_do_not_fit_its_stages():
 
 def test_find_mode_reports_divergence():
     model = ConjugateLinearRegression.make(num_data=1000, dim=3, seed=0)
+    arguments = (model.log_posterior(), torch.zeros(3, dtype=torch.float64), regression_data(model, 100))
     with pytest.raises(ValueError, match="minibatch SGD stage diverged; use a smaller step size"):
         sgmcmc.find_mode(
-            model.log_posterior(),
-            torch.zeros(3, dtype=torch.float64),
-            regression_data(model, 100),
+            *arguments,
             num_steps=200,
             step_size=0.1,
         )
@@ -285,17 +284,13 @@ def test_find_mode_reports_divergence():
     # step, which 20 steps take to about 1e6 (lp about -1e16), not yet to inf
     with pytest.warns(RuntimeWarning, match="find_mode: the log posterior on all the data is .* below .* at init"):
         sgmcmc.find_mode(
-            model.log_posterior(),
-            torch.zeros(3, dtype=torch.float64),
-            regression_data(model, 100),
+            *arguments,
             num_steps=20,
             step_size=3e-3,
         )
     with pytest.warns(RuntimeWarning, match="lower full_batch_step_size or add steps"):
         sgmcmc.find_mode(
-            model.log_posterior(),
-            torch.zeros(3, dtype=torch.float64),
-            regression_data(model, 100),
+            *arguments,
             num_steps=0,
             num_full_batch_steps=20,
             full_batch_step_size=3e-3,
