@@ -13,6 +13,7 @@ from typing import Any
 
 import torch
 from torch.func import grad_and_value, jvp, vmap
+from torch.utils import _pytree as pytree
 
 from sgmcmc._checks import count
 
@@ -70,8 +71,9 @@ class ChainPotential:
     Eagerly, the gradient is one reverse pass through the chains' summed log p̃: the chains are
     independent, so the gradient of the sum with respect to chain c's params is chain c's
     gradient, and plain autograd takes it 15-30% faster than ``vmap(grad_and_value)``, which
-    wraps every op of the model twice. Under ``torch.compile`` (which cannot trace
-    ``torch.autograd.grad`` into one graph) the step uses ``vmap(grad_and_value)`` instead.
+    wraps every op of the model twice. A single chain is not vmapped at all. Under
+    ``torch.compile`` (which cannot trace ``torch.autograd.grad`` into one graph) the step uses
+    ``vmap(grad_and_value)`` instead.
 
     Args:
         log_posterior: the user's one-chain function, ``(params, batch) -> ()`` or ``(params) -> ()``.
@@ -98,6 +100,8 @@ class ChainPotential:
             return value, gradient, product
 
         batch_dim = 0 if batch_per_chain else None
+        self._one_chain = one_chain
+        self._batch_per_chain = batch_per_chain
         self._value = vmap(one_chain, in_dims=(0, batch_dim))
         self._value_and_grad = vmap(grad_and_value(one_chain), in_dims=(0, batch_dim))
         self._with_hvp = vmap(one_chain_with_hvp, in_dims=(0, batch_dim, 0))
@@ -109,12 +113,18 @@ class ChainPotential:
             return value, gradient
         leaves = {name: param.detach().requires_grad_() for name, param in params.items()}
         with torch.enable_grad():  # a caller's torch.no_grad() would leave nothing to differentiate
-            value = self._value(leaves, batch)
+            value = self._value_of_one_chain(leaves, batch) if _num_chains(leaves) == 1 else self._value(leaves, batch)
             total = value.sum()
         if not value.requires_grad:  # log p̃ does not depend on the params
             return value, {name: torch.zeros_like(leaf) for name, leaf in leaves.items()}
         gradient = torch.autograd.grad(total, tuple(leaves.values()), allow_unused=True, materialize_grads=True)
         return value.detach(), dict(zip(leaves, gradient, strict=True))
+
+    def _value_of_one_chain(self, params: Params, batch: Any) -> torch.Tensor:
+        """log p̃ of shape (1,) for a single chain, by calling ``log_posterior`` on it directly:
+        ``vmap`` over one chain would cost about as much again as the gradient itself."""
+        chain_batch = pytree.tree_map(lambda leaf: leaf[0], batch) if self._batch_per_chain else batch
+        return self._one_chain({name: param[0] for name, param in params.items()}, chain_batch)[None]
 
     def value(self, params: Params, batch: Any = None) -> torch.Tensor:
         """log p̃ of shape (num_chains,) alone, computed without gradients."""
@@ -126,6 +136,10 @@ class ChainPotential:
     ) -> tuple[torch.Tensor, Params, Params]:
         """(log p̃, ∇log p̃, ∇²log p̃ · tangent) by forward-over-reverse differentiation."""
         return self._with_hvp(params, batch, tangent)
+
+
+def _num_chains(params: Params) -> int:
+    return next(iter(params.values())).shape[0]
 
 
 class BoundPotential:

@@ -46,7 +46,7 @@ def test_chain_parallel_draws_equal_single_process_draws(two_process_results):
         expected = getattr(single, group)
         assert set(parallel[group]) == set(expected)
         for name, values in expected.items():
-            assert parallel[group][name].shape[0] == 3
+            assert parallel[group][name].shape[0] == 5
             np.testing.assert_array_equal(parallel[group][name], values, err_msg=f"{group}/{name}")
     torch.testing.assert_close(parallel["final_params"], single.final_state["params"], rtol=0, atol=0)
     for key in ("num_chains", "chain_seeds", "seed", "num_steps", "steps_done", "sampler", "diverged_at_step"):
@@ -144,7 +144,11 @@ def test_chain_blocks_cover_the_chains_once_with_sizes_differing_by_at_most_one(
 def test_one_process_chain_parallel_run_is_the_plain_run():
     run = script.chain_parallel_run()
     sampler, init, data = run.pop("sampler"), run.pop("init"), run.pop("data")
-    stacked = {"weights": torch.randn(3, script.DIM, dtype=torch.float64, generator=torch.Generator().manual_seed(0))}
+    stacked = {
+        "weights": torch.randn(
+            run["num_chains"], script.DIM, dtype=torch.float64, generator=torch.Generator().manual_seed(0)
+        )
+    }
     plain = sampler.sample(stacked, data, stacked_init=True, **run)
     parallel = distributed.sample_chain_parallel(sampler, stacked, data, stacked_init=True, **run)
     np.testing.assert_array_equal(parallel.posterior["weights"], plain.posterior["weights"])

@@ -51,21 +51,23 @@ def test_hessian_vector_product_for_every_chain():
     torch.testing.assert_close(value, -0.5 * ((params["theta"] @ matrix) * params["theta"]).sum(dim=1))
 
 
-def _mlp_potential(batch_per_chain: bool, dtype: torch.dtype):
+def _mlp_potential(batch_per_chain: bool, dtype: torch.dtype, num_chains: int = 4):
     torch.manual_seed(0)
     module = torch.nn.Sequential(torch.nn.Linear(5, 7), torch.nn.Tanh(), torch.nn.Linear(7, 3)).to(dtype)
     posterior = ModulePosterior(module, Classification(), num_data=100)
-    params = {name: value.to(dtype) for name, value in posterior.initial_params(4, seed=0).items()}
-    shape = (4, 16) if batch_per_chain else (16,)
+    params = {name: value.to(dtype) for name, value in posterior.initial_params(num_chains, seed=0).items()}
+    shape = (num_chains, 16) if batch_per_chain else (16,)
     batch = (torch.randn(*shape, 5, dtype=dtype), torch.randint(0, 3, shape))
     return posterior, ChainPotential(posterior.log_posterior, lambda p: p, True, batch_per_chain), params, batch
 
 
+@pytest.mark.parametrize("num_chains", [4, 1])
 @pytest.mark.parametrize("batch_per_chain", [True, False], ids=["own batches", "shared batch"])
-def test_every_chains_gradient_is_the_autograd_gradient_of_its_own_log_posterior(batch_per_chain):
-    posterior, potential, params, batch = _mlp_potential(batch_per_chain, torch.float64)
+def test_every_chains_gradient_is_the_autograd_gradient_of_its_own_log_posterior(batch_per_chain, num_chains):
+    posterior, potential, params, batch = _mlp_potential(batch_per_chain, torch.float64, num_chains)
     value, gradient = potential(params, batch)
-    for chain in range(4):
+    assert value.shape == (num_chains,) and all(gradient[name].shape == params[name].shape for name in params)
+    for chain in range(num_chains):
         leaves = {name: param[chain].clone().requires_grad_() for name, param in params.items()}
         chain_batch = tuple(part[chain] for part in batch) if batch_per_chain else batch
         chain_value = posterior.log_posterior(leaves, chain_batch)
@@ -82,14 +84,32 @@ def test_every_chains_gradient_is_the_autograd_gradient_of_its_own_log_posterior
     assert not value.requires_grad and not any(part.requires_grad for part in gradient.values())
 
 
-def test_params_the_log_posterior_does_not_use_get_zero_gradients():
-    params = {"used": torch.tensor([[1.0, 2.0], [3.0, 4.0]]), "unused": torch.ones(2, 3)}
+@pytest.mark.parametrize("batch_per_chain", [True, False], ids=["own batches", "shared batch"])
+def test_a_single_chain_is_evaluated_without_vmap(batch_per_chain):
+    """One chain's log posterior is called on its own tensors, not through vmap, whose per-op
+    wrapping costs about as much again as the gradient of a small network."""
+    _, potential, params, batch = _mlp_potential(batch_per_chain, torch.float32, num_chains=1)
+    seen = []
+
+    def log_posterior(chain_params, chain_batch):
+        seen.append([torch._C._functorch.is_batchedtensor(leaf) for leaf in [*chain_params.values(), *chain_batch]])
+        return -sum(leaf.square().sum() for leaf in chain_params.values()) + chain_batch[0].sum()
+
+    value, gradient = ChainPotential(log_posterior, lambda p: p, True, batch_per_chain)(params, batch)
+    assert seen == [[False] * (len(params) + 2)]
+    torch.testing.assert_close(gradient, {name: -2 * param for name, param in params.items()})
+    assert value.shape == (1,)
+
+
+@pytest.mark.parametrize("num_chains", [2, 1])
+def test_params_the_log_posterior_does_not_use_get_zero_gradients(num_chains):
+    params = {"used": torch.tensor([[1.0, 2.0], [3.0, 4.0]])[:num_chains], "unused": torch.ones(num_chains, 3)}
     potential = ChainPotential(lambda p: -0.5 * p["used"].square().sum(), lambda p: p, False, False)
     value, gradient = potential(params)
-    torch.testing.assert_close(value, torch.tensor([-2.5, -12.5]))
+    torch.testing.assert_close(value, torch.tensor([-2.5, -12.5])[:num_chains])
     torch.testing.assert_close(gradient["used"], -params["used"])
-    torch.testing.assert_close(gradient["unused"], torch.zeros(2, 3))
+    torch.testing.assert_close(gradient["unused"], torch.zeros(num_chains, 3))
     constant = ChainPotential(lambda p: torch.tensor(1.5), lambda p: p, False, False)
     value, gradient = constant(params)
-    torch.testing.assert_close(value, torch.tensor([1.5, 1.5]))
+    torch.testing.assert_close(value, torch.tensor([1.5, 1.5])[:num_chains])
     assert all(torch.equal(gradient[name], torch.zeros_like(params[name])) for name in params)
