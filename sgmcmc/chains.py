@@ -40,7 +40,9 @@ def chain_seeds(seed: int, num_chains: int) -> list[int]:
 
 def seeds_of_chains(seed: int | Sequence[int], num_chains: int) -> list[int]:
     """Every chain's seed from a sampler's ``seed`` argument: :func:`chain_seeds` of one integer, or
-    the per-chain seeds given as a sequence (checked: one integer in [0, 2**64) per chain)."""
+    the per-chain seeds given as a sequence or 1-d array (checked: one integer in [0, 2**64) per chain)."""
+    if isinstance(seed, np.ndarray) and seed.ndim == 1:
+        seed = seed.tolist()
     if isinstance(seed, Sequence) and not isinstance(seed, str):
         if len(seed) != num_chains:
             raise ValueError(f"seed gives {len(seed)} per-chain seeds for num_chains={num_chains}")

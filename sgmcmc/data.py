@@ -10,8 +10,9 @@
   chains, but the rows a subset selects are the rows sampled;
 * any other re-iterable of equally shaped batches (a list of tensors or of tuples/dicts of
   tensors, a DataLoader over another dataset, with another sampler or with its own
-  ``collate_fn``): it is read once, and each chain visits the batches in its own random order
-  every epoch. The samplers that use all of the data at once (``LD``, ``SGLDCV``'s mode
+  ``collate_fn``): it is read once (under a fixed torch seed, so a loader that shuffles with the
+  global RNG yields the same batches in every run), and each chain visits the batches in its own
+  random order every epoch. The samplers that use all of the data at once (``LD``, ``SGLDCV``'s mode
   gradient, ``PSGLD``'s start, ``find_mode``) join the batches along dim 0, so for them every
   tensor of a batch must hold its examples along dim 0.
 
@@ -21,7 +22,7 @@ Batches for all chains are gathered with one indexing operation per tensor.
 from __future__ import annotations
 
 import functools
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
 import torch
@@ -274,11 +275,21 @@ def chain_data(data: Any) -> ChainData | None:
             "data is a tuple of tensors; for rows of (features, targets, …) use "
             "sgmcmc.Minibatches(*data, batch_size=...); give pre-made batches as a list"
         )
+    if isinstance(data, Mapping) and all(isinstance(item, torch.Tensor) for item in data.values()):
+        # iterating would yield its keys
+        raise TypeError(
+            "data is a dict of tensors; for rows use sgmcmc.Minibatches(*data.values(), batch_size=...), "
+            "whose batches are tuples in that order; give pre-made batches as a list of dicts"
+        )
     if not isinstance(data, Iterable):
         raise TypeError(f"data must be a re-iterable of batches, got {type(data).__name__}")
-    if iter(data) is data:
-        raise TypeError("data is a one-shot iterator; give a re-iterable (a list, a DataLoader, Minibatches)")
-    batches = list(data)
+    # under a fixed seed, so that a loader that shuffles with the global RNG gives the same batches in
+    # every run and on resuming (which checks the data only up to order), and leaves that RNG alone
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        if iter(data) is data:
+            raise TypeError("data is a one-shot iterator; give a re-iterable (a list, a DataLoader, Minibatches)")
+        batches = list(data)
     if not batches:
         raise ValueError("data yielded no batches (empty loader)")
     return ChainData(_stack_batches(batches), 1, rows=False)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import itertools
+import math
 import os
 import re
 import types
@@ -352,10 +353,27 @@ def _kept_params(keep: Sequence[str] | None, params: dict[str, torch.Tensor]) ->
         return list(params)
     if isinstance(keep, str):
         raise TypeError(f"keep must be a sequence of parameter names, got the string {keep!r}")
+    keep = list(keep)  # a generator would be used up by the check below
     unknown = [name for name in keep if name not in params]
     if unknown:
         raise ValueError(f"keep names unknown parameters {unknown}; the parameters are {list(params)}")
     return list(keep)
+
+
+def _step_size_at(schedule: Schedule, step: int) -> float:
+    """η at ``step``, checked: a schedule of the user's own that reaches 0, goes negative or gives NaN
+    would otherwise freeze the chains, divide by zero or be reported as a divergence."""
+    value = schedule(step)
+    try:
+        step_size = float(value)
+    except (TypeError, ValueError):
+        raise TypeError(f"the step-size schedule {schedule!r} gave {value!r} at step {step}, not a number") from None
+    if not 0 < step_size < math.inf:
+        raise ValueError(
+            f"the step-size schedule {schedule!r} gave step_size {step_size} at step {step}; "
+            "step sizes must be finite and > 0"
+        )
+    return step_size
 
 
 def _check_cycles_fit(schedule: Schedule, num_steps: int) -> None:
@@ -404,6 +422,7 @@ def run(
     if burn_in >= num_steps:
         raise ValueError(f"burn_in ({burn_in}) must be < num_steps ({num_steps}) so that a draw is kept")
     _check_cycles_fit(sampler.step_size, num_steps)
+    _step_size_at(sampler.step_size, num_steps - 1)  # a decay that ends below 0 fails now, not mid-run
     init_jitter = nonnegative("init_jitter", init_jitter)
     device = torch.device(device)
     seeds = seeds_of_chains(seed, num_chains)
@@ -547,7 +566,7 @@ def run(
                 batch = full_batch
             else:
                 batch = stream.next(generators)
-            step_size = sampler.step_size(step)
+            step_size = _step_size_at(sampler.step_size, step)
             temperature = sampler.temperature_at(step)
             new_state, stats, still_alive = advance(state, batch, step_size, temperature, alive, generators)
             if kept(step):

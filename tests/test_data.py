@@ -123,6 +123,28 @@ def test_dataloader_over_other_datasets_is_read_once_as_batches():
     np.testing.assert_array_equal(batch["y"], batch["x"] ** 2)
 
 
+def test_a_loader_read_once_gives_the_same_batches_whatever_the_global_seed_and_leaves_that_rng_alone():
+    """A shuffling DataLoader over a dataset other than a TensorDataset shuffles with the global RNG:
+    read as it was, two runs with the same seed (or a run and its resumption) got other batches."""
+
+    class Rows(torch.utils.data.Dataset):
+        def __len__(self):
+            return 10
+
+        def __getitem__(self, index):
+            return ROWS[index]
+
+    loader = DataLoader(Rows(), batch_size=2, shuffle=True)
+    batches = []
+    for global_seed in (1, 2):
+        torch.manual_seed(global_seed)
+        before = torch.random.get_rng_state()
+        batches.append(chain_data(loader).full_batch())
+        assert torch.equal(torch.random.get_rng_state(), before)
+    assert torch.equal(batches[0], batches[1])
+    assert not torch.equal(batches[0], ROWS)  # shuffled, by the fixed seed
+
+
 def test_data_errors():
     with pytest.raises(ValueError, match="no batches"):
         chain_data([])
@@ -142,6 +164,8 @@ def test_data_errors():
         chain_data(ROWS)
     with pytest.raises(TypeError, match=r"tuple of tensors.*sgmcmc.Minibatches\(\*data, batch_size=...\)"):
         chain_data((ROWS, LABELS))  # not two pre-made batches
+    with pytest.raises(TypeError, match=r"dict of tensors.*sgmcmc.Minibatches\(\*data.values\(\), batch_size=...\)"):
+        chain_data({"x": ROWS, "y": LABELS})  # not its keys
     with pytest.raises(TypeError, match="must hold tensors"):
         chain_data([("a",), ("b",)])
     with pytest.raises(ValueError, match="batch 0 holds a 0-dim tensor; batches need a leading batch dim"):

@@ -1,6 +1,7 @@
 """The engine: determinism, chain independence, input checks, divergence guard, interruption."""
 
 import dis
+import math
 import sys
 import warnings
 
@@ -274,6 +275,38 @@ def test_numpy_integer_seed_is_the_same_seed():
     )
     assert numpy_seed.attrs["seed"] == 3
     np.testing.assert_array_equal(numpy_seed.posterior["theta"], python_seed.posterior["theta"])
+    array_seeds, list_seeds = (
+        sampler.sample(torch.zeros(2), num_chains=2, num_steps=3, seed=seeds, progress=False)
+        for seeds in (np.array([5, 2**64 - 1], dtype=np.uint64), [5, 2**64 - 1])
+    )
+    np.testing.assert_array_equal(array_seeds.posterior["theta"], list_seeds.posterior["theta"])
+
+
+class _Linear(sgmcmc.schedules.Schedule):
+    """η_k = initial (1 − k / length): 0 at k = length, below 0 after."""
+
+    def __init__(self, initial: float, length: int) -> None:
+        self.initial, self.length = initial, length
+
+    def __call__(self, step: int) -> float:
+        return self.initial * (1 - step / self.length)
+
+    def satisfies_robbins_monro(self) -> bool:
+        return False
+
+
+class _NaNAt(_Linear):
+    def __call__(self, step: int) -> float:
+        return math.nan if step == self.length else self.initial
+
+
+def test_a_schedule_that_gives_a_step_size_that_is_not_positive_and_finite_is_refused():
+    """Before, SGLD failed mid-run in math.sqrt and SGHMC or a NaN reported every chain as diverged."""
+    for make in (sgmcmc.SGLD, lambda *args: sgmcmc.SGHMC(*args, friction=0.1)):
+        with pytest.raises(ValueError, match=r"_Linear\(initial=0.1, length=8\) gave step_size -0.0125 at step 9"):
+            make(standard_normal_log_posterior, _Linear(0.1, 8)).sample(torch.zeros(2), num_steps=10, progress=False)
+    with pytest.raises(ValueError, match=r"gave step_size nan at step 5; step sizes must be finite and > 0"):
+        sgmcmc.SGLD(standard_normal_log_posterior, _NaNAt(0.1, 5)).sample(torch.zeros(2), num_steps=10, progress=False)
 
 
 def test_interrupted_run_keeps_its_draws():

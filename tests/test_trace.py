@@ -105,6 +105,7 @@ def test_functionals_and_gradients_are_groups_of_their_own():
 def test_keep_chooses_parameters():
     only_bias = _cyclical_run(keep=["bias"])
     assert list(only_bias.posterior) == ["bias"] and list(only_bias.gradients) == ["bias"]
+    assert list(_cyclical_run(keep=(name for name in ["bias"])).posterior) == ["bias"]  # a generator too
     nothing = _cyclical_run(keep=())
     assert not nothing.posterior and list(nothing.functionals) == ["norm", "squares"]
     np.testing.assert_array_equal(nothing.functionals["norm"], _cyclical_run().functionals["norm"])
