@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 from tables import markdown_table
 
-from sgmcmc.job import DEFAULT_STEP_SIZES, JobConfig, run_job
+from sgmcmc.job import JobConfig, run_job
 
 RUNS = (("sgld", 1.0), ("sghmc", 1.0), ("csgld", 1.0), ("sgld", 0.1))
 """(sampler, temperature): the last is a cold posterior (Wenzel et al. 2020)."""
@@ -38,7 +38,7 @@ def rows(held_out: list[int]) -> list[dict[str, object]]:
             )
             report = run_job(config)
         methods = report["methods"]
-        names = {"posterior": f"{sampler} (step {DEFAULT_STEP_SIZES[sampler]:g}, T = {temperature:g})"}
+        names = {"posterior": f"{sampler} (step {report['step_sizes']['sampler']:g}, T = {temperature:g})"}
         if number == 0:
             names.update({name: name for name in methods if name != "posterior"})
         for key, label in names.items():
