@@ -818,7 +818,8 @@ def eager_gradients(
     features: torch.Tensor, labels: torch.Tensor, network: nn.Module, num_chains: int
 ) -> dict[str, float]:
     """µs of the eager step's gradient of all chains on one minibatch each: as ``sample`` takes it
-    (the vmapped log posterior, one ``autograd.grad``), and without vmap, one chain after another."""
+    (one ``autograd.grad`` of the vmapped log posterior; of the plain one for a single chain), and
+    without vmap, one chain after another."""
     posterior = ModulePosterior(network, Classification(), num_data=len(labels), prior_scale=1.0)
     params = {name: value.expand(num_chains, *value.shape).clone() for name, value in posterior.params().items()}
     batch = (features[:BATCH_SIZE].expand(num_chains, -1, -1), labels[:BATCH_SIZE].expand(num_chains, -1))
@@ -831,9 +832,7 @@ def eager_gradients(
             torch.autograd.grad(log_posterior, tuple(leaves.values()))
 
     return {
-        "as sample takes it: vmap of the log posterior, one autograd.grad": microseconds(
-            lambda: potential(params, batch)
-        ),
+        "as sample takes it: one autograd.grad, vmapped from K = 2": microseconds(lambda: potential(params, batch)),
         "without vmap: one autograd.grad per chain, chain after chain": microseconds(chain_by_chain),
     }
 
