@@ -286,7 +286,7 @@ def chain_data(data: Any) -> ChainData | None:
     # under a fixed seed, so that a loader that shuffles with the global RNG gives the same batches in
     # every run and on resuming (which checks the data only up to order), and leaves that RNG alone
     with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(0)
+        torch.default_generator.manual_seed(0)  # torch.manual_seed would reseed the GPUs' generators too
         if iter(data) is data:
             raise TypeError("data is a one-shot iterator; give a re-iterable (a list, a DataLoader, Minibatches)")
         batches = list(data)

@@ -229,9 +229,11 @@ def sample_chain_parallel(
 
     Returns:
         On rank 0, the :class:`sgmcmc.Trace` of all K chains (arrays (K, num_draws, …), chain c
-        equal bit for bit to chain c of ``sampler.sample(..., num_chains=K, seed=seed)`` on the
-        same device type), with attrs describing the whole run (``num_chains`` K, all
-        ``chain_seeds``, ``seed``) plus ``num_processes`` P, and ``final_state`` on the CPU.
+        equal to chain c of ``sampler.sample(..., num_chains=K, seed=seed)`` on the same device
+        type, bit for bit where the kernels round alike; a rank of one chain calls
+        ``log_posterior`` without vmap and may round apart by an ulp), with attrs describing the
+        whole run (``num_chains`` K, all ``chain_seeds``, ``seed``) plus ``num_processes`` P,
+        and ``final_state`` on the CPU.
         None on the other ranks. Divergences are reported on rank 0, as by ``sample``: one
         :class:`sgmcmc.SamplerDivergenceWarning` naming the global chain ids, and the trace's
         ``diverged_at_step`` covers all K chains.

@@ -100,11 +100,26 @@ class ChainPotential:
             return value, gradient, product
 
         batch_dim = 0 if batch_per_chain else None
-        self._one_chain = one_chain
-        self._batch_per_chain = batch_per_chain
-        self._value = vmap(one_chain, in_dims=(0, batch_dim))
+        self._value = self._every_chain(one_chain, in_dims=(0, batch_dim))
         self._value_and_grad = vmap(grad_and_value(one_chain), in_dims=(0, batch_dim))
-        self._with_hvp = vmap(one_chain_with_hvp, in_dims=(0, batch_dim, 0))
+        self._with_hvp = self._every_chain(one_chain_with_hvp, in_dims=(0, batch_dim, 0))
+
+    def _every_chain(self, function: Callable[..., Any], in_dims: tuple[int | None, ...]) -> Callable[..., Any]:
+        """``vmap(function)``, except that a single chain is passed to ``function`` directly (its tensors
+        without the chain dim, which its results get back): vmap over one chain would cost about as
+        much again as the gradient itself."""
+        vmapped = vmap(function, in_dims=in_dims)
+
+        def over_chains(params: Params, *others: Any) -> Any:
+            if _num_chains(params) != 1:
+                return vmapped(params, *others)
+            arguments = [
+                argument if dim is None else pytree.tree_map(lambda leaf: leaf[0], argument)
+                for argument, dim in zip((params, *others), in_dims, strict=True)
+            ]
+            return pytree.tree_map(lambda leaf: leaf[None], function(*arguments))
+
+        return over_chains
 
     def __call__(self, params: Params, batch: Any = None) -> tuple[torch.Tensor, Params]:
         """Returns (log p̃ of shape (num_chains,), gradients shaped like ``params``)."""
@@ -113,18 +128,12 @@ class ChainPotential:
             return value, gradient
         leaves = {name: param.detach().requires_grad_() for name, param in params.items()}
         with torch.enable_grad():  # a caller's torch.no_grad() would leave nothing to differentiate
-            value = self._value_of_one_chain(leaves, batch) if _num_chains(leaves) == 1 else self._value(leaves, batch)
+            value = self._value(leaves, batch)
             total = value.sum()
         if not value.requires_grad:  # log p̃ does not depend on the params
             return value, {name: torch.zeros_like(leaf) for name, leaf in leaves.items()}
         gradient = torch.autograd.grad(total, tuple(leaves.values()), allow_unused=True, materialize_grads=True)
         return value.detach(), dict(zip(leaves, gradient, strict=True))
-
-    def _value_of_one_chain(self, params: Params, batch: Any) -> torch.Tensor:
-        """log p̃ of shape (1,) for a single chain, by calling ``log_posterior`` on it directly:
-        ``vmap`` over one chain would cost about as much again as the gradient itself."""
-        chain_batch = pytree.tree_map(lambda leaf: leaf[0], batch) if self._batch_per_chain else batch
-        return self._one_chain({name: param[0] for name, param in params.items()}, chain_batch)[None]
 
     def value(self, params: Params, batch: Any = None) -> torch.Tensor:
         """log p̃ of shape (num_chains,) alone, computed without gradients."""

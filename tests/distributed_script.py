@@ -1,7 +1,7 @@
 """Worker for tests/test_distributed.py, run as ``torchrun --nproc-per-node=2 tests/distributed_script.py MODE OUT``.
 
 Modes:
-    sample: chain-parallel SGHMC (3 chains over 2 ranks), chain-parallel SGLD whose chain on rank 1
+    sample: chain-parallel SGHMC (5 chains over 2 ranks), chain-parallel SGLD whose chain on rank 1
         diverges, data-parallel SGLD on shards of pre-made batches of other sizes (refused),
         data-parallel LD and data-parallel pSGLD
         with its Hessian-vector product on full-batch shards, and the data-parallel LD again with

@@ -123,9 +123,12 @@ def test_dataloader_over_other_datasets_is_read_once_as_batches():
     np.testing.assert_array_equal(batch["y"], batch["x"] ** 2)
 
 
-def test_a_loader_read_once_gives_the_same_batches_whatever_the_global_seed_and_leaves_that_rng_alone():
+def test_a_loader_read_once_gives_the_same_batches_whatever_the_global_seed_and_leaves_that_rng_alone(monkeypatch):
     """A shuffling DataLoader over a dataset other than a TensorDataset shuffles with the global RNG:
-    read as it was, two runs with the same seed (or a run and its resumption) got other batches."""
+    read as it was, two runs with the same seed (or a run and its resumption) got other batches.
+    The CPU generator's state is restored, and the GPUs' generators are not reseeded."""
+    reseeded = []
+    monkeypatch.setattr(torch.cuda, "manual_seed_all", reseeded.append)
 
     class Rows(torch.utils.data.Dataset):
         def __len__(self):
@@ -143,6 +146,7 @@ def test_a_loader_read_once_gives_the_same_batches_whatever_the_global_seed_and_
         assert torch.equal(torch.random.get_rng_state(), before)
     assert torch.equal(batches[0], batches[1])
     assert not torch.equal(batches[0], ROWS)  # shuffled, by the fixed seed
+    assert reseeded == [1, 2]  # the test's own torch.manual_seed calls only
 
 
 def test_data_errors():

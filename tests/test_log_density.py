@@ -95,10 +95,16 @@ def test_a_single_chain_is_evaluated_without_vmap(batch_per_chain):
         seen.append([torch._C._functorch.is_batchedtensor(leaf) for leaf in [*chain_params.values(), *chain_batch]])
         return -sum(leaf.square().sum() for leaf in chain_params.values()) + chain_batch[0].sum()
 
-    value, gradient = ChainPotential(log_posterior, lambda p: p, True, batch_per_chain)(params, batch)
-    assert seen == [[False] * (len(params) + 2)]
+    potential = ChainPotential(log_posterior, lambda p: p, True, batch_per_chain)
+    value, gradient = potential(params, batch)
     torch.testing.assert_close(gradient, {name: -2 * param for name, param in params.items()})
     assert value.shape == (1,)
+    # the value alone (a checkpoint's model check) and the Hessian-vector product too
+    torch.testing.assert_close(potential.value(params, batch), value)
+    tangent = {name: torch.ones_like(param) for name, param in params.items()}
+    with_product = potential.with_hessian_vector_product(params, batch, tangent)
+    torch.testing.assert_close(with_product, (value, gradient, {name: -2 * part for name, part in tangent.items()}))
+    assert seen == [[False] * (len(params) + 2)] * 3
 
 
 @pytest.mark.parametrize("num_chains", [2, 1])
