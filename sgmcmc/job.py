@@ -91,10 +91,10 @@ class JobConfig:
     ``dataset`` is a bundled name (:data:`BUNDLED`) or a ``.npz`` (arrays ``x``, ``y``) or
     ``.csv`` (last column the target, a header row) file. ``task`` is inferred when None:
     classification for whole-number targets with at most 50 values. ``step_size`` and
-    ``ensemble_step_size`` None take the task's :data:`DEFAULT_STEP_SIZES`. ``ood_classes`` are held out of
-    training and used as out-of-distribution inputs, beside uniform noise over each feature's
-    training range. ``burn_in`` None means half the steps. ``compile`` compiles each sampler
-    step (:meth:`sgmcmc.Sampler.sample`'s ``compile``; the SGD ensemble stays eager).
+    ``ensemble_step_size`` None take the task's :data:`DEFAULT_STEP_SIZES`. ``ood_classes``
+    are held out of training and used as out-of-distribution inputs, beside uniform noise over
+    each feature's training range. ``burn_in`` None means half the steps. ``compile`` compiles
+    each sampler step (:meth:`sgmcmc.Sampler.sample`'s ``compile``; the SGD ensemble stays eager).
     ``parallel`` ("chains" or "data", under torchrun) samples across processes
     (docs/distributed.md); rank 0 writes the files.
     """

@@ -100,26 +100,9 @@ class ChainPotential:
             return value, gradient, product
 
         batch_dim = 0 if batch_per_chain else None
-        self._value = self._every_chain(one_chain, in_dims=(0, batch_dim))
+        self._value = _over_chains(one_chain, in_dims=(0, batch_dim))
         self._value_and_grad = vmap(grad_and_value(one_chain), in_dims=(0, batch_dim))
-        self._with_hvp = self._every_chain(one_chain_with_hvp, in_dims=(0, batch_dim, 0))
-
-    def _every_chain(self, function: Callable[..., Any], in_dims: tuple[int | None, ...]) -> Callable[..., Any]:
-        """``vmap(function)``, except that a single chain is passed to ``function`` directly (its tensors
-        without the chain dim, which its results get back): vmap over one chain would cost about as
-        much again as the gradient itself."""
-        vmapped = vmap(function, in_dims=in_dims)
-
-        def over_chains(params: Params, *others: Any) -> Any:
-            if _num_chains(params) != 1:
-                return vmapped(params, *others)
-            arguments = [
-                argument if dim is None else pytree.tree_map(lambda leaf: leaf[0], argument)
-                for argument, dim in zip((params, *others), in_dims, strict=True)
-            ]
-            return pytree.tree_map(lambda leaf: leaf[None], function(*arguments))
-
-        return over_chains
+        self._with_hvp = _over_chains(one_chain_with_hvp, in_dims=(0, batch_dim, 0))
 
     def __call__(self, params: Params, batch: Any = None) -> tuple[torch.Tensor, Params]:
         """Returns (log p̃ of shape (num_chains,), gradients shaped like ``params``)."""
@@ -147,8 +130,22 @@ class ChainPotential:
         return self._with_hvp(params, batch, tangent)
 
 
-def _num_chains(params: Params) -> int:
-    return next(iter(params.values())).shape[0]
+def _over_chains(function: Callable[..., Any], in_dims: tuple[int | None, ...]) -> Callable[..., Any]:
+    """``vmap(function, in_dims)``, except that a single chain is passed to ``function`` directly (its
+    tensors without the chain dim, which its results get back): vmap over one chain would cost about
+    as much again as the gradient itself. The first argument is the params."""
+    vmapped = vmap(function, in_dims=in_dims)
+
+    def over_chains(params: Params, *others: Any) -> Any:
+        if next(iter(params.values())).shape[0] != 1:
+            return vmapped(params, *others)
+        arguments = [
+            argument if dim is None else pytree.tree_map(lambda leaf: leaf[0], argument)
+            for argument, dim in zip((params, *others), in_dims, strict=True)
+        ]
+        return pytree.tree_map(lambda leaf: leaf[None], function(*arguments))
+
+    return over_chains
 
 
 class BoundPotential:

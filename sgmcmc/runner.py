@@ -357,7 +357,7 @@ def _kept_params(keep: Sequence[str] | None, params: dict[str, torch.Tensor]) ->
     unknown = [name for name in keep if name not in params]
     if unknown:
         raise ValueError(f"keep names unknown parameters {unknown}; the parameters are {list(params)}")
-    return list(keep)
+    return keep
 
 
 def _step_size_at(schedule: Schedule, step: int) -> float:
