@@ -406,13 +406,23 @@ def sample_data_parallel(
         **sample_kwargs,
     )
     if world_size > 1:
-        for name, value in trace.final_state["params"].items():
+        params = trace.final_state["params"]
+        differs = []
+        for value in params.values():
             reference = value.clone()
             _collective(
                 "comparing the replicas' final params", lambda reference=reference: dist.broadcast(reference, src=0)
             )
-            if not torch.equal(reference, value):
-                raise DistributedSamplingError(f"the replicas drifted apart: parameter {name!r} differs from rank 0's")
+            differs.append(not torch.equal(reference, value))
+        # rank 0 compares its params with themselves: every rank must learn what the others found
+        drifted = torch.tensor(differs, dtype=torch.int32, device=next(iter(params.values())).device)
+        _collective("comparing the replicas' final params", lambda: dist.all_reduce(drifted, op=dist.ReduceOp.MAX))
+        names = [name for name, flag in zip(params, drifted.tolist(), strict=True) if flag]
+        if names:
+            raise DistributedSamplingError(
+                f"the replicas drifted apart: parameters {names} differ from rank 0's on some rank (give every "
+                "rank the same sampler, seed, init and settings)"
+            )
     return trace if rank == 0 else None
 
 

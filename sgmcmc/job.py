@@ -138,6 +138,10 @@ class JobConfig:
         for name, least in [("num_chains", 1), ("num_steps", 1), ("thin", 1), ("batch_size", 1), ("num_cycles", 1)]:
             count(name, getattr(self, name), least)
         count("checkpoint_every", self.checkpoint_every, 0)
+        if self.parallel is not None and self.checkpoint_every:
+            raise ValueError(f"--parallel {self.parallel} cannot checkpoint (--checkpoint-every; docs/distributed.md)")
+        if self.parallel == "chains" and self.stream:
+            raise ValueError("--parallel chains cannot stream the trace (--stream): rank 0 gathers it at the end")
         for name in ("step_size", "ensemble_step_size"):
             if getattr(self, name) is not None:
                 positive(name, getattr(self, name))
@@ -428,7 +432,13 @@ def run_job(config: JobConfig) -> dict[str, Any]:
 
     if config.ensemble:
         start = time.perf_counter()
-        ensemble = sgmcmc.SGLD(posterior.log_posterior, step_sizes["ensemble"], temperature=0.0).sample(
+        # rank 0 alone trains the ensemble, on all the rows: its likelihood scales to all of them
+        full_data = (
+            posterior
+            if num_data == len(train_y)
+            else ModulePosterior(network, likelihood, num_data=len(train_y), prior_scale=config.prior_scale)
+        )
+        ensemble = sgmcmc.SGLD(full_data.log_posterior, step_sizes["ensemble"], temperature=0.0).sample(
             init, minibatches, burn_in=config.num_steps - 1, functionals=functionals, keep=(), **common
         )
         seconds["ensemble"] = time.perf_counter() - start

@@ -2,7 +2,8 @@
 
 Modes:
     sample: chain-parallel SGHMC (5 chains over 2 ranks), chain-parallel SGLD whose chain on rank 1
-        diverges, data-parallel SGLD on shards of pre-made batches of other sizes (refused),
+        diverges, data-parallel SGLD on shards of pre-made batches of other sizes (refused), a
+        data-parallel SGLD whose rank 1 has another step size (the replicas drift apart),
         data-parallel LD and data-parallel pSGLD
         with its Hessian-vector product on full-batch shards, and the data-parallel LD again with
         ``compile=True`` (a compile failure is an error here, not a fallback); rank 0 saves every
@@ -142,6 +143,17 @@ def sample(output: Path) -> None:
             )
         except ValueError as error:
             results["unequal_batches"] = str(error)
+        try:  # rank 1 given another step size by mistake: the replicas drift apart
+            distributed.sample_data_parallel(
+                sgmcmc.SGLD(log_posterior(), step_size=1e-3 if group.rank == 0 else 2e-3),
+                init(),
+                sgmcmc.Minibatches(*shard, batch_size=8),
+                num_chains=1,
+                num_steps=3,
+                progress=False,
+            )
+        except distributed.DistributedSamplingError as error:
+            results["drifted"] = str(error)
         samplers = full_batch_samplers()
         for name, compile in [*((name, False) for name in samplers), ("ld", True)]:
             with warnings.catch_warnings():

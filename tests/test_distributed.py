@@ -73,6 +73,12 @@ def test_shards_of_premade_batches_of_other_sizes_are_refused(two_process_result
     assert "(2, 8, 3)" in two_process_results["unequal_batches"]
 
 
+def test_replicas_that_drift_apart_are_an_error_on_rank_0_too(two_process_results):
+    """Rank 0 compares its own params with what it broadcast, which always agree: before, it returned
+    (and a job wrote) the trace while only rank 1 raised."""
+    assert two_process_results["drifted"].startswith("the replicas drifted apart: parameters ['weights']")
+
+
 @pytest.mark.parametrize("sampler_name", ["ld", "psgld"])
 def test_data_parallel_full_batch_shards_equal_single_process_full_batch(two_process_results, sampler_name):
     features, labels = script.regression_data()
@@ -121,13 +127,14 @@ def test_sgmcmc_run_under_torchrun_writes_one_report(tmp_path, parallel):
         "--thin=5",
         "--hidden",
         "4",
-        "--no-ensemble",
         "--no-progress",
         f"--output={output}",
     )
     assert completed.returncode == 0, completed.stderr[-4000:]
+    # the ensemble, on rank 0 alone over all 1347 rows, scales its likelihood to them (it had data-parallel's N)
+    assert "was made with num_data" not in completed.stderr, completed.stderr[-4000:]
     report = json.loads((output / "report.json").read_text())
-    assert report["methods"]["posterior"]["draws"] == 3 * 2
+    assert report["methods"]["posterior"]["draws"] == 3 * 2 and "SGD ensemble of 3" in report["methods"]
     assert report["config"]["parallel"] == parallel
     # digits' 1347 training rows over 2 ranks: data-parallel samples 2 × 673 and scales the likelihood to them
     assert report["num_train"] == 1347 and report["num_data"] == (1347 if parallel == "chains" else 1346)

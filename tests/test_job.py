@@ -144,6 +144,9 @@ def test_npz_input_and_bad_settings(tmp_path):
         JobConfig(checkpoint_every=-5)
     with pytest.raises(ValueError, match="ensemble_step_size must be a finite number > 0"):
         JobConfig(ensemble_step_size=0.0)
+    _usage_error(["run", "--parallel", "chains", "--stream"], r"--parallel chains cannot stream the trace \(--stream\)")
+    _usage_error(["run", "--parallel", "data", "--checkpoint-every", "100"], r"cannot checkpoint \(--checkpoint-every")
+    JobConfig(parallel="data", stream=True)  # rank 0 streams a data-parallel run's trace
     with pytest.raises(ValueError, match="ood_classes need a classification task; diabetes is a regression task"):
         run_job(JobConfig(dataset="diabetes", ood_classes=[151], output=str(tmp_path / "x"), **TINY))
     with pytest.raises(ValueError, match="leave fewer than 2 classes"):
