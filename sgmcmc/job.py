@@ -138,10 +138,6 @@ class JobConfig:
         for name, least in [("num_chains", 1), ("num_steps", 1), ("thin", 1), ("batch_size", 1), ("num_cycles", 1)]:
             count(name, getattr(self, name), least)
         count("checkpoint_every", self.checkpoint_every, 0)
-        if self.parallel is not None and self.checkpoint_every:
-            raise ValueError(f"--parallel {self.parallel} cannot checkpoint (--checkpoint-every; docs/distributed.md)")
-        if self.parallel == "chains" and self.stream:
-            raise ValueError("--parallel chains cannot stream the trace (--stream): rank 0 gathers it at the end")
         for name in ("step_size", "ensemble_step_size"):
             if getattr(self, name) is not None:
                 positive(name, getattr(self, name))
@@ -149,6 +145,10 @@ class JobConfig:
             value = getattr(self, name)
             if value is not None and value not in options:
                 raise ValueError(f"{name} must be one of {options}, got {value!r}")
+        if self.parallel is not None and self.checkpoint_every:
+            raise ValueError(f"--parallel {self.parallel} cannot checkpoint (--checkpoint-every; docs/distributed.md)")
+        if self.parallel == "chains" and self.stream:
+            raise ValueError("--parallel chains cannot stream the trace (--stream): rank 0 gathers it at the end")
         if not 0 < self.test_fraction < 1:
             raise ValueError(f"test_fraction must be in (0, 1), got {self.test_fraction}")
         if not self.hidden or any(width < 1 for width in self.hidden):
