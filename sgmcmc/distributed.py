@@ -20,6 +20,10 @@ Start P processes with ``torchrun --nproc-per-node=P script.py`` (or any launche
   take identical steps; the shards must be equal-sized (:func:`shard_rows`) because the
   minibatch draws of every rank come from those same generators.
 
+Every rank must be given the same sampler, init and arguments (but its own device and data):
+both modes first gather every rank's settings and, if any differ, raise ``ValueError`` on
+every rank naming them.
+
 Failure: a rank that raises prints its error, leaves the process group and exits non-zero;
 torchrun then stops the other ranks at once. Without such a launcher a healthy rank stops at
 its next collective (every step in data-parallel mode, the final gather in chain-parallel
@@ -31,6 +35,7 @@ that says another rank failed. Write result files on rank 0 only, with
 from __future__ import annotations
 
 import ast
+import inspect
 import os
 import sys
 import warnings
@@ -53,7 +58,7 @@ from sgmcmc.data import Minibatches, chain_data
 from sgmcmc.log_density import ChainPotential
 from sgmcmc.runner import SamplerDivergenceWarning, warn_of_divergences
 from sgmcmc.sampler import Sampler
-from sgmcmc.trace import GROUPS, Trace, netcdf_attr
+from sgmcmc.trace import GROUPS, Trace, netcdf_attr, tensor_digest
 
 __all__ = [
     "DEFAULT_TIMEOUT_S",
@@ -193,6 +198,67 @@ def _block_of_init(init: Any, block: range, num_chains: int) -> Any:
     return rows("", init)
 
 
+_PER_RANK_ARGUMENTS = frozenset(
+    {"data", "device", "progress", "trace_file", "checkpoint", "checkpoint_every", "wrap_potential"}
+)
+"""Arguments of ``sample`` that the ranks need not share: each has its own device and data (a data-parallel
+run compares its shards' shapes), only rank 0 writes, and the others are refused."""
+
+
+def _settings(sampler: Sampler, arguments: dict[str, Any]) -> dict[str, Any]:
+    """What every rank must be given alike: the sampler and the arguments of ``sample`` (defaults
+    filled in), tensors by a digest of their values (their repr would name each rank's device)."""
+
+    def comparable(value: Any) -> Any:
+        if isinstance(value, np.ndarray):
+            value = value.tolist()
+        digest = tensor_digest(value)
+        return netcdf_attr(value) if digest is None else f"{pytree.tree_structure(value)} (sha256 {digest})"
+
+    defaults = {
+        name: parameter.default
+        for name, parameter in inspect.signature(sampler.sample).parameters.items()
+        if parameter.default is not inspect.Parameter.empty
+    }
+    settings = {
+        "sampler": type(sampler).__name__,
+        "num_data": getattr(sampler.log_posterior, "num_data", None),
+        **{name: comparable(value) for name, value in sampler.hyperparameters().items()},
+    }
+    for name, value in {**defaults, **arguments}.items():
+        if name not in _PER_RANK_ARGUMENTS:
+            settings[name] = sorted(value or {}) if name == "functionals" else comparable(value)
+    return settings
+
+
+def _settings_by_rank(settings: dict[str, Any]) -> list[dict[str, Any]]:
+    """Every rank's ``settings``, gathered on every rank."""
+    _, world_size = _rank_and_world_size()
+    if world_size == 1:
+        return [settings]
+    by_rank: list[Any] = [None] * world_size
+    _collective("comparing the ranks' settings", lambda: dist.all_gather_object(by_rank, settings))
+    return by_rank
+
+
+def _check_same_settings(by_rank: list[dict[str, Any]]) -> None:
+    """Raise, on every rank alike, if the ranks were given different settings. Otherwise a data-parallel
+    run fails at a later collective, after the process group's timeout and blaming another rank, and a
+    chain-parallel run gathers chains run under other settings into one trace."""
+    names = sorted({name for settings in by_rank for name in settings})
+    differing = {
+        name: [settings.get(name) for settings in by_rank]
+        for name in names
+        if any(settings.get(name) != by_rank[0].get(name) for settings in by_rank)
+    }
+    if differing:
+        raise ValueError(
+            "the ranks were given different settings ("
+            + "; ".join(f"{name} by rank: {values}" for name, values in differing.items())
+            + "); give every rank the same sampler, init and arguments"
+        )
+
+
 def _refuse(sample_kwargs: dict[str, Any], *names: str) -> None:
     for name in names:
         if sample_kwargs.get(name) is not None:
@@ -237,11 +303,16 @@ def sample_chain_parallel(
         None on the other ranks. Divergences are reported on rank 0, as by ``sample``: one
         :class:`sgmcmc.SamplerDivergenceWarning` naming the global chain ids, and the trace's
         ``diverged_at_step`` covers all K chains.
+
+    Raises:
+        ValueError: on every rank, before sampling, if the ranks were given other settings.
     """
     _refuse(sample_kwargs, "trace_file", "checkpoint", "wrap_potential")
     num_chains = count("num_chains", num_chains, 1)
     seeds = seeds_of_chains(seed, num_chains)
     rank, world_size = _rank_and_world_size()
+    arguments = {"init": init, "num_chains": num_chains, "seed": seeds, "stacked_init": stacked_init}
+    _check_same_settings(_settings_by_rank(_settings(sampler, {**sample_kwargs, **arguments})))
     block = chain_block(num_chains, rank, world_size)
     piece = None
     if len(block):
@@ -382,22 +453,26 @@ def sample_data_parallel(
         The trace on rank 0 (``lp`` is the averaged estimate), None on the other ranks. At the end
         the ranks check that their final params are identical, and raise
         :class:`DistributedSamplingError` if they drifted apart.
+
+    Raises:
+        ValueError: on every rank, before sampling, if the ranks' shards differ in shape or the
+            ranks were given other settings.
     """
     _refuse(sample_kwargs, "checkpoint", "wrap_potential")
     stream = chain_data(shard)
     if stream is None:
         raise ValueError("data-parallel sampling needs data: give this rank's shard")
     rank, world_size = _rank_and_world_size()
-    if world_size > 1:
-        # the shapes of every tensor, not only the row count: pre-made batches of other sizes must differ too
-        layout = (stream.units_per_step, [tuple(leaf.shape) for leaf in pytree.tree_leaves(stream.units)])
-        layouts: list[Any] = [None] * world_size
-        _collective("comparing the shards' sizes", lambda: dist.all_gather_object(layouts, layout))
-        if any(other != layout for other in layouts):
-            raise ValueError(
-                f"the ranks' shards differ: (rows per step, shapes of the shard's tensors) by rank = {layouts}; "
-                "data-parallel sampling needs equal shards (see shard_rows)"
-            )
+    # the shapes of every tensor, not only the row count: pre-made batches of other sizes must differ too
+    layout = (stream.units_per_step, [tuple(leaf.shape) for leaf in pytree.tree_leaves(stream.units)])
+    by_rank = _settings_by_rank({"shard": layout, **_settings(sampler, {"init": init, **sample_kwargs})})
+    layouts = [settings.pop("shard") for settings in by_rank]
+    if any(other != layout for other in layouts):
+        raise ValueError(
+            f"the ranks' shards differ: (rows per step, shapes of the shard's tensors) by rank = {layouts}; "
+            "data-parallel sampling needs equal shards (see shard_rows)"
+        )
+    _check_same_settings(by_rank)
     trace = sampler.sample(
         init,
         shard,

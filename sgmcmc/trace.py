@@ -152,14 +152,21 @@ def netcdf_attr(value: Any) -> Any:
         return str(value)  # plain str: h5py cannot store subclasses such as torch's TorchVersion
     if isinstance(value, (int, float)):
         return value
+    digest = tensor_digest(value)
+    return repr(value) if digest is None else f"{value!r} (sha256 {digest})"
+
+
+def tensor_digest(value: Any) -> str | None:
+    """A digest of the dtypes, shapes and values of the tensors ``value`` holds (wherever they lie), or
+    None if it holds none."""
     tensors = [leaf for leaf in pytree.tree_leaves(value) if isinstance(leaf, torch.Tensor)]
-    if tensors:
-        digest = hashlib.sha256()
-        for tensor in tensors:
-            digest.update(f"{tensor.dtype}{tuple(tensor.shape)}".encode())
-            digest.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
-        return f"{value!r} (sha256 {digest.hexdigest()[:16]})"
-    return repr(value)
+    if not tensors:
+        return None
+    digest = hashlib.sha256()
+    for tensor in tensors:
+        digest.update(f"{tensor.dtype}{tuple(tensor.shape)}".encode())
+        digest.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()[:16]
 
 
 class _StoredGroup(Mapping[str, np.ndarray]):

@@ -114,6 +114,13 @@ def as_arrays(trace: sgmcmc.Trace) -> dict[str, Any]:
     }
 
 
+def every_rank(value: Any) -> list[Any]:
+    """``value`` of every rank, in rank order."""
+    gathered = [None] * torch.distributed.get_world_size()
+    torch.distributed.all_gather_object(gathered, value)
+    return gathered
+
+
 def sample(output: Path) -> None:
     torch.set_num_threads(1)
     with distributed.process_group(timeout_s=30) as group:
@@ -143,9 +150,38 @@ def sample(output: Path) -> None:
             )
         except ValueError as error:
             results["unequal_batches"] = str(error)
-        try:  # rank 1 given another step size by mistake: the replicas drift apart
+        refused = None
+        try:  # rank 1 given another number of steps: refused at the start, not at the 30 s timeout
             distributed.sample_data_parallel(
+                sgmcmc.SGLD(log_posterior(), step_size=1e-3),
+                init(),
+                sgmcmc.Minibatches(*shard, batch_size=8),
+                num_chains=1,
+                num_steps=3 if group.rank == 0 else 4,
+                progress=False,
+            )
+        except ValueError as error:
+            refused = str(error)
+        results["other_num_steps"] = every_rank(refused)
+        refused = None
+        try:  # rank 1's chains given another step size: refused, not gathered into one trace
+            distributed.sample_chain_parallel(
                 sgmcmc.SGLD(log_posterior(), step_size=1e-3 if group.rank == 0 else 2e-3),
+                init(),
+                sgmcmc.Minibatches(*regression_data(), batch_size=8),
+                num_chains=2,
+                num_steps=3,
+                progress=False,
+            )
+        except ValueError as error:
+            refused = str(error)
+        results["other_step_size"] = every_rank(refused)
+        rank_1_step_size = sgmcmc.SGLD(log_posterior(), step_size=1e-3 if group.rank == 0 else 2e-3)
+        # a setting the start-up comparison cannot see (here hidden from it): the replicas drift apart
+        rank_1_step_size.hyperparameters = lambda: {"step_size": 1e-3}
+        try:
+            distributed.sample_data_parallel(
+                rank_1_step_size,
                 init(),
                 sgmcmc.Minibatches(*shard, batch_size=8),
                 num_chains=1,

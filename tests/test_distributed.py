@@ -79,6 +79,40 @@ def test_replicas_that_drift_apart_are_an_error_on_rank_0_too(two_process_result
     assert two_process_results["drifted"].startswith("the replicas drifted apart: parameters ['weights']")
 
 
+def test_ranks_given_other_settings_are_refused_at_the_start_on_every_rank(two_process_results):
+    """Before, a data-parallel run whose ranks took other numbers of steps failed only at the process
+    group's timeout, blaming another rank, and a chain-parallel run with another step size on rank 1
+    returned one trace of chains sampled under two step sizes, recording rank 0's."""
+    assert (
+        two_process_results["other_num_steps"]
+        == [
+            "the ranks were given different settings (num_steps by rank: [3, 4]); "
+            "give every rank the same sampler, init and arguments"
+        ]
+        * 2
+    )
+    assert (
+        two_process_results["other_step_size"]
+        == [
+            "the ranks were given different settings (step_size by rank: ['Constant(step_size=0.001)', "
+            "'Constant(step_size=0.002)']); give every rank the same sampler, init and arguments"
+        ]
+        * 2
+    )
+
+
+def test_ranks_compare_what_decides_the_run_but_not_their_device_progress_or_output():
+    sampler = sgmcmc.SGLD(script.log_posterior(), step_size=1e-3)
+    settings = distributed._settings(sampler, {"init": script.init(), "num_steps": 10})
+    per_rank = {"device": "cpu", "progress": False, "trace_file": "t.nc", "data": None}
+    assert distributed._settings(sampler, {"init": script.init(), "num_steps": 10, **per_rank}) == settings
+    assert settings["num_data"] == script.NUM_DATA and settings["step_size"] == "Constant(step_size=0.001)"
+    # a default given explicitly is the same setting; other values of init are not
+    assert distributed._settings(sampler, {"init": script.init()}) == {**settings, "num_steps": 1000}
+    other_init = {name: value + 1 for name, value in script.init().items()}
+    assert distributed._settings(sampler, {"init": other_init, "num_steps": 10})["init"] != settings["init"]
+
+
 @pytest.mark.parametrize("sampler_name", ["ld", "psgld"])
 def test_data_parallel_full_batch_shards_equal_single_process_full_batch(two_process_results, sampler_name):
     features, labels = script.regression_data()
