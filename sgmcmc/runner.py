@@ -593,6 +593,17 @@ def run(
                 save_checkpoint(checkpoint, contents)
     except KeyboardInterrupt:
         interrupted = True
+    except Exception as error:
+        # the draws so far go with the error to the caller: a crash hours into a run keeps them
+        try:
+            error.partial_trace = recorder.finish(steps_done, state, {"diverged_at_step": diverged_at.tolist()})
+            error.add_note(
+                f"sgmcmc: the {error.partial_trace.num_draws} draws kept in the {steps_done} steps before this "
+                "error are in its .partial_trace"
+            )
+        except Exception as failure:  # noqa: BLE001 -- the caller must see the first error, not this one
+            error.add_note(f"sgmcmc: the draws kept before this error were lost: {failure!r}")
+        raise
     except BaseException:
         recorder.flush(steps_done)
         raise

@@ -158,7 +158,8 @@ class Sampler(ABC):
 
         Returns:
             A :class:`sgmcmc.Trace`; draw i is the state after ``burn_in + i * thin`` steps.
-            Ctrl-C stops the run and returns the draws kept so far (also in ``trace_file``).
+            Ctrl-C stops the run and returns the draws kept so far (also in ``trace_file``); any
+            other exception propagates with them as its ``partial_trace`` (a :class:`sgmcmc.Trace`).
         """
         return run(
             self,

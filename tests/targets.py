@@ -326,7 +326,8 @@ def assert_exact_law(
 
 
 class Interrupting:
-    """A log posterior that raises KeyboardInterrupt (as Ctrl-C would) when called for step ``at_step``.
+    """A log posterior that raises ``error`` (by default KeyboardInterrupt, as Ctrl-C would) when called
+    for step ``at_step``.
 
     The engine calls ``log_posterior`` twice to check the inputs (chain 0 alone, then every chain),
     then once per step (vectorised over chains), so :attr:`steps_run` counts the steps it took. The
@@ -335,15 +336,15 @@ class Interrupting:
 
     CHECKS = 2
 
-    def __init__(self, log_posterior, at_step=None):
-        self.log_posterior, self.at_step, self.calls = log_posterior, at_step, 0
+    def __init__(self, log_posterior, at_step=None, error=KeyboardInterrupt):
+        self.log_posterior, self.at_step, self.error, self.calls = log_posterior, at_step, error, 0
 
     def __call__(self, *arguments):
         if not torch.is_grad_enabled():
             return self.log_posterior(*arguments)
         self.calls += 1
         if self.at_step is not None and self.calls == self.at_step + self.CHECKS + 1:
-            raise KeyboardInterrupt
+            raise self.error
         return self.log_posterior(*arguments)
 
     @property

@@ -320,6 +320,39 @@ def test_interrupted_run_keeps_its_draws():
 
 
 @pytest.mark.parametrize("streamed", [False, True], ids=["in memory", "streamed"])
+def test_a_run_stopped_by_an_error_hands_its_draws_on_with_the_error(tmp_path, streamed):
+    """Before, an in-memory run lost every draw to an error (out of memory, a failing data read)."""
+    trace_file = tmp_path / "t.nc" if streamed else None
+    options = dict(num_chains=2, num_steps=1000, burn_in=10, seed=0, progress=False, trace_file=trace_file)
+    failing = Interrupting(standard_normal_log_posterior, at_step=50, error=MemoryError("out of memory"))
+    with pytest.raises(MemoryError, match="out of memory") as raised:
+        sgmcmc.SGLD(failing, step_size=0.1).sample(torch.zeros(2), **options)
+    partial = raised.value.partial_trace
+    assert "the 40 draws kept in the 50 steps before this error are in its .partial_trace" in raised.value.__notes__[0]
+    assert partial.num_draws == 40 and partial.attrs["steps_done"] == 50
+    whole = sgmcmc.SGLD(standard_normal_log_posterior, step_size=0.1).sample(
+        torch.zeros(2), **(options | {"trace_file": None})
+    )
+    np.testing.assert_array_equal(partial.posterior["theta"], whole.posterior["theta"][:, :40])
+    # the state after 50 steps, whose step 50 (which would have recorded it) failed
+    final = partial.final_state["params"]["theta"]
+    np.testing.assert_array_equal(final.numpy(), whole.posterior["theta"][:, 40])
+    if streamed:
+        np.testing.assert_array_equal(sgmcmc.Trace.load(trace_file).posterior["theta"], partial.posterior["theta"])
+
+
+def test_an_error_while_keeping_the_draws_of_a_failed_run_leaves_the_first_error_to_the_caller(monkeypatch):
+    def failing_finish(*arguments):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(TraceRecorder, "finish", failing_finish)
+    failing = Interrupting(standard_normal_log_posterior, at_step=5, error=MemoryError("out of memory"))
+    with pytest.raises(MemoryError, match="out of memory") as raised:
+        sgmcmc.SGLD(failing, step_size=0.1).sample(torch.zeros(2), num_steps=10, progress=False)
+    assert raised.value.__notes__ == ["sgmcmc: the draws kept before this error were lost: OSError('disk full')"]
+
+
+@pytest.mark.parametrize("streamed", [False, True], ids=["in memory", "streamed"])
 def test_a_ctrl_c_at_any_line_of_a_chunk_flush_keeps_every_draw_made_before_it(tmp_path, streamed):
     """Ctrl-C lands between two bytecodes. Raised in turn at each line of the flush that moves the
     first full chunk (256 draws, after step 255) to the host or the file, the run still returns
