@@ -100,6 +100,7 @@ class ChainPotential:
             return value, gradient, product
 
         batch_dim = 0 if batch_per_chain else None
+        self._one_chain, self._batch_per_chain = one_chain, batch_per_chain
         self._value = _over_chains(one_chain, in_dims=(0, batch_dim))
         self._value_and_grad = vmap(grad_and_value(one_chain), in_dims=(0, batch_dim))
         self._with_hvp = _over_chains(one_chain_with_hvp, in_dims=(0, batch_dim, 0))
@@ -109,14 +110,11 @@ class ChainPotential:
         if torch.compiler.is_compiling():
             gradient, value = self._value_and_grad(params, batch)
             return value, gradient
-        leaves = {name: param.detach().requires_grad_() for name, param in params.items()}
-        with torch.enable_grad():  # a caller's torch.no_grad() would leave nothing to differentiate
-            value = self._value(leaves, batch)
-            total = value.sum()
-        if not value.requires_grad:  # log p̃ does not depend on the params
-            return value, {name: torch.zeros_like(leaf) for name, leaf in leaves.items()}
-        gradient = torch.autograd.grad(total, tuple(leaves.values()), allow_unused=True, materialize_grads=True)
-        return value.detach(), dict(zip(leaves, gradient, strict=True))
+        if _num_chains(params) == 1:
+            # the chain's own tensors are the leaves, not views into the stacked ones: no select to differentiate
+            batch = _chain_alone(batch) if self._batch_per_chain else batch
+            return _with_chain_dim(_value_and_gradient(self._one_chain, _chain_alone(params), batch))
+        return _value_and_gradient(self._value, params, batch)
 
     def value(self, params: Params, batch: Any = None) -> torch.Tensor:
         """log p̃ of shape (num_chains,) alone, computed without gradients."""
@@ -130,6 +128,32 @@ class ChainPotential:
         return self._with_hvp(params, batch, tangent)
 
 
+def _value_and_gradient(function: Callable[[Params, Any], torch.Tensor], params: Params, batch: Any) -> Any:
+    """``function(params, batch)`` and its gradient with respect to ``params`` by one reverse pass
+    through its sum (a vmapped function's chains are independent, so each gets its own gradient)."""
+    leaves = {name: param.detach().requires_grad_() for name, param in params.items()}
+    with torch.enable_grad():  # a caller's torch.no_grad() would leave nothing to differentiate
+        value = function(leaves, batch)
+        total = value.sum()
+    if not value.requires_grad:  # log p̃ does not depend on the params
+        return value, {name: torch.zeros_like(leaf) for name, leaf in leaves.items()}
+    gradient = torch.autograd.grad(total, tuple(leaves.values()), allow_unused=True, materialize_grads=True)
+    return value.detach(), dict(zip(leaves, gradient, strict=True))
+
+
+def _num_chains(params: Params) -> int:
+    return next(iter(params.values())).shape[0]
+
+
+def _chain_alone(tree: Any) -> Any:
+    """The only chain of ``tree``: every tensor without its chain dim of size 1."""
+    return pytree.tree_map(lambda leaf: leaf[0], tree)
+
+
+def _with_chain_dim(tree: Any) -> Any:
+    return pytree.tree_map(lambda leaf: leaf[None], tree)
+
+
 def _over_chains(function: Callable[..., Any], in_dims: tuple[int | None, ...]) -> Callable[..., Any]:
     """``vmap(function, in_dims)``, except that a single chain is passed to ``function`` directly (its
     tensors without the chain dim, which its results get back): vmap over one chain would cost about
@@ -137,13 +161,13 @@ def _over_chains(function: Callable[..., Any], in_dims: tuple[int | None, ...]) 
     vmapped = vmap(function, in_dims=in_dims)
 
     def over_chains(params: Params, *others: Any) -> Any:
-        if next(iter(params.values())).shape[0] != 1:
+        if _num_chains(params) != 1:
             return vmapped(params, *others)
         arguments = [
-            argument if dim is None else pytree.tree_map(lambda leaf: leaf[0], argument)
+            argument if dim is None else _chain_alone(argument)
             for argument, dim in zip((params, *others), in_dims, strict=True)
         ]
-        return pytree.tree_map(lambda leaf: leaf[None], function(*arguments))
+        return _with_chain_dim(function(*arguments))
 
     return over_chains
 
