@@ -62,7 +62,8 @@ NETCDF_GROUP = "bias_variance"
 """The group of the netCDF file that holds the study (``az.from_netcdf`` reads it as a group too)."""
 
 SIGNIFICANCE = 1e-3
-"""A cell's bias counts as measured (and enters the bias fit) when χ² of its mean error has p < this."""
+"""A cell's bias counts as measured (and enters the bias fit) when Hotelling's T² test of its mean error
+has p < this."""
 
 ROBBINS_MONRO = Polynomial(a=1.0, b=1.0, gamma=0.55)
 """The default decreasing schedule η_k = (1 + k)^(−0.55) (Robbins–Monro: 0.5 < γ ≤ 1)."""
@@ -311,6 +312,12 @@ def bias_variance_study(
         if len(grid) < 2 or (np.diff(grid) <= 0).any():
             raise ValueError(f"{name} must hold at least 2 strictly increasing values, got {grid.tolist()}")
     num_replicates = count("num_replicates", num_replicates, 2)
+    if isinstance(target, GaussianTarget) and sampler is SGLD and step_size_grid[-1] >= 2 * target.sd.min() ** 2:
+        # beyond it the chains grow geometrically, and may stay finite long enough to enter the fits
+        raise ValueError(
+            f"step_sizes reach {step_size_grid[-1]}, but SGLD on {target!r} is stable only for step sizes "
+            f"< 2σ²_min = {2 * target.sd.min() ** 2}"
+        )
     if not 0 <= burn_in_fraction < 1:
         raise ValueError(f"burn_in_fraction must be in [0, 1), got {burn_in_fraction}")
     unknown = [name for name in estimators if name not in ESTIMATORS]
@@ -397,11 +404,14 @@ class PowerLawFit:
 
     @classmethod
     def fit(cls, x: np.ndarray, y: np.ndarray) -> PowerLawFit | None:
-        """The fit, or None with fewer than 3 distinct x."""
+        """The fit, or None with fewer than 3 distinct x; x and y must be finite and > 0."""
         from scipy import (
             stats,
         )  # imported on use: scipy.stats is slow to import and ``import sgmcmc`` loads this module
 
+        for name, values in (("x", x), ("y", y)):
+            if not (np.isfinite(values).all() and (values > 0).all()):
+                raise ValueError(f"a power law is fitted in log-log: {name} must be finite and > 0, got {values}")
         if len(np.unique(x)) < 3:
             return None
         line = stats.linregress(np.log(x), np.log(y))
@@ -418,8 +428,8 @@ class BiasVarianceFit:
     Attributes:
         estimator: ``"mean"`` or ``"second_moment"``.
         budgets: n, shape (num_budgets,).
-        squared_bias: bias² = A η^a over the cells whose bias is significant (None if fewer
-            than 3 step sizes have one): ``exponent`` is a.
+        squared_bias: bias² = A η^a over the cells whose bias is significant and whose bias²
+            estimate is positive (None if fewer than 3 step sizes have one): ``exponent`` is a.
         variance: variance = B (nη)^(−b): ``exponent`` is −b.
         optimal_step_size: η_opt(n) from the measured MSE: the vertex of a parabola through
             log MSE against log η at the 5 grid points around the smallest MSE; NaN where the
@@ -471,6 +481,34 @@ def _vertex_step_sizes(log_step_sizes: np.ndarray, mse: np.ndarray) -> np.ndarra
     return optimum.reshape(mse.shape[:-1])
 
 
+def _zero_bias_p_values(error: xr.DataArray) -> np.ndarray:
+    """Per (budget, step_size) cell, the p-value of Hotelling's T² test that the mean error is 0.
+
+    With R replicates of d coordinates, mean error ē and sample covariance S, T² = R ēᵀ S⁻¹ ē,
+    and (R − d) T² / (d (R − 1)) ~ F(d, R − d) without bias (the estimates normal across
+    replicates, any covariance between coordinates): exact for every R > d, where a χ²_d of
+    the coordinates' squared t statistics rejects far too often at small R. NaN where R ≤ d
+    (S is singular) or a replicate's estimate is not finite.
+    """
+    from scipy import stats
+
+    values = error.transpose("budget", "step_size", "replicate", "coordinate").values
+    num_replicates, dim = values.shape[-2:]
+    p_values = np.full(values.shape[:2], np.nan)
+    finite = np.isfinite(values).all(axis=(-2, -1))
+    if num_replicates <= dim or not finite.any():
+        return p_values
+    cells = values[finite]
+    mean = cells.mean(axis=1)
+    centred = cells - mean[:, None, :]
+    covariance = np.swapaxes(centred, -1, -2) @ centred / (num_replicates - 1)
+    precision = np.linalg.pinv(covariance, hermitian=True)
+    t_squared = num_replicates * np.einsum("ci,cij,cj->c", mean, precision, mean)
+    statistic = (num_replicates - dim) * t_squared / (dim * (num_replicates - 1))
+    p_values[finite] = stats.f.sf(statistic, dim, num_replicates - dim)
+    return p_values
+
+
 def _slopes(log_budgets: np.ndarray, log_optimum: np.ndarray) -> np.ndarray:
     """Least-squares slope of each row of log η_opt (..., num_budgets) against log n, over finite entries."""
     rows = log_optimum.reshape(-1, log_optimum.shape[-1])
@@ -513,20 +551,18 @@ class BiasVarianceStudy:
 
     def cell_errors(self, estimator: str) -> xr.Dataset:
         """Per (budget, step_size) cell, summed over coordinates: ``squared_bias``, ``variance``, ``mse``,
-        ``mse_se`` and ``bias_p_value`` (χ² test of zero bias), and ``decreasing_mse`` per budget.
+        ``mse_se`` and ``bias_p_value`` (Hotelling's T² test of zero bias, NaN with no more replicates
+        than coordinates), and ``decreasing_mse`` per budget.
 
         bias² is the unbiased (ē − x)² − s²/R per coordinate (R replicates, s² their sample
         variance); variance is s²; MSE is the mean of |estimate − x|² over replicates. A cell
         with a diverged replicate has MSE = ∞.
         """
-        from scipy import stats
-
         data = self.dataset.sel(estimator=estimator)
         error = data["constant_estimate"] - data["exact"]
         num_replicates = self.dataset.sizes["replicate"]
         variance_per_coordinate = error.var("replicate", ddof=1)
         mean_error = error.mean("replicate")
-        chi_squared = (mean_error**2 / (variance_per_coordinate / num_replicates)).sum("coordinate")
         squared_error = (error**2).sum("coordinate")
         diverged = data["constant_diverged"].any("replicate")
         cells = xr.Dataset(
@@ -535,7 +571,7 @@ class BiasVarianceStudy:
                 "variance": variance_per_coordinate.sum("coordinate"),
                 "mse": squared_error.mean("replicate").where(~diverged, np.inf),
                 "mse_se": squared_error.std("replicate", ddof=1) / math.sqrt(num_replicates),
-                "bias_p_value": xr.apply_ufunc(stats.chi2.sf, chi_squared, self.dataset.sizes["coordinate"]),
+                "bias_p_value": (("budget", "step_size"), _zero_bias_p_values(error)),
             }
         )
         if "decreasing_estimate" in self.dataset:
@@ -553,7 +589,9 @@ class BiasVarianceStudy:
         usable = np.isfinite(cells["mse"].values)
         budget_grid, step_size_grid = np.meshgrid(budgets, step_sizes, indexing="ij")
 
-        significant = usable & (cells["bias_p_value"].values < SIGNIFICANCE)
+        # a positive estimate too: the unbiased bias² of a significant cell can still be ≤ 0 when the
+        # bias lies in a few coordinates and the others' variance outweighs it
+        significant = usable & (cells["bias_p_value"].values < SIGNIFICANCE) & (cells["squared_bias"].values > 0)
         squared_bias = PowerLawFit.fit(step_size_grid[significant], cells["squared_bias"].values[significant])
         variance = (
             PowerLawFit.fit((budget_grid * step_size_grid)[usable], cells["variance"].values[usable])
