@@ -58,9 +58,9 @@ def flatten_draws(named: Mapping[str, ArrayLike], names: list[str] | None = None
                 f"parameter {name!r} has shape {tuple(value.shape)}; expected (num_chains, num_draws, ...)"
             )
         columns.append(value.reshape(value.shape[0] * value.shape[1], -1))
-    rows = {column.shape[0] for column in columns}
-    if len(rows) > 1:
-        raise ValueError(f"the parameters have different numbers of chains × draws: {sorted(rows)}")
+    leading = {name: tuple(_tensor(named[name]).shape[:2]) for name in names}
+    if len(set(leading.values())) > 1:
+        raise ValueError(f"the parameters have different (num_chains, num_draws): {leading}")
     return torch.cat([column.to(columns[0].device) for column in columns], dim=1)
 
 
@@ -163,6 +163,10 @@ def kernel_stein_discrepancy(
             raise TypeError("draws and scores must both be arrays or both be mappings of named arrays")
         if set(draws) != set(scores):
             raise ValueError(f"draws have parameters {sorted(draws)} but scores have {sorted(scores)}")
+        for name in draws:
+            draw_shape, score_shape = tuple(_tensor(draws[name]).shape), tuple(_tensor(scores[name]).shape)
+            if draw_shape != score_shape:
+                raise ValueError(f"parameter {name!r}: draws have shape {draw_shape} but scores have {score_shape}")
         draws, scores = flatten_draws(draws), flatten_draws(scores, names=list(draws))
     points = _as_matrix(draws, "draws").to(torch.float64)
     gradients = _as_matrix(scores, "scores").to(device=points.device, dtype=torch.float64)
@@ -171,6 +175,8 @@ def kernel_stein_discrepancy(
     num_draws = points.shape[0]
     if num_draws == 0:
         raise ValueError("no draws")
+    if points.shape[1] == 0:
+        raise ValueError("the draws have no coordinates (d = 0): there is nothing to measure")
     for name, tensor in (("draws", points), ("scores", gradients)):
         if not bool(torch.isfinite(tensor).all()):
             raise ValueError(f"{name} contain non-finite values (diverged chains? drop them first)")
@@ -214,12 +220,22 @@ def score_at_draws(
         chunk_size: passed to ``vmap`` to bound memory.
 
     Returns:
-        The scores, shaped, named and typed like ``draws``, ready for :func:`kernel_stein_discrepancy`.
+        The scores as tensors of the draws' dtype, ready for :func:`kernel_stein_discrepancy`:
+        named and shaped like a mapping, (n, d) for a matrix (and for (n,) draws, (n, 1)).
+
+    Raises:
+        TypeError: draws that are not floating point (``log_density`` cannot be differentiated there).
     """
     score = torch.func.vmap(torch.func.grad(log_density), chunk_size=chunk_size)
     if isinstance(draws, Mapping):
         tensors = {name: _tensor(value) for name, value in draws.items()}
+        for name, value in tensors.items():
+            if not value.is_floating_point():
+                raise TypeError(f"draws[{name!r}] must be floating point to take the score there, got {value.dtype}")
         leading = {name: value.shape[:2] for name, value in tensors.items()}
         flat = {name: value.reshape(-1, *value.shape[2:]) for name, value in tensors.items()}
         return {name: value.reshape(*leading[name], *value.shape[1:]) for name, value in score(flat).items()}
-    return score(_as_matrix(draws, "draws"))
+    matrix = _as_matrix(draws, "draws")
+    if not matrix.is_floating_point():
+        raise TypeError(f"draws must be floating point to take the score there, got {matrix.dtype}")
+    return score(matrix)

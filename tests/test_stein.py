@@ -161,6 +161,25 @@ def test_draws_far_from_the_origin_give_the_value_of_the_same_draws_near_it():
             "parameters",
         ),
         ({"draws": {"theta": torch.zeros(1, 5, 2)}}, TypeError, "both"),
+        # the same number of columns in all, but a's scores are b's: before, draws and scores were mis-paired
+        (
+            {
+                "draws": {"a": torch.zeros(1, 5, 3), "b": torch.zeros(1, 5)},
+                "scores": {"a": torch.zeros(1, 5), "b": torch.zeros(1, 5, 3)},
+            },
+            ValueError,
+            r"parameter 'a': draws have shape \(1, 5, 3\) but scores have \(1, 5\)",
+        ),
+        # 2 chains × 6 draws against 3 × 4: before, the rows of one chain were paired with another's
+        (
+            {
+                "draws": {"x": torch.zeros(2, 6), "y": torch.zeros(3, 4)},
+                "scores": {"x": torch.zeros(2, 6), "y": torch.zeros(3, 4)},
+            },
+            ValueError,
+            "different \\(num_chains, num_draws\\)",
+        ),
+        ({"draws": torch.zeros(5, 0), "scores": torch.zeros(5, 0)}, ValueError, r"no coordinates \(d = 0\)"),
     ],
 )
 def test_clear_errors(change, error, match):
@@ -175,3 +194,10 @@ def test_cuda_tensors_give_the_cpu_value():
     draws, scores = random_draws_and_scores(300, 5, seed=4)
     on_cpu = kernel_stein_discrepancy(draws, scores, block_size=64)
     assert kernel_stein_discrepancy(draws.cuda(), scores.cuda(), block_size=64) == pytest.approx(on_cpu, rel=1e-10)
+
+
+def test_scores_need_floating_draws():
+    with pytest.raises(TypeError, match="draws must be floating point"):
+        score_at_draws(lambda theta: -0.5 * theta.square().sum(), torch.arange(6).reshape(3, 2))
+    with pytest.raises(TypeError, match=r"draws\['w'\] must be floating point"):
+        score_at_draws(lambda params: -0.5 * params["w"].square().sum(), {"w": torch.zeros(1, 3, 2, dtype=torch.int64)})
