@@ -240,7 +240,8 @@ def _rows_of_loader(loader: DataLoader) -> tuple[torch.Tensor, ...] | None:
     if type(sampler) is SubsetRandomSampler:
         indices = [int(index) if indices is None else indices[index] for index in sampler.indices]
     elif not (
-        type(sampler) is SequentialSampler
+        # over the loader's own dataset: a sampler over another source of fewer rows reads only those
+        (type(sampler) is SequentialSampler and len(sampler) == len(loader.dataset))
         or (type(sampler) is RandomSampler and not sampler.replacement and sampler.num_samples == len(loader.dataset))
     ):
         return None

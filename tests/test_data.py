@@ -67,6 +67,17 @@ def test_dataloader_over_a_subset_of_rows_samples_only_those_rows():
             assert sorted(labels[chain].tolist()) == sorted(train)
 
 
+def test_dataloader_whose_sampler_picks_other_rows_is_read_as_it_yields():
+    """A SequentialSampler or RandomSampler over another source of 6 rows reads rows 0-5 of the 10 (before,
+    the sequential one was sampled over all 10), and a RandomSampler with replacement repeats rows."""
+    for sampler in (torch.utils.data.SequentialSampler(range(6)), torch.utils.data.RandomSampler(range(6))):
+        stream = chain_data(DataLoader(TensorDataset(ROWS, LABELS), batch_size=3, sampler=sampler))
+        assert sorted(stream.full_batch()[1].tolist()) == list(range(6)), type(sampler).__name__
+    with_replacement = torch.utils.data.RandomSampler(range(10), replacement=True, num_samples=10)
+    stream = chain_data(DataLoader(TensorDataset(ROWS, LABELS), batch_size=5, sampler=with_replacement))
+    assert len(set(stream.full_batch()[1].tolist())) < 10
+
+
 def test_dataloader_that_changes_its_rows_is_read_as_it_yields():
     """A TensorDataset subclass's __getitem__ or a weighted sampler decides what the loader yields."""
 
