@@ -297,9 +297,11 @@ def compare(
         shape = (count("num_starts", num_starts, 1), landscape.dim)
         starts = low + (high - low) * torch.rand(shape, generator=generator, dtype=torch.float64)
     else:
-        starts = torch.as_tensor(starts, dtype=torch.float64)
+        starts = torch.as_tensor(starts).detach().to("cpu", torch.float64)  # a Parameter's values, not its graph
         if starts.ndim != 2 or starts.shape[1] != landscape.dim or len(starts) == 0:
             raise ValueError(f"starts must have shape (num_starts, {landscape.dim}), got {tuple(starts.shape)}")
+        if not bool(torch.isfinite(starts).all()):
+            raise ValueError("starts must be finite")
     num_traced = min(count("num_traced", num_traced, 0), len(starts))
     runs = [_run(landscape, method, starts, num_steps, noise_seed, num_traced) for method in methods]
     return Comparison(landscape, starts.numpy(), runs, num_steps, seed)
@@ -430,8 +432,8 @@ def plot_loss_curves(comparison: Comparison, path: str | Path | None = None) -> 
     """U(θ_k) − U(θ*) (top) and |θ_k − θ*|² (bottom) over the steps k, one column per optimizer: median over
     runs (line) and quartiles (band), log scale.
 
-    Each row's scale runs from 10× the largest quartile at the start down to the smallest quartile reached,
-    but at most 16 decades: a run blowing up leaves the top, one converging to rounding level the bottom.
+    Each row's scale runs from 10× the largest finite quartile down to the smallest quartile reached, but at
+    most 16 decades: a diverged run leaves the top, one converging to rounding level the bottom.
     """
     from matplotlib.figure import Figure
 
@@ -452,14 +454,17 @@ def plot_loss_curves(comparison: Comparison, path: str | Path | None = None) -> 
             )
             for run in comparison.runs
         }
-        top = 10 * max(upper[0] for _, _, upper in quartiles.values())
+        # over every step, not the first: a run started near θ* rises to its stationary level
+        top = 10 * max(upper[np.isfinite(upper)].max(initial=0.0) for _, _, upper in quartiles.values()) or 1.0
         reached = np.concatenate([lower[lower > 0] for lower, _, _ in quartiles.values()])
         axes[row, 0].set_ylim(max(reached.min(initial=top), 1e-16 * top), top)
         axes[row, 0].set_ylabel(name)
         for column, optimizer in enumerate(optimizers):
             runs = [run for run in comparison.runs if run.method.optimizer == optimizer]
             for run, color in zip(runs, _colors(len(runs)), strict=True):
-                lower, median, upper = np.where(quartiles[run.method.label] > top, np.nan, quartiles[run.method.label])
+                lower, median, upper = np.where(
+                    np.isinf(quartiles[run.method.label]), np.nan, quartiles[run.method.label]
+                )
                 axes[row, column].plot(steps, median, color=color, label=run.method.label, linewidth=1.1)
                 axes[row, column].fill_between(
                     steps, lower, np.nan_to_num(upper, nan=top), color=color, alpha=0.15, linewidth=0

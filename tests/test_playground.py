@@ -151,3 +151,27 @@ def test_command_prints_the_table_and_writes_the_figures(tmp_path, capsys):
     for name in ("ackley", "rosenbrock", "double-well"):
         for kind in ("trajectories", "loss", "success"):
             assert (tmp_path / f"landscape_{name}_{kind}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_a_loss_that_rises_from_its_start_is_drawn():
+    """SGLD started near θ* rises to its stationary loss (about T·dim/2 = 1). Before, the scale was 10× the
+    start's quartiles and every value above it was dropped: the SGLD panel was empty."""
+    from sgmcmc.playground import plot_loss_curves
+
+    starts = 0.05 * torch.randn(32, 2, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    comparison = compare(
+        IsotropicGaussian(2), [Method("sgd", 0.1), Method("sgld", 0.1, 1.0)], num_steps=300, starts=starts
+    )
+    sgld_loss_panel = plot_loss_curves(comparison).axes[1]
+    median = sgld_loss_panel.get_lines()[0].get_ydata()
+    assert np.isfinite(median).all() and len(median) == 301
+    assert median[-1] < sgld_loss_panel.get_ylim()[1]
+
+
+def test_starts_may_be_a_parameter_but_not_non_finite():
+    """Before, a Parameter's graph made compare fail after every run; a NaN start was run and called diverged."""
+    starts = torch.nn.Parameter(torch.tensor([[1.2, -0.4], [3.0, 2.5]], dtype=torch.float64))
+    comparison = compare(Ackley(2), [Method("sgd", 0.01)], num_steps=5, starts=starts)
+    np.testing.assert_array_equal(comparison.starts, starts.detach().numpy())
+    with pytest.raises(ValueError, match="starts must be finite"):
+        compare(Ackley(2), [Method("sgd", 0.01)], num_steps=5, starts=torch.tensor([[math.nan, 0.0]]))
