@@ -103,9 +103,12 @@ class GaussianTarget:
 
     def __post_init__(self) -> None:
         mean = np.atleast_1d(np.asarray(self.mean, dtype=np.float64))
-        sd = np.broadcast_to(np.asarray(self.sd, dtype=np.float64), mean.shape).copy()
-        if mean.ndim != 1 or not np.isfinite(mean).all():
-            raise ValueError(f"mean must be a finite vector, got {self.mean!r}")
+        if mean.ndim != 1 or mean.size == 0 or not np.isfinite(mean).all():
+            raise ValueError(f"mean must be a finite, non-empty vector, got {self.mean!r}")
+        sd = np.asarray(self.sd, dtype=np.float64)
+        if sd.shape not in ((), mean.shape):
+            raise ValueError(f"sd must be a number or have mean's shape {mean.shape}, got shape {sd.shape}")
+        sd = np.broadcast_to(sd, mean.shape).copy()
         if not (np.isfinite(sd).all() and (sd > 0).all()):
             raise ValueError(f"sd must be finite and > 0, got {self.sd!r}")
         object.__setattr__(self, "mean", mean)
@@ -312,6 +315,10 @@ def bias_variance_study(
         if len(grid) < 2 or (np.diff(grid) <= 0).any():
             raise ValueError(f"{name} must hold at least 2 strictly increasing values, got {grid.tolist()}")
     num_replicates = count("num_replicates", num_replicates, 2)
+    if decreasing_step_size is not None and not isinstance(decreasing_step_size, Schedule):
+        raise TypeError(
+            f"decreasing_step_size must be a Schedule (such as ROBBINS_MONRO) or None, got {decreasing_step_size!r}"
+        )
     if isinstance(target, GaussianTarget) and sampler is SGLD and step_size_grid[-1] >= 2 * target.sd.min() ** 2:
         # beyond it the chains grow geometrically, and may stay finite long enough to enter the fits
         raise ValueError(

@@ -11,7 +11,7 @@ import numpy as np
 from scipy.special import logsumexp
 from sklearn.metrics import roc_auc_score
 
-from sgmcmc._checks import count
+from sgmcmc._checks import count, positive
 
 __all__ = [
     "accuracy",
@@ -48,6 +48,16 @@ def _probabilities(probabilities: np.ndarray) -> np.ndarray:
     return probabilities
 
 
+def _values(name: str, values: np.ndarray) -> np.ndarray:
+    """``values`` as float64, or a ValueError naming ``name`` if they are empty or not all finite."""
+    values = np.asarray(values, np.float64)
+    if values.size == 0:
+        raise ValueError(f"{name} is empty: there are no points to score")
+    if not np.isfinite(values).all():
+        raise ValueError(f"{name} holds non-finite values")
+    return values
+
+
 def _check(probabilities: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     probabilities, labels = np.asarray(probabilities, np.float64), np.asarray(labels)
     if probabilities.ndim != 2 or labels.shape != probabilities.shape[:1]:
@@ -55,6 +65,8 @@ def _check(probabilities: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, n
             f"probabilities must be (num_points, num_classes) and labels (num_points,); "
             f"got {probabilities.shape} and {labels.shape}"
         )
+    if len(labels) == 0:
+        raise ValueError("there are no points to score: probabilities and labels are empty")
     probabilities = _probabilities(probabilities)
     num_classes = probabilities.shape[1]
     if not (np.issubdtype(labels.dtype, np.number) and (labels == np.round(labels)).all()):
@@ -113,7 +125,11 @@ def brier_score(probabilities: np.ndarray, labels: np.ndarray) -> float:
 
 
 def predictive_entropy(probabilities: np.ndarray) -> np.ndarray:
-    """H[p(y | x)] = −Σ_c p_c log p_c for each point, shape (num_points,)."""
+    """H[p(y | x)] = −Σ_c p_c log p_c for each point of ``probabilities`` (num_points, num_classes);
+    shape (num_points,)."""
+    probabilities = np.asarray(probabilities, np.float64)
+    if probabilities.ndim != 2:
+        raise ValueError(f"probabilities must be (num_points, num_classes), got {probabilities.shape}")
     probabilities = _probabilities(probabilities)
     return -(probabilities * np.log(np.maximum(probabilities, _TINY))).sum(axis=-1)
 
@@ -128,14 +144,20 @@ def ood_auroc(in_distribution: np.ndarray, out_of_distribution: np.ndarray) -> f
     Returns:
         P(entropy of a random OOD point > that of a random test point), ties counting half.
     """
-    scores = np.concatenate([predictive_entropy(in_distribution), predictive_entropy(out_of_distribution)])
+    in_entropy, out_entropy = predictive_entropy(in_distribution), predictive_entropy(out_of_distribution)
+    in_classes, out_classes = np.shape(in_distribution)[1], np.shape(out_of_distribution)[1]
+    if in_classes != out_classes:
+        raise ValueError(f"in_distribution has {in_classes} classes but out_of_distribution has {out_classes}")
+    if len(in_entropy) == 0 or len(out_entropy) == 0:
+        raise ValueError(f"AUROC needs points of both kinds; got {len(in_entropy)} in and {len(out_entropy)} out")
+    scores = np.concatenate([in_entropy, out_entropy])
     is_out = np.concatenate([np.zeros(len(in_distribution)), np.ones(len(out_of_distribution))])
     return float(roc_auc_score(is_out, scores))
 
 
 def root_mean_squared_error(predicted_mean: np.ndarray, targets: np.ndarray) -> float:
     """sqrt((1/n) Σ_i (ŷ_i − y_i)²)."""
-    predicted_mean, targets = np.asarray(predicted_mean, np.float64), np.asarray(targets, np.float64)
+    predicted_mean, targets = _values("predicted_mean", predicted_mean), _values("targets", targets)
     if predicted_mean.shape != targets.shape:
         raise ValueError(f"predicted_mean {predicted_mean.shape} and targets {targets.shape} differ in shape")
     return float(np.sqrt(((predicted_mean - targets) ** 2).mean()))
@@ -149,7 +171,10 @@ def gaussian_mixture_negative_log_likelihood(draw_means: np.ndarray, targets: np
         targets: y, shape (num_points,).
         noise_scale: σ, the likelihood's noise standard deviation.
     """
-    draw_means, targets = np.asarray(draw_means, np.float64), np.asarray(targets, np.float64)
+    draw_means, targets = _values("draw_means", draw_means), _values("targets", targets)
+    noise_scale = positive("noise_scale", noise_scale)
+    if targets.ndim != 1:
+        raise ValueError(f"targets must be (num_points,), got {targets.shape}")
     if draw_means.ndim != 2 or draw_means.shape[1:] != targets.shape:
         raise ValueError(f"draw_means must be (num_draws, {len(targets)}), got {draw_means.shape}")
     log_densities = -0.5 * ((targets - draw_means) / noise_scale) ** 2 - np.log(noise_scale * np.sqrt(2 * np.pi))

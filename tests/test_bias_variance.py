@@ -272,6 +272,17 @@ def test_segments_continue_the_run_exactly(monkeypatch):
         np.testing.assert_allclose(pieces[name].values, whole[name].values, rtol=1e-12)
 
 
+def test_invalid_targets_and_schedules_are_named():
+    """Before, an empty target failed later in IndexError, an sd of the wrong length in numpy's broadcast
+    error, and a float was taken as the decreasing schedule."""
+    with pytest.raises(ValueError, match="mean must be a finite, non-empty vector"):
+        GaussianTarget([], 1.0)
+    with pytest.raises(ValueError, match=r"sd must be a number or have mean's shape \(3,\), got shape \(2,\)"):
+        GaussianTarget([0.0, 0.0, 0.0], [1.0, 2.0])
+    with pytest.raises(TypeError, match="decreasing_step_size must be a Schedule"):
+        bias_variance_study(TARGET, [0.1, 0.2], [10, 20], num_replicates=2, decreasing_step_size=0.1)
+
+
 @pytest.mark.parametrize(
     "change, match",
     [

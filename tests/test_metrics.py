@@ -115,3 +115,29 @@ def test_rows_inside_zero_one_that_do_not_sum_to_one_are_refused():
         metrics.negative_log_likelihood(unnormalised, np.array([0, 1]))
     with pytest.raises(ValueError, match="each row sum to 1"):
         metrics.predictive_entropy(unnormalised)
+
+
+def test_empty_non_finite_and_misshapen_inputs_are_named():
+    """Before, empty inputs and NaN regression targets gave NaN, a scalar target crashed in len(), a
+    (num_points, 1) target was blamed on draw_means, and noise_scale <= 0 gave NaN."""
+    from sgmcmc import metrics
+
+    with pytest.raises(ValueError, match="no points to score"):
+        metrics.accuracy(np.zeros((0, 2)), np.zeros(0, dtype=int))
+    with pytest.raises(ValueError, match="predicted_mean is empty"):
+        metrics.root_mean_squared_error(np.zeros(0), np.zeros(0))
+    with pytest.raises(ValueError, match="targets holds non-finite values"):
+        metrics.root_mean_squared_error(np.zeros(2), np.array([0.0, np.nan]))
+    for targets in (np.zeros((2, 1)), np.float64(0.0)):
+        with pytest.raises(ValueError, match="targets must be \\(num_points,\\)"):
+            metrics.gaussian_mixture_negative_log_likelihood(np.zeros((3, 2)), targets, 1.0)
+    for noise_scale in (0.0, -1.0, np.nan):
+        with pytest.raises(ValueError, match="noise_scale must be a finite number > 0"):
+            metrics.gaussian_mixture_negative_log_likelihood(np.zeros((3, 2)), np.zeros(2), noise_scale)
+    with pytest.raises(ValueError, match="probabilities must be \\(num_points, num_classes\\), got \\(2,\\)"):
+        metrics.predictive_entropy(np.array([0.5, 0.5]))
+    two_classes, ten_classes = np.full((3, 2), 0.5), np.full((3, 10), 0.1)
+    with pytest.raises(ValueError, match="in_distribution has 2 classes but out_of_distribution has 10"):
+        metrics.ood_auroc(two_classes, ten_classes)
+    with pytest.raises(ValueError, match="AUROC needs points of both kinds; got 0 in and 3 out"):
+        metrics.ood_auroc(np.zeros((0, 2)), two_classes)
