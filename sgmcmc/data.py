@@ -215,6 +215,8 @@ def _stack_batches(batches: list[Any]) -> Any:
                     f"batch {number} holds a 0-dim tensor; batches need a leading batch dim (a DataLoader "
                     "with batch_size=None yields single examples: give it a batch_size)"
                 )
+            if leaf.shape[0] == 0:
+                raise ValueError(f"batch {number} has no rows")
             _check_finite(f"batch {number}", leaf)
             if leaf.shape != leaf0.shape or leaf.dtype != leaf0.dtype:
                 raise ValueError(

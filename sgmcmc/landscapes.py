@@ -24,7 +24,7 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
-from sgmcmc._checks import count, nonnegative, positive
+from sgmcmc._checks import count, flag, nonnegative, positive
 
 __all__ = [
     "Landscape",
@@ -129,7 +129,7 @@ class Quadratic(Landscape):
         if dim == 1 and self.condition_number != 1:
             raise ValueError(f"a 1-D quadratic has one curvature: condition_number must be 1, got {condition_number}")
         self.curvature = positive("curvature", curvature)
-        self.rotated = bool(rotated)
+        self.rotated = flag("rotated", rotated)
         exponents = torch.arange(dim, dtype=torch.float64) / max(dim - 1, 1)
         self.curvatures = self.curvature * self.condition_number**exponents
         """λ, shape (dim,): the eigenvalues of H."""

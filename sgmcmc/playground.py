@@ -33,7 +33,7 @@ import numpy as np
 import torch
 
 from sgmcmc import optim
-from sgmcmc._checks import count, nonnegative, positive
+from sgmcmc._checks import count, flag, nonnegative, positive
 from sgmcmc.chains import chain_seeds
 from sgmcmc.landscapes import LANDSCAPES, Landscape, make_landscape
 from sgmcmc.schedules import Polynomial, Schedule, as_schedule
@@ -148,7 +148,7 @@ def sweep(
     methods = [
         Method(name, rate, temperature if name == "sgld" else None) for name in optimizers for rate in learning_rates
     ]
-    if annealed and "sgld" in optimizers and len(set(learning_rates)) > 1:
+    if flag("annealed", annealed) and "sgld" in optimizers and len(set(learning_rates)) > 1:
         largest, smallest = max(learning_rates), min(learning_rates)
         step_size = polynomial_decay(largest, smallest, num_steps)
         decay_label = f"SGLD lr={largest:g}→{smallest:g} T={temperature:g}"
@@ -289,6 +289,11 @@ def compare(
         raise TypeError(f"landscape must be a sgmcmc.landscapes.Landscape, got {type(landscape).__name__}")
     if not methods:
         raise ValueError("methods must name at least one Method")
+    labels = [method.label for method in methods]
+    repeated = sorted({label for label in labels if labels.count(label) > 1})
+    if repeated:
+        # the table and the figures tell runs apart by label
+        raise ValueError(f"methods {repeated} are given more than once")
     num_steps = count("num_steps", num_steps, 1)
     start_seed, noise_seed = chain_seeds(seed, 2)
     if starts is None:

@@ -203,3 +203,9 @@ def test_empty_loader_is_reported_by_sample():
             num_steps=2,
             progress=False,
         )
+
+
+def test_premade_batches_without_rows_are_refused():
+    """Minibatches refuses 0 rows; a list of empty batches was sampled, each step on no data."""
+    with pytest.raises(ValueError, match="batch 0 has no rows"):
+        chain_data([(ROWS[:0], LABELS[:0])] * 3)

@@ -175,3 +175,13 @@ def test_starts_may_be_a_parameter_but_not_non_finite():
     np.testing.assert_array_equal(comparison.starts, starts.detach().numpy())
     with pytest.raises(ValueError, match="starts must be finite"):
         compare(Ackley(2), [Method("sgd", 0.01)], num_steps=5, starts=torch.tensor([[math.nan, 0.0]]))
+
+
+def test_flags_must_be_booleans_and_methods_distinct():
+    """Before, the string "False" read as True, and a method given twice merged its runs in the figures."""
+    with pytest.raises(TypeError, match="rotated must be True or False, got str 'False'"):
+        Quadratic(2, rotated="False")
+    with pytest.raises(TypeError, match="annealed must be True or False"):
+        sweep(annealed="False")
+    with pytest.raises(ValueError, match=r"methods \['SGD lr=0.01'\] are given more than once"):
+        compare(Ackley(2), [Method("sgd", 0.01), Method("sgd", 0.01)], num_steps=2)
