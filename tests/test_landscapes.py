@@ -85,6 +85,7 @@ def test_double_well_roots_and_exact_basin():
     assert well.barrier_height == pytest.approx(float(well.potential(roots[1:2]) - well.potential(roots[2:])))
     # gradient flow from either side of the barrier ends in the well on that side, as in_global_basin says
     theta = torch.tensor([[well.barrier - 1e-3, well.barrier + 1e-3]], dtype=torch.float64).T
+    assert well.barrier > 1e-3 and well.in_global_basin(theta).tolist() == [True, False]  # split at the barrier, not 0
     for _ in range(5000):
         theta = theta - 0.01 * well.gradient(theta)
     torch.testing.assert_close(theta[:, 0], torch.tensor([well.left_well, well.right_well]).double())
@@ -176,6 +177,11 @@ def test_rotated_quadratic_stays_ill_conditioned_whatever_each_coordinate_is_sca
         rtol=1e-12,
         atol=0,
     )
+
+
+def test_squared_distance_is_the_squared_euclidean_distance_to_the_minimiser():
+    theta = torch.tensor([[0.0, 3.0], [1.0, 1.0]], dtype=torch.float64)
+    torch.testing.assert_close(Rosenbrock(2).squared_distance(theta), torch.tensor([5.0, 0.0], dtype=torch.float64))
 
 
 def test_landscapes_refuse_integer_points_and_a_one_dimensional_condition_number():

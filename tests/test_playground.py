@@ -185,3 +185,16 @@ def test_flags_must_be_booleans_and_methods_distinct():
         sweep(annealed="False")
     with pytest.raises(ValueError, match=r"methods \['SGD lr=0.01'\] are given more than once"):
         compare(Ackley(2), [Method("sgd", 0.01), Method("sgd", 0.01)], num_steps=2)
+
+
+def test_best_is_the_lowest_loss_state_visited_and_random_starts_fill_the_box():
+    """SGLD at T = 1 from θ* = 0 of a Gaussian: the start is the lowest-loss state of every run, the last
+    state is not. Random starts lie on both sides of 0, over the start box."""
+    starts = torch.zeros(8, 2, dtype=torch.float64)
+    run = compare(IsotropicGaussian(2), [Method("sgld", 0.1, 1.0)], num_steps=50, starts=starts).runs[0]
+    np.testing.assert_array_equal(run.best, np.zeros((8, 2)))
+    np.testing.assert_array_equal(run.loss.min(axis=0), run.loss[0])
+    assert (np.abs(run.final) > 0).all()
+    drawn = compare(Ackley(3), [Method("sgd", 0.01)], num_starts=64, num_steps=1, seed=0).starts
+    low, high = Ackley.start_box
+    assert drawn.min() < low / 2 and drawn.max() > high / 2
