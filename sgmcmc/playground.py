@@ -155,6 +155,10 @@ def sweep(
         methods.append(Method("sgld", step_size, temperature, label=decay_label))
         if temperature > 0:  # at T = 0 there is nothing to cool
             final_temperature = temperature / 20 if final_temperature is None else final_temperature
+            if not 0 < final_temperature < temperature:
+                raise ValueError(
+                    f"final_temperature must be in (0, temperature = {temperature:g}), got {final_temperature:g}"
+                )
             cooling = polynomial_decay(temperature, final_temperature, num_steps, gamma=1.0)
             methods.append(Method("sgld", step_size, cooling, label=f"{decay_label}→{final_temperature:g}"))
     return methods
@@ -511,16 +515,19 @@ def plot_success_rates(comparison: Comparison, path: str | Path | None = None) -
 
 
 def _run_command(arguments: argparse.Namespace) -> int:
-    landscape = make_landscape(arguments.name, arguments.dim)
-    methods = sweep(
-        arguments.optimizers,
-        arguments.lr,
-        arguments.temperature,
-        arguments.num_steps,
-        annealed=not arguments.no_annealed,
-        final_temperature=arguments.final_temperature,
-    )
-    comparison = compare(landscape, methods, arguments.num_starts, arguments.num_steps, arguments.seed)
+    try:
+        landscape = make_landscape(arguments.name, arguments.dim)
+        methods = sweep(
+            arguments.optimizers,
+            arguments.lr,
+            arguments.temperature,
+            arguments.num_steps,
+            annealed=not arguments.no_annealed,
+            final_temperature=arguments.final_temperature,
+        )
+        comparison = compare(landscape, methods, arguments.num_starts, arguments.num_steps, arguments.seed)
+    except (ValueError, TypeError) as error:  # a bad setting: a usage error, as sgmcmc run gives
+        arguments.parser.error(str(error))
     print(f"{landscape!r}, {arguments.num_starts} random starts in {landscape.start_box}^{landscape.dim}, ", end="")
     print(f"{arguments.num_steps} steps, seed {arguments.seed}\n")
     print(comparison.to_markdown())
@@ -558,4 +565,4 @@ def add_command(commands: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--no-annealed", action="store_true", help="leave out the two SGLD runs on the decaying step")
     parser.add_argument("--output", default="sgmcmc-landscape", help="folder for the PNGs (default: %(default)s)")
-    parser.set_defaults(run=_run_command)
+    parser.set_defaults(run=_run_command, parser=parser)

@@ -198,3 +198,13 @@ def test_best_is_the_lowest_loss_state_visited_and_random_starts_fill_the_box():
     drawn = compare(Ackley(3), [Method("sgd", 0.01)], num_starts=64, num_steps=1, seed=0).starts
     low, high = Ackley.start_box
     assert drawn.min() < low / 2 and drawn.max() > high / 2
+
+
+def test_bad_settings_of_the_command_are_usage_errors_naming_them(capsys):
+    """Before, they left as tracebacks, and a final temperature above T was blamed on "initial"/"final"."""
+    with pytest.raises(SystemExit) as exit_status:
+        main(["landscape", "ill-conditioned", "--dim", "1", "--num-steps", "2"])
+    assert exit_status.value.code == 2
+    assert "a 1-D quadratic has one curvature" in capsys.readouterr().err
+    with pytest.raises(ValueError, match=r"final_temperature must be in \(0, temperature = 1\), got 2"):
+        sweep(temperature=1.0, final_temperature=2.0)
