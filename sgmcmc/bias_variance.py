@@ -123,6 +123,11 @@ class GaussianTarget:
     def dim(self) -> int:
         return len(self.mean)
 
+    @property
+    def stable_step_size_limit(self) -> float:
+        """2σ²_min: the unadjusted Langevin chain (SGLD on this target) is stable for steps below it."""
+        return float(2 * self.sd.min() ** 2)
+
     def __repr__(self) -> str:
         if (self.mean == self.mean[0]).all() and (self.sd == self.sd[0]).all():
             return f"GaussianTarget.isotropic({self.dim}, mean={self.mean[0]}, sd={self.sd[0]})"
@@ -162,8 +167,8 @@ class GaussianTarget:
         Both summed over coordinates. Valid for 0 < η < 2σ² (stability).
         """
         sd2 = self.sd**2
-        if not 0 < step_size < 2 * sd2.min():
-            raise ValueError(f"step_size must be in (0, 2σ²_min) = (0, {2 * sd2.min()}), got {step_size}")
+        if not 0 < step_size < self.stable_step_size_limit:
+            raise ValueError(f"step_size must be in (0, 2σ²_min) = (0, {self.stable_step_size_limit}), got {step_size}")
         rho = 1 - step_size / sd2
         variance_stationary = sd2 / (1 - step_size / (2 * sd2))
         m = count("num_averaged", num_averaged, 1)
@@ -319,11 +324,11 @@ def bias_variance_study(
         raise TypeError(
             f"decreasing_step_size must be a Schedule (such as ROBBINS_MONRO) or None, got {decreasing_step_size!r}"
         )
-    if isinstance(target, GaussianTarget) and sampler is SGLD and step_size_grid[-1] >= 2 * target.sd.min() ** 2:
+    if isinstance(target, GaussianTarget) and sampler is SGLD and step_size_grid[-1] >= target.stable_step_size_limit:
         # beyond it the chains grow geometrically, and may stay finite long enough to enter the fits
         raise ValueError(
             f"step_sizes reach {step_size_grid[-1]}, but SGLD on {target!r} is stable only for step sizes "
-            f"< 2σ²_min = {2 * target.sd.min() ** 2}"
+            f"< 2σ²_min = {target.stable_step_size_limit}"
         )
     if not 0 <= burn_in_fraction < 1:
         raise ValueError(f"burn_in_fraction must be in [0, 1), got {burn_in_fraction}")

@@ -232,10 +232,8 @@ def _settings(sampler: Sampler, arguments: dict[str, Any]) -> dict[str, Any]:
 
 
 def _settings_by_rank(settings: dict[str, Any]) -> list[dict[str, Any]]:
-    """Every rank's ``settings``, gathered on every rank."""
+    """Every rank's ``settings``, gathered on every rank (of two or more)."""
     _, world_size = _rank_and_world_size()
-    if world_size == 1:
-        return [settings]
     by_rank: list[Any] = [None] * world_size
     _collective("comparing the ranks' settings", lambda: dist.all_gather_object(by_rank, settings))
     return by_rank
@@ -311,8 +309,9 @@ def sample_chain_parallel(
     num_chains = count("num_chains", num_chains, 1)
     seeds = seeds_of_chains(seed, num_chains)
     rank, world_size = _rank_and_world_size()
-    arguments = {"init": init, "num_chains": num_chains, "seed": seeds, "stacked_init": stacked_init}
-    _check_same_settings(_settings_by_rank(_settings(sampler, {**sample_kwargs, **arguments})))
+    if world_size > 1:
+        arguments = {"init": init, "num_chains": num_chains, "seed": seeds, "stacked_init": stacked_init}
+        _check_same_settings(_settings_by_rank(_settings(sampler, {**sample_kwargs, **arguments})))
     block = chain_block(num_chains, rank, world_size)
     piece = None
     if len(block):
@@ -463,16 +462,17 @@ def sample_data_parallel(
     if stream is None:
         raise ValueError("data-parallel sampling needs data: give this rank's shard")
     rank, world_size = _rank_and_world_size()
-    # the shapes of every tensor, not only the row count: pre-made batches of other sizes must differ too
-    layout = (stream.units_per_step, [tuple(leaf.shape) for leaf in pytree.tree_leaves(stream.units)])
-    by_rank = _settings_by_rank({"shard": layout, **_settings(sampler, {"init": init, **sample_kwargs})})
-    layouts = [settings.pop("shard") for settings in by_rank]
-    if any(other != layout for other in layouts):
-        raise ValueError(
-            f"the ranks' shards differ: (rows per step, shapes of the shard's tensors) by rank = {layouts}; "
-            "data-parallel sampling needs equal shards (see shard_rows)"
-        )
-    _check_same_settings(by_rank)
+    if world_size > 1:
+        # the shapes of every tensor, not only the row count: pre-made batches of other sizes must differ too
+        layout = (stream.units_per_step, [tuple(leaf.shape) for leaf in pytree.tree_leaves(stream.units)])
+        by_rank = _settings_by_rank({"shard": layout, **_settings(sampler, {"init": init, **sample_kwargs})})
+        layouts = [settings.pop("shard") for settings in by_rank]
+        if any(other != layout for other in layouts):
+            raise ValueError(
+                f"the ranks' shards differ: (rows per step, shapes of the shard's tensors) by rank = {layouts}; "
+                "data-parallel sampling needs equal shards (see shard_rows)"
+            )
+        _check_same_settings(by_rank)
     trace = sampler.sample(
         init,
         shard,

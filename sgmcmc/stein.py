@@ -50,7 +50,7 @@ def flatten_draws(named: Mapping[str, ArrayLike], names: list[str] | None = None
     missing = [name for name in names if name not in named]
     if missing:
         raise ValueError(f"parameters {missing} are missing; the mapping has {list(named)}")
-    columns = []
+    columns, leading = [], {}
     for name in names:
         value = _tensor(named[name])
         if value.ndim < 2:
@@ -58,7 +58,7 @@ def flatten_draws(named: Mapping[str, ArrayLike], names: list[str] | None = None
                 f"parameter {name!r} has shape {tuple(value.shape)}; expected (num_chains, num_draws, ...)"
             )
         columns.append(value.reshape(value.shape[0] * value.shape[1], -1))
-    leading = {name: tuple(_tensor(named[name]).shape[:2]) for name in names}
+        leading[name] = tuple(value.shape[:2])
     if len(set(leading.values())) > 1:
         raise ValueError(f"the parameters have different (num_chains, num_draws): {leading}")
     return torch.cat([column.to(columns[0].device) for column in columns], dim=1)
@@ -163,8 +163,11 @@ def kernel_stein_discrepancy(
             raise TypeError("draws and scores must both be arrays or both be mappings of named arrays")
         if set(draws) != set(scores):
             raise ValueError(f"draws have parameters {sorted(draws)} but scores have {sorted(scores)}")
+        # converted once here: flatten_draws takes tensors as they are
+        draws = {name: _tensor(value) for name, value in draws.items()}
+        scores = {name: _tensor(value) for name, value in scores.items()}
         for name in draws:
-            draw_shape, score_shape = tuple(_tensor(draws[name]).shape), tuple(_tensor(scores[name]).shape)
+            draw_shape, score_shape = tuple(draws[name].shape), tuple(scores[name].shape)
             if draw_shape != score_shape:
                 raise ValueError(f"parameter {name!r}: draws have shape {draw_shape} but scores have {score_shape}")
         draws, scores = flatten_draws(draws), flatten_draws(scores, names=list(draws))
