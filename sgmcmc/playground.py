@@ -399,7 +399,7 @@ def plot_trajectories(comparison: Comparison, path: str | Path | None = None, co
     low, high = landscape.start_box
     margin = 0.1 * (high - low)
     axis = torch.linspace(low - margin, high + margin, 201, dtype=torch.float64)
-    columns = min(columns, len(runs))
+    columns = min(count("columns", columns, minimum=1), len(runs))
     rows = math.ceil(len(runs) / columns)
     figure = Figure(figsize=(3.2 * columns, 3.2 * rows), layout="constrained")
     axes = figure.subplots(rows, columns, squeeze=False, sharex=True, sharey=True).ravel()

@@ -143,7 +143,11 @@ def _dims(name: str, ndim: int) -> tuple[str, ...]:
 
 def netcdf_attr(value: Any) -> Any:
     """``value`` as a netCDF attribute: numbers and strings as they are, anything else as its repr,
-    with a digest of the tensors it holds (a repr rounds them, and elides large ones)."""
+    with a digest of the tensors it holds (a repr rounds them, and elides large ones).
+
+    The repr is of the tensors' values on the CPU, so the attribute (which a checkpoint compares)
+    does not change with the device they were given on.
+    """
     if isinstance(value, np.generic):
         value = value.item()
     if isinstance(value, bool):
@@ -153,7 +157,10 @@ def netcdf_attr(value: Any) -> Any:
     if isinstance(value, (int, float)):
         return value
     digest = tensor_digest(value)
-    return repr(value) if digest is None else f"{value!r} (sha256 {digest})"
+    if digest is None:
+        return repr(value)
+    on_cpu = pytree.tree_map_only(torch.Tensor, lambda tensor: tensor.detach().cpu(), value)
+    return f"{on_cpu!r} (sha256 {digest})"
 
 
 def tensor_digest(value: Any) -> str | None:

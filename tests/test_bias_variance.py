@@ -217,6 +217,23 @@ def test_model_optimum_minimises_the_fitted_bias_and_variance(study):
         assert model_optimum == pytest.approx(math.exp(log_optimum), rel=1e-6)
 
 
+def test_model_slope_and_its_delta_method_standard_error(study):
+    """−b/(a+b) from the two fitted exponents, and the first-order propagation of their independent
+    s.e.s, with the partial derivatives taken numerically here rather than by the formula's algebra."""
+    fit = study.fit("second_moment")
+    a, b = fit.squared_bias.exponent, -fit.variance.exponent
+    assert fit.model_slope == pytest.approx(-b / (a + b), rel=1e-12)
+
+    def model_slope(a, b):
+        return -b / (a + b)
+
+    h = 1e-6
+    by_a = (model_slope(a + h, b) - model_slope(a - h, b)) / (2 * h)
+    by_b = (model_slope(a, b + h) - model_slope(a, b - h)) / (2 * h)
+    propagated = math.hypot(by_a * fit.squared_bias.exponent_se, by_b * fit.variance.exponent_se)
+    assert fit.model_slope_se == pytest.approx(propagated, rel=1e-6)
+
+
 def test_netcdf_round_trip_reproduces_the_analysis(study, tmp_path):
     path = study.save(tmp_path / "study.nc")
     loaded = BiasVarianceStudy.load(path)

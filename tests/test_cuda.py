@@ -147,3 +147,20 @@ def test_a_whitened_mala_run_on_cuda_matches_the_exact_posterior(built_on):
         progress=False,
     )
     assert_moments(laplace.unwhiten(trace).posterior["theta"], mean, covariance, relative_bias=0.0)
+
+
+def test_a_mode_on_the_gpu_is_recorded_as_the_same_mode_on_the_cpu():
+    """The trace attrs (which a checkpoint compares) hold the mode's values, not the device it was given on."""
+    model = ConjugateLinearRegression.make(num_data=100, dim=2, seed=0)
+    data = sgmcmc.Minibatches(model.features, model.targets, batch_size=20)
+    mode = torch.from_numpy(model.posterior()[0])
+    attrs = [
+        sgmcmc.SGLDCV(model.log_posterior(), step_size=1e-4, mode=mode.to(device))
+        .sample(
+            torch.zeros(2, dtype=torch.float64), data, num_chains=2, num_steps=5, seed=0, device="cuda", progress=False
+        )
+        .to_arviz()
+        .posterior.attrs["mode"]
+        for device in ("cpu", "cuda")
+    ]
+    assert attrs[0] == attrs[1] and "cuda" not in attrs[1]

@@ -119,7 +119,12 @@ def test_rosenbrock_basin_separates_the_second_minimum_in_four_dimensions():
     assert float(rosenbrock.gradient(theta).abs().max()) < 1e-3  # a stationary point …
     assert float(rosenbrock.potential(theta)) == pytest.approx(3.70, abs=0.01)  # … that is not the global minimum
     assert not rosenbrock.in_global_basin(theta)
-    assert Rosenbrock(3).in_global_basin(theta[:3])
+    # in 3-D the same θ_1 < 0 start is in the global basin: gradient descent from it reaches θ*
+    rosenbrock_3d, theta_3d = Rosenbrock(3), theta[:3].clone()
+    assert rosenbrock_3d.in_global_basin(theta_3d)
+    for _ in range(20_000):
+        theta_3d = theta_3d - 1e-3 * rosenbrock_3d.gradient(theta_3d)
+    torch.testing.assert_close(theta_3d, rosenbrock_3d.minimum, atol=1e-3, rtol=0)
     assert not Rosenbrock(3).in_global_basin(torch.tensor([math.nan, 0.0, 0.0]))
 
 

@@ -168,6 +168,16 @@ def test_a_loss_that_rises_from_its_start_is_drawn():
     assert median[-1] < sgld_loss_panel.get_ylim()[1]
 
 
+def test_trajectory_panels_need_a_column():
+    """Before, columns=0 failed inside the layout with a ZeroDivisionError."""
+    from sgmcmc.playground import plot_trajectories
+
+    comparison = compare(Ackley(2), [Method("sgd", 0.01)], num_steps=2, num_starts=2)
+    with pytest.raises(ValueError, match="columns"):
+        plot_trajectories(comparison, columns=0)
+    assert len(plot_trajectories(comparison, columns=3).axes) == 1
+
+
 def test_starts_may_be_a_parameter_but_not_non_finite():
     """Before, a Parameter's graph made compare fail after every run; a NaN start was run and called diverged."""
     starts = torch.nn.Parameter(torch.tensor([[1.2, -0.4], [3.0, 2.5]], dtype=torch.float64))

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import sgmcmc
-from sgmcmc.trace import TraceRecorder, Variable
+from sgmcmc.trace import TraceRecorder, Variable, netcdf_attr
 from targets import Interrupting, standard_normal_log_posterior
 
 
@@ -233,3 +233,11 @@ def test_a_streamed_trace_numbers_its_draws_0_to_n(tmp_path):
     idata = trace.to_arviz()
     np.testing.assert_array_equal(idata.posterior["draw"].values, np.arange(600))
     np.testing.assert_array_equal(az.from_netcdf(str(tmp_path / "t.nc")).sample_stats["draw"].values, np.arange(600))
+
+
+def test_a_tensor_attr_records_values_not_how_the_tensor_was_held():
+    """A checkpoint compares these attrs: a Parameter (or a CUDA tensor, tests/test_cuda.py) holding the
+    same values must give the same attr as a plain CPU tensor."""
+    values = torch.tensor([0.25, -1.5])
+    assert netcdf_attr({"mode": torch.nn.Parameter(values.clone())}) == netcdf_attr({"mode": values})
+    assert netcdf_attr({"mode": values}) != netcdf_attr({"mode": values + 1e-6})  # the digest sees what repr rounds
