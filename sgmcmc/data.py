@@ -43,11 +43,14 @@ from sgmcmc.chains import ChainGenerators
 __all__ = ["Minibatches", "ChainData", "chain_data"]
 
 
-def _check_finite(where: str, tensor: torch.Tensor) -> None:
-    """Raise, naming ``where`` and the first bad row, if a floating ``tensor`` holds NaN or inf."""
+def _check_finite(where: str, tensor: torch.Tensor, row_numbers: torch.Tensor | None = None) -> None:
+    """Raise, naming ``where`` and the first bad row, if a floating ``tensor`` holds NaN or inf; the
+    row is named by ``row_numbers[row]`` when ``tensor`` holds rows gathered from a larger one."""
     if tensor.is_floating_point() and not torch.isfinite(tensor).all():
         bad_rows = (~torch.isfinite(tensor)).reshape(tensor.shape[0], -1).any(dim=1)
-        raise ValueError(f"{where} holds non-finite values (NaN or inf), first in row {int(bad_rows.nonzero()[0])}")
+        first = int(bad_rows.nonzero()[0])
+        row = first if row_numbers is None else int(row_numbers[first])
+        raise ValueError(f"{where} holds non-finite values (NaN or inf), first in row {row}")
 
 
 def _check_tensors(tensors: tuple[torch.Tensor, ...]) -> int:
@@ -250,7 +253,11 @@ def _rows_of_loader(loader: DataLoader) -> tuple[torch.Tensor, ...] | None:
     if indices is None:
         return dataset.tensors
     rows = torch.as_tensor(indices, dtype=torch.long)
-    return tuple(tensor[rows.to(tensor.device)] for tensor in dataset.tensors)
+    selected = tuple(tensor[rows.to(tensor.device)] for tensor in dataset.tensors)
+    for position, tensor in enumerate(selected):
+        # named by the dataset's row, which the user can look up, not by its place among the selected rows
+        _check_finite(f"data tensor {position} of the DataLoader's TensorDataset", tensor, row_numbers=rows)
+    return selected
 
 
 def full_data_arguments(data: Any, device: torch.device) -> tuple[Any, ...]:

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 import torch
-from torch.utils.data import DataLoader, TensorDataset
+from torch.utils.data import DataLoader, Subset, SubsetRandomSampler, TensorDataset
 
 import sgmcmc
 from sgmcmc.chains import ChainGenerators
@@ -193,6 +193,19 @@ def test_data_errors():
     with_inf[5] = float("inf")
     with pytest.raises(ValueError, match="batch 2 holds non-finite values .*, first in row 1"):
         chain_data([(ROWS[i : i + 2], with_inf[i : i + 2]) for i in range(0, 10, 2)])
+
+
+def test_a_non_finite_row_of_a_subset_loader_is_named_by_its_dataset_row():
+    """Before, the row was counted among the rows the loader selects (2 here), which the user cannot look up."""
+    with_nan = ROWS.clone()
+    with_nan[7, 0] = float("nan")
+    dataset = TensorDataset(with_nan, LABELS)
+    for loader in (
+        DataLoader(Subset(dataset, [1, 4, 7, 9]), batch_size=2),
+        DataLoader(dataset, batch_size=2, sampler=SubsetRandomSampler([9, 1, 7])),
+    ):
+        with pytest.raises(ValueError, match=r"TensorDataset holds non-finite values \(NaN or inf\), first in row 7"):
+            chain_data(loader)
 
 
 def test_empty_loader_is_reported_by_sample():
