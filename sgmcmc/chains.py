@@ -79,12 +79,17 @@ def flat_layout(params: dict[str, torch.Tensor]) -> tuple[int, torch.dtype]:
     return sum(value[0].numel() for value in params.values()), dtype
 
 
-def split_like(flat: torch.Tensor, params: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """``flat`` (num_chains, Σ numel) cut into tensors shaped and typed like ``params``."""
-    pieces = torch.split(flat, [value[0].numel() for value in params.values()], dim=1)
+def split_like(flat: torch.Tensor, like: dict[str, torch.Tensor], leading_dims: int = 1) -> dict[str, torch.Tensor]:
+    """``flat`` (…, P) cut along its last dim into tensors named and typed like ``like``: name -> (…, *shape).
+
+    Each tensor of ``like`` is (leading dims, *shape), its first ``leading_dims`` dims (by default one:
+    the chain dim of stacked params) not part of a piece; P is the sum of the shapes' sizes.
+    """
+    shapes = [value.shape[leading_dims:] for value in like.values()]
+    pieces = torch.split(flat, [shape.numel() for shape in shapes], dim=-1)
     return {
-        name: piece.reshape(value.shape).to(value.dtype)
-        for (name, value), piece in zip(params.items(), pieces, strict=True)
+        name: piece.reshape(piece.shape[:-1] + shape).to(value.dtype)
+        for (name, value), shape, piece in zip(like.items(), shapes, pieces, strict=True)
     }
 
 

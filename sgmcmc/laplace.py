@@ -19,6 +19,7 @@ import torch
 from torch.func import grad, jvp, vmap
 
 from sgmcmc._checks import autograd_allowed, count
+from sgmcmc.chains import split_like
 from sgmcmc.data import full_data_arguments
 from sgmcmc.runner import TENSOR_PARAM_NAME, _named_params
 from sgmcmc.sgldcv import _named_mode
@@ -79,7 +80,7 @@ class LaplaceApproximation:
         if z.device not in self._on_device:  # an approximation built on the CPU serves a run on CUDA
             self._on_device[z.device] = (_flatten(self._named_mode, z.dtype).to(z.device), self.scale.to(z.device))
         centre, scale = self._on_device[z.device]
-        return self._to_user(_unflatten(centre + scale @ z, self._named_mode))
+        return self._to_user(split_like(centre + scale @ z, self._named_mode, leading_dims=0))
 
     def whiten(self, params: torch.Tensor | dict[str, torch.Tensor]) -> torch.Tensor:
         """z = Cᵀ (θ − θ̂), shape (P,), on ``mode``'s device, for one point θ in the format of
@@ -117,7 +118,7 @@ class LaplaceApproximation:
         mode = _flatten(self._named_mode, torch.float64).cpu()
 
         def split(flat: torch.Tensor) -> dict[str, np.ndarray]:
-            return {name: value.numpy() for name, value in _unflatten(flat, self._named_mode).items()}
+            return {name: value.numpy() for name, value in split_like(flat, self._named_mode, leading_dims=0).items()}
 
         z = torch.from_numpy(np.asarray(trace.posterior[TENSOR_PARAM_NAME])).double()
         posterior = split(mode + z @ scale.T)
@@ -192,7 +193,7 @@ def laplace_approximation(
     all_data = full_data_arguments(data, device)
 
     def full_data_log_posterior(flat: torch.Tensor) -> torch.Tensor:
-        return log_posterior(to_user(_unflatten(flat, named_mode)), *all_data)
+        return log_posterior(to_user(split_like(flat, named_mode, leading_dims=0)), *all_data)
 
     centre = _flatten(named_mode, dtype)
     gradient_at_mode = grad(full_data_log_posterior)
@@ -240,15 +241,6 @@ def laplace_approximation(
 def _flat_dtype(named: dict[str, torch.Tensor]) -> torch.dtype:
     """The promoted dtype of one point's tensors laid end to end."""
     return functools.reduce(torch.promote_types, (value.dtype for value in named.values()))
-
-
-def _unflatten(flat: torch.Tensor, named_mode: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """(…, P) cut into tensors named, shaped and typed like ``named_mode``: name -> (…, *shape)."""
-    pieces = torch.split(flat, [value.numel() for value in named_mode.values()], dim=-1)
-    return {
-        name: piece.reshape(piece.shape[:-1] + value.shape).to(value.dtype)
-        for (name, value), piece in zip(named_mode.items(), pieces, strict=True)
-    }
 
 
 def _flatten(named: dict[str, torch.Tensor], dtype: torch.dtype) -> torch.Tensor:
