@@ -15,6 +15,8 @@ import numpy as np
 import torch
 from torch.utils import _pytree as pytree
 
+from sgmcmc._checks import count
+
 __all__ = [
     "chain_seeds",
     "seeds_of_chains",
@@ -34,7 +36,7 @@ def chain_seeds(seed: int, num_chains: int) -> list[int]:
     """
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= seed < 2**64:
         raise ValueError(f"seed must be an integer in [0, 2**64), got {seed!r}")
-    children = np.random.SeedSequence(int(seed)).spawn(num_chains)
+    children = np.random.SeedSequence(int(seed)).spawn(count("num_chains", num_chains, 1))
     return [int(child.generate_state(1, dtype=np.uint64)[0]) for child in children]
 
 

@@ -17,8 +17,9 @@ import torch
 
 __all__ = ["write_atomically", "save_checkpoint", "load_checkpoint", "check_same_run"]
 
-FORMAT_VERSION = 2
-"""2: the data's fingerprint has Σ|x| too, and the checkpoint keeps a probe of the model."""
+FORMAT_VERSION = 3
+"""2: the data's fingerprint has Σ|x| too, and the checkpoint keeps a probe of the model. 3: the
+settings hold each functional's shape and dtype, not only its name."""
 
 
 def write_atomically(path: str | Path, write: Callable[[Path], None]) -> Path:

@@ -27,7 +27,7 @@ from torch.utils import _pytree as pytree
 from tqdm.auto import tqdm
 
 import sgmcmc
-from sgmcmc._checks import autograd_allowed, count, nonnegative, parameter_tensor, recordable
+from sgmcmc._checks import autograd_allowed, count, flag, nonnegative, parameter_tensor, recordable
 from sgmcmc.chains import ChainGenerators, RecordingGenerators, ReplayedDraws, seeds_of_chains, select_chains
 from sgmcmc.checkpoint import check_same_run, load_checkpoint, save_checkpoint
 from sgmcmc.data import chain_data
@@ -419,6 +419,10 @@ def run(
     burn_in = count("burn_in", burn_in, 0)
     thin = count("thin", thin, 1)
     checkpoint_every = count("checkpoint_every", checkpoint_every, 1)
+    stacked_init, keep_gradients = flag("stacked_init", stacked_init), flag("keep_gradients", keep_gradients)
+    progress, compile = flag("progress", progress), flag("compile", compile)
+    if checkpoint is not None and trace_file is not None and Path(checkpoint).resolve() == Path(trace_file).resolve():
+        raise ValueError(f"checkpoint and trace_file are the same file ({checkpoint}): each needs its own")
     if burn_in >= num_steps:
         raise ValueError(f"burn_in ({burn_in}) must be < num_steps ({num_steps}) so that a draw is kept")
     _check_cycles_fit(sampler.step_size, num_steps)
@@ -526,7 +530,7 @@ def run(
         **run_settings,
         "params": {name: (tuple(value.shape), str(value.dtype)) for name, value in params.items()},
         "kept": kept_params,
-        "functionals": list(functionals),
+        "functionals": {name: (variable.shape, str(variable.dtype)) for name, variable in functional_variables.items()},
         "keep_gradients": keep_gradients,
         "trace_file": None if trace_file is None else str(trace_file),
         # a CPU generator's stream cannot continue on a CUDA generator, nor the other way round
@@ -574,6 +578,7 @@ def run(
                 recorder.append(
                     draw(state, {**stats, "step_size": step_sizes}, batch),
                     {"step": step, **sampler.draw_coords(step)},
+                    steps_done=step + 1,
                 )
             diverged_at = torch.where(alive & ~still_alive, step, diverged_at)
             state, alive = new_state, still_alive

@@ -379,8 +379,9 @@ class TraceRecorder:
     def num_draws(self) -> int:
         return self._num_flushed + len(self._pending_coords)
 
-    def append(self, values: dict[str, dict[str, torch.Tensor]], coords: dict[str, int]) -> None:
-        """Record one draw: group -> name -> tensor (num_chains, *shape), and its labels."""
+    def append(self, values: dict[str, dict[str, torch.Tensor]], coords: dict[str, int], steps_done: int) -> None:
+        """Record one draw: group -> name -> tensor (num_chains, *shape), and its labels; ``steps_done`` is
+        how far the run got, which the file records with the chunk this draw completes."""
         if self._buffer is None:
             self._buffer = {
                 group: {
@@ -397,14 +398,14 @@ class TraceRecorder:
         )
         self._pending_coords.append({"draw": self.num_draws, **coords})
         if len(self._pending_coords) == self.chunk_size:
-            self.flush(steps_done=None)
+            self.flush(steps_done)
 
-    def flush(self, steps_done: int | None) -> None:
+    def flush(self, steps_done: int) -> None:
         """Move pending draws to the host (and the file); record ``steps_done`` in the file's attrs."""
-        attrs = {} if steps_done is None else {"steps_done": steps_done}
+        attrs = {"steps_done": steps_done}
         count = len(self._pending_coords)
         if count == 0:
-            if self.file is not None and attrs:
+            if self.file is not None:
                 self.file.write_attrs(attrs)
             return
         assert self._buffer is not None

@@ -11,6 +11,10 @@ def test_chain_seeds_are_prefix_stable_and_distinct():
     assert sgmcmc.chain_seeds(3, 2) == sgmcmc.chain_seeds(3, 5)[:2]
     assert len(set(sgmcmc.chain_seeds(3, 100))) == 100
     assert sgmcmc.chain_seeds(3, 2) != sgmcmc.chain_seeds(4, 2)
+    with pytest.raises(TypeError, match="num_chains must be an integer, got bool"):
+        sgmcmc.chain_seeds(3, True)  # before: one seed
+    with pytest.raises(ValueError, match="num_chains must be >= 1, got -3"):
+        sgmcmc.chain_seeds(3, -3)  # before: numpy's OverflowError
 
 
 def test_a_chains_stream_does_not_depend_on_its_neighbours():

@@ -265,3 +265,32 @@ def test_a_resume_with_another_init_and_reshuffled_batches_is_the_same_model(tmp
         torch.randn(2, dtype=torch.float64), DataLoader(rows, batch_size=10, shuffle=True), **options
     )
     assert resumed.attrs["steps_done"] == 40
+
+
+def test_a_resume_that_records_other_functionals_or_params_is_refused(tmp_path):
+    """Before, a functional of another shape failed mid-run in numpy or h5py, and one of another dtype
+    was cast silently; the kept params were not compared at all."""
+    checkpoint = tmp_path / "run.pt"
+    with pytest.warns(RuntimeWarning, match="interrupted"):
+        _run(checkpoint, interrupt_at=60, functionals={"f": lambda theta: theta.sum()})
+    with pytest.raises(ValueError, match=r"different run.*functionals: checkpoint \{'f': \(\(\), 'float64'\)\}"):
+        _run(checkpoint, functionals={"f": lambda theta: theta})
+    with pytest.raises(ValueError, match=r"different run.*'f': \(\(\), 'float32'\)"):
+        _run(checkpoint, functionals={"f": lambda theta: theta.sum().float()})
+    with pytest.raises(ValueError, match=r"different run.*kept: checkpoint \['theta'\], now \[\]"):
+        _run(checkpoint, functionals={"f": lambda theta: theta.sum()}, keep=())
+
+
+def test_a_chain_that_diverged_before_the_checkpoint_is_still_reported_after_the_resume(tmp_path):
+    """θ ← θ − 3θ = −2θ (T = 0): the chain from 1 overflows float32 at step 64, the chain from 0 stays at 0."""
+    sampler = sgmcmc.SGLD(Interrupting(standard_normal_log_posterior, at_step=80), step_size=3.0, temperature=0.0)
+    options = dict(num_chains=2, num_steps=100, seed=0, stacked_init=True, progress=False, checkpoint_every=10)
+    init = torch.tensor([[1.0], [0.0]])
+    with pytest.warns(RuntimeWarning, match="interrupted after 80"), pytest.warns(sgmcmc.SamplerDivergenceWarning):
+        sampler.sample(init, checkpoint=tmp_path / "run.pt", **options)
+    with pytest.warns(sgmcmc.SamplerDivergenceWarning, match=r"1 of 2 chains diverged.*chain 0 at step 64"):
+        resumed = sampler.sample(init, checkpoint=tmp_path / "run.pt", **options)
+    with pytest.warns(sgmcmc.SamplerDivergenceWarning, match="chain 0 at step 64"):
+        uninterrupted = sgmcmc.SGLD(standard_normal_log_posterior, 3.0, temperature=0.0).sample(init, **options)
+    assert resumed.attrs["diverged_at_step"] == uninterrupted.attrs["diverged_at_step"] == repr([64, -1])
+    _assert_same_draws(resumed, uninterrupted)

@@ -201,6 +201,22 @@ def test_bad_run_lengths():
     _error(ValueError, "init_jitter", init_jitter=-1.0)
 
 
+@pytest.mark.parametrize("name", ["stacked_init", "keep_gradients", "progress", "compile"])
+def test_flags_must_be_bools(name):
+    """Before, the string "False" was truthy: stacked_init="False" read init's first dim as the chains'."""
+    _error(TypeError, f"{name} must be True or False, got str 'False'", **{name: "False"})
+
+
+def test_checkpoint_and_trace_file_must_differ(tmp_path):
+    """Before, the first checkpoint overwrote the trace file and the run failed at its next chunk, its draws lost."""
+    _error(
+        ValueError,
+        "checkpoint and trace_file are the same file",
+        checkpoint=tmp_path / "run",
+        trace_file=tmp_path / "run",
+    )
+
+
 @pytest.mark.parametrize("compile", [False, True], ids=["eager", "compiled guard"])
 def test_diverging_chain_is_frozen_flagged_and_reported(compile):
     def quartic(theta):  # in float64, so that the float32 state overflows before its log posterior does
@@ -600,3 +616,13 @@ def test_compile_failure_falls_back_to_eager(monkeypatch):
     with pytest.warns(RuntimeWarning, match="torch.compile failed, sampling eagerly: no C compiler"):
         fallen_back = _regression_run(compile=True)
     np.testing.assert_array_equal(fallen_back.posterior["theta"], _regression_run().posterior["theta"])
+
+
+def test_the_step_size_stat_is_the_schedules_step_size_of_each_draw_in_float64():
+    schedule = sgmcmc.schedules.Polynomial(a=0.1, b=1.0, gamma=0.55)
+    trace = sgmcmc.SGLD(standard_normal_log_posterior, step_size=schedule).sample(
+        torch.zeros(2), num_chains=2, num_steps=30, burn_in=5, thin=3, seed=0, progress=False
+    )
+    expected = np.array([schedule(int(step)) for step in trace.draw_coords["step"]])
+    assert trace.sample_stats["step_size"].dtype == np.float64
+    np.testing.assert_array_equal(trace.sample_stats["step_size"], np.broadcast_to(expected, (2, len(expected))))

@@ -1,6 +1,7 @@
 """The ArviZ export: groups, dims, coords, stats, attrs, netCDF round trip, diagnostics."""
 
 import arviz as az
+import h5netcdf
 import numpy as np
 import pytest
 import torch
@@ -207,16 +208,28 @@ def test_draws_pass_through_the_device_buffer_chunk_by_chunk_and_survive_a_check
     first.start(steps_done=0)
     assert first.chunk_size == 2
     for step in range(5):
-        first.append({"posterior": {"x": draws[step]}}, {"step": 10 * step})
+        first.append({"posterior": {"x": draws[step]}}, {"step": 10 * step}, steps_done=10 * step + 1)
     saved = first.checkpoint(steps_done=5)
     assert saved["values"]["posterior"]["x"].shape == (3, 5, 2)
     resumed = _recorder(7, chunk_bytes=48)
     resumed.restore(saved, steps_done=5)
     for step in range(5, 7):
-        resumed.append({"posterior": {"x": draws[step]}}, {"step": 10 * step})
+        resumed.append({"posterior": {"x": draws[step]}}, {"step": 10 * step}, steps_done=10 * step + 1)
     trace = resumed.finish(steps_done=7, final_state={}, attrs={})
     np.testing.assert_array_equal(trace.posterior["x"], draws.transpose(0, 1).numpy())
     np.testing.assert_array_equal(trace.draw_coords["step"], 10 * np.arange(7))
+
+
+def test_a_streamed_file_says_how_far_the_run_got_with_every_chunk(tmp_path):
+    """The file must tell a run killed between checkpoints (SIGKILL, out of memory) how far it got:
+    before, a chunk written between checkpoints left its steps_done at the start's 0."""
+    recorder = _recorder(7, chunk_bytes=48, path=tmp_path / "t.nc")
+    recorder.start(steps_done=0)
+    for step in range(3):
+        recorder.append({"posterior": {"x": torch.zeros(3, 2)}}, {"step": step}, steps_done=step + 1)
+    # as the process died here, the third draw still on the device
+    with h5netcdf.File(tmp_path / "t.nc", "r") as stored:
+        assert stored.groups["posterior"].dimensions["draw"].size == 2 and stored.attrs["steps_done"] == 2
 
 
 def test_an_in_memory_trace_too_large_for_the_host_names_the_variable_and_the_remedies():
