@@ -7,6 +7,8 @@ import pytest
 import torch
 
 import sgmcmc
+from sgmcmc.chains import ChainGenerators
+from sgmcmc.log_density import BoundPotential, ChainPotential
 from sgmcmc.schedules import Cyclical
 from targets import K_SIGMA, GaussianGrid, mean_and_se, standard_normal_log_posterior
 
@@ -104,6 +106,32 @@ def test_cyclical_sghmc_runs_sgd_with_momentum_while_exploring():
     assert abs(noise[1.0]) > 1e-3
     assert noise[4.0] == pytest.approx(2 * noise[1.0], rel=1e-10)
     assert set(traces[1.0].sample_stats) >= {"kinetic_energy", "lp"}
+
+
+def test_cyclical_sghmc_draws_no_momentum_noise_while_exploring():
+    """The initial momentum and every momentum resampled in exploration are N(0, η·0): the kernel's first
+    five updates are the SGD-with-momentum recursion whatever the seed. Through ``sample`` this cannot be
+    seen: the first kept state carries the sampling update's noise, which scales with √T like a leak would."""
+    schedule = Cyclical(initial_step_size=0.1, num_cycles=3, total_steps=30, exploration=0.5)
+    sampler = sgmcmc.CyclicalSGHMC(
+        standard_normal_log_posterior, schedule, friction=0.5, temperature=4.0, resample_momentum_every=2
+    )
+    to_user = lambda params: params["theta"]  # noqa: E731
+    potential = BoundPotential(
+        ChainPotential(standard_normal_log_posterior, to_user, has_data=False, batch_per_chain=False), None
+    )
+    theta, velocity = 1.0, 0.0
+    for step in range(5):
+        if step in (2, 4):  # resampled from N(0, η T_k / M) with T_k = 0
+            velocity = 0.0
+        velocity = velocity - schedule(step) * theta - 0.5 * velocity
+        theta += velocity
+    for seed in (0, 1):
+        generators = ChainGenerators([seed], torch.device("cpu"))
+        state = sampler.init({"theta": torch.ones(1, 1, dtype=torch.float64)}, potential, generators)
+        for step in range(5):
+            state, _ = sampler.step(state, potential, schedule(step), sampler.temperature_at(step), generators)
+        assert float(state["params"]["theta"][0, 0]) == pytest.approx(theta, rel=1e-12)
 
 
 def test_a_run_that_ends_before_its_first_sampling_stage_is_refused():

@@ -7,6 +7,7 @@ import pytest
 import torch
 
 import sgmcmc
+from sgmcmc.chains import ChainGenerators
 from sgmcmc.psgld import psgld_step
 from targets import K_SIGMA, variance_about_and_se
 
@@ -61,8 +62,29 @@ def test_gamma_is_the_divergence_of_the_preconditioner():
     expected = theta + step * (preconditioner(theta) * gradient + temperature * gamma)
     torch.testing.assert_close(with_gamma["x"][0], expected)
 
-    trace = sgmcmc.PSGLD(separable, step_size=step, alpha=ALPHA, eps=EPS, temperature=0.0, gamma_correction=True)
-    assert trace.sample(theta, num_chains=1, num_steps=2, seed=0, progress=False).posterior["theta"].shape == (1, 2, 2)
+
+def test_the_sampler_estimates_the_hessian_diagonal_with_rademacher_probes():
+    """On a separable target z ⊙ Hz with z = ±1 is the exact Hessian diagonal, so the sampler's first step
+    is psgld_step with the exact diagonal and the chain's noise (the draws replayed: the probe, then ξ)."""
+    theta, step_size, temperature = torch.tensor([0.7, -1.3], dtype=torch.float64), 0.01, 0.7
+    sampler = sgmcmc.PSGLD(
+        separable, step_size=step_size, alpha=ALPHA, eps=EPS, temperature=temperature, gamma_correction=True
+    )
+    trace = sampler.sample(theta, num_chains=1, num_steps=2, seed=[123], progress=False)
+    replayed = ChainGenerators([123], torch.device("cpu"))
+    replayed.normal_like({"x": theta[None]})  # the probe's draw, whose signs the exact diagonal does not need
+    expected, _ = psgld_step(
+        {"x": theta[None]},
+        {"x": torch.zeros(1, 2, dtype=torch.float64)},
+        {"x": torch.func.grad(separable)(theta)[None]},
+        replayed.normal_like({"x": theta[None]}),
+        step_size,
+        ALPHA,
+        EPS,
+        temperature,
+        {"x": torch.diagonal(torch.func.hessian(separable)(theta))[None]},
+    )
+    np.testing.assert_allclose(trace.posterior["theta"][0, 1], expected["x"][0].numpy(), rtol=1e-12)
 
 
 def _law_run(variances, alpha, temperature=1.0, seed=1, step_size=0.03):
