@@ -40,8 +40,9 @@ class _UpdateRuleOptimizer(torch.optim.Optimizer):
     """Shared plumbing: each group's parameters as a dict of (1, *shape) views, and one noise stream."""
 
     def __init__(self, params: Iterable[Any], defaults: dict[str, Any], seed: int) -> None:
-        super().__init__(params, defaults)  # checks every group's hyperparameters in add_param_group
-        device = self.param_groups[0]["params"][0].device
+        super().__init__(params, defaults)  # checks every group in add_param_group
+        # the first parameter of any group: torch.optim accepts an empty group among others
+        device = next(p.device for group in self.param_groups for p in group["params"])
         self._generators = ChainGenerators(chain_seeds(seed, 1), device)
 
     def state_dict(self) -> dict[str, Any]:
@@ -65,9 +66,19 @@ class _UpdateRuleOptimizer(torch.optim.Optimizer):
         self._generators.set_states([generator_state])
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:
-        """Add a group (as ``torch.optim.Optimizer`` does), checking the hyperparameters it sets."""
+        """Add a group (as ``torch.optim.Optimizer`` does), checking the hyperparameters it sets and
+        that its parameters are real floating point (a complex one would get half the noise variance in
+        each of its parts)."""
         self._check({**self.defaults, **param_group})
-        super().add_param_group(param_group)
+        params = param_group["params"]
+        params = [params] if isinstance(params, torch.Tensor) else list(params)  # list(): it may be an iterator
+        for index, parameter in enumerate(params):
+            if isinstance(parameter, torch.Tensor) and not parameter.is_floating_point():
+                raise TypeError(
+                    f"parameter {index} of param group {len(self.param_groups)} has dtype {parameter.dtype}; "
+                    "the samplers' updates take real floating-point parameters"
+                )
+        super().add_param_group({**param_group, "params": params})
 
     def _check(self, group: dict[str, Any]) -> None:
         """Raise, naming the hyperparameter, if one of ``group``'s is out of range."""
@@ -98,7 +109,8 @@ class _UpdateRuleOptimizer(torch.optim.Optimizer):
             parameters = {str(index): p for index, p in enumerate(group["params"]) if p.grad is not None}
             if parameters:
                 params = {name: p.detach().unsqueeze(0) for name, p in parameters.items()}
-                gradient = {name: -p.grad.unsqueeze(0) for name, p in parameters.items()}
+                # the update is dense whatever the gradient (the noise moves every entry)
+                gradient = {name: -p.grad.to_dense().unsqueeze(0) for name, p in parameters.items()}
                 updated = self._update(group, parameters, params, gradient)
                 for name, parameter in parameters.items():
                     parameter.copy_(updated[name][0])

@@ -108,6 +108,43 @@ def test_errors():
         sgmcmc.optim.SGLD(theta, lr=0.1, temperature=-1.0)
     with pytest.raises(ValueError, match=r"noise_estimate \(0.2\) > friction \(0.1\)"):
         sgmcmc.optim.SGHMC(theta, lr=0.1, friction=0.1, noise_estimate=0.2)
+    with pytest.raises(ValueError, match="mass must be a finite number > 0"):
+        sgmcmc.optim.SGHMC(theta, lr=0.1, friction=0.1, mass=0.0)
+
+
+def test_complex_parameters_are_refused():
+    """Before, a complex parameter was sampled with half the noise variance in each part (T/2), and
+    PSGLD's square average of a complex gradient went negative."""
+    real, complex_valued = torch.nn.Parameter(torch.zeros(2)), torch.nn.Parameter(torch.zeros(2, dtype=torch.cfloat))
+    with pytest.raises(TypeError, match="parameter 1 of param group 0 has dtype torch.complex64"):
+        sgmcmc.optim.SGLD([real, complex_valued], lr=0.1)
+    optimizer = sgmcmc.optim.PSGLD([real], lr=0.1)
+    with pytest.raises(TypeError, match="parameter 0 of param group 1 has dtype torch.complex64"):
+        optimizer.add_param_group({"params": complex_valued})
+    assert len(optimizer.param_groups) == 1
+
+
+@pytest.mark.parametrize("name", ["SGLD", "SGHMC", "PSGLD", "ASGLD"])
+def test_a_sparse_gradient_moves_the_parameter_as_its_dense_equal(name):
+    """Before, SGHMC and ASGLD failed inside torch on an nn.Embedding(sparse=True) gradient."""
+    moved = []
+    for sparse in (True, False):
+        torch.manual_seed(0)
+        embedding = torch.nn.Embedding(4, 2, sparse=sparse)
+        options = {"friction": 0.5} if name == "SGHMC" else {}
+        optimizer = getattr(sgmcmc.optim, name)(embedding.parameters(), lr=0.1, seed=1, **options)
+        for _ in range(3):
+            optimizer.zero_grad()
+            embedding(torch.tensor([1, 2, 2])).square().sum().backward()
+            optimizer.step()
+        moved.append(embedding.weight.detach())
+    torch.testing.assert_close(moved[0], moved[1], rtol=1e-6, atol=1e-6)
+
+
+def test_an_empty_param_group_is_accepted_as_by_torch_optim():
+    theta = torch.nn.Parameter(torch.zeros(2))
+    optimizer = sgmcmc.optim.SGLD([{"params": []}, {"params": [theta]}], lr=0.1)
+    assert len(optimizer.param_groups) == 2
 
 
 def test_decay_rates_must_be_below_one():
