@@ -1,8 +1,10 @@
 """Any ``torch.nn.Module`` as a Bayesian model: a likelihood of its outputs and a Gaussian prior.
 
-The sampled parameters are the module's ``named_parameters()``, passed to the module through
-``torch.func.functional_call``, so one module serves every chain under ``torch.func.vmap``.
-Buffers (e.g. batch-norm statistics) are held fixed: batch norm and dropout must be in eval mode.
+The sampled parameters are the module's ``named_parameters()`` that require grad, passed to the
+module through ``torch.func.functional_call``, so one module serves every chain under
+``torch.func.vmap``. Parameters frozen with ``requires_grad_(False)`` (say, a pretrained feature
+extractor under a Bayesian last layer) are held fixed at their values, as buffers (e.g. batch-norm
+statistics) are: batch norm and dropout must be in eval mode.
 """
 
 from __future__ import annotations
@@ -32,7 +34,13 @@ class Classification:
     task = "classification"
 
     def log_likelihood(self, outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        """Per-example log-likelihood, shape (|B|,), of logits (|B|, classes) and labels (|B|,)."""
+        """Per-example log-likelihood, shape (|B|,), of logits (|B|, classes) and integer labels (|B|,)."""
+        if targets.is_floating_point() or targets.is_complex() or targets.dtype == torch.bool:
+            # checked by dtype, which vmap and torch.compile allow: a value check would need a host sync
+            raise TypeError(
+                f"Classification takes integer class labels as targets, got dtype {targets.dtype}; convert "
+                "them with .long() (a label cast from floats is truncated: 0.7 would be class 0)"
+            )
         # log_softmax + gather, not cross_entropy: under vmap, nll_loss is an order of magnitude slower
         return outputs.log_softmax(dim=-1).gather(-1, targets.long().unsqueeze(-1)).squeeze(-1)
 
@@ -69,7 +77,8 @@ def _reset(module: nn.Module) -> Callable[[], None] | None:
 
 
 class ModulePosterior:
-    """p(θ | data) ∝ Π_i p(y_i | f_θ(x_i)) Π_j N(θ_j; 0, s_j²) for the parameters θ of ``module``.
+    """p(θ | data) ∝ Π_i p(y_i | f_θ(x_i)) Π_j N(θ_j; 0, s_j²) for the parameters θ of ``module``
+    that require grad (the frozen ones are held fixed and have no prior).
 
     Args:
         module: the network f_θ; its current parameter values are :meth:`params`.
@@ -95,16 +104,20 @@ class ModulePosterior:
         self.module = module
         self.likelihood = likelihood
         self.num_data = count("num_data", num_data, 1)
-        names = [name for name, _ in module.named_parameters()]
+        names = [name for name, value in self._sampled(module)]
         if not names:
-            raise ValueError(f"{type(module).__name__} has no parameters to sample")
+            frozen = sum(1 for _ in module.parameters())
+            raise ValueError(
+                f"{type(module).__name__} has no parameters to sample"
+                + (f": all {frozen} of its parameters have requires_grad=False" if frozen else "")
+            )
         self.prior_scales = {name: self._prior_scale(name, prior_scale) for name in names}
         self._names_by_scale: dict[float, list[str]] = {}
         for name, scale in self.prior_scales.items():
             self._names_by_scale.setdefault(scale, []).append(name)
         self._log_normaliser = -sum(
             value.numel() * (math.log(self.prior_scales[name]) + 0.5 * math.log(2 * math.pi))
-            for name, value in module.named_parameters()
+            for name, value in self._sampled(module)
         )
         self.log_posterior = minibatch_log_posterior(self.log_prior, self.log_likelihood, self.num_data)
         self._mode_dependent = [
@@ -112,6 +125,10 @@ class ModulePosterior:
             for name, submodule in module.named_modules()
             if isinstance(submodule, (nn.modules.batchnorm._BatchNorm, nn.modules.dropout._DropoutNd))
         ]
+
+    @staticmethod
+    def _sampled(module: nn.Module) -> list[tuple[str, nn.Parameter]]:
+        return [(name, value) for name, value in module.named_parameters() if value.requires_grad]
 
     @staticmethod
     def _prior_scale(name: str, prior_scale: float | Mapping[str, float]) -> float:
@@ -123,8 +140,8 @@ class ModulePosterior:
         raise ValueError(f"parameter {name!r} matches no pattern of prior_scale {list(prior_scale)}; add '*'")
 
     def params(self) -> Params:
-        """The module's current parameters, detached: an ``init`` for :meth:`sgmcmc.Sampler.sample`."""
-        return {name: value.detach().clone() for name, value in self.module.named_parameters()}
+        """The module's current sampled parameters, detached: an ``init`` for :meth:`sgmcmc.Sampler.sample`."""
+        return {name: value.detach().clone() for name, value in self._sampled(self.module)}
 
     def initial_params(self, num_chains: int, seed: int) -> Params:
         """``num_chains`` independent initialisations, stacked (use with ``stacked_init=True``).
@@ -141,7 +158,8 @@ class ModulePosterior:
             f"{module_name}.{name}" if module_name else name
             for module_name, module in self.module.named_modules()
             if _reset(module) is None
-            for name, _ in module.named_parameters(recurse=False)
+            for name, value in module.named_parameters(recurse=False)
+            if value.requires_grad
         ]
         if fixed:
             warnings.warn(
@@ -162,12 +180,12 @@ class ModulePosterior:
                     if reset is not None:
                         reset()
             starts.append(dict(fresh.named_parameters()))
-        devices = {name: value.device for name, value in self.module.named_parameters()}
+        devices = {name: value.device for name, value in self._sampled(self.module)}
         stacked = {name: torch.stack([start[name].detach() for start in starts]) for name in self.prior_scales}
         return {name: value.to(devices[name]) for name, value in stacked.items()}
 
     def __call__(self, params: Params, inputs: torch.Tensor) -> torch.Tensor:
-        """f_θ(inputs): the module's outputs with parameters ``params`` (one chain)."""
+        """f_θ(inputs): the module's outputs with sampled parameters ``params`` (one chain)."""
         training = [name for name, submodule in self._mode_dependent if submodule.training]
         if training:
             # batch norm would update its buffers at every call, dropout draw from the global RNG

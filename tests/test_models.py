@@ -33,6 +33,16 @@ def test_log_posterior_equals_the_hand_written_one():
     torch.testing.assert_close(posterior.predictive(params, inputs), logits.softmax(dim=1))
 
 
+def test_classification_refuses_labels_that_are_not_integers():
+    """Before, a float label 0.7 (a regression target given by mistake) was truncated to class 0."""
+    logits = torch.zeros(2, 3)
+    with pytest.raises(TypeError, match="integer class labels as targets, got dtype torch.float32"):
+        Classification().log_likelihood(logits, torch.tensor([0.7, 1.9]))
+    torch.testing.assert_close(
+        Classification().log_likelihood(logits, torch.tensor([0, 2])), -torch.full((2,), 3.0).log()
+    )
+
+
 def test_regression_likelihood_is_gaussian():
     outputs, targets = torch.tensor([[0.5], [1.0]]), torch.tensor([1.0, 1.0])
     expected = torch.distributions.Normal(outputs.squeeze(1), 0.3).log_prob(targets)
@@ -68,6 +78,32 @@ def test_initial_params_redraw_what_torch_can_redraw_and_name_what_it_cannot():
     weights = starts["attention.in_proj_weight"]
     assert not torch.equal(weights[0], weights[1]) and not torch.equal(weights[1], weights[2])
     assert (starts["temperature"] == 1.0).all()
+
+
+def test_frozen_parameters_are_held_fixed_and_have_no_prior():
+    """A Bayesian last layer on a frozen feature extractor. Before, requires_grad=False was ignored: the
+    frozen weights were sampled, and moved, with the rest."""
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(3, 4), nn.Tanh(), nn.Linear(4, 2))
+    net[0].requires_grad_(False)
+    posterior = ModulePosterior(net, Classification(), num_data=20, prior_scale=0.5)
+    assert list(posterior.params()) == ["2.weight", "2.bias"]
+    assert list(posterior.initial_params(2, seed=0)) == ["2.weight", "2.bias"]
+    inputs, labels = torch.randn(20, 3), torch.randint(0, 2, (20,))
+    features = torch.tanh(net[0](inputs))
+    params = posterior.params()
+    logits = features @ params["2.weight"].T + params["2.bias"]
+    log_prior = sum(torch.distributions.Normal(0.0, 0.5).log_prob(value).sum() for value in params.values())
+    expected = log_prior + torch.log_softmax(logits, dim=1)[torch.arange(20), labels].sum()
+    torch.testing.assert_close(posterior.log_posterior(params, (inputs, labels)), expected)
+    frozen = net[0].weight.clone()
+    trace = sgmcmc.SGLD(posterior.log_posterior, step_size=1e-3).sample(
+        params, sgmcmc.Minibatches(inputs, labels, batch_size=5), num_chains=2, num_steps=20, seed=0, progress=False
+    )
+    assert set(trace.posterior) == {"2.weight", "2.bias"} and torch.equal(net[0].weight, frozen)
+    net.requires_grad_(False)
+    with pytest.raises(ValueError, match="no parameters to sample: all 4 of its parameters have requires_grad=False"):
+        ModulePosterior(net, Classification(), num_data=20)
 
 
 def test_bad_module_inputs():
