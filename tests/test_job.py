@@ -10,11 +10,13 @@ import arviz as az
 import numpy as np
 import pytest
 import xarray as xr
+from sklearn.model_selection import train_test_split
 
 import sgmcmc
 from sgmcmc import metrics
 from sgmcmc.cli import main
 from sgmcmc.job import CONVERGENCE_KEYS, DEFAULT_STEP_SIZES, SAMPLERS, JobConfig, _convergence, _step_size, run_job
+from targets import K_SIGMA
 
 TINY = dict(hidden=[16], num_chains=2, num_steps=200, burn_in=100, thin=10, progress=False)
 
@@ -77,10 +79,27 @@ def test_regression_on_a_csv_file_and_streaming(tmp_path):
     path = tmp_path / "data.csv"
     np.savetxt(path, np.column_stack([features, targets]), delimiter=",", header="a,b,c,y")
     output = tmp_path / "out"
-    report = run_job(JobConfig(dataset=str(path), output=str(output), stream=True, step_size=1e-3, **TINY))
+    options = {key: value for key, value in TINY.items() if key != "burn_in"}  # the default: half the steps
+    config = JobConfig(dataset=str(path), output=str(output), stream=True, step_size=1e-3, **options)
+    report = run_job(config)
     assert report["task"] == "regression"
     assert report["methods"]["posterior"]["rmse"] < 1.0  # targets have sd 2.3; the noise sd is 0.3
     assert (output / "trace.nc").is_file()
+
+    # the report's scores in the targets' units, recomputed from the saved (standardised) draws
+    idata = az.from_netcdf(str(output / "posterior.nc"))
+    means = idata.functionals["test_predictive"].values
+    assert means.shape == (2, 10, report["num_test"])  # draws 100, 110, …, 190 of each chain
+    train_targets = train_test_split(targets, test_size=config.test_fraction, random_state=config.seed)[0]
+    target_scale, observed = train_targets.std(), idata.observed_data["y"].values
+    scores = report["methods"]["posterior"]
+    draw_means = means.reshape(-1, report["num_test"])
+    rmse = metrics.root_mean_squared_error(draw_means.mean(axis=0), observed) * target_scale
+    nll = metrics.gaussian_mixture_negative_log_likelihood(draw_means, observed, config.noise_scale)
+    assert scores["rmse"] == pytest.approx(rmse) and scores["nll"] == pytest.approx(nll + np.log(target_scale))
+    # replicated targets: the draw's mean plus N(0, σ²) noise (standardised units): the sd of 800 normals
+    residual = (idata.posterior_predictive["y"].values - means).reshape(-1)
+    assert abs(residual.std() - config.noise_scale) < K_SIGMA * config.noise_scale / np.sqrt(2 * len(residual))
 
 
 @pytest.mark.parametrize("sampler", SAMPLERS)

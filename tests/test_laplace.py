@@ -1,6 +1,8 @@
 """The Laplace approximation: exact on a Gaussian posterior, a whitened MALA run samples a badly scaled
 regression that the same run unwhitened cannot, draws and gradients mapped back, bad modes refused."""
 
+import warnings
+
 import arviz as az
 import numpy as np
 import pytest
@@ -181,6 +183,12 @@ def test_bad_modes_and_traces_are_refused_with_a_clear_message():
     far = torch.from_numpy(mean + offset)
     with pytest.warns(RuntimeWarning, match=f"Newton step from the given mode is {newton_step:.3g} posterior sds"):
         laplace = sgmcmc.laplace_approximation(model.log_posterior(), far, data)
+    # the warning's threshold is one posterior sd
+    with pytest.warns(RuntimeWarning, match="Newton step from the given mode is 1.1 posterior sds"):
+        sgmcmc.laplace_approximation(model.log_posterior(), torch.from_numpy(mean + 1.1 * offset / newton_step), data)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        sgmcmc.laplace_approximation(model.log_posterior(), torch.from_numpy(mean + 0.9 * offset / newton_step), data)
     with pytest.raises(ValueError, match=r"params\['theta'\] has shape \(2,\); the mode's is \(3,\)"):
         laplace.whiten(torch.zeros(2, dtype=torch.float64))
     with pytest.raises(ValueError, match=r"params have names \['w'\]; the mode has \['theta'\]"):
