@@ -68,13 +68,19 @@ def recordable(where: str, value: torch.Tensor) -> torch.Tensor:
     return value
 
 
+def floating_point(where: str, value: torch.Tensor) -> torch.Tensor:
+    """``value`` if its dtype is real floating point; else a TypeError naming ``where``."""
+    if not value.is_floating_point():
+        raise TypeError(f"{where} has dtype {value.dtype}; it must be floating point")
+    return value
+
+
 def parameter_tensor(where: str, value: Any) -> torch.Tensor:
     """``value`` if it is a finite floating-point tensor of a dtype numpy has; else a TypeError or
     ValueError naming ``where``."""
     if not isinstance(value, torch.Tensor):
         raise TypeError(f"{where} is a {type(value).__name__}, not a torch.Tensor")
-    if not value.is_floating_point():
-        raise TypeError(f"{where} has dtype {value.dtype}; it must be floating point")
+    floating_point(where, value)
     recordable(where, value)
     if not torch.isfinite(value).all():
         raise ValueError(f"{where} holds non-finite values")

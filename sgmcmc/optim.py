@@ -22,7 +22,7 @@ from typing import Any
 
 import torch
 
-from sgmcmc._checks import below_one, nonnegative, positive
+from sgmcmc._checks import below_one, floating_point, nonnegative, positive
 from sgmcmc.asgld import asgld_step
 from sgmcmc.chains import ChainGenerators, chain_seeds
 from sgmcmc.psgld import psgld_step
@@ -73,11 +73,8 @@ class _UpdateRuleOptimizer(torch.optim.Optimizer):
         params = param_group["params"]
         params = [params] if isinstance(params, torch.Tensor) else list(params)  # list(): it may be an iterator
         for index, parameter in enumerate(params):
-            if isinstance(parameter, torch.Tensor) and not parameter.is_floating_point():
-                raise TypeError(
-                    f"parameter {index} of param group {len(self.param_groups)} has dtype {parameter.dtype}; "
-                    "the samplers' updates take real floating-point parameters"
-                )
+            if isinstance(parameter, torch.Tensor):  # torch.optim names what is not a tensor
+                floating_point(f"parameter {index} of param group {len(self.param_groups)}", parameter)
         super().add_param_group({**param_group, "params": params})
 
     def _check(self, group: dict[str, Any]) -> None:

@@ -156,11 +156,9 @@ def netcdf_attr(value: Any) -> Any:
         return str(value)  # plain str: h5py cannot store subclasses such as torch's TorchVersion
     if isinstance(value, (int, float)):
         return value
-    digest = tensor_digest(value)
-    if digest is None:
-        return repr(value)
     on_cpu = pytree.tree_map_only(torch.Tensor, lambda tensor: tensor.detach().cpu(), value)
-    return f"{on_cpu!r} (sha256 {digest})"
+    digest = tensor_digest(on_cpu)
+    return repr(on_cpu) if digest is None else f"{on_cpu!r} (sha256 {digest})"
 
 
 def tensor_digest(value: Any) -> str | None:
