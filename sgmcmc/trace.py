@@ -223,10 +223,13 @@ class _TraceFile:
         self.num_chains = num_chains
 
     def _open(self, mode: str) -> h5netcdf.File:
-        """The file opened to write (``mode`` "w" or "a"), or an OSError that says what may hold it."""
+        """The file opened to write (``mode`` "w" or "a"), or, where HDF5 finds it held open, an OSError
+        that says what may hold it."""
         try:
             return h5netcdf.File(self.path, mode)
         except OSError as error:
+            if "already open" not in str(error) and "lock" not in str(error):
+                raise
             raise OSError(
                 f"cannot open the trace file {self.path} to write ({error}). If this process still holds it "
                 "open for reading, e.g. an InferenceData from Trace.to_arviz() or az.from_netcdf() of this "

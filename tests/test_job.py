@@ -15,7 +15,16 @@ from sklearn.model_selection import train_test_split
 import sgmcmc
 from sgmcmc import metrics
 from sgmcmc.cli import main
-from sgmcmc.job import CONVERGENCE_KEYS, DEFAULT_STEP_SIZES, SAMPLERS, JobConfig, _convergence, _step_size, run_job
+from sgmcmc.job import (
+    CONVERGENCE_KEYS,
+    DEFAULT_STEP_SIZES,
+    SAMPLERS,
+    JobConfig,
+    _convergence,
+    _prepare,
+    _step_size,
+    run_job,
+)
 from targets import K_SIGMA
 
 TINY = dict(hidden=[16], num_chains=2, num_steps=200, burn_in=100, thin=10, progress=False)
@@ -170,6 +179,21 @@ def test_npz_input_and_bad_settings(tmp_path):
         run_job(JobConfig(dataset="diabetes", ood_classes=[151], output=str(tmp_path / "x"), **TINY))
     with pytest.raises(ValueError, match="leave fewer than 2 classes"):
         run_job(JobConfig(dataset=str(path), ood_classes=[0], output=str(tmp_path / "x"), **tiny))
+
+
+def test_features_are_standardised_on_the_training_rows_of_the_classes_trained_on(tmp_path):
+    """The held-out class, far from the others, moves neither the mean nor the scale: the training
+    features come out with mean 0 and sd 1, and the held-out inputs far off them."""
+    rng = np.random.default_rng(0)
+    labels = np.arange(90) % 3
+    features = rng.normal(size=(90, 2)) * [1.0, 3.0] + np.where(labels == 2, 100.0, 0.0)[:, None]
+    np.savez(tmp_path / "data.npz", x=features, y=labels)
+    data = _prepare(JobConfig(dataset=str(tmp_path / "data.npz"), ood_classes=[2]))
+    train_features = data.train[0].double()
+    assert data.num_outputs == 2 and len(train_features) > 40
+    np.testing.assert_allclose(train_features.mean(0), 0.0, atol=1e-6)
+    np.testing.assert_allclose(train_features.std(0, unbiased=False), 1.0, rtol=1e-6)
+    assert (data.out_of_distribution["held_out_classes"][:, 0] > 50).all()
 
 
 def test_task_is_classification_only_for_whole_number_targets_and_targets_may_be_a_column(tmp_path):

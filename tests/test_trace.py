@@ -169,6 +169,15 @@ def test_a_run_that_writes_a_trace_file_held_open_by_its_inferencedata_says_so(t
     assert run().num_draws == 5
 
 
+def test_a_trace_file_that_cannot_be_written_for_another_reason_gets_no_hint_about_holding_it_open(tmp_path):
+    (tmp_path / "t.nc").mkdir()
+    with pytest.raises(OSError, match="Is a directory") as raised:
+        sgmcmc.SGLD(standard_normal_log_posterior, 0.1).sample(
+            torch.zeros(2), num_chains=2, num_steps=5, seed=0, trace_file=tmp_path / "t.nc", progress=False
+        )
+    assert "close that first" not in str(raised.value)
+
+
 def test_bad_trace_requests():
     def run(**kwargs):
         return sgmcmc.SGLD(standard_normal_log_posterior, 0.1).sample(
