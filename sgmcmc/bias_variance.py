@@ -38,6 +38,7 @@ import xarray as xr
 
 import sgmcmc
 from sgmcmc._checks import count, positive
+from sgmcmc.ld import LD
 from sgmcmc.runner import TENSOR_PARAM_NAME, SamplerDivergenceWarning
 from sgmcmc.sampler import Sampler
 from sgmcmc.schedules import Polynomial, Schedule
@@ -324,11 +325,14 @@ def bias_variance_study(
         raise TypeError(
             f"decreasing_step_size must be a Schedule (such as ROBBINS_MONRO) or None, got {decreasing_step_size!r}"
         )
-    if isinstance(target, GaussianTarget) and sampler is SGLD and step_size_grid[-1] >= target.stable_step_size_limit:
+    sampler_kwargs = dict(sampler_kwargs or {})
+    unadjusted_langevin = sampler is SGLD or (sampler is LD and not sampler_kwargs.get("metropolis", False))
+    stable_limit = target.stable_step_size_limit if isinstance(target, GaussianTarget) else math.inf
+    if unadjusted_langevin and step_size_grid[-1] >= stable_limit:
         # beyond it the chains grow geometrically, and may stay finite long enough to enter the fits
         raise ValueError(
-            f"step_sizes reach {step_size_grid[-1]}, but SGLD on {target!r} is stable only for step sizes "
-            f"< 2σ²_min = {target.stable_step_size_limit}"
+            f"step_sizes reach {step_size_grid[-1]}, but {sampler.__name__} on {target!r} is stable only for step "
+            f"sizes < 2σ²_min = {stable_limit}"
         )
     if not 0 <= burn_in_fraction < 1:
         raise ValueError(f"burn_in_fraction must be in [0, 1), got {burn_in_fraction}")
@@ -336,7 +340,6 @@ def bias_variance_study(
     if unknown or not estimators:
         raise ValueError(f"estimators must be a non-empty subset of {ESTIMATORS}, got {list(estimators)}")
     estimators = list(dict.fromkeys(estimators))
-    sampler_kwargs = dict(sampler_kwargs or {})
     burn_ins = np.floor(burn_in_fraction * budget_grid).astype(np.int64)
 
     shape = (len(estimators), len(budget_grid), len(step_size_grid), num_replicates, target.dim)

@@ -96,6 +96,11 @@ class Cyclical(Schedule):
     for our step k = 0, 1, … (the paper's k − 1), K = ``total_steps``, M = ``num_cycles``. Within
     each cycle the first fraction β (``exploration``) of the steps explore (r = mod(k, L)/L < β)
     and the rest sample. Periodic, so never Robbins–Monro.
+
+    Refused: a plan whose K steps hold fewer than M cycles (K = 10, M = 6: cycles of 2 steps, 5 of
+    them), or whose last cycle never reaches its sampling stage (K = 10, M = 4, β = 0.5: the 4th
+    cycle is one exploring step), for which the paper's formula allows but a run would not do
+    what M says. A K that is a multiple of M, with cycles long enough for β, avoids both.
     """
 
     initial_step_size: float
@@ -105,12 +110,32 @@ class Cyclical(Schedule):
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "initial_step_size", positive("initial_step_size", self.initial_step_size))
-        count("num_cycles", self.num_cycles, 1)
-        count("total_steps", self.total_steps, self.num_cycles)
+        # stored as plain ints: their repr goes into a run's attrs, which a checkpoint compares
+        object.__setattr__(self, "num_cycles", count("num_cycles", self.num_cycles, 1))
+        object.__setattr__(self, "total_steps", count("total_steps", self.total_steps, self.num_cycles))
         exploration = nonnegative("exploration", self.exploration)
         if exploration >= 1:
             raise ValueError(f"exploration must be in [0, 1) so that each cycle samples, got {exploration}")
         object.__setattr__(self, "exploration", exploration)
+        num_cycles, total_steps, length = self.num_cycles, self.total_steps, self.cycle_length
+        if self.cycle(total_steps - 1) + 1 < num_cycles:
+            raise ValueError(
+                f"total_steps={total_steps} in cycles of ⌈{total_steps}/{num_cycles}⌉ = {length} steps make only "
+                f"{self.cycle(total_steps - 1) + 1} cycles, not num_cycles={num_cycles}; make total_steps a "
+                "multiple of num_cycles"
+            )
+        if not self.is_sampling(length - 1):
+            raise ValueError(
+                f"cycles of {length} steps never reach their sampling stage with exploration={exploration} "
+                "(a cycle samples from its step ⌈exploration · length⌉ on, counting from 0); make the cycles longer "
+                "(more total_steps or fewer num_cycles) or exploration smaller"
+            )
+        if not self.is_sampling(total_steps - 1):
+            last = total_steps - (num_cycles - 1) * length
+            raise ValueError(
+                f"the last of the {num_cycles} cycles has only {last} step(s) (a cycle has {length}), all exploring "
+                f"(exploration={exploration}), so it never samples; make total_steps a multiple of num_cycles"
+            )
 
     @property
     def cycle_length(self) -> int:

@@ -45,23 +45,29 @@ def flatten_draws(named: Mapping[str, ArrayLike], names: list[str] | None = None
     :func:`score_at_draws` returns for it flatten to matching rows and columns.
     """
     names = list(named) if names is None else names
-    if not names:
-        raise ValueError("no parameters to flatten: the mapping is empty")
     missing = [name for name in names if name not in named]
     if missing:
         raise ValueError(f"parameters {missing} are missing; the mapping has {list(named)}")
-    columns, leading = [], {}
-    for name in names:
-        value = _tensor(named[name])
-        if value.ndim < 2:
+    tensors = _trace_shaped({name: named[name] for name in names})
+    columns = [value.reshape(value.shape[0] * value.shape[1], -1) for value in tensors.values()]
+    return torch.cat([column.to(columns[0].device) for column in columns], dim=1)
+
+
+def _trace_shaped(named: Mapping[str, ArrayLike]) -> dict[str, torch.Tensor]:
+    """The mapping's values as tensors, checked to be (num_chains, num_draws, ...) with the same leading dims."""
+    if not named:
+        raise ValueError("no parameters: the mapping is empty")
+    tensors, leading = {}, {}
+    for name, value in named.items():
+        tensors[name] = _tensor(value)
+        if tensors[name].ndim < 2:
             raise ValueError(
-                f"parameter {name!r} has shape {tuple(value.shape)}; expected (num_chains, num_draws, ...)"
+                f"parameter {name!r} has shape {tuple(tensors[name].shape)}; expected (num_chains, num_draws, ...)"
             )
-        columns.append(value.reshape(value.shape[0] * value.shape[1], -1))
-        leading[name] = tuple(value.shape[:2])
+        leading[name] = tuple(tensors[name].shape[:2])
     if len(set(leading.values())) > 1:
         raise ValueError(f"the parameters have different (num_chains, num_draws): {leading}")
-    return torch.cat([column.to(columns[0].device) for column in columns], dim=1)
+    return tensors
 
 
 def _tensor(value: Any) -> torch.Tensor:
@@ -75,8 +81,8 @@ def _as_matrix(value: ArrayLike, name: str) -> torch.Tensor:
         matrix = matrix[:, None]
     if matrix.ndim != 2:
         raise ValueError(f"{name} must have shape (n, d) (or (n,) for d = 1), got {tuple(matrix.shape)}")
-    if not (matrix.is_floating_point() or matrix.dtype in (torch.int32, torch.int64)):
-        raise TypeError(f"{name} must be real numbers, got dtype {matrix.dtype}")
+    if matrix.is_complex() or matrix.dtype == torch.bool:
+        raise TypeError(f"{name} must be real numbers (floating point or integer), got dtype {matrix.dtype}")
     return matrix
 
 
@@ -191,6 +197,7 @@ def kernel_stein_discrepancy(
             raise ValueError(f"weights must have shape ({num_draws},), got {tuple(weight.shape)}")
         if not bool(torch.isfinite(weight).all()) or bool((weight < 0).any()) or float(weight.sum()) <= 0:
             raise ValueError("weights must be finite, >= 0 and not all zero")
+        weight = weight / weight.max()  # first: weights near the largest float would sum to inf
         weight = weight / weight.sum()
 
     total = torch.zeros((), dtype=torch.float64, device=points.device)
@@ -231,13 +238,13 @@ def score_at_draws(
     """
     score = torch.func.vmap(torch.func.grad(log_density), chunk_size=chunk_size)
     if isinstance(draws, Mapping):
-        tensors = {name: _tensor(value) for name, value in draws.items()}
+        tensors = _trace_shaped(draws)
         for name, value in tensors.items():
             if not value.is_floating_point():
                 raise TypeError(f"draws[{name!r}] must be floating point to take the score there, got {value.dtype}")
-        leading = {name: value.shape[:2] for name, value in tensors.items()}
-        flat = {name: value.reshape(-1, *value.shape[2:]) for name, value in tensors.items()}
-        return {name: value.reshape(*leading[name], *value.shape[1:]) for name, value in score(flat).items()}
+        leading = next(iter(tensors.values())).shape[:2]
+        flat = {name: value.reshape(leading.numel(), *value.shape[2:]) for name, value in tensors.items()}
+        return {name: value.reshape(*leading, *value.shape[1:]) for name, value in score(flat).items()}
     matrix = _as_matrix(draws, "draws")
     if not matrix.is_floating_point():
         raise TypeError(f"draws must be floating point to take the score there, got {matrix.dtype}")

@@ -8,6 +8,7 @@ import pytest
 import xarray as xr
 from scipy import optimize
 
+import sgmcmc
 import sgmcmc.bias_variance as bias_variance
 from sgmcmc.bias_variance import BiasVarianceStudy, GaussianTarget, bias_variance_study
 from sgmcmc.cli import main
@@ -89,8 +90,10 @@ def test_cell_errors_by_hand():
     assert float(cells["mse"]) == 5.0 and float(cells["mse_se"]) == pytest.approx(4.0, rel=1e-12)
 
 
-def _study_of(estimates, exact):
-    """A study holding ``estimates`` (budget, step_size, replicate, coordinate) of the mean, none diverged."""
+def _study_of(estimates, exact, constant_diverged=None, decreasing=None, decreasing_diverged=None):
+    """A study holding ``estimates`` (budget, step_size, replicate, coordinate) of the mean, none diverged
+    unless ``constant_diverged`` (budget, step_size, replicate) says so; with ``decreasing`` (budget,
+    replicate, coordinate), a decreasing schedule's too."""
     num_budgets, num_step_sizes, num_replicates, dim = estimates.shape
     coords = dict(
         estimator=["mean"],
@@ -99,15 +102,88 @@ def _study_of(estimates, exact):
         replicate=np.arange(num_replicates),
         coordinate=np.arange(dim),
     )
-    dataset = xr.Dataset(
-        {
-            "constant_estimate": (tuple(coords), estimates[None]),
-            "exact": (("estimator", "coordinate"), np.asarray(exact, dtype=np.float64)[None]),
-            "constant_diverged": (("budget", "step_size", "replicate"), np.zeros(estimates.shape[:3], bool)),
-        },
-        coords=coords,
+    diverged = np.zeros(estimates.shape[:3], bool) if constant_diverged is None else constant_diverged
+    data_vars = {
+        "constant_estimate": (tuple(coords), estimates[None]),
+        "exact": (("estimator", "coordinate"), np.asarray(exact, dtype=np.float64)[None]),
+        "constant_diverged": (("budget", "step_size", "replicate"), diverged),
+    }
+    if decreasing is not None:
+        data_vars["decreasing_estimate"] = (("estimator", "budget", "replicate", "coordinate"), decreasing[None])
+        data_vars["decreasing_diverged"] = (("budget", "replicate"), decreasing_diverged)
+    return BiasVarianceStudy(xr.Dataset(data_vars, coords=coords))
+
+
+def test_a_cell_with_a_diverged_replicate_has_infinite_mse_however_finite_its_estimates():
+    """A diverged chain is frozen at its last finite state, so its estimate is finite but means nothing:
+    its cell's MSE is ∞ (so η_opt is not taken there), in every bootstrap resample that draws it, and so is
+    the decreasing schedule's MSE at a budget where one of its chains diverged."""
+    estimates = np.random.default_rng(0).normal(size=(2, 5, 4, 1))
+    constant_diverged = np.zeros((2, 5, 4), bool)
+    constant_diverged[0, 1, 2] = True
+    decreasing_diverged = np.array([[False] * 4, [True, False, False, False]])
+    study = _study_of(estimates, [0.0], constant_diverged, estimates[:, 0], decreasing_diverged)
+    cells = study.cell_errors("mean")
+    assert np.isposinf(cells["mse"].values).tolist() == [[False, True, False, False, False], [False] * 5]
+    assert np.isposinf(cells["decreasing_mse"].values).tolist() == [False, True]
+    bootstrap = study._bootstrap_mse("mean")  # (resample, budget, step_size)
+    assert np.isfinite(bootstrap[:, 1]).all() and np.isfinite(bootstrap[:, 0, [0, 2, 3, 4]]).all()
+    # a resample misses replicate 2 with probability (3/4)^4 = 0.32
+    assert 0 < np.isfinite(bootstrap[:, 0, 1]).mean() < 0.5
+
+
+def test_the_bootstrap_standard_error_of_the_optimal_step_size_is_its_spread_across_studies():
+    """100 synthetic studies of one budget whose cells' squared errors have mean m(η) = 1 + (log η − log 0.1)²
+    (optimum 0.1; each cell's replicates independent, R = 16): the bootstrap s.e. of log η_opt, averaged
+    over the studies, is its standard deviation across them, within K_SIGMA s.e. of that sd
+    (1/sqrt(2·99) of it) widened by a 10% allowance for the bootstrap's own small-R bias."""
+    generator = np.random.default_rng(1)
+    step_sizes = np.geomspace(0.01, 1.0, 9)
+    mean_squared_error = 1.0 + (np.log(step_sizes) - math.log(0.1)) ** 2
+    optima, standard_errors = [], []
+    for _ in range(100):
+        noise = generator.standard_normal((1, 9, 16, 1))
+        study = _study_of(np.sqrt(mean_squared_error)[None, :, None, None] * noise, [0.0])
+        fit = study.fit("mean")
+        optima.append(math.log(fit.optimal_step_size[0]))
+        standard_errors.append(fit.optimal_step_size_se[0])
+    spread, mean_se = np.std(optima, ddof=1), np.mean(standard_errors)
+    assert abs(mean_se / spread - 1) < K_SIGMA / math.sqrt(2 * 99) + 0.1, (mean_se, spread)
+
+
+def test_the_optimal_step_size_is_the_vertex_of_a_parabola_through_five_grid_points_in_log_log():
+    """Squared errors exactly an asymmetric m(η) at 9 step sizes: η_opt is the vertex of the least-squares
+    parabola in (log η, log MSE) through the grid's best point and two either side, computed here with
+    np.polyfit (a 3-point parabola's vertex lies elsewhere), clipped to the best point's neighbours (which
+    the second, steeper m needs)."""
+    step_sizes = np.geomspace(0.01, 1.0, 9)
+    log_step_sizes = np.log(step_sizes)
+    shapes = {
+        math.log(0.11): lambda offset: np.where(offset < 0, 0.3 * offset**2, 2 * np.abs(offset) ** 1.2),
+        math.log(0.2): lambda offset: np.where(offset < 0, 0.02 * offset**2, 3 * np.abs(offset)),
+    }
+    clipped = []
+    for centre, shape in shapes.items():
+        log_mse = shape(log_step_sizes - centre)
+        study = _study_of(np.exp(log_mse / 2)[None, :, None, None] * np.array([1.0, -1.0])[:, None], [0.0])
+        best = int(np.argmin(log_mse))
+        curvature, linear, _ = np.polyfit(log_step_sizes[best - 2 : best + 3], log_mse[best - 2 : best + 3], 2)
+        vertex = -linear / (2 * curvature)
+        expected = np.clip(vertex, log_step_sizes[best - 1], log_step_sizes[best + 1])
+        clipped.append(vertex != expected)
+        three_point = np.polyfit(log_step_sizes[best - 1 : best + 2], log_mse[best - 1 : best + 2], 2)
+        assert abs(-three_point[1] / (2 * three_point[0]) - expected) > 0.1
+        assert math.log(study.fit("mean").optimal_step_size[0]) == pytest.approx(expected, abs=1e-12)
+    assert clipped == [False, True]
+
+
+def test_the_burn_in_is_the_budgets_fraction_rounded_down():
+    study = bias_variance_study(GaussianTarget([0.0], [1.0]), [0.1, 0.2], [10, 15], num_replicates=2, seed=0)
+    assert study.dataset["burn_in"].values.tolist() == [1, 1]
+    study = bias_variance_study(
+        GaussianTarget([0.0], [1.0]), [0.1, 0.2], [10, 15], num_replicates=2, burn_in_fraction=0.5, seed=0
     )
-    return BiasVarianceStudy(dataset)
+    assert study.dataset["burn_in"].values.tolist() == [5, 7]
 
 
 def test_the_zero_bias_test_rejects_as_often_as_its_level_says_with_few_replicates():
@@ -200,8 +276,17 @@ def test_bootstrap_resamples_the_replicates_of_a_budget_together_across_step_siz
 
 
 def test_step_sizes_beyond_the_stability_of_langevin_on_the_gaussian_are_refused():
-    with pytest.raises(ValueError, match=r"stable only for step sizes < 2σ²_min = 0.5"):
-        bias_variance_study(GaussianTarget([0.0, 0.0], [0.5, 1.0]), [0.1, 0.6], [10, 20], num_replicates=2)
+    target = GaussianTarget([0.0, 0.0], [0.5, 1.0])
+    with pytest.raises(ValueError, match=r"SGLD on .* is stable only for step sizes < 2σ²_min = 0.5"):
+        bias_variance_study(target, [0.1, 0.6], [10, 20], num_replicates=2)
+    # the same chain: before, LD's unstable cells entered the fits (MSE 1e21, a variance exponent of +21)
+    with pytest.raises(ValueError, match=r"LD on .* is stable only for step sizes < 2σ²_min = 0.5"):
+        bias_variance_study(target, [0.1, 0.6], [10, 20], num_replicates=2, sampler=sgmcmc.LD)
+    # MALA is exact at every step size
+    study = bias_variance_study(
+        target, [0.1, 0.6], [10, 20], num_replicates=2, sampler=sgmcmc.LD, sampler_kwargs={"metropolis": True}
+    )
+    assert np.isfinite(study.dataset["constant_estimate"]).all()
 
 
 def test_model_optimum_minimises_the_fitted_bias_and_variance(study):

@@ -14,8 +14,8 @@ from targets import K_SIGMA, GaussianGrid, mean_and_se, standard_normal_log_post
 
 
 def test_schedule_equals_equation_1_at_hand_computed_points():
-    schedule = Cyclical(initial_step_size=0.2, num_cycles=4, total_steps=10, exploration=0.5)
-    assert schedule.cycle_length == 3  # ⌈10/4⌉
+    schedule = Cyclical(initial_step_size=0.2, num_cycles=4, total_steps=12, exploration=0.5)
+    assert schedule.cycle_length == 3  # 12/4
     # our step k is the paper's k + 1: η = η0/2 (cos(π mod(k, 3)/3) + 1)
     expected = [0.2, 0.1 * (math.cos(math.pi / 3) + 1), 0.1 * (math.cos(2 * math.pi / 3) + 1)]
     np.testing.assert_allclose(schedule.values(6), expected * 2)
@@ -42,6 +42,14 @@ def test_cycle_boundaries_are_exact():
         (dict(total_steps=3), "total_steps must be >= 4"),
         (dict(exploration=1.0), "exploration must be in"),
         (dict(exploration=-0.1), "exploration must be a finite number >= 0"),
+        # before, these planned fewer cycles than num_cycles, or a last cycle that never samples, and said nothing
+        (dict(num_cycles=6, total_steps=10), r"cycles of ⌈10/6⌉ = 2 steps make only 5 cycles, not num_cycles=6"),
+        (dict(num_cycles=40, total_steps=100), "make only 34 cycles, not num_cycles=40"),
+        (dict(total_steps=10), r"the last of the 4 cycles has only 1 step\(s\) \(a cycle has 3\), all exploring"),
+        (
+            dict(total_steps=8, exploration=0.6),
+            "cycles of 2 steps never reach their sampling stage with exploration=0.6",
+        ),
     ],
 )
 def test_schedule_errors(kwargs, match):
@@ -49,6 +57,14 @@ def test_schedule_errors(kwargs, match):
     arguments.update(kwargs)
     with pytest.raises(ValueError, match=match):
         Cyclical(**arguments)
+
+
+def test_numpy_integers_are_stored_as_the_ints_they_equal():
+    """The schedule's repr goes into a run's attrs, which a resumed run compares with its checkpoint's:
+    before, Cyclical(0.1, np.int64(2), np.int64(40)) kept its numpy ints and a resume with 2 and 40 was refused."""
+    schedule = Cyclical(0.1, np.int64(2), np.int64(40))
+    assert type(schedule.num_cycles) is int and type(schedule.total_steps) is int
+    assert repr(schedule) == repr(Cyclical(0.1, 2, 40))
 
 
 def _runs_at_two_temperatures(sampler, schedule, num_chains, dimension):

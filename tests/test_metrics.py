@@ -30,6 +30,20 @@ def test_expected_calibration_error_by_hand():
     assert np.isnan(confidence[0])
 
 
+def test_a_confidence_on_a_bin_edge_falls_in_the_bin_it_closes():
+    """Bins are right-closed: before, 0.07 · 100 = 7.000000000000001 put 0.07 in (0.07, 0.08]."""
+    for confidence in (0.07, 0.14, 0.28, 0.55, 0.56):
+        num_others = math.ceil(1.0 / confidence)  # enough classes that the first holds the top probability
+        probabilities = np.array([[confidence] + [(1.0 - confidence) / num_others] * num_others])
+        counts = metrics.reliability_bins(probabilities, np.array([0]), num_bins=100)[2]
+        assert np.flatnonzero(counts).tolist() == [round(confidence * 100) - 1]
+
+
+def test_a_label_given_probability_zero_counts_708_nats_not_inf():
+    nll = metrics.negative_log_likelihood(np.array([[1.0, 0.0], [0.5, 0.5]]), np.array([1, 0]))
+    assert nll == pytest.approx((-math.log(np.finfo(np.float64).tiny) + math.log(2.0)) / 2, rel=1e-12)
+
+
 def test_perfectly_calibrated_forecasts_have_small_ece():
     """Labels drawn from the forecasts: ECE is only sampling error, about sqrt(1/n) per bin."""
     generator = np.random.default_rng(0)

@@ -201,3 +201,50 @@ def test_scores_need_floating_draws():
         score_at_draws(lambda theta: -0.5 * theta.square().sum(), torch.arange(6).reshape(3, 2))
     with pytest.raises(TypeError, match=r"draws\['w'\] must be floating point"):
         score_at_draws(lambda params: -0.5 * params["w"].square().sum(), {"w": torch.zeros(1, 3, 2, dtype=torch.int64)})
+
+
+def test_scores_of_a_trace_with_a_parameter_of_no_elements():
+    def log_posterior(params):
+        return -0.5 * params["w"].square().sum() + params["unused"].sum()
+
+    init = {"w": torch.zeros(2, dtype=torch.float64), "unused": torch.zeros(0, dtype=torch.float64)}
+    trace = sgmcmc.SGLD(log_posterior, step_size=0.1).sample(init, num_chains=2, num_steps=5, seed=0, progress=False)
+    scores = score_at_draws(log_posterior, trace.posterior)
+    assert scores["unused"].shape == (2, 5, 0)
+    np.testing.assert_array_equal(scores["w"].numpy(), -trace.posterior["w"])
+
+
+@pytest.mark.parametrize(
+    "draws, match",
+    [
+        ({"a": torch.zeros(2, 6), "b": torch.zeros(3, 4)}, "different \\(num_chains, num_draws\\)"),
+        ({"a": torch.zeros(5)}, r"parameter 'a' has shape \(5,\); expected \(num_chains, num_draws, ...\)"),
+        ({}, "the mapping is empty"),
+    ],
+)
+def test_scores_need_trace_shaped_draws(draws, match):
+    """Before, (2, 6) and (3, 4) were both flattened to 12 rows: the score paired one chain's draws with another's."""
+    with pytest.raises(ValueError, match=match):
+        score_at_draws(lambda params: -0.5 * sum(value.square().sum() for value in params.values()), draws)
+
+
+def test_weights_count_only_in_proportion_even_near_the_largest_float():
+    """Before, weights up to 2.3e307 summed to inf and every normalised weight became 0: a KSD of 0."""
+    draws, scores = random_draws_and_scores(23, 4, seed=2)
+    weights = torch.arange(1, 24, dtype=torch.float64)
+    reference = kernel_stein_discrepancy(draws, scores, weights=weights)
+    assert kernel_stein_discrepancy(draws, scores, weights=weights * 1e306) == pytest.approx(reference, rel=1e-13)
+
+
+@pytest.mark.parametrize("dtype", [torch.int16, torch.uint8, torch.int64])
+def test_integer_draws_give_the_value_of_the_same_numbers_as_floats(dtype):
+    draws = torch.arange(12).reshape(6, 2) % 5
+    reference = kernel_stein_discrepancy(draws.double(), -draws.double())
+    assert kernel_stein_discrepancy(draws.to(dtype), -draws.double()) == pytest.approx(reference, rel=1e-15)
+
+
+def test_boolean_draws_are_refused():
+    with pytest.raises(
+        TypeError, match=r"draws must be real numbers \(floating point or integer\), got dtype torch.bool"
+    ):
+        kernel_stein_discrepancy(torch.ones(5, 2, dtype=torch.bool), torch.zeros(5, 2))
