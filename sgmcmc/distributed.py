@@ -7,7 +7,9 @@ Start P processes with ``torchrun --nproc-per-node=P script.py`` (or any launche
 * :func:`sample_chain_parallel`: the K chains are split into contiguous blocks, one per rank;
   rank r runs its block with the block's seeds ``chain_seeds(seed, K)[block]``, and rank 0
   gathers the pieces into ONE :class:`sgmcmc.Trace` with global chain ids, identical draw for
-  draw to a single-process run with the same seed (a chain depends only on its own seed).
+  draw to a single-process run with the same seed (a chain depends only on its own seed; a
+  rank that runs one chain alone calls ``log_posterior`` without vmap, which may round apart
+  by an ulp).
 * :func:`sample_data_parallel`: every rank runs all K chains on its own shard of the data. Each
   rank evaluates the user's unchanged ``log_posterior`` (with ``num_data`` = N, the size of the
   WHOLE data set) on its shard's minibatch B_r, and the P values and gradients are averaged:
@@ -226,9 +228,21 @@ def _settings(sampler: Sampler, arguments: dict[str, Any]) -> dict[str, Any]:
         **{name: comparable(value) for name, value in sampler.hyperparameters().items()},
     }
     for name, value in {**defaults, **arguments}.items():
-        if name not in _PER_RANK_ARGUMENTS:
-            settings[name] = sorted(value or {}) if name == "functionals" else comparable(value)
+        if name == "functionals":
+            settings[name] = sorted(value or {})
+        elif name == "keep" and value is not None and not isinstance(value, str):
+            settings[name] = sorted(value, key=str)  # a set of names prints in each rank's hash order
+        elif name not in _PER_RANK_ARGUMENTS:
+            settings[name] = comparable(value)
     return settings
+
+
+def _materialised_keep(sample_kwargs: dict[str, Any]) -> dict[str, Any]:
+    """``sample_kwargs`` with ``keep`` as a list: a generator of names would be used up by the comparison."""
+    keep = sample_kwargs.get("keep")
+    if keep is None or isinstance(keep, str):
+        return sample_kwargs
+    return {**sample_kwargs, "keep": list(keep)}
 
 
 def _settings_by_rank(settings: dict[str, Any]) -> list[dict[str, Any]]:
@@ -306,6 +320,7 @@ def sample_chain_parallel(
         ValueError: on every rank, before sampling, if the ranks were given other settings.
     """
     _refuse(sample_kwargs, "trace_file", "checkpoint", "wrap_potential")
+    sample_kwargs = _materialised_keep(sample_kwargs)
     num_chains = count("num_chains", num_chains, 1)
     seeds = seeds_of_chains(seed, num_chains)
     rank, world_size = _rank_and_world_size()
@@ -418,6 +433,9 @@ class AveragedPotential(ChainPotential):
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         return _all_reduce_mean(self.potential(params, batch))
 
+    def value(self, params: dict[str, torch.Tensor], batch: Any = None) -> torch.Tensor:
+        return _all_reduce_mean(self.potential.value(params, batch))
+
     def with_hessian_vector_product(
         self, params: dict[str, torch.Tensor], batch: Any, tangent: dict[str, torch.Tensor]
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor], dict[str, torch.Tensor]]:
@@ -458,10 +476,21 @@ def sample_data_parallel(
             ranks were given other settings.
     """
     _refuse(sample_kwargs, "checkpoint", "wrap_potential")
+    sample_kwargs = _materialised_keep(sample_kwargs)
     stream = chain_data(shard)
     if stream is None:
         raise ValueError("data-parallel sampling needs data: give this rank's shard")
     rank, world_size = _rank_and_world_size()
+    num_data = getattr(sampler.log_posterior, "num_data", None)
+    if world_size > 1 and num_data is not None and num_data != world_size * stream.num_rows:
+        # the runner's own check compares num_data with one shard, so it leaves averaged runs to this one
+        warnings.warn(
+            f"log_posterior was made with num_data={num_data} but the {world_size} ranks' shards hold "
+            f"{world_size} × {stream.num_rows} = {world_size * stream.num_rows} examples; num_data must be the size "
+            "of the WHOLE data set (sharded_num_rows(N)) and each rank's shard its own share (shard_rows)",
+            RuntimeWarning,
+            stacklevel=2,
+        )
     if world_size > 1:
         # the shapes of every tensor, not only the row count: pre-made batches of other sizes must differ too
         layout = (stream.units_per_step, [tuple(leaf.shape) for leaf in pytree.tree_leaves(stream.units)])
@@ -516,6 +545,9 @@ def shard_rows(*tensors: torch.Tensor) -> tuple[torch.Tensor, ...]:
     if not tensors:
         raise ValueError("shard_rows needs at least one tensor")
     rank, world_size = _rank_and_world_size()
+    scalars = [position for position, tensor in enumerate(tensors) if tensor.ndim == 0]
+    if scalars:
+        raise ValueError(f"tensors {scalars} are 0-dim; shard_rows shares out rows along dim 0")
     num_rows = tensors[0].shape[0]
     if any(tensor.shape[0] != num_rows for tensor in tensors):
         raise ValueError(f"tensors must share their first dim (rows), got {[tuple(t.shape) for t in tensors]}")

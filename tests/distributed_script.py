@@ -6,9 +6,11 @@ Modes:
         data-parallel SGLD whose rank 1 has another step size (the replicas drift apart),
         data-parallel LD and data-parallel pSGLD
         with its Hessian-vector product on full-batch shards, and the data-parallel LD again with
-        ``compile=True`` (a compile failure is an error here, not a fallback); rank 0 saves every
-        trace to OUT.
+        ``compile=True`` (a compile failure is an error here, not a fallback); the sharing helpers,
+        ``keep`` given as a generator or set, a data-parallel trace file, and ``num_data`` that does
+        not match the shards; rank 0 saves every result to OUT.
     fail: data-parallel SGLD in which rank 1 raises after a few steps.
+    hang: rank 1 sleeps past rank 0's 4 s collective timeout before it starts.
 
 The models are also imported by the test, which runs them in a single process to compare.
 """
@@ -16,6 +18,7 @@ The models are also imported by the test, which runs them in a single process to
 from __future__ import annotations
 
 import sys
+import time
 import warnings
 from pathlib import Path
 from typing import Any
@@ -205,8 +208,106 @@ def sample(output: Path) -> None:
                     compile=compile,
                 )
             results[f"{name}_compiled" if compile else name] = None if trace is None else as_arrays(trace)
+        results["helpers"] = every_rank(sharing_helpers())
+        results["keep"] = every_rank(keep_not_a_list(shard))
+        trace_file = output.with_name("data_parallel.nc")
+        trace = distributed.sample_data_parallel(
+            sgmcmc.SGLD(log_posterior(), step_size=1e-3),
+            init(),
+            sgmcmc.Minibatches(*shard, batch_size=8),
+            num_chains=2,
+            num_steps=5,
+            progress=False,
+            trace_file=trace_file,
+        )
+        if trace is not None:
+            results["trace_file"] = {
+                "returned": dict(trace.posterior),
+                "file": dict(sgmcmc.Trace.load(trace_file).posterior),
+            }
+        results["num_data_warnings"] = every_rank(num_data_warnings(shard))
         if group.rank == 0:
             distributed.write_atomically(output, lambda path: torch.save(results, path))
+
+
+def sharing_helpers() -> dict[str, Any]:
+    """This rank's share of 8-row batches, of 5 rows (with the warning), and AveragedPotential.value of
+    a potential whose value is the rank."""
+    rank = torch.distributed.get_rank()
+
+    class RankValue:
+        def value(self, params: Any, batch: Any = None) -> torch.Tensor:
+            return torch.tensor([float(rank)], dtype=torch.float64)
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        rows = distributed.shard_rows(torch.arange(5))[0].tolist()
+    return {
+        "batch_size": distributed.shard_minibatches(sgmcmc.Minibatches(*regression_data(), batch_size=8)).batch_size,
+        "rows": rows,
+        "warnings": [str(warning.message) for warning in caught],
+        "averaged_value": distributed.AveragedPotential(RankValue()).value({}).item(),
+    }
+
+
+def keep_not_a_list(shard: tuple[torch.Tensor, ...]) -> list[list[str]]:
+    """The kept names of a chain-parallel run given ``keep`` as a generator and of a data-parallel run given a
+    set (before, both were refused: their reprs differ between ranks)."""
+    two_params = {"weights": init()["weights"], "unused": torch.zeros(2, dtype=torch.float64)}
+    model = log_posterior()
+
+    def with_unused(params: dict[str, torch.Tensor], batch: Any) -> torch.Tensor:
+        return model(params, batch) + 0.0 * params["unused"].sum()
+
+    options = dict(num_chains=2, num_steps=2, progress=False)
+    chains = distributed.sample_chain_parallel(
+        sgmcmc.SGLD(model, step_size=1e-3),
+        init(),
+        sgmcmc.Minibatches(*regression_data(), batch_size=8),
+        keep=(name for name in ["weights"]),
+        **options,
+    )
+    data = distributed.sample_data_parallel(
+        sgmcmc.SGLD(with_unused, step_size=1e-3),
+        two_params,
+        sgmcmc.Minibatches(*shard, batch_size=8),
+        keep={"weights", "unused"},
+        **options,
+    )
+    return [sorted(trace.posterior) for trace in (chains, data) if trace is not None]
+
+
+def num_data_warnings(shard: tuple[torch.Tensor, ...]) -> list[str]:
+    """The warnings of data-parallel runs whose log posterior counts one shard's rows as N, and whose ranks
+    each got the whole data set."""
+    messages = []
+    for num_data, data in ((len(shard[0]), shard), (NUM_DATA, regression_data())):
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            distributed.sample_data_parallel(
+                sgmcmc.SGLD(log_posterior(num_data), step_size=1e-3),
+                init(),
+                sgmcmc.Minibatches(*data, batch_size=8),
+                num_chains=1,
+                num_steps=2,
+                progress=False,
+            )
+        messages += [str(warning.message) for warning in caught if "num_data" in str(warning.message)]
+    return messages
+
+
+def hang() -> None:
+    with distributed.process_group(timeout_s=4) as group:
+        if group.rank == 1:
+            time.sleep(60)
+        distributed.sample_data_parallel(
+            sgmcmc.SGLD(log_posterior(), step_size=1e-3),
+            init(),
+            sgmcmc.Minibatches(*distributed.shard_rows(*regression_data()), batch_size=8),
+            num_chains=1,
+            num_steps=2,
+            progress=False,
+        )
 
 
 def fail() -> None:
@@ -239,5 +340,7 @@ if __name__ == "__main__":
         sample(Path(arguments[0]))
     elif mode == "fail":
         fail()
+    elif mode == "hang":
+        hang()
     else:
         raise SystemExit(f"unknown mode {mode!r}")

@@ -171,6 +171,11 @@ def test_data_errors():
         sgmcmc.Minibatches(ROWS, batch_size=0)
     with pytest.raises(ValueError, match="share their first dim"):
         sgmcmc.Minibatches(ROWS, LABELS[:5], batch_size=2)
+    with pytest.raises(ValueError, match="data tensor 1 is 0-dim; rows must be along dim 0"):
+        sgmcmc.Minibatches(ROWS, torch.tensor(1.0), batch_size=2)
+    # stacking would promote batch 0 to float64 silently
+    with pytest.raises(ValueError, match=r"batch 1 has a tensor of shape \(5, 2\) \(torch.float64\) where batch 0"):
+        chain_data([ROWS[:5].float(), ROWS[5:]])
     with pytest.raises(ValueError, match="drop the incomplete last batch"):
         chain_data([ROWS[:4], ROWS[4:8], ROWS[8:]])  # batches of 4, 4, 2 rows
     with pytest.raises(TypeError, match="one-shot iterator"):

@@ -148,6 +148,49 @@ def test_a_failing_rank_stops_the_job_within_the_timeout():
     assert elapsed < 30  # the script's collective timeout is 20 s, the run itself 100 000 steps
 
 
+def test_a_rank_waiting_on_a_hung_peer_stops_at_its_timeout_saying_another_rank_is_the_cause():
+    """Rank 1 sleeps 60 s; rank 0, whose process group has timeout_s=4, stops at its first collective."""
+    start = time.perf_counter()
+    completed = torchrun(str(SCRIPT), "hang", timeout=90)
+    elapsed = time.perf_counter() - start
+    assert completed.returncode != 0
+    assert "rank 0 of 2 failed with DistributedSamplingError: rank 0 of 2: comparing the ranks' settings failed" in (
+        completed.stderr
+    ), completed.stderr[-4000:]
+    assert elapsed < 30  # the 4 s timeout, torchrun's start and stop; not rank 1's 60 s
+
+
+def test_sharing_helpers_on_two_ranks(two_process_results):
+    """Each rank's batch is half of 8 rows; 5 rows give each rank 2, with a warning; AveragedPotential.value
+    averages the ranks' values (0 and 1)."""
+    warning = "5 rows do not split evenly over 2 ranks: the last 1 are left out"
+    assert two_process_results["helpers"] == [
+        {"batch_size": 4, "rows": [0, 1], "warnings": [warning], "averaged_value": 0.5},
+        {"batch_size": 4, "rows": [2, 3], "warnings": [warning], "averaged_value": 0.5},
+    ]
+
+
+def test_keep_given_as_a_generator_or_a_set_is_the_same_setting_on_every_rank(two_process_results):
+    assert two_process_results["keep"] == [[["weights"], ["unused", "weights"]], []]
+
+
+def test_a_data_parallel_trace_file_is_written_by_rank_0_alone_and_holds_the_returned_draws(two_process_results):
+    written = two_process_results["trace_file"]
+    assert written["file"]["weights"].shape == (2, 5, script.DIM)
+    np.testing.assert_array_equal(written["file"]["weights"], written["returned"]["weights"])
+
+
+def test_num_data_that_is_not_the_shards_rows_times_the_ranks_is_warned_about_on_every_rank(two_process_results):
+    """num_data = one shard's 32 rows weights the likelihood half as much as the 64 rows sampled; every rank
+    given all 64 rows repeats the other's. Before, data-parallel runs skipped the runner's check, silently."""
+    expected = [
+        "log_posterior was made with num_data=32 but the 2 ranks' shards hold 2 × 32 = 64 examples",
+        "log_posterior was made with num_data=64 but the 2 ranks' shards hold 2 × 64 = 128 examples",
+    ]
+    for messages in two_process_results["num_data_warnings"]:
+        assert [message.split(";")[0] for message in messages] == expected
+
+
 @pytest.mark.parametrize("parallel", ["chains", "data"])
 def test_sgmcmc_run_under_torchrun_writes_one_report(tmp_path, parallel):
     output = tmp_path / "run"
@@ -213,6 +256,8 @@ def test_one_process_data_parallel_run_is_the_plain_run():
     parallel = distributed.sample_data_parallel(sampler, script.init(), data, **options)
     plain = sampler.sample(script.init(), data, **options)
     np.testing.assert_array_equal(parallel.posterior["weights"], plain.posterior["weights"])
+    with pytest.raises(ValueError, match="checkpoint= is not supported when sampling across processes"):
+        distributed.sample_data_parallel(sampler, script.init(), data, checkpoint="run.pt", **options)
 
 
 def test_write_atomically_leaves_no_partial_file(tmp_path):
@@ -236,6 +281,8 @@ def test_shard_rows_in_one_process_is_everything_and_parallel_modes_are_checked(
         shard = distributed.shard_rows(features, labels)
     assert all(torch.equal(part, whole) for part, whole in zip(shard, (features, labels), strict=True))
     sampler = sgmcmc.SGLD(script.log_posterior(), step_size=1e-3)
+    with pytest.raises(ValueError, match=r"tensors \[1\] are 0-dim; shard_rows shares out rows along dim 0"):
+        distributed.shard_rows(features, torch.tensor(1.0))
     with pytest.raises(ValueError, match="parallel must be None or one of"):
         distributed.sample_in_parallel(
             "gpus", sampler, script.init(), sgmcmc.Minibatches(features, labels, batch_size=8)
