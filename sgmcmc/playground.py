@@ -148,7 +148,13 @@ def sweep(
     methods = [
         Method(name, rate, temperature if name == "sgld" else None) for name in optimizers for rate in learning_rates
     ]
-    if flag("annealed", annealed) and "sgld" in optimizers and len(set(learning_rates)) > 1:
+    decays = flag("annealed", annealed) and "sgld" in optimizers and len(set(learning_rates)) > 1
+    if final_temperature is not None and not (decays and temperature > 0):
+        raise ValueError(
+            f"final_temperature={final_temperature:g} sets the cooled SGLD run, which these settings leave out (it "
+            "needs annealed, sgld among the optimizers, two or more learning rates and temperature > 0)"
+        )
+    if decays:
         largest, smallest = max(learning_rates), min(learning_rates)
         step_size = polynomial_decay(largest, smallest, num_steps)
         decay_label = f"SGLD lr={largest:g}→{smallest:g} T={temperature:g}"

@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import math
 import warnings
 from collections.abc import Callable, Sequence
 from typing import Any, Literal
@@ -15,6 +16,7 @@ from sgmcmc._checks import autograd_allowed, count, parameter_tensor
 from sgmcmc.chains import ChainGenerators, per_chain_sum
 from sgmcmc.data import full_data_arguments
 from sgmcmc.ld import LD
+from sgmcmc.log_density import check_log_posterior
 from sgmcmc.runner import TENSOR_PARAM_NAME, SamplerDivergenceWarning, _named_params
 from sgmcmc.sampler import Potential, Sampler, State
 from sgmcmc.schedules import Schedule, as_schedule
@@ -79,6 +81,11 @@ def find_mode(
         raise ValueError(f"full_batch_method must be 'gradient' or 'lbfgs', got {full_batch_method!r}")
     if full_batch_method == "lbfgs" and full_batch_step_size is not None:
         raise ValueError("full_batch_step_size is for gradient steps; L-BFGS takes its steps by line search")
+    if num_full_batch_steps == 0 and (full_batch_step_size is not None or full_batch_method != "gradient"):
+        raise ValueError(
+            "full_batch_step_size and full_batch_method set the full-batch stage, which num_full_batch_steps=0 "
+            "leaves out; give num_full_batch_steps > 0"
+        )
     full_batch_uses_step_size = (
         num_full_batch_steps > 0 and full_batch_method == "gradient" and full_batch_step_size is None
     )
@@ -130,6 +137,15 @@ def _lbfgs_ascent(
     """``iterations`` of ``torch.optim.LBFGS`` on −log p over all the data, from ``start`` (in the user's format)."""
     named_start, to_user = _named_params(start)
     leaves = {name: value.detach().to(device).clone().requires_grad_() for name, value in named_start.items()}
+    # what the samplers check at their start, which this stage, run first, would otherwise meet inside torch
+    with torch.enable_grad():
+        start_value = log_posterior(to_user(leaves), *all_data)
+    check_log_posterior(start_value, "at the start of find_mode's L-BFGS stage")
+    if not start_value.requires_grad:
+        raise ValueError(
+            "find_mode: log_posterior's value at the start of the L-BFGS stage does not depend on the params "
+            "through autograd (computed with .detach(), .item() or numpy?); L-BFGS needs its gradient"
+        )
     optimizer = torch.optim.LBFGS(list(leaves.values()), max_iter=iterations, line_search_fn="strong_wolfe")
 
     def loss() -> torch.Tensor:
@@ -141,6 +157,14 @@ def _lbfgs_ascent(
     optimizer.step(loss)
     if not all(bool(torch.isfinite(value).all()) for value in leaves.values()):
         raise ValueError("find_mode: the L-BFGS stage ended at a non-finite point; start nearer the mode")
+    with torch.no_grad():
+        end_value = float(log_posterior(to_user(leaves), *all_data))
+    if not math.isfinite(end_value):
+        # the line search can step where log p is NaN (outside its support) while the params stay finite
+        raise ValueError(
+            f"find_mode: the L-BFGS stage ended where log_posterior is {end_value} (outside its support?); start "
+            "nearer the mode, or take gradient steps (full_batch_method='gradient')"
+        )
     return to_user({name: value.detach() for name, value in leaves.items()})
 
 
@@ -260,7 +284,12 @@ class SGLDCV(Sampler):
         }
         noise = generators.normal_like(state["params"])
         params = langevin_step(state["params"], estimate, noise, step_size, temperature)
-        offset = {name: value - state["mode"][name] for name, value in state["params"].items()}
+        # in at least float32: in float16 a sum of squares over a few thousand params overflows, and the
+        # runner would take the inf for a divergence
+        offset = {
+            name: (value - state["mode"][name]).to(torch.promote_types(value.dtype, torch.float32))
+            for name, value in state["params"].items()
+        }
         distance = per_chain_sum({name: value**2 for name, value in offset.items()}).sqrt()
         new_state = {"params": params, "mode": state["mode"], "mode_gradient": state["mode_gradient"]}
         return new_state, {"lp": log_posterior, "distance_to_mode": distance}

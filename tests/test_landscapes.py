@@ -111,6 +111,28 @@ def test_gradient_descent_from_the_ackley_cell_reaches_the_origin(dim):
     assert not ackley.in_global_basin(lattice_neighbour) and float(lattice_neighbour[0, 0]) > 0.9  # a local minimum
 
 
+@pytest.mark.parametrize(("factory", "dim"), ALL_LANDSCAPES)
+def test_a_non_finite_point_is_in_no_basin(factory, dim):
+    landscape = factory(dim)
+    minimum = landscape.minimum
+    for value in (math.nan, math.inf, -math.inf):
+        point = minimum.clone()
+        point[0] = value
+        assert not bool(landscape.in_global_basin(point)), value
+
+
+def test_the_ackley_cell_scales_with_c():
+    """The cell of the origin's lattice is max_i |θ_i| < π/c: 0.7 lies inside it at c = 4 (π/4 = 0.785), not at
+    c = 2π (1/2), and gradient descent from it reaches the origin at c = 4."""
+    point = torch.full((2,), 0.7, dtype=torch.float64)
+    assert bool(Ackley(2, c=4.0).in_global_basin(point)) and not bool(Ackley(2).in_global_basin(point))
+    ackley = Ackley(2, c=4.0)
+    theta = point.clone()
+    for _ in range(5000):
+        theta = theta - 0.01 * ackley.gradient(theta)
+    assert float(theta.abs().max()) < 0.05  # GD jitters about the kink at 0; the next minima lie near 2π/c = 1.57
+
+
 def test_rosenbrock_basin_separates_the_second_minimum_in_four_dimensions():
     rosenbrock = Rosenbrock(4)
     theta = torch.tensor([-1.0, 1.0, 1.0, 1.0], dtype=torch.float64)

@@ -128,6 +128,21 @@ def test_sweep_methods_and_schedules():
         polynomial_decay(0.1, 0.2, 100)
     at_zero = sweep(("sgld",), (0.01, 0.1), temperature=0.0, num_steps=500)  # nothing to cool: no annealed run
     assert [method.label for method in at_zero][-1] == "SGLD lr=0.1→0.01 T=0" and len(at_zero) == 3
+    assert decay.gamma == 0.55  # seed 000's decaying rate, Robbins–Monro with room to spare
+    # before, a final_temperature that no run uses was ignored, even one that would be refused
+    for settings in (dict(temperature=0.0), dict(optimizers=("sgd",)), dict(learning_rates=(0.1,))):
+        with pytest.raises(ValueError, match="final_temperature=5 sets the cooled SGLD run, which these settings"):
+            sweep(**{"optimizers": ("sgld",), "learning_rates": (0.01, 0.1), **settings, "final_temperature": 5.0})
+
+
+def test_the_table_measures_the_loss_above_the_minimum_and_the_first_runs_are_traced():
+    """The double well's minimum is below 0: gradient descent started at it stays there, at U − U* = 0. The
+    traced trajectories are those of the first starts."""
+    well = sgmcmc.landscapes.DoubleWell(2)
+    starts = torch.stack([well.minimum, well.minimum, well.minimum + 0.3])  # the median run stays at the minimum
+    comparison = compare(well, [Method("sgd", 0.01)], starts=starts, num_steps=5, num_traced=2)
+    assert well.minimum_value < -0.5 and comparison.table()[0]["median final U − U*"] == pytest.approx(0, abs=1e-12)
+    np.testing.assert_array_equal(comparison.runs[0].trajectories[0], starts[:2].numpy())
 
 
 def test_method_arguments_are_checked():

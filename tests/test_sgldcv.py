@@ -1,6 +1,8 @@
 """SGLD-CV: the exact discrete-time law on a conjugate regression, the same posterior as SGLD on a
 logistic regression at a far lower gradient variance, the estimator at the mode, find_mode, bad modes."""
 
+import warnings
+
 import numpy as np
 import pytest
 import torch
@@ -369,3 +371,96 @@ def test_find_mode_warns_when_the_result_is_only_slightly_worse_than_init():
             num_steps=5,
             step_size=1.01,
         )
+
+
+def test_find_mode_full_batch_steps_default_to_the_first_step_size_of_the_schedule():
+    model = ConjugateLinearRegression.make(num_data=200, dim=3, seed=0)
+    arguments = (model.log_posterior(), torch.zeros(3, dtype=torch.float64), regression_data(model, 20))
+    schedule = sgmcmc.schedules.Polynomial(a=5e-4, b=1.0, gamma=1.0)  # η_k = 5e-4 / (1 + k): 20 times smaller at 19
+    options = dict(num_steps=20, step_size=schedule, num_full_batch_steps=5)
+    default = sgmcmc.find_mode(*arguments, **options)
+    np.testing.assert_array_equal(default.numpy(), sgmcmc.find_mode(*arguments, **options, full_batch_step_size=5e-4))
+    assert not np.array_equal(default.numpy(), sgmcmc.find_mode(*arguments, **options, full_batch_step_size=2.5e-5))
+
+
+def test_find_mode_seed_orders_the_minibatches():
+    model = ConjugateLinearRegression.make(num_data=200, dim=3, seed=0)
+    arguments = (model.log_posterior(), torch.zeros(3, dtype=torch.float64), regression_data(model, 20))
+    runs = [sgmcmc.find_mode(*arguments, num_steps=20, step_size=5e-4, seed=seed).numpy() for seed in (0, 0, 1)]
+    np.testing.assert_array_equal(runs[0], runs[1])
+    assert not np.array_equal(runs[0], runs[2])
+
+
+def test_find_mode_lbfgs_goes_on_from_where_the_sgd_stage_ended():
+    """One L-BFGS iteration after 200 SGD steps: from the SGD result (well inside a posterior sd of the MAP) it
+    only gets nearer; one iteration from init (0, many sds away) would not get there."""
+    model = ConjugateLinearRegression.make(num_data=1000, dim=3, seed=0)
+    mean, covariance = model.posterior()
+    arguments = (model.log_posterior(), torch.zeros(3, dtype=torch.float64), regression_data(model, 100))
+    sgd = sgmcmc.find_mode(*arguments, num_steps=200, step_size=5e-4)
+    both = sgmcmc.find_mode(
+        *arguments, num_steps=200, step_size=5e-4, num_full_batch_steps=1, full_batch_method="lbfgs"
+    )
+    from_init = sgmcmc.find_mode(*arguments, num_steps=0, num_full_batch_steps=1, full_batch_method="lbfgs")
+    distance = {
+        name: np.abs(value.numpy() - mean).max() / np.sqrt(np.diag(covariance)).min()
+        for name, value in (("sgd", sgd), ("both", both), ("from_init", from_init))
+    }
+    assert distance["both"] <= distance["sgd"] < 1 < distance["from_init"], distance
+
+
+def test_find_mode_lbfgs_refuses_a_result_outside_the_support():
+    """log p = Σ log θ − 100 θ (mode 0.01) from θ = 2: the line search steps to θ < 0, where log p is NaN but θ
+    finite; before, that point came back as the mode with only a warning."""
+    with pytest.raises(ValueError, match="the L-BFGS stage ended where log_posterior is nan .outside its support"):
+        sgmcmc.find_mode(
+            lambda theta: (torch.log(theta) - 100.0 * theta).sum(),
+            torch.full((2,), 2.0, dtype=torch.float64),
+            None,
+            num_steps=0,
+            num_full_batch_steps=20,
+            full_batch_method="lbfgs",
+        )
+
+
+@pytest.mark.parametrize(
+    ("log_posterior", "error", "match"),
+    [
+        (lambda theta: -0.5 * theta**2, ValueError, "must return a 0-dim tensor, got shape \\(2,\\) at the start of"),
+        (lambda theta: -0.5 * (theta**2).sum().detach(), ValueError, "does not depend on the params through autograd"),
+        (lambda theta: float(-0.5 * (theta**2).sum().detach()), TypeError, "must return a torch.Tensor, got float"),
+        (lambda theta: (theta * float("nan")).sum(), ValueError, "returned a non-finite value \\(nan\\) at the start"),
+    ],
+)
+def test_find_mode_lbfgs_checks_the_log_posterior_at_its_start_as_the_samplers_do(log_posterior, error, match):
+    """Before, these failed inside torch (an IndexError in the line search for the NaN)."""
+    with pytest.raises(error, match=match):
+        sgmcmc.find_mode(
+            log_posterior,
+            torch.ones(2, dtype=torch.float64),
+            None,
+            num_steps=0,
+            num_full_batch_steps=5,
+            full_batch_method="lbfgs",
+        )
+
+
+def test_find_mode_refuses_full_batch_settings_without_a_full_batch_stage():
+    arguments = (lambda theta: -0.5 * (theta**2).sum(), torch.ones(2, dtype=torch.float64), None)
+    for setting in (dict(full_batch_step_size=0.1), dict(full_batch_method="lbfgs")):
+        with pytest.raises(ValueError, match="which num_full_batch_steps=0 leaves out"):
+            sgmcmc.find_mode(*arguments, num_steps=5, step_size=0.1, **setting)
+
+
+def test_float16_chains_far_from_the_mode_are_not_taken_for_diverged():
+    """5000 float16 params about 4 from the mode: Σ (θ − θ̂)² ≈ 80 000 overflows float16 (65 504). Before, the
+    distance_to_mode stat was inf and every chain froze at step 0 as diverged."""
+    sampler = sgmcmc.SGLDCV(lambda theta: -(theta.float() ** 2).sum() / 32, step_size=0.5, mode=torch.zeros(5000))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", sgmcmc.SamplerDivergenceWarning)
+        trace = sampler.sample(
+            torch.zeros(5000, dtype=torch.float16), num_chains=2, num_steps=20, init_jitter=4.0, seed=0, progress=False
+        )
+    assert not trace.sample_stats["diverging"].any()
+    distance = trace.sample_stats["distance_to_mode"]
+    assert np.isfinite(distance).all() and (distance > 256).all()  # sqrt(65 504) = 256
