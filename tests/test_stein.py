@@ -153,6 +153,7 @@ def test_draws_far_from_the_origin_give_the_value_of_the_same_draws_near_it():
         ({"beta": 0.0}, ValueError, "beta"),
         ({"weights": torch.ones(4)}, ValueError, "weights"),
         ({"weights": -torch.ones(5)}, ValueError, "weights"),
+        ({"weights": torch.zeros(5)}, ValueError, "weights must be finite, >= 0 and not all zero"),
         ({"block_size": 0}, ValueError, "block_size"),
         ({"draws": torch.zeros(5, 2, 2)}, ValueError, r"\(n, d\)"),
         (
