@@ -118,11 +118,11 @@ class Cyclical(Schedule):
             raise ValueError(f"exploration must be in [0, 1) so that each cycle samples, got {exploration}")
         object.__setattr__(self, "exploration", exploration)
         num_cycles, total_steps, length = self.num_cycles, self.total_steps, self.cycle_length
-        if self.cycle(total_steps - 1) + 1 < num_cycles:
+        cycles_run = self.cycle(total_steps - 1) + 1
+        if cycles_run < num_cycles:
             raise ValueError(
                 f"total_steps={total_steps} in cycles of ⌈{total_steps}/{num_cycles}⌉ = {length} steps make only "
-                f"{self.cycle(total_steps - 1) + 1} cycles, not num_cycles={num_cycles}; make total_steps a "
-                "multiple of num_cycles"
+                f"{cycles_run} cycles, not num_cycles={num_cycles}; make total_steps a multiple of num_cycles"
             )
         if not self.is_sampling(length - 1):
             raise ValueError(

@@ -117,6 +117,12 @@ def find_mode(
     with torch.no_grad():
         start = to_user({name: value.to(device) for name, value in named_init.items()})
         start_value, mode_value = (float(log_posterior(point, *all_data)) for point in (start, mode))
+    if num_full_batch_steps > 0 and full_batch_method == "lbfgs" and not math.isfinite(mode_value):
+        # the line search can step where log p is NaN (outside its support) while the params stay finite
+        raise ValueError(
+            f"find_mode: the L-BFGS stage ended where log_posterior is {mode_value} (outside its support?); start "
+            "nearer the mode, or take gradient steps (full_batch_method='gradient')"
+        )
     if not mode_value >= start_value:
         step_sizes = {"step_size": num_steps > 0 or full_batch_uses_step_size}
         step_sizes["full_batch_step_size"] = full_batch_step_size is not None and num_full_batch_steps > 0
@@ -157,14 +163,6 @@ def _lbfgs_ascent(
     optimizer.step(loss)
     if not all(bool(torch.isfinite(value).all()) for value in leaves.values()):
         raise ValueError("find_mode: the L-BFGS stage ended at a non-finite point; start nearer the mode")
-    with torch.no_grad():
-        end_value = float(log_posterior(to_user(leaves), *all_data))
-    if not math.isfinite(end_value):
-        # the line search can step where log p is NaN (outside its support) while the params stay finite
-        raise ValueError(
-            f"find_mode: the L-BFGS stage ended where log_posterior is {end_value} (outside its support?); start "
-            "nearer the mode, or take gradient steps (full_batch_method='gradient')"
-        )
     return to_user({name: value.detach() for name, value in leaves.items()})
 
 
