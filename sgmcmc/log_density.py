@@ -54,7 +54,8 @@ def minibatch_log_posterior(
 
 
 def check_log_posterior(value: Any, where: str) -> None:
-    """Raise if ``value`` is not a finite 0-dim floating tensor; ``where`` names the inputs."""
+    """Raise if ``value``, computed with gradients enabled, is not a finite 0-dim floating tensor that
+    depends on the params through autograd; ``where`` names the inputs."""
     if not isinstance(value, torch.Tensor):
         raise TypeError(f"log_posterior must return a torch.Tensor, got {type(value).__name__} {where}")
     if value.ndim != 0:
@@ -63,6 +64,11 @@ def check_log_posterior(value: Any, where: str) -> None:
         raise TypeError(f"log_posterior must return a floating tensor, got {value.dtype} {where}")
     if not torch.isfinite(value):
         raise ValueError(f"log_posterior returned a non-finite value ({value.item()}) {where}")
+    if not value.requires_grad:
+        raise ValueError(
+            f"log_posterior's value does not depend on the params {where}: it has no gradient to follow "
+            "(computed under torch.no_grad(), from detached tensors, or through .item() or numpy?)"
+        )
 
 
 class ChainPotential:

@@ -129,11 +129,6 @@ def _check_log_posterior_at_start(
             else log_posterior(to_user(chain_zero), first_batch)
         )
     check_log_posterior(value, where)
-    if not value.requires_grad:
-        raise ValueError(
-            f"log_posterior's value does not depend on the params {where}: it has no gradient to follow "
-            "(computed under torch.no_grad(), from detached tensors, or through .item() or numpy?)"
-        )
     values, gradients = potential(params, first_batch)
     finite = torch.isfinite(values)
     for gradient in gradients.values():

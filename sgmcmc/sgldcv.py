@@ -147,11 +147,6 @@ def _lbfgs_ascent(
     with torch.enable_grad():
         start_value = log_posterior(to_user(leaves), *all_data)
     check_log_posterior(start_value, "at the start of find_mode's L-BFGS stage")
-    if not start_value.requires_grad:
-        raise ValueError(
-            "find_mode: log_posterior's value at the start of the L-BFGS stage does not depend on the params "
-            "through autograd (computed with .detach(), .item() or numpy?); L-BFGS needs its gradient"
-        )
     optimizer = torch.optim.LBFGS(list(leaves.values()), max_iter=iterations, line_search_fn="strong_wolfe")
 
     def loss() -> torch.Tensor:

@@ -195,9 +195,11 @@ def kernel_stein_discrepancy(
         weight = torch.as_tensor(weights).to(device=points.device, dtype=torch.float64)
         if weight.shape != (num_draws,):
             raise ValueError(f"weights must have shape ({num_draws},), got {tuple(weight.shape)}")
-        if not bool(torch.isfinite(weight).all()) or bool((weight < 0).any()) or float(weight.sum()) <= 0:
+        # the largest first: weights near the largest float would sum to inf
+        largest = weight.max()
+        if not bool(torch.isfinite(weight).all()) or bool((weight < 0).any()) or float(largest) <= 0:
             raise ValueError("weights must be finite, >= 0 and not all zero")
-        weight = weight / weight.max()  # first: weights near the largest float would sum to inf
+        weight = weight / largest
         weight = weight / weight.sum()
 
     total = torch.zeros((), dtype=torch.float64, device=points.device)
