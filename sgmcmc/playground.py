@@ -81,7 +81,8 @@ class Method:
     def __post_init__(self) -> None:
         if self.optimizer not in OPTIMIZERS:
             raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}")
-        as_schedule(self.learning_rate)
+        if not isinstance(self.learning_rate, Schedule):
+            object.__setattr__(self, "learning_rate", positive("learning_rate", self.learning_rate))
         if self.optimizer == "sgld":
             temperature = 1.0 if self.temperature is None else self.temperature
             if not isinstance(temperature, Schedule):

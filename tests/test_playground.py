@@ -231,5 +231,10 @@ def test_bad_settings_of_the_command_are_usage_errors_naming_them(capsys):
         main(["landscape", "ill-conditioned", "--dim", "1", "--num-steps", "2"])
     assert exit_status.value.code == 2
     assert "a 1-D quadratic has one curvature" in capsys.readouterr().err
+    with pytest.raises(SystemExit):  # before, "step_size must be ...": the samplers' name, not the option's
+        main(["landscape", "quadratic", "--lr", "0", "--num-steps", "2"])
+    assert "learning_rate must be a finite number > 0, got 0.0" in capsys.readouterr().err
+    with pytest.raises(TypeError, match="learning_rate must be a real number, got str"):
+        Method("adam", "0.1")
     with pytest.raises(ValueError, match=r"final_temperature must be in \(0, temperature = 1\), got 2"):
         sweep(temperature=1.0, final_temperature=2.0)
