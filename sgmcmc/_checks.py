@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import math
+import sys
+import warnings
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -95,3 +98,15 @@ def autograd_allowed(where: str) -> None:
             f"{where} differentiates log_posterior, which torch.inference_mode() forbids; call it outside "
             "inference mode (under torch.no_grad() it works)"
         )
+
+
+_PACKAGE_DIRECTORY = Path(__file__).resolve().parent
+
+
+def warn_caller(message: str, category: type[Warning]) -> None:
+    """``warnings.warn`` attributed to the nearest caller outside sgmcmc, however deep in the package it is
+    raised (Python 3.12's ``skip_file_prefixes``, for 3.11 too)."""
+    frame, stacklevel = sys._getframe(0), 1
+    while frame is not None and Path(frame.f_code.co_filename).resolve().is_relative_to(_PACKAGE_DIRECTORY):
+        frame, stacklevel = frame.f_back, stacklevel + 1
+    warnings.warn(message, category, stacklevel=stacklevel)

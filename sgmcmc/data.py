@@ -37,7 +37,7 @@ from torch.utils.data import (
     default_collate,
 )
 
-from sgmcmc._checks import count
+from sgmcmc._checks import count, warn_caller
 from sgmcmc.chains import ChainGenerators
 
 __all__ = ["Minibatches", "ChainData", "chain_data"]
@@ -132,6 +132,27 @@ class ChainData:
         """The number of examples: rows, or the pre-made batches' rows together."""
         leaf = pytree.tree_leaves(self.units)[0]
         return self.num_units if self.rows else self.num_units * leaf.shape[1]
+
+    def check_num_data(self, log_posterior: Any, num_shards: int = 1) -> None:
+        """Warn when ``log_posterior.num_data``, if it has one, is not the number of examples the data covers:
+        these rows, or ``num_shards`` ranks' shards of them each."""
+        num_data = getattr(log_posterior, "num_data", None)
+        covered = num_shards * self.num_rows
+        if num_data is None or num_data == covered:
+            return
+        if num_shards == 1:
+            held = f"the data holds {self.num_rows} examples"
+            advice = "the number of examples the data covers (not, say, the number of batches)"
+        else:
+            held = f"the {num_shards} ranks' shards hold {num_shards} × {self.num_rows} = {covered} examples"
+            advice = (
+                "the size of the WHOLE data set (sharded_num_rows(N)) and each rank's shard its own share (shard_rows)"
+            )
+        warn_caller(
+            f"log_posterior was made with num_data={num_data} but {held}; the minibatch estimate scales the "
+            f"likelihood by num_data/|B|, so num_data must be {advice}",
+            RuntimeWarning,
+        )
 
     def full_batch(self) -> Any:
         """The whole data set as one batch (pre-made batches concatenated along dim 0)."""
@@ -260,11 +281,16 @@ def _rows_of_loader(loader: DataLoader) -> tuple[torch.Tensor, ...] | None:
     return selected
 
 
-def full_data_arguments(data: Any, device: torch.device) -> tuple[Any, ...]:
+def full_data_arguments(data: Any, device: torch.device, log_posterior: Any = None) -> tuple[Any, ...]:
     """The extra arguments of ``log_posterior`` on all of ``data`` at once: ``(batch,)`` on ``device``,
-    or ``()`` without data (for ``find_mode`` and the Laplace approximation)."""
+    or ``()`` without data (for ``find_mode`` and the Laplace approximation). Given ``log_posterior``,
+    warn if its ``num_data`` is not the data's size (:meth:`ChainData.check_num_data`)."""
     stream = chain_data(data)
-    return () if stream is None else (stream.to(device).full_batch(),)
+    if stream is None:
+        return ()
+    if log_posterior is not None:
+        stream.check_num_data(log_posterior)
+    return (stream.to(device).full_batch(),)
 
 
 def chain_data(data: Any) -> ChainData | None:

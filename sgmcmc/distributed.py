@@ -53,7 +53,7 @@ import torch
 import torch.distributed as dist
 from torch.utils import _pytree as pytree
 
-from sgmcmc._checks import count, positive
+from sgmcmc._checks import count, positive, warn_caller
 from sgmcmc.chains import seeds_of_chains
 from sgmcmc.checkpoint import write_atomically
 from sgmcmc.data import Minibatches, chain_data
@@ -356,7 +356,7 @@ def sample_chain_parallel(
     trace = _concatenate_chains(
         [gathered for gathered in pieces if gathered is not None], seed=seed, seeds=seeds, num_processes=world_size
     )
-    warn_of_divergences(ast.literal_eval(trace.attrs["diverged_at_step"]), stacklevel=3)
+    warn_of_divergences(ast.literal_eval(trace.attrs["diverged_at_step"]))
     return trace
 
 
@@ -481,16 +481,8 @@ def sample_data_parallel(
     if stream is None:
         raise ValueError("data-parallel sampling needs data: give this rank's shard")
     rank, world_size = _rank_and_world_size()
-    num_data = getattr(sampler.log_posterior, "num_data", None)
-    if world_size > 1 and num_data is not None and num_data != world_size * stream.num_rows:
-        # the runner's own check compares num_data with one shard, so it leaves averaged runs to this one
-        warnings.warn(
-            f"log_posterior was made with num_data={num_data} but the {world_size} ranks' shards hold "
-            f"{world_size} × {stream.num_rows} = {world_size * stream.num_rows} examples; num_data must be the size "
-            "of the WHOLE data set (sharded_num_rows(N)) and each rank's shard its own share (shard_rows)",
-            RuntimeWarning,
-            stacklevel=2,
-        )
+    if world_size > 1:  # the runner leaves the averaged estimate, over every rank's shard, to this check
+        stream.check_num_data(sampler.log_posterior, num_shards=world_size)
     if world_size > 1:
         # the shapes of every tensor, not only the row count: pre-made batches of other sizes must differ too
         layout = (stream.units_per_step, [tuple(leaf.shape) for leaf in pytree.tree_leaves(stream.units)])
@@ -555,11 +547,10 @@ def shard_rows(*tensors: torch.Tensor) -> tuple[torch.Tensor, ...]:
     if rows_per_rank == 0:
         raise ValueError(f"{num_rows} rows cannot be shared by {world_size} ranks")
     if num_rows % world_size:
-        warnings.warn(
+        warn_caller(
             f"{num_rows} rows do not split evenly over {world_size} ranks: "
             f"the last {num_rows % world_size} are left out",
             UserWarning,
-            stacklevel=2,
         )
     rows = slice(rank * rows_per_rank, (rank + 1) * rows_per_rank)
     return tuple(tensor[rows] for tensor in tensors)

@@ -17,7 +17,6 @@ import time
 import tomllib
 import types
 import typing
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,7 +30,7 @@ from torch import nn
 
 import sgmcmc
 from sgmcmc import metrics
-from sgmcmc._checks import count, positive
+from sgmcmc._checks import count, positive, warn_caller
 from sgmcmc.checkpoint import write_atomically
 from sgmcmc.models import Classification, ModulePosterior, Regression
 from sgmcmc.schedules import Cyclical
@@ -451,11 +450,10 @@ def run_job(config: JobConfig) -> dict[str, Any]:
                 ood_members = {name: members[f][chosen] for name, f in ood_functionals.items()}
                 methods[label] = _scores(data, members["test_predictive"][chosen], ood_members)
         else:  # the posterior is still written and scored
-            warnings.warn(
+            warn_caller(
                 "every member of the SGD ensemble diverged, so it has no scores; try a smaller "
                 "--ensemble-step-size, or --no-ensemble",
                 RuntimeWarning,
-                stacklevel=2,
             )
             methods[ensemble_label] = {}
         methods[ensemble_label]["diverged"] = int((~finite).sum())

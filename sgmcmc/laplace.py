@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -18,7 +17,7 @@ import numpy as np
 import torch
 from torch.func import grad, jvp, vmap
 
-from sgmcmc._checks import autograd_allowed, count
+from sgmcmc._checks import autograd_allowed, count, warn_caller
 from sgmcmc.chains import split_like
 from sgmcmc.data import full_data_arguments
 from sgmcmc.runner import TENSOR_PARAM_NAME, _named_params
@@ -190,7 +189,7 @@ def laplace_approximation(
         chunk_size = count("chunk_size", chunk_size, 1)
     device = next(iter(named_mode.values())).device
     dtype = _flat_dtype(named_mode)
-    all_data = full_data_arguments(data, device)
+    all_data = full_data_arguments(data, device, log_posterior)
 
     def full_data_log_posterior(flat: torch.Tensor) -> torch.Tensor:
         return log_posterior(to_user(split_like(flat, named_mode, leading_dims=0)), *all_data)
@@ -221,12 +220,11 @@ def laplace_approximation(
     scale = torch.linalg.solve_triangular(precision_cholesky.T, identity, upper=True)
     newton_step = float(torch.linalg.vector_norm(scale.T @ gradient.double()))
     if newton_step > 1:
-        warnings.warn(
+        warn_caller(
             f"laplace_approximation: the Newton step from the given mode is {newton_step:.3g} posterior sds long (by "
             "the approximation): the point is not a mode, and the Hessian there may fit the posterior poorly (the "
             "whitened run still targets the exact posterior); run find_mode longer",
             RuntimeWarning,
-            stacklevel=2,
         )
     return LaplaceApproximation(
         log_posterior=log_posterior,

@@ -12,7 +12,6 @@ from __future__ import annotations
 import copy
 import fnmatch
 import math
-import warnings
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -20,7 +19,7 @@ import torch
 from torch import nn
 from torch.func import functional_call
 
-from sgmcmc._checks import count, positive
+from sgmcmc._checks import count, positive, warn_caller
 from sgmcmc.log_density import minibatch_log_posterior
 
 __all__ = ["Classification", "Regression", "ModulePosterior"]
@@ -162,12 +161,11 @@ class ModulePosterior:
             if value.requires_grad
         ]
         if fixed:
-            warnings.warn(
+            warn_caller(
                 f"parameters {fixed} belong to modules without reset_parameters(), so every chain starts them at "
                 "the module's current values, not at draws from seed; give those modules a reset_parameters() "
                 "or spread the starts with sample(..., init_jitter=...)",
                 RuntimeWarning,
-                stacklevel=2,
             )
         starts = []
         for chain in range(num_chains):

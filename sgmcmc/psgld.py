@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import math
-import warnings
 from typing import Any
 
 import torch
 
-from sgmcmc._checks import below_one, flag, positive
+from sgmcmc._checks import below_one, flag, positive, warn_caller
 from sgmcmc.chains import ChainGenerators
 from sgmcmc.sampler import Potential, Sampler, State
 from sgmcmc.schedules import Schedule
@@ -108,13 +107,12 @@ class PSGLD(Sampler):
         vanishing = {name: chains for name, chains in vanishing.items() if chains}
         if vanishing:
             listed = "; ".join(f"{name!r} in chains {chains}" for name, chains in vanishing.items())
-            warnings.warn(
+            warn_caller(
                 f"PSGLD: the full-data gradient at the initial params is about 0 (|g| <= eps/sqrt(1 - alpha) = "
                 f"{threshold:.3g}) in entries of {listed}; with V_0 = 0 their first step's preconditioner is near "
                 f"1/eps and its noise sd up to sqrt(2 step_size / eps), which throws the chain far out. Start "
                 "away from where the gradient vanishes (init_jitter, or not exactly at a mode)",
                 RuntimeWarning,
-                stacklevel=5,  # the caller of sample
             )
 
     def step(

@@ -13,7 +13,6 @@ import math
 import os
 import re
 import types
-import warnings
 import weakref
 from collections.abc import Callable, Mapping, Sequence
 from importlib.metadata import version
@@ -27,7 +26,7 @@ from torch.utils import _pytree as pytree
 from tqdm.auto import tqdm
 
 import sgmcmc
-from sgmcmc._checks import autograd_allowed, count, flag, nonnegative, parameter_tensor, recordable
+from sgmcmc._checks import autograd_allowed, count, flag, nonnegative, parameter_tensor, recordable, warn_caller
 from sgmcmc.chains import ChainGenerators, RecordingGenerators, ReplayedDraws, seeds_of_chains, select_chains
 from sgmcmc.checkpoint import check_same_run, load_checkpoint, save_checkpoint
 from sgmcmc.data import chain_data
@@ -292,9 +291,7 @@ class _CompiledAdvance:
                         f"torch._dynamo.config.recompile_limit ({torch._dynamo.config.recompile_limit}) "
                         "compilations; raise that limit"
                     )
-                warnings.warn(
-                    f"compile=True: torch.compile failed, sampling eagerly: {error}", RuntimeWarning, stacklevel=4
-                )
+                warn_caller(f"compile=True: torch.compile failed, sampling eagerly: {error}", RuntimeWarning)
                 self.eager = True
         return self.advance(state, batch, step_size, temperature, alive, ReplayedDraws(draws, generators.device))
 
@@ -375,12 +372,11 @@ def _check_cycles_fit(schedule: Schedule, num_steps: int) -> None:
     """Warn when a run outlasts its :class:`Cyclical` step size's plan, M cycles of L = ⌈K/M⌉ steps: the
     cycle length comes from the plan, so the cycles would silently go on past the M planned."""
     if isinstance(schedule, Cyclical) and num_steps > schedule.num_cycles * schedule.cycle_length:
-        warnings.warn(
+        warn_caller(
             f"the Cyclical step size was made for total_steps={schedule.total_steps} ({schedule.num_cycles} "
             f"cycles of {schedule.cycle_length} steps) but the run has num_steps={num_steps}, so it starts cycle "
             f"{schedule.cycle(num_steps - 1) + 1}; make the schedule with total_steps={num_steps}",
             RuntimeWarning,
-            stacklevel=4,
         )
 
 
@@ -439,15 +435,8 @@ def run(
     stream = chain_data(data)
     if stream is not None:
         stream = stream.to(device)
-        num_data = getattr(sampler.log_posterior, "num_data", None)
-        if num_data is not None and num_data != stream.num_rows and wrap_potential is None:  # a shard has fewer
-            warnings.warn(
-                f"log_posterior was made with num_data={num_data} but the data holds {stream.num_rows} examples; "
-                "the minibatch estimate scales the likelihood by num_data/|B|, so num_data must be the number "
-                "of examples the data covers (not, say, the number of batches)",
-                RuntimeWarning,
-                stacklevel=3,
-            )
+        if wrap_potential is None:  # a wrapper's estimate covers more than this data (a shard)
+            stream.check_num_data(sampler.log_posterior)
     first_batch = None if stream is None else stream.first_batch()
     full_data_potential = ChainPotential(
         sampler.log_posterior, to_user, has_data=stream is not None, batch_per_chain=False
@@ -612,24 +601,22 @@ def run(
     # before the warnings, which may be errors (-W error)
     trace = recorder.finish(steps_done, state, {"diverged_at_step": diverged_at_step})
     if interrupted:
-        warnings.warn(
+        warn_caller(
             f"sampling interrupted after {steps_done} of {num_steps} steps; the trace keeps the draws so far",
             RuntimeWarning,
-            stacklevel=3,
         )
-    warn_of_divergences(diverged_at_step, stacklevel=4)
+    warn_of_divergences(diverged_at_step)
     return trace
 
 
-def warn_of_divergences(diverged_at_step: Sequence[int], stacklevel: int) -> None:
+def warn_of_divergences(diverged_at_step: Sequence[int]) -> None:
     """One :class:`SamplerDivergenceWarning` naming each chain whose ``diverged_at_step`` is ≥ 0, if any."""
     diverged = {chain: step for chain, step in enumerate(diverged_at_step) if step >= 0}
     if diverged:
         listed = ", ".join(f"chain {chain} at step {step}" for chain, step in diverged.items())
-        warnings.warn(
+        warn_caller(
             f"{len(diverged)} of {len(diverged_at_step)} chains diverged (state or log posterior became "
             f"non-finite): {listed}. Each is frozen where it was and its later draws are flagged diverging; "
             "try a smaller step_size.",
             SamplerDivergenceWarning,
-            stacklevel=stacklevel,
         )

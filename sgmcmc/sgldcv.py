@@ -12,7 +12,7 @@ from typing import Any, Literal
 
 import torch
 
-from sgmcmc._checks import autograd_allowed, count, parameter_tensor
+from sgmcmc._checks import autograd_allowed, count, parameter_tensor, warn_caller
 from sgmcmc.chains import ChainGenerators, per_chain_sum
 from sgmcmc.data import full_data_arguments
 from sgmcmc.ld import LD
@@ -92,7 +92,9 @@ def find_mode(
     if step_size is None and (num_steps > 0 or full_batch_uses_step_size):
         raise ValueError("find_mode needs a step_size for its SGD stage and, by default, its full-batch gradient steps")
     named_init, to_user = _named_params(init)
-    all_data = full_data_arguments(data, torch.device(device))
+    # the stages that sample check num_data against the data themselves; L-BFGS alone would not
+    lbfgs_only = num_steps == 0 and full_batch_method == "lbfgs"
+    all_data = full_data_arguments(data, torch.device(device), log_posterior if lbfgs_only else None)
     options = dict(num_chains=1, seed=seed, device=device, progress=progress, keep=())
 
     def descend(optimizer: Sampler, start: Any, steps: int, stage: str) -> Any:
@@ -127,12 +129,11 @@ def find_mode(
         step_sizes = {"step_size": num_steps > 0 or full_batch_uses_step_size}
         step_sizes["full_batch_step_size"] = full_batch_step_size is not None and num_full_batch_steps > 0
         remedies = [f"lower {name}" for name, used in step_sizes.items() if used] + ["add steps"]
-        warnings.warn(
+        warn_caller(
             f"find_mode: the log posterior on all the data is {mode_value:.6g} at the result, below {start_value:.6g} "
             f"at init: the descent did not converge (a step size too large to be stable?); {' or '.join(remedies)} "
             "(or, if init was a mode already, use init itself)",
             RuntimeWarning,
-            stacklevel=2,
         )
     return mode
 

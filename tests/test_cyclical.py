@@ -168,10 +168,11 @@ def test_a_run_longer_than_its_cycles_warns_and_a_shorter_one_does_not(recwarn):
         sampler.sample(torch.zeros(1), num_chains=1, num_steps=num_steps, seed=0, progress=False)
     assert not [warning for warning in recwarn if "Cyclical" in str(warning.message)]
     expected = r"total_steps=20 \(3 cycles of 7 steps\).*num_steps=22, so it starts cycle 4"
-    with pytest.warns(RuntimeWarning, match=expected):
+    with pytest.warns(RuntimeWarning, match=expected) as record:
         sgmcmc.CyclicalSGLD(standard_normal_log_posterior, schedule).sample(
             torch.zeros(1), num_chains=1, num_steps=22, seed=0, progress=False
         )
+    assert [warning.filename for warning in record] == [__file__]
 
 
 def test_cyclical_samplers_need_a_cyclical_schedule():

@@ -189,6 +189,10 @@ def test_bad_modes_and_traces_are_refused_with_a_clear_message():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         sgmcmc.laplace_approximation(model.log_posterior(), torch.from_numpy(mean + 0.9 * offset / newton_step), data)
+    wrong_num_data = sgmcmc.minibatch_log_posterior(model.log_prior, model.log_likelihood, num_data=5)
+    with pytest.warns(RuntimeWarning, match="num_data=5 but the data holds 50 examples") as record:
+        sgmcmc.laplace_approximation(wrong_num_data, torch.from_numpy(mean), data)  # before, no warning
+    assert {warning.filename for warning in record} == {__file__}
     with pytest.raises(ValueError, match=r"params\['theta'\] has shape \(2,\); the mode's is \(3,\)"):
         laplace.whiten(torch.zeros(2, dtype=torch.float64))
     with pytest.raises(ValueError, match=r"params have names \['w'\]; the mode has \['theta'\]"):

@@ -151,8 +151,9 @@ def test_a_start_where_the_gradient_vanishes_is_warned():
     sampler = sgmcmc.PSGLD(log_posterior, step_size=1e-3)
     with pytest.warns(
         RuntimeWarning, match=r"gradient at the initial params is about 0 .* 'theta' in chains \[0, 1, 2\]"
-    ):
+    ) as record:
         sampler.sample(torch.zeros(2, dtype=torch.float64), data, **options)
+    assert [warning.filename for warning in record] == [__file__]
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         sampler.sample(torch.zeros(2, dtype=torch.float64), data, init_jitter=0.5, **options)

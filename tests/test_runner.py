@@ -186,8 +186,9 @@ def test_num_data_that_is_not_the_number_of_examples_is_warned():
         with warnings.catch_warnings():
             warnings.simplefilter("error")
             sample(data, num_data=20)
-        with pytest.warns(RuntimeWarning, match="num_data=5 but the data holds 20 examples"):
+        with pytest.warns(RuntimeWarning, match="num_data=5 but the data holds 20 examples") as record:
             sample(data, num_data=5)
+        assert [warning.filename for warning in record] == [__file__]  # the line that called sample
 
 
 def test_bad_run_lengths():
@@ -223,10 +224,12 @@ def test_diverging_chain_is_frozen_flagged_and_reported(compile):
         return -(theta.double() ** 4).sum()
 
     init = torch.tensor([[0.1], [0.1], [10.0], [0.1]])
-    with pytest.warns(sgmcmc.SamplerDivergenceWarning, match=r"1 of 4 chains diverged.*chain 2 at step \d+"):
+    with pytest.warns(sgmcmc.SamplerDivergenceWarning, match=r"1 of 4 chains diverged.*chain 2 at step \d+") as record:
         trace = sgmcmc.SGLD(quartic, step_size=0.01).sample(
             init, num_chains=4, num_steps=200, seed=0, stacked_init=True, progress=False, compile=compile
         )
+    divergences = [warning for warning in record if warning.category is sgmcmc.SamplerDivergenceWarning]
+    assert [warning.filename for warning in divergences] == [__file__]  # the line that called sample
     assert np.isfinite(trace.posterior["theta"]).all()
     diverging = trace.sample_stats["diverging"]
     assert diverging[2].any() and not diverging[[0, 1, 3]].any()
@@ -326,10 +329,11 @@ def test_a_schedule_that_gives_a_step_size_that_is_not_positive_and_finite_is_re
 
 
 def test_interrupted_run_keeps_its_draws():
-    with pytest.warns(RuntimeWarning, match="interrupted after 50 of 1000 steps"):
+    with pytest.warns(RuntimeWarning, match="interrupted after 50 of 1000 steps") as record:
         trace = sgmcmc.SGLD(Interrupting(standard_normal_log_posterior, at_step=50), step_size=0.1).sample(
             torch.zeros(2), num_chains=2, num_steps=1000, burn_in=10, seed=0, progress=False
         )
+    assert [warning.filename for warning in record] == [__file__]
     assert trace.num_draws == 40
     assert trace.attrs["steps_done"] == 50
     assert np.isfinite(trace.posterior["theta"]).all()
@@ -501,8 +505,9 @@ def test_a_step_that_is_not_one_graph_falls_back_to_eager_with_a_warning():
 
     sampler = sgmcmc.SGLD(log_posterior, step_size=0.1)
     options = dict(num_chains=2, num_steps=20, seed=0, progress=False)
-    with pytest.warns(RuntimeWarning, match="torch.compile failed, sampling eagerly"):
+    with pytest.warns(RuntimeWarning, match="torch.compile failed, sampling eagerly") as record:
         compiled = sampler.sample(torch.zeros(2), compile=True, **options)
+    assert [warning.filename for warning in record] == [__file__]
     np.testing.assert_array_equal(
         compiled.posterior["theta"], sampler.sample(torch.zeros(2), **options).posterior["theta"]
     )

@@ -256,6 +256,25 @@ def test_find_mode_inside_torch_no_grad_equals_find_mode_outside_it(full_batch_m
     np.testing.assert_array_equal(inside.numpy(), sgmcmc.find_mode(*arguments, **options).numpy())
 
 
+@pytest.mark.parametrize(
+    "stages",
+    [
+        dict(num_steps=3, step_size=1e-4),
+        dict(num_steps=0, num_full_batch_steps=2, full_batch_step_size=1e-4),
+        dict(num_steps=0, num_full_batch_steps=2, full_batch_method="lbfgs"),
+    ],
+    ids=["sgd", "gradient", "lbfgs"],
+)
+def test_find_mode_warns_once_of_a_wrong_num_data_at_the_callers_line(stages):
+    """Before, the warning pointed into sgldcv.py, and the L-BFGS stage alone gave none."""
+    model = ConjugateLinearRegression.make(num_data=100, dim=3, seed=0)
+    log_posterior = sgmcmc.minibatch_log_posterior(model.log_prior, model.log_likelihood, num_data=10)
+    with pytest.warns(RuntimeWarning) as record:
+        sgmcmc.find_mode(log_posterior, torch.zeros(3, dtype=torch.float64), regression_data(model, 10), **stages)
+    about_num_data = [warning for warning in record if "num_data=10 but the data holds 100" in str(warning.message)]
+    assert [warning.filename for warning in about_num_data] == [__file__]
+
+
 def test_find_mode_refuses_settings_that_do_not_fit_its_stages():
     model = ConjugateLinearRegression.make(num_data=100, dim=3, seed=0)
     arguments = (model.log_posterior(), torch.zeros(3, dtype=torch.float64), regression_data(model, 10))
