@@ -221,6 +221,27 @@ def test_significant_cells_whose_bias_estimate_is_not_positive_stay_out_of_the_f
         bias_variance.PowerLawFit.fit(np.array([1.0, 2.0, 3.0]), np.array([1.0, -1.0, 2.0]))
 
 
+def test_only_cells_whose_bias_is_clearly_measured_enter_the_bias_fit():
+    """Four cells of bias η (p ≈ 0), one of p = 0.02 and one of p = 0.5: only the first four are fitted,
+    the level being 1e-3. A cell whose bias is lost in its noise would pull the fit towards the noise."""
+    from scipy import stats
+
+    num_replicates = 8
+    pattern = np.random.default_rng(0).normal(size=num_replicates)
+    pattern = (pattern - pattern.mean()) / pattern.std(ddof=1)  # mean 0, sd 1: a cell's t is mean/(sd/√R)
+    step_sizes = np.geomspace(0.01, 1.0, 6)
+    means = np.concatenate(
+        [step_sizes[:4], [stats.t.isf(q, num_replicates - 1) / math.sqrt(num_replicates) for q in (0.01, 0.25)]]
+    )
+    sds = np.concatenate([1e-3 * step_sizes[:4], [1.0, 1.0]])
+    estimates = means[:, None] + sds[:, None] * pattern  # (step_size, replicate)
+    study = _study_of(estimates[None, :, :, None], [0.0])
+    np.testing.assert_allclose(study.cell_errors("mean")["bias_p_value"].values[0, 4:], [0.02, 0.5])
+    fit = study.fit("mean").squared_bias
+    assert fit.num_points == 4
+    assert fit.exponent == pytest.approx(2.0, abs=1e-5)
+
+
 def test_averages_by_hand_at_zero_temperature():
     """T = 0: θ_{k+1} = θ_k − η_k (θ_k − μ)/σ², deterministic. A constant step's estimate is the plain
     average of θ_k over k ≥ burn-in, the decreasing schedule's the η_k-weighted one (Teh et al. 2016)."""
