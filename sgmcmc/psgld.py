@@ -53,9 +53,9 @@ class PSGLD(Sampler):
     V ← α V + (1 − α) g ⊙ g,  G = diag(1 ⊘ (λ + √V)),
     θ ← θ + η (G ∇log p̃(θ) + T Γ(θ)) + N(0, 2 η T G),  Γ_i = Σ_j ∂G_ij/∂θ_j.
 
-    Mapping to Algorithm 1 of the paper (ε, ḡ the per-example mean gradient): our η = ε/2 and
-    our V is built from the full-data gradient estimate g = ∇log p̃ = ∇log p + N ḡ, not from
-    ḡ, so where the likelihood dominates our (η, λ) are the paper's (ε, λ) = (2η/N, λ/N).
+    Mapping to Algorithm 1 of the paper (ε, ḡ the per-example mean gradient): η has the place of
+    ε/2, but our V is built from the full-data gradient estimate g = ∇log p̃ = ∇log p + N ḡ, not
+    from ḡ, so where the likelihood dominates the paper's (ε, λ) are (2η/N, eps/N), not (2η, eps).
 
     ``gamma_correction=True`` adds Γ, with the Hessian diagonal H_ii estimated without bias by
     Hutchinson's z ⊙ (∇²log p̃ · z), z Rademacher: one extra Hessian-vector product per step.
