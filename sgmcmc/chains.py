@@ -71,8 +71,12 @@ def select_chains(mask: torch.Tensor, new: Any, old: Any) -> Any:
 
 
 def per_chain_sum(tensors: dict[str, torch.Tensor]) -> torch.Tensor:
-    """Σ over every element of every tensor (each (num_chains, *shape)), per chain: shape (num_chains,)."""
-    return sum(value.reshape(value.shape[0], -1).sum(dim=1) for value in tensors.values())
+    """Σ over every element of every tensor (each (num_chains, *shape)), per chain: shape (num_chains,), in
+    at least float32 (in float16 a sum over some 10⁵ elements of order 1 overflows)."""
+    return sum(
+        value.reshape(value.shape[0], -1).sum(dim=1, dtype=torch.promote_types(value.dtype, torch.float32))
+        for value in tensors.values()
+    )
 
 
 def flat_layout(params: dict[str, torch.Tensor]) -> tuple[int, torch.dtype]:

@@ -52,7 +52,9 @@ class SGNHT(Sampler):
         noise = generators.normal_like(params)
         momentum = {name: math.sqrt(self.temperature_at(0)) * value for name, value in noise.items()}
         num_chains = next(iter(params.values())).shape[0]
-        thermostat = torch.full((num_chains,), self.diffusion, dtype=flat_layout(params)[1], device=generators.device)
+        # in at least float32, as the kinetic temperature that drives it: in float16 its small steps would be lost
+        dtype = torch.promote_types(flat_layout(params)[1], torch.float32)
+        thermostat = torch.full((num_chains,), self.diffusion, dtype=dtype, device=generators.device)
         return {"params": params, "momentum": momentum, "thermostat": thermostat}
 
     def step(

@@ -1,10 +1,14 @@
-"""Per-chain random streams."""
+"""Per-chain random streams and per-chain sums."""
 
+import warnings
+
+import numpy as np
 import pytest
 import torch
 
 import sgmcmc
 from sgmcmc.chains import ChainGenerators, RecordingGenerators, ReplayedDraws, seeds_of_chains, select_chains
+from targets import K_SIGMA
 
 
 def test_chain_seeds_are_prefix_stable_and_distinct():
@@ -82,3 +86,29 @@ def test_replayed_draws_refuse_a_different_pattern():
     draws.normal_like({"a": torch.zeros(2, 3)})
     with pytest.raises(RuntimeError, match="asked for normal as random draw 1"):
         draws.normal_like({"a": torch.zeros(2, 3)})
+
+
+@pytest.mark.parametrize("sampler", ["SGHMC", "SGNHT"])
+def test_float16_chains_of_many_params_sum_their_kinetic_energy_without_overflow(sampler):
+    """d = 150,000 float16 params: Σ p²/2 ≈ d T/2 = 75,000 is past float16's largest value (65,504).
+    Before, the sum was taken in float16: its inf froze every chain at step 0 as "diverged" (SGNHT's
+    thermostat, driven by that sum, became inf too). Draw 0's energy is a sum of d independent
+    χ²₁/2 (the stationary momentum): mean d/2, sd √(d/2)."""
+    dimension = 150_000
+    make = {
+        "SGHMC": lambda: sgmcmc.SGHMC(float32_standard_normal, 1e-3, friction=0.1),
+        "SGNHT": lambda: sgmcmc.SGNHT(float32_standard_normal, 1e-2),
+    }
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", sgmcmc.SamplerDivergenceWarning)
+        trace = make[sampler]().sample(
+            torch.zeros(dimension, dtype=torch.float16), num_chains=2, num_steps=3, seed=0, keep=(), progress=False
+        )
+    energy = trace.sample_stats["kinetic_energy"][:, 0]
+    assert np.abs(energy - dimension / 2).max() < K_SIGMA * np.sqrt(dimension / 2)
+    if sampler == "SGNHT":
+        assert np.isfinite(trace.sample_stats["thermostat"]).all()
+
+
+def float32_standard_normal(theta):
+    return -0.5 * (theta.float() ** 2).sum()
