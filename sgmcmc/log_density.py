@@ -8,7 +8,7 @@ likelihood.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import torch
@@ -53,9 +53,9 @@ def minibatch_log_posterior(
     return log_posterior
 
 
-def check_log_posterior(value: Any, where: str) -> None:
-    """Raise if ``value``, computed with gradients enabled, is not a finite 0-dim floating tensor that
-    depends on the params through autograd; ``where`` names the inputs."""
+def check_log_posterior(value: Any, where: str, params: Iterable[torch.Tensor]) -> None:
+    """Raise if ``value``, computed with gradients enabled from ``params``, is not a finite 0-dim floating
+    tensor that depends on them through autograd; ``where`` names the inputs."""
     if not isinstance(value, torch.Tensor):
         raise TypeError(f"log_posterior must return a torch.Tensor, got {type(value).__name__} {where}")
     if value.ndim != 0:
@@ -64,10 +64,14 @@ def check_log_posterior(value: Any, where: str) -> None:
         raise TypeError(f"log_posterior must return a floating tensor, got {value.dtype} {where}")
     if not torch.isfinite(value):
         raise ValueError(f"log_posterior returned a non-finite value ({value.item()}) {where}")
-    if not value.requires_grad:
+    # a value from other tensors that require grad (a module's own weights) has a graph, but not to the params
+    if not value.requires_grad or all(
+        gradient is None for gradient in torch.autograd.grad(value, list(params), allow_unused=True)
+    ):
         raise ValueError(
             f"log_posterior's value does not depend on the params {where}: it has no gradient to follow "
-            "(computed under torch.no_grad(), from detached tensors, or through .item() or numpy?)"
+            "(computed under torch.no_grad(), from detached tensors, through .item() or numpy, or by a "
+            "module with its own weights instead of the params: use torch.func.functional_call?)"
         )
 
 

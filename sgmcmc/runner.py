@@ -127,7 +127,7 @@ def _check_log_posterior_at_start(
             if first_batch is None
             else log_posterior(to_user(chain_zero), first_batch)
         )
-    check_log_posterior(value, where)
+    check_log_posterior(value, where, chain_zero.values())
     values, gradients = potential(params, first_batch)
     finite = torch.isfinite(values)
     for gradient in gradients.values():

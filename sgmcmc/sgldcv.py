@@ -147,7 +147,7 @@ def _lbfgs_ascent(
     # what the samplers check at their start, which this stage, run first, would otherwise meet inside torch
     with torch.enable_grad():
         start_value = log_posterior(to_user(leaves), *all_data)
-    check_log_posterior(start_value, "at the start of find_mode's L-BFGS stage")
+    check_log_posterior(start_value, "at the start of find_mode's L-BFGS stage", leaves.values())
     optimizer = torch.optim.LBFGS(list(leaves.values()), max_iter=iterations, line_search_fn="strong_wolfe")
 
     def loss() -> torch.Tensor:

@@ -170,6 +170,13 @@ def test_log_posterior_that_does_not_depend_on_the_params_is_refused():
     with pytest.raises(ValueError, match=r"does not depend on the params at the initial params of chain 0.*no_grad"):
         sgmcmc.SGLD(log_posterior, step_size=1e-2).sample(torch.zeros(2), num_steps=5, progress=False)
 
+    # a module called with its own weights: the value has a graph, to them (before, accepted: chains moved by noise)
+    model = torch.nn.Linear(2, 1)
+    with pytest.raises(ValueError, match=r"does not depend on the params .*functional_call"):
+        sgmcmc.SGLD(lambda theta, x: -(model(x) ** 2).sum(), step_size=1e-2).sample(
+            torch.zeros(2), sgmcmc.Minibatches(torch.randn(20, 2), batch_size=5), num_steps=5, progress=False
+        )
+
 
 def test_num_data_that_is_not_the_number_of_examples_is_warned():
     """num_data = len(loader), the number of batches, is a common slip: the posterior comes out sqrt(B) too wide."""
