@@ -17,9 +17,10 @@ import torch
 
 __all__ = ["write_atomically", "save_checkpoint", "load_checkpoint", "check_same_run"]
 
-FORMAT_VERSION = 3
+FORMAT_VERSION = 4
 """2: the data's fingerprint has Σ|x| too, and the checkpoint keeps a probe of the model. 3: the
-settings hold each functional's shape and dtype, not only its name."""
+settings hold each functional's shape and dtype, not only its name. 4: they hold the kind of data
+(none, rows or pre-made batches), and the trace file as an absolute path."""
 
 
 def write_atomically(path: str | Path, write: Callable[[Path], None]) -> Path:
@@ -49,8 +50,13 @@ def save_checkpoint(path: Path, contents: dict[str, Any]) -> None:
 
 def load_checkpoint(path: Path) -> dict[str, Any]:
     """The contents of a checkpoint written by :func:`save_checkpoint`, tensors on the CPU."""
-    contents = torch.load(path, map_location="cpu", weights_only=True)
-    if contents.get("format_version") != FORMAT_VERSION:
+    try:
+        contents = torch.load(path, map_location="cpu", weights_only=True)
+    except OSError:
+        raise
+    except Exception as error:  # not a torch.save file: pickle's, zipfile's and torch's errors name no file
+        raise ValueError(f"{path} is not an sgmcmc checkpoint (it cannot be read: {error!r})") from error
+    if not isinstance(contents, dict) or contents.get("format_version") != FORMAT_VERSION:
         raise ValueError(f"{path} is not an sgmcmc checkpoint of format {FORMAT_VERSION}")
     return contents
 

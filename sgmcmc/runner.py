@@ -417,7 +417,8 @@ def run(
     if burn_in >= num_steps:
         raise ValueError(f"burn_in ({burn_in}) must be < num_steps ({num_steps}) so that a draw is kept")
     _check_cycles_fit(sampler.step_size, num_steps)
-    _step_size_at(sampler.step_size, num_steps - 1)  # a decay that ends below 0 fails now, not mid-run
+    for step in (0, num_steps - 1):  # the first, which init may use, and the last: a decay below 0 fails now
+        _step_size_at(sampler.step_size, step)
     init_jitter = nonnegative("init_jitter", init_jitter)
     device = torch.device(device)
     seeds = seeds_of_chains(seed, num_chains)
@@ -516,7 +517,8 @@ def run(
         "kept": kept_params,
         "functionals": {name: (variable.shape, str(variable.dtype)) for name, variable in functional_variables.items()},
         "keep_gradients": keep_gradients,
-        "trace_file": None if trace_file is None else str(trace_file),
+        "trace_file": None if trace_file is None else str(Path(trace_file).resolve()),
+        "data": None if stream is None else "rows" if stream.rows else "pre-made batches",
         # a CPU generator's stream cannot continue on a CUDA generator, nor the other way round
         "device_type": device.type,
     }

@@ -215,6 +215,40 @@ def test_a_file_that_is_not_an_sgmcmc_checkpoint_is_refused(tmp_path):
     torch.save({"step": 3}, path)
     with pytest.raises(ValueError, match="not an sgmcmc checkpoint of format"):
         load_checkpoint(path)
+    torch.save(torch.zeros(2), path)
+    with pytest.raises(ValueError, match="not an sgmcmc checkpoint of format"):
+        load_checkpoint(path)  # before, an AttributeError
+    # before, a KeyError and an EOFError from inside torch.load
+    for contents in ("hello", ""):
+        path.write_text(contents)
+        with pytest.raises(ValueError, match=f"{path} is not an sgmcmc checkpoint .it cannot be read"):
+            sgmcmc.SGLD(standard_normal_log_posterior, 0.1).sample(
+                torch.zeros(2), num_steps=5, checkpoint=path, progress=False
+            )
+
+
+def test_a_checkpoint_with_data_and_a_run_without_or_the_other_way_round_is_a_different_run(tmp_path):
+    """Before, resuming a run without data with data crashed inside the data stream (TypeError), and the
+    other way round blamed an edited log posterior."""
+
+    def log_posterior(theta, batch=None):
+        return standard_normal_log_posterior(theta) - (0 if batch is None else 0.5 * ((batch - theta) ** 2).sum())
+
+    sampler, data = sgmcmc.SGLD(log_posterior, 0.01), sgmcmc.Minibatches(torch.randn(20, 2), batch_size=5)
+    for first, second, difference in ((None, data, "data: checkpoint None, now 'rows'"), (data, None, "now None")):
+        checkpoint = tmp_path / f"{first is None}.pt"
+        sampler.sample(torch.zeros(2), first, num_steps=10, checkpoint=checkpoint, progress=False)
+        with pytest.raises(ValueError, match=f"belongs to a different run.*{difference}"):
+            sampler.sample(torch.zeros(2), second, num_steps=10, checkpoint=checkpoint, progress=False)
+
+
+def test_a_trace_file_named_by_another_path_resumes(tmp_path, monkeypatch):
+    """The same file, relative then absolute (a job restarted from elsewhere); before, "a different run"."""
+    monkeypatch.chdir(tmp_path)
+    uninterrupted = _run()
+    with pytest.warns(RuntimeWarning, match="interrupted"):
+        _run("run.pt", interrupt_at=88, trace_file="trace.nc")
+    _assert_same_draws(_run(tmp_path / "run.pt", trace_file=tmp_path / "trace.nc"), uninterrupted)
 
 
 def test_a_resumed_streaming_run_stopped_again_at_once_keeps_no_stale_draws(tmp_path):

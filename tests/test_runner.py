@@ -333,6 +333,11 @@ def test_a_schedule_that_gives_a_step_size_that_is_not_positive_and_finite_is_re
             make(standard_normal_log_posterior, _Linear(0.1, 8)).sample(torch.zeros(2), num_steps=10, progress=False)
     with pytest.raises(ValueError, match=r"gave step_size nan at step 5; step sizes must be finite and > 0"):
         sgmcmc.SGLD(standard_normal_log_posterior, _NaNAt(0.1, 5)).sample(torch.zeros(2), num_steps=10, progress=False)
+    # a warm-up from 0: SGHMC's init draws its momentum at step 0's η, and before, blamed a non-finite initial state
+    with pytest.raises(ValueError, match=r"_Linear\(initial=-0.1, length=0.5\) gave step_size -0.1 at step 0"):
+        sgmcmc.SGHMC(standard_normal_log_posterior, _Linear(-0.1, 0.5), friction=0.1).sample(
+            torch.zeros(2), num_steps=10, progress=False
+        )
 
 
 def test_interrupted_run_keeps_its_draws():
