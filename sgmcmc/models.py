@@ -40,6 +40,11 @@ class Classification:
                 f"Classification takes integer class labels as targets, got dtype {targets.dtype}; convert "
                 "them with .long() (a label cast from floats is truncated: 0.7 would be class 0)"
             )
+        if targets.shape != outputs.shape[:-1]:
+            raise ValueError(
+                f"Classification takes labels of shape (|B|,) for logits (|B|, classes), got labels "
+                f"{tuple(targets.shape)} for logits {tuple(outputs.shape)} (labels of shape (|B|, 1): .squeeze(-1))"
+            )
         # log_softmax + gather, not cross_entropy: under vmap, nll_loss is an order of magnitude slower
         return outputs.log_softmax(dim=-1).gather(-1, targets.long().unsqueeze(-1)).squeeze(-1)
 
@@ -62,12 +67,28 @@ class Regression:
 
     def log_likelihood(self, outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         """Per-example log-likelihood, shape (|B|,), of outputs (|B|, 1) or (|B|,) and targets (|B|,)."""
+        if targets.ndim != 1 or outputs.shape not in ((len(targets), 1), (len(targets),)):
+            raise ValueError(
+                f"Regression takes targets of shape (|B|,) and outputs (|B|, 1) or (|B|,), got targets "
+                f"{tuple(targets.shape)} and outputs {tuple(outputs.shape)} (targets of shape (|B|, 1): .squeeze(-1))"
+            )
         mean = outputs.reshape(targets.shape)
         return -0.5 * ((targets - mean) / self.noise_scale) ** 2 - math.log(self.noise_scale * math.sqrt(2 * math.pi))
 
     def predictive(self, outputs: torch.Tensor) -> torch.Tensor:
         """The predictive mean (…,) from outputs (…, 1)."""
         return outputs.squeeze(-1)
+
+
+def _depends_on_training_mode(module: nn.Module) -> bool:
+    """Whether ``module`` in training mode would update its buffers (batch or instance norm with running
+    statistics) or draw from the global RNG (dropout, also inside recurrent and attention layers).
+    Dropout called as a function in a custom ``forward`` cannot be seen here."""
+    if isinstance(module, nn.modules.batchnorm._NormBase):
+        return isinstance(module, nn.modules.batchnorm._BatchNorm) or module.track_running_stats
+    if isinstance(module, (nn.RNNBase, nn.MultiheadAttention)):
+        return module.dropout > 0
+    return isinstance(module, nn.modules.dropout._DropoutNd)
 
 
 def _reset(module: nn.Module) -> Callable[[], None] | None:
@@ -111,6 +132,10 @@ class ModulePosterior:
                 + (f": all {frozen} of its parameters have requires_grad=False" if frozen else "")
             )
         self.prior_scales = {name: self._prior_scale(name, prior_scale) for name in names}
+        if isinstance(prior_scale, Mapping):
+            unmatched = [pattern for pattern in prior_scale if not fnmatch.filter(names, pattern)]
+            if unmatched:  # a typo, or "*.bias" for a top-level module's "bias": its scale would silently not apply
+                raise ValueError(f"prior_scale patterns {unmatched} match no sampled parameter; the names are {names}")
         self._names_by_scale: dict[float, list[str]] = {}
         for name, scale in self.prior_scales.items():
             self._names_by_scale.setdefault(scale, []).append(name)
@@ -120,9 +145,7 @@ class ModulePosterior:
         )
         self.log_posterior = minibatch_log_posterior(self.log_prior, self.log_likelihood, self.num_data)
         self._mode_dependent = [
-            (name, submodule)
-            for name, submodule in module.named_modules()
-            if isinstance(submodule, (nn.modules.batchnorm._BatchNorm, nn.modules.dropout._DropoutNd))
+            (name, submodule) for name, submodule in module.named_modules() if _depends_on_training_mode(submodule)
         ]
 
     @staticmethod
@@ -184,6 +207,13 @@ class ModulePosterior:
 
     def __call__(self, params: Params, inputs: torch.Tensor) -> torch.Tensor:
         """f_θ(inputs): the module's outputs with sampled parameters ``params`` (one chain)."""
+        if params.keys() != self.prior_scales.keys():
+            # another key would be sampled under no prior (a frozen parameter, a buffer), a missing one not at all
+            raise ValueError(
+                f"params must have exactly the sampled parameters' names {list(self.prior_scales)} (from "
+                f"params() or initial_params()); unexpected {sorted(params.keys() - self.prior_scales.keys())}, "
+                f"missing {sorted(self.prior_scales.keys() - params.keys())}"
+            )
         training = [name for name, submodule in self._mode_dependent if submodule.training]
         if training:
             # batch norm would update its buffers at every call, dropout draw from the global RNG

@@ -42,7 +42,9 @@ class _UpdateRuleOptimizer(torch.optim.Optimizer):
     def __init__(self, params: Iterable[Any], defaults: dict[str, Any], seed: int) -> None:
         super().__init__(params, defaults)  # checks every group in add_param_group
         # the first parameter of any group: torch.optim accepts an empty group among others
-        device = next(p.device for group in self.param_groups for p in group["params"])
+        device = next((p.device for group in self.param_groups for p in group["params"]), None)
+        if device is None:  # its noise stream needs the parameters' device
+            raise ValueError(f"{type(self).__name__} got no parameters: every param group is empty")
         self._generators = ChainGenerators(chain_seeds(seed, 1), device)
 
     def state_dict(self) -> dict[str, Any]:

@@ -195,3 +195,52 @@ def test_functional_rhat_flags_chains_in_different_modes_of_an_mlp():
     confidence = trace.functionals["confidence"]
     assert np.abs(confidence[0].mean(axis=0) - confidence[2].mean(axis=0)).max() > 0.1  # the modes differ
     assert float(az.rhat(trace.to_arviz().functionals)["confidence"].max()) > 1.5
+
+
+def test_training_mode_of_instance_norm_recurrent_and_attention_dropout_is_refused_too():
+    """Before, only batch norm and dropout modules were checked: a one-chain run of these updated the
+    instance norm's buffers or drew from the global RNG (the same seed gave other draws)."""
+    inputs = torch.randn(4, 2, 2)
+    for layer in (
+        nn.InstanceNorm1d(2, track_running_stats=True),
+        nn.GRU(2, 2, num_layers=2, dropout=0.5),
+        nn.MultiheadAttention(2, 1, dropout=0.5),
+    ):
+        posterior = ModulePosterior(nn.Sequential(layer, nn.Linear(2, 2)), Classification(), num_data=8)
+        with pytest.raises(ValueError, match=r"submodules \['0'\] of the module are in training mode"):
+            posterior(posterior.params(), inputs)
+    # without running statistics the mode changes nothing, and nothing is refused
+    posterior = ModulePosterior(nn.Sequential(nn.InstanceNorm1d(2, affine=True), nn.Linear(2, 2)), Classification(), 8)
+    assert posterior(posterior.params(), inputs).shape == (4, 2, 2)
+
+
+def test_params_with_other_names_than_the_sampled_ones_are_refused():
+    """Before, a frozen layer's weights passed in init were sampled under no prior, without a word."""
+    net = nn.Sequential(nn.Linear(3, 4), nn.Tanh(), nn.Linear(4, 2))
+    net[0].requires_grad_(False)
+    posterior = ModulePosterior(net, Classification(), num_data=8)
+    batch = (torch.randn(4, 3), torch.zeros(4, dtype=torch.long))
+    with_frozen = {name: value.detach() for name, value in net.named_parameters()}
+    with pytest.raises(ValueError, match=r"unexpected \['0.bias', '0.weight'\], missing \[\]"):
+        posterior.log_posterior(with_frozen, batch)
+    without_bias = {name: value for name, value in posterior.params().items() if name != "2.bias"}
+    with pytest.raises(ValueError, match=r"unexpected \[\], missing \['2.bias'\]"):
+        posterior.log_posterior(without_bias, batch)  # before, a bare KeyError
+
+
+def test_prior_scale_patterns_that_match_no_parameter_are_refused():
+    """Before, "*.bias" on a top-level Linear (whose bias is "bias") silently fell through to "*"."""
+    with pytest.raises(ValueError, match=r"patterns \['\*.bias'\] match no sampled parameter; .* \['weight', 'bias'\]"):
+        ModulePosterior(nn.Linear(3, 1), Regression(0.5), 10, prior_scale={"*.bias": 10.0, "*": 1.0})
+    # a fallback that every parameter reaches before is fine: it matches them all
+    posterior = ModulePosterior(nn.Linear(3, 1), Regression(0.5), 10, prior_scale={"*": 2.0, "bias": 1.0})
+    assert posterior.prior_scales == {"weight": 2.0, "bias": 2.0}
+
+
+def test_targets_of_shape_b_by_1_are_refused_naming_their_shape():
+    """Before, Classification failed inside gather and Regression blamed log_likelihood's return."""
+    inputs = torch.randn(10, 3)
+    with pytest.raises(ValueError, match=r"labels of shape \(\|B\|,\) .* got labels \(10, 1\) for logits \(10, 2\)"):
+        Classification().log_likelihood(nn.Linear(3, 2)(inputs), torch.zeros(10, 1, dtype=torch.long))
+    with pytest.raises(ValueError, match=r"got targets \(10, 1\) and outputs \(10, 1\)"):
+        Regression(0.5).log_likelihood(nn.Linear(3, 1)(inputs), torch.randn(10, 1))

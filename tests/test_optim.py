@@ -110,6 +110,8 @@ def test_errors():
         sgmcmc.optim.SGHMC(theta, lr=0.1, friction=0.1, noise_estimate=0.2)
     with pytest.raises(ValueError, match="mass must be a finite number > 0"):
         sgmcmc.optim.SGHMC(theta, lr=0.1, friction=0.1, mass=0.0)
+    with pytest.raises(ValueError, match="SGLD got no parameters: every param group is empty"):
+        sgmcmc.optim.SGLD([{"params": []}], lr=0.1)  # before, a bare StopIteration
 
 
 def test_complex_parameters_are_refused():
