@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import math
 import time
 import tomllib
 import types
@@ -30,7 +31,7 @@ from torch import nn
 
 import sgmcmc
 from sgmcmc import metrics
-from sgmcmc._checks import count, positive, warn_caller
+from sgmcmc._checks import count, nonnegative, positive, warn_caller
 from sgmcmc.checkpoint import write_atomically
 from sgmcmc.models import Classification, ModulePosterior, Regression
 from sgmcmc.schedules import Cyclical
@@ -137,6 +138,12 @@ class JobConfig:
         for name, least in [("num_chains", 1), ("num_steps", 1), ("thin", 1), ("batch_size", 1), ("num_cycles", 1)]:
             count(name, getattr(self, name), least)
         count("checkpoint_every", self.checkpoint_every, 0)
+        count("seed", self.seed, 0)
+        if self.burn_in is not None and count("burn_in", self.burn_in, 0) >= self.num_steps:
+            raise ValueError(f"burn_in ({self.burn_in}) must be < num_steps ({self.num_steps}) so that a draw is kept")
+        nonnegative("temperature", self.temperature)
+        for name in ("prior_scale", "noise_scale", "friction"):
+            positive(name, getattr(self, name))
         for name in ("step_size", "ensemble_step_size"):
             if getattr(self, name) is not None:
                 positive(name, getattr(self, name))
@@ -176,6 +183,7 @@ class _Data:
     out_of_distribution: dict[str, torch.Tensor]
     task: str
     num_outputs: int
+    target_mean: float
     target_scale: float
     noise_scale: float
 
@@ -227,7 +235,8 @@ def _prepare(config: JobConfig) -> _Data:
     scale = np.where(scale > 0, scale, 1.0)
     as_float = lambda array: torch.as_tensor((array - mean) / scale, dtype=torch.float32)  # noqa: E731
     low, high = train_x.min(axis=0), train_x.max(axis=0)
-    noise = np.random.default_rng(config.seed).uniform(low, high, size=(len(test_x), features.shape[1]))
+    num_test = int((~test_held).sum())  # the test points of the trained classes
+    noise = np.random.default_rng(config.seed).uniform(low, high, size=(num_test, features.shape[1]))
     out_of_distribution = {"noise": as_float(noise)}
     if task == "classification":
         classes = np.unique(train_y[~train_held])
@@ -237,7 +246,11 @@ def _prepare(config: JobConfig) -> _Data:
         as_labels = lambda labels: torch.tensor([relabel[label] for label in labels])  # noqa: E731
         train = (as_float(train_x[~train_held]), as_labels(train_y[~train_held]))
         test = (as_float(test_x[~test_held]), as_labels(test_y[~test_held]))
-        return _Data(train, test, out_of_distribution, task, len(classes), 1.0, config.noise_scale)
+        return _Data(train, test, out_of_distribution, task, len(classes), 0.0, 1.0, config.noise_scale)
+    if np.ptp(train_y) == 0:  # standardising would divide by 0
+        raise ValueError(
+            f"the training targets of {config.dataset} all equal {train_y[0]}: there is nothing to regress"
+        )
     target_mean, target_scale = float(train_y.mean()), float(train_y.std())
     as_targets = lambda y: torch.as_tensor((y - target_mean) / target_scale, dtype=torch.float32)  # noqa: E731
     return _Data(
@@ -246,6 +259,7 @@ def _prepare(config: JobConfig) -> _Data:
         out_of_distribution,
         task,
         1,
+        target_mean,
         target_scale,
         config.noise_scale,
     )
@@ -355,9 +369,9 @@ def _with_predictive_groups(idata: Any, groups: dict[str, xr.Dataset]) -> Any:
 
 def run_job(config: JobConfig) -> dict[str, Any]:
     """Run the job of ``config``; prints the report and returns it (the contents of ``report.json``)."""
+    data = _prepare(config)
     output = Path(config.output)
     output.mkdir(parents=True, exist_ok=True)
-    data = _prepare(config)
     likelihood = Classification() if data.task == "classification" else Regression(config.noise_scale)
     train_x, train_y = data.train
     torch.manual_seed(config.seed)
@@ -410,9 +424,17 @@ def run_job(config: JobConfig) -> dict[str, Any]:
     seconds = {"sampler": time.perf_counter() - start}
     if trace is None:  # a rank other than 0 of a parallel run: rank 0 has the trace and writes the files
         return {}
+    steps_done = trace.attrs["steps_done"]
+    interrupted = steps_done < config.num_steps
+    if trace.num_draws == 0:
+        resume = "; run the same command again to resume from the checkpoint" if config.checkpoint_every else ""
+        raise JobError(
+            f"the {config.sampler} run was interrupted after {steps_done} of {config.num_steps} steps, before "
+            f"its first kept draw (burn-in {burn_in}), so there is nothing to score{resume}"
+        )
     alive = ~trace.sample_stats["diverging"]
     if not alive.any():
-        raise RuntimeError(
+        raise JobError(
             f"every chain of the {config.sampler} run diverged, so no draw is left to score; "
             "try a smaller step size (--step-size)"
         )
@@ -429,7 +451,13 @@ def run_job(config: JobConfig) -> dict[str, Any]:
         }
     }
 
-    if config.ensemble:
+    if config.ensemble and interrupted:  # a stop asks for the results so far, not a second run as long
+        warn_caller(
+            f"the {config.sampler} run was interrupted, so the SGD ensemble, which would take as long again, is "
+            "skipped; the posterior is scored on the draws kept so far",
+            RuntimeWarning,
+        )
+    elif config.ensemble:
         start = time.perf_counter()
         # rank 0 alone trains the ensemble, on all the rows: its likelihood scales to all of them
         full_data = (
@@ -441,22 +469,7 @@ def run_job(config: JobConfig) -> dict[str, Any]:
             init, minibatches, burn_in=config.num_steps - 1, functionals=functionals, keep=(), **common
         )
         seconds["ensemble"] = time.perf_counter() - start
-        # a diverged member is frozen at its last finite state: it is left out, as diverged draws are
-        finite = ~ensemble.sample_stats["diverging"][:, -1]
-        members = {name: values[finite, -1] for name, values in ensemble.functionals.items()}  # (members, *shape)
-        ensemble_label = f"SGD ensemble of {config.num_chains}"
-        if finite.any():
-            for label, chosen in (("SGD, one network", slice(0, 1)), (ensemble_label, slice(None))):
-                ood_members = {name: members[f][chosen] for name, f in ood_functionals.items()}
-                methods[label] = _scores(data, members["test_predictive"][chosen], ood_members)
-        else:  # the posterior is still written and scored
-            warn_caller(
-                "every member of the SGD ensemble diverged, so it has no scores; try a smaller "
-                "--ensemble-step-size, or --no-ensemble",
-                RuntimeWarning,
-            )
-            methods[ensemble_label] = {}
-        methods[ensemble_label]["diverged"] = int((~finite).sum())
+        methods.update(_ensemble_scores(data, ensemble, ood_functionals, config.num_chains))
 
     idata = trace.to_arviz()
     # R-hat compares whole chains, so a chain with diverged (frozen) draws is left out altogether
@@ -473,13 +486,16 @@ def run_job(config: JobConfig) -> dict[str, Any]:
         replicated = np.minimum(replicated, draws.shape[-1] - 1)
     else:
         replicated = draws + config.noise_scale * generator.standard_normal(draws.shape)
+    # in the targets' own units, as the report's RMSE and NLL (the network and functionals work in standardised ones)
+    replicated = replicated * data.target_scale + data.target_mean
+    observed = test_y.cpu().numpy() * data.target_scale + data.target_mean
     dims = ("chain", "draw", "test_point")
     coords = {"chain": idata.functionals.chain.values, "draw": idata.functionals.draw.values}
     idata = _with_predictive_groups(
         idata,
         {
             "posterior_predictive": xr.Dataset({"y": (dims, replicated)}, coords=coords),
-            "observed_data": xr.Dataset({"y": (("test_point",), test_y.cpu().numpy())}),
+            "observed_data": xr.Dataset({"y": (("test_point",), observed)}),
         },
     )
     write_atomically(output / "posterior.nc", lambda path: idata.to_netcdf(str(path)))
@@ -495,12 +511,57 @@ def run_job(config: JobConfig) -> dict[str, Any]:
         "convergence": convergence,
         "step_sizes": step_sizes,
         "seconds": seconds,
-        "steps_done": trace.attrs["steps_done"],
+        "steps_done": steps_done,
         "files": [str(output / "posterior.nc"), *map(str, figures)],
     }
-    write_atomically(output / "report.json", lambda path: path.write_text(json.dumps(report, indent=2)))
+    strict = json.dumps(_finite_or_named(report), indent=2, allow_nan=False)
+    write_atomically(output / "report.json", lambda path: path.write_text(strict))
     _print_report(report)
     return report
+
+
+class JobError(RuntimeError):
+    """The job ran but has nothing to score: every chain diverged, or it was stopped before its first kept draw."""
+
+
+def _ensemble_scores(
+    data: _Data, ensemble: sgmcmc.Trace, ood_functionals: dict[str, str], num_members: int
+) -> dict[str, dict[str, float]]:
+    """The scores of member 0 ("SGD, one network") and of the whole ensemble, each member at its last step.
+
+    A diverged member is frozen at its last finite state: it is left out, as diverged draws are.
+    """
+    label = f"SGD ensemble of {num_members}"
+    if ensemble.num_draws == 0:
+        warn_caller("the SGD ensemble was interrupted before its last step, so it has no scores", RuntimeWarning)
+        return {label: {}}
+    finite = ~ensemble.sample_stats["diverging"][:, -1]
+    if not finite.any():  # the posterior is still written and scored
+        warn_caller(
+            "every member of the SGD ensemble diverged, so it has no scores; try a smaller "
+            "--ensemble-step-size, or --no-ensemble",
+            RuntimeWarning,
+        )
+    scores = {}
+    for row, members in (("SGD, one network", np.array([0])), (label, np.arange(num_members))):
+        kept = members[finite[members]]
+        values = {name: draws[kept, -1] for name, draws in ensemble.functionals.items()}  # (members, *shape)
+        ood_members = {name: values[functional] for name, functional in ood_functionals.items()}
+        scores[row] = _scores(data, values["test_predictive"], ood_members) if kept.size else {}
+        scores[row]["diverged"] = int(members.size - kept.size)
+    return scores
+
+
+def _finite_or_named(value: Any) -> Any:
+    """``value`` with every non-finite float written as a string ("inf", "-inf", "nan"), which strict JSON needs:
+    an R-hat of chains that each stay constant but differ is inf."""
+    if isinstance(value, dict):
+        return {key: _finite_or_named(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite_or_named(item) for item in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    return value
 
 
 CONVERGENCE_KEYS = (
@@ -522,11 +583,13 @@ def _convergence(functionals: xr.Dataset) -> dict[str, float | None]:
     if functionals.sizes["chain"] < MIN_CHAINS_FOR_RHAT or functionals.sizes["draw"] < MIN_DRAWS_FOR_RHAT:
         return dict.fromkeys(CONVERGENCE_KEYS)
     test_log_likelihood = functionals[["test_log_likelihood"]]
-    with np.errstate(invalid="ignore", divide="ignore"):  # R-hat of a constant point is 0/0, left out below
+    # R-hat of a constant point is 0/0, left out below; of chains that each stay constant but differ, x/0 = inf
+    with np.errstate(invalid="ignore", divide="ignore"):
         predictive_rhat = np.asarray(az.rhat(functionals["test_predictive"])["test_predictive"].values)
-    computable = predictive_rhat[np.isfinite(predictive_rhat)]
+        test_log_likelihood_rhat = float(az.rhat(test_log_likelihood)["test_log_likelihood"])
+    computable = predictive_rhat[~np.isnan(predictive_rhat)]
     return {
-        "test_log_likelihood_rhat": float(az.rhat(test_log_likelihood)["test_log_likelihood"]),
+        "test_log_likelihood_rhat": test_log_likelihood_rhat,
         "test_log_likelihood_ess_bulk": float(az.ess(test_log_likelihood, method="bulk")["test_log_likelihood"]),
         "test_predictive_rhat_max": float(computable.max()) if computable.size else None,
         "test_predictive_rhat_median": float(np.median(computable)) if computable.size else None,
@@ -535,10 +598,12 @@ def _convergence(functionals: xr.Dataset) -> dict[str, float | None]:
 
 def _print_report(report: dict[str, Any]) -> None:
     config = report["config"]
+    steps = report["steps_done"]
+    steps_run = f"{steps}" if steps == config["num_steps"] else f"{steps} of {config['num_steps']}"  # interrupted
     print(
         f"\n{config['dataset']} ({report['task']}): {report['num_train']} train / {report['num_test']} test rows; "
         f"MLP hidden {config['hidden']} {config['activation']}; {config['sampler']}, {config['num_chains']} chains x "
-        f"{config['num_steps']} steps in {report['seconds']['sampler']:.1f} s"
+        f"{steps_run} steps in {report['seconds']['sampler']:.1f} s"
     )
     columns = sorted({key for scores in report["methods"].values() for key in scores}, key=_column_order)
     width = max(len(name) for name in report["methods"]) + 2
@@ -546,7 +611,12 @@ def _print_report(report: dict[str, Any]) -> None:
     print("".join([f"{'method':<{width}}", *(f"{column:>{widths[column]}}" for column in columns)]))
     for name, scores in report["methods"].items():
         cells = [
-            f"{scores[column]:>{widths[column]}.4g}" if column in scores else " " * widths[column] for column in columns
+            " " * widths[column]
+            if column not in scores
+            else f"{scores[column]:>{widths[column]}}"  # counts in full
+            if isinstance(scores[column], int)
+            else f"{scores[column]:>{widths[column]}.4g}"
+            for column in columns
         ]
         print("".join([f"{name:<{width}}", *cells]))
     convergence = report["convergence"]
@@ -567,7 +637,8 @@ def _print_report(report: dict[str, Any]) -> None:
         print(
             f"R-hat of the test log-likelihood {convergence['test_log_likelihood_rhat']:.3f} "
             f"(bulk ESS {convergence['test_log_likelihood_ess_bulk']:.0f}); "
-            f"R-hat of the test predictive probabilities: {predictive}{diverged}"
+            f"R-hat of the test predictive {'probabilities' if report['task'] == 'classification' else 'means'}: "
+            f"{predictive}{diverged}"
         )
     print("written: " + ", ".join(report["files"]) + f", {Path(config['output']) / 'report.json'}")
 
@@ -591,6 +662,14 @@ def config_from_arguments(arguments: argparse.Namespace) -> JobConfig:
 
 
 _NOT_SETTINGS = {"config", "run", "command", "parser"}
+_DEFAULT_DESCRIPTIONS = {
+    "task": "inferred from the targets (classification for whole numbers with at most 50 values)",
+    "step_size": "the task's, per sampler (sgmcmc.job.DEFAULT_STEP_SIZES)",
+    "ensemble_step_size": "the task's (sgmcmc.job.DEFAULT_STEP_SIZES)",
+    "burn_in": "half of --num-steps",
+    "parallel": "one process",
+}
+"""What a setting whose default is None means, for ``--help``."""
 
 
 def add_options(parser: argparse.ArgumentParser) -> None:
@@ -599,7 +678,7 @@ def add_options(parser: argparse.ArgumentParser) -> None:
     for item in dataclasses.fields(JobConfig):
         flag = "--" + item.name.replace("_", "-")
         default = item.default if item.default is not dataclasses.MISSING else item.default_factory()
-        text = f"default: {default}"
+        text = f"default: {_DEFAULT_DESCRIPTIONS.get(item.name, default)}"
         if item.type == "bool":
             parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=text)
         elif item.name in ("hidden", "ood_classes"):
@@ -614,12 +693,17 @@ def _run_command(arguments: argparse.Namespace) -> int:
         config = config_from_arguments(arguments)
     except (ValueError, TypeError, OSError) as error:  # a bad setting or config file: a usage error
         arguments.parser.error(str(error))
-    if config.parallel is None:
-        run_job(config)
+    try:
+        if config.parallel is None:
+            run_job(config)
+            return 0
+        with sgmcmc.distributed.process_group(config.device) as group:
+            run_job(dataclasses.replace(config, device=str(group.device)))
         return 0
-    with sgmcmc.distributed.process_group(config.device) as group:
-        run_job(dataclasses.replace(config, device=str(group.device)))
-    return 0
+    except (ValueError, TypeError, OSError) as error:  # the data, the output folder or a setting the run checks
+        arguments.parser.error(str(error))
+    except JobError as error:  # it ran, but has nothing to score
+        arguments.parser.exit(1, f"{arguments.parser.prog}: {error}\n")
 
 
 def add_command(commands: argparse._SubParsersAction) -> None:

@@ -13,19 +13,21 @@ import xarray as xr
 from sklearn.model_selection import train_test_split
 
 import sgmcmc
-from sgmcmc import metrics
+from sgmcmc import job, metrics
 from sgmcmc.cli import main
 from sgmcmc.job import (
     CONVERGENCE_KEYS,
     DEFAULT_STEP_SIZES,
     SAMPLERS,
     JobConfig,
+    JobError,
     _convergence,
     _prepare,
+    _print_report,
     _step_size,
     run_job,
 )
-from targets import K_SIGMA
+from targets import K_SIGMA, Interrupting
 
 TINY = dict(hidden=[16], num_chains=2, num_steps=200, burn_in=100, thin=10, progress=False)
 
@@ -99,15 +101,19 @@ def test_regression_on_a_csv_file_and_streaming(tmp_path):
     idata = az.from_netcdf(str(output / "posterior.nc"))
     means = idata.functionals["test_predictive"].values
     assert means.shape == (2, 10, report["num_test"])  # draws 100, 110, …, 190 of each chain
-    train_targets = train_test_split(targets, test_size=config.test_fraction, random_state=config.seed)[0]
-    target_scale, observed = train_targets.std(), idata.observed_data["y"].values
+    train_targets, test_targets = train_test_split(targets, test_size=config.test_fraction, random_state=config.seed)
+    target_mean, target_scale = train_targets.mean(), train_targets.std()
+    # observed and replicated targets in the targets' own units (before, standardised, with nothing to undo it)
+    np.testing.assert_allclose(idata.observed_data["y"].values, test_targets, rtol=1e-6)
+    observed = (test_targets - target_mean) / target_scale
     scores = report["methods"]["posterior"]
     draw_means = means.reshape(-1, report["num_test"])
     rmse = metrics.root_mean_squared_error(draw_means.mean(axis=0), observed) * target_scale
     nll = metrics.gaussian_mixture_negative_log_likelihood(draw_means, observed, config.noise_scale)
     assert scores["rmse"] == pytest.approx(rmse) and scores["nll"] == pytest.approx(nll + np.log(target_scale))
     # replicated targets: the draw's mean plus N(0, σ²) noise (standardised units): the sd of 800 normals
-    residual = (idata.posterior_predictive["y"].values - means).reshape(-1)
+    replicated = (idata.posterior_predictive["y"].values - target_mean) / target_scale
+    residual = (replicated - means).reshape(-1)
     assert abs(residual.std() - config.noise_scale) < K_SIGMA * config.noise_scale / np.sqrt(2 * len(residual))
 
 
@@ -222,7 +228,8 @@ def test_diverged_chains_are_counted_and_a_run_with_none_left_is_an_error(tmp_pa
         with pytest.warns(RuntimeWarning, match="every member of the SGD ensemble diverged.*--ensemble-step-size"):
             report = run_job(JobConfig(ensemble_step_size=1e6, **tiny))
         # the finished posterior is still scored and written
-        assert report["methods"]["SGD ensemble of 2"] == {"diverged": 2} and "SGD, one network" not in report["methods"]
+        assert report["methods"]["SGD ensemble of 2"] == {"diverged": 2}
+        assert report["methods"]["SGD, one network"] == {"diverged": 1}
         assert report["methods"]["posterior"]["accuracy"] > 0 and (tmp_path / "out" / "posterior.nc").is_file()
         with pytest.raises(RuntimeError, match="every chain of the sgld run diverged.*--step-size"):
             run_job(JobConfig(step_size=1e6, ensemble=False, **tiny))
@@ -288,3 +295,136 @@ def test_compiled_job_samples_what_the_eager_job_samples(tmp_path, capsys):
     # float32 rounding differs between the compiled and eager kernels and grows to ~4e-6 over 60 steps;
     # another noise stream would move each weight by ~sqrt(2η) = 0.045 a step
     np.testing.assert_allclose(compiled.posterior["0.weight"], eager.posterior["0.weight"], rtol=0, atol=1e-4)
+
+
+def _interrupt_the_sampler_at(monkeypatch, step):
+    """Ctrl-C at ``step`` of the job's sampler run (not of its ensemble)."""
+    make_sampler = job._sampler
+
+    def interrupted(config, step_size, log_posterior, temperature):
+        return make_sampler(config, step_size, Interrupting(log_posterior, at_step=step), temperature)
+
+    monkeypatch.setattr(job, "_sampler", interrupted)
+
+
+def test_a_job_stopped_before_its_first_kept_draw_says_so(tmp_path, monkeypatch, capsys):
+    """Before, it was reported as "every chain diverged", with advice to lower the step size."""
+    _interrupt_the_sampler_at(monkeypatch, 50)
+    with pytest.warns(RuntimeWarning, match="interrupted"), pytest.raises(JobError) as error:
+        run_job(JobConfig(output=str(tmp_path), checkpoint_every=25, **TINY))
+    assert str(error.value) == (
+        "the sgld run was interrupted after 50 of 200 steps, before its first kept draw (burn-in 100), so there is "
+        "nothing to score; run the same command again to resume from the checkpoint"
+    )
+    with pytest.warns(RuntimeWarning, match="interrupted"), pytest.raises(SystemExit) as exit_info:
+        main(["run", "--output", str(tmp_path / "cli"), "--no-progress", "--hidden", "16", "--num-steps", "200"])
+    assert exit_info.value.code == 1
+    assert "before its first kept draw (burn-in 100)" in capsys.readouterr().err
+
+
+def test_a_job_stopped_after_some_draws_scores_them_and_skips_the_ensemble(tmp_path, monkeypatch, capsys):
+    """Before, the ensemble then ran all num_steps (a second Ctrl-C lost everything), and the header said
+    all the steps had run."""
+    _interrupt_the_sampler_at(monkeypatch, 150)
+    with (
+        pytest.warns(RuntimeWarning, match="sampling interrupted after 150 of 200 steps"),
+        pytest.warns(RuntimeWarning, match="SGD ensemble, which would take as long again, is skipped"),
+    ):
+        report = run_job(JobConfig(output=str(tmp_path), **TINY))
+    assert report["steps_done"] == 150 and list(report["methods"]) == ["posterior"]
+    assert report["methods"]["posterior"]["draws"] == 2 * 5  # steps 100, 110, …, 140 of each chain
+    assert "sgld, 2 chains x 150 of 200 steps" in capsys.readouterr().out
+    assert (tmp_path / "posterior.nc").is_file()
+
+
+def test_a_job_whose_ensemble_is_stopped_still_scores_and_writes_the_posterior(tmp_path, monkeypatch):
+    """Before, an IndexError on the ensemble's empty trace lost the finished posterior run."""
+    original = sgmcmc.SGLD
+    monkeypatch.setattr(
+        sgmcmc, "SGLD", lambda log_posterior, *a, **k: original(Interrupting(log_posterior, 50), *a, **k)
+    )
+    with (
+        pytest.warns(RuntimeWarning, match="sampling interrupted after 50 of 200 steps"),
+        pytest.warns(RuntimeWarning, match="the SGD ensemble was interrupted before its last step"),
+    ):
+        report = run_job(JobConfig(output=str(tmp_path), sampler="sghmc", **TINY))
+    assert report["methods"]["SGD ensemble of 2"] == {} and report["methods"]["posterior"]["draws"] == 20
+    assert (tmp_path / "posterior.nc").is_file() and (tmp_path / "report.json").is_file()
+
+
+def test_one_network_is_member_0_even_when_it_diverged(tmp_path, monkeypatch):
+    """Before, a diverged member 0 was silently replaced by member 1 in the "SGD, one network" row."""
+
+    class FirstMemberDiverges(sgmcmc.SGLD):
+        def sample(self, *arguments, **options):
+            trace = super().sample(*arguments, **options)
+            trace.sample_stats["diverging"][0, -1] = True
+            return trace
+
+    monkeypatch.setattr(sgmcmc, "SGLD", FirstMemberDiverges)
+    report = run_job(JobConfig(output=str(tmp_path), sampler="sghmc", **TINY))
+    assert report["methods"]["SGD, one network"] == {"diverged": 1}
+    ensemble = report["methods"]["SGD ensemble of 2"]
+    assert ensemble["diverged"] == 1 and ensemble["draws"] == 1
+
+
+def test_bad_settings_and_data_are_usage_errors_and_leave_no_output_folder(tmp_path):
+    """Before, each of these ended in a traceback (and a bad dataset left an empty output folder)."""
+    _usage_error(["run", "--burn-in", "-5"], "burn_in must be >= 0, got -5")
+    _usage_error(["run", "--num-steps", "20", "--burn-in", "50"], r"burn_in \(50\) must be < num_steps \(20\)")
+    _usage_error(["run", "--temperature", "-1"], "temperature must be a finite number >= 0")
+    _usage_error(["run", "--prior-scale", "0"], "prior_scale must be a finite number > 0")
+    _usage_error(["run", "--friction", "-1"], "friction must be a finite number > 0")
+    _usage_error(["run", "--seed", "-1"], "seed must be >= 0")
+    output = tmp_path / "out"
+    _usage_error(["run", "--dataset", "nonexistent", "--output", str(output)], "neither one of")
+    assert not output.exists()
+    output.write_text("a file")
+    _usage_error(["run", "--output", str(output), "--hidden", "4", "--num-steps", "2"], "File exists")
+    _usage_error(["run", "--sampler", "csgld", "--num-steps", "20", "--num-cycles", "50"], "total_steps must be >= 50")
+
+
+def test_constant_regression_targets_are_refused(tmp_path):
+    """Before, standardising divided by 0 (NaN data), or by 1e-15 for 3.7 everywhere (NLL −34 reported)."""
+    path = tmp_path / "constant.npz"
+    np.savez(path, x=np.random.default_rng(0).normal(size=(40, 2)), y=np.full(40, 3.7))
+    with pytest.raises(ValueError, match="the training targets of .* all equal 3.7: there is nothing to regress"):
+        _prepare(JobConfig(dataset=str(path), task="regression"))
+
+
+def test_rhat_of_chains_that_each_stay_put_apart_is_inf_and_report_json_is_strict(tmp_path, capsys):
+    """At T = 0 and a step of 1e-20 every chain stays at its own start: R-hat is inf at every test point.
+    Before, the inf values were dropped as "not computable" and report.json held Infinity (not JSON)."""
+    report = run_job(JobConfig(output=str(tmp_path), temperature=0.0, step_size=1e-20, ensemble=False, **TINY))
+    convergence = report["convergence"]
+    assert convergence["test_predictive_rhat_max"] == convergence["test_log_likelihood_rhat"] == np.inf
+    assert "R-hat of the test predictive probabilities: median inf, max inf" in capsys.readouterr().out
+
+    def refuse(constant):
+        raise ValueError(f"{constant} is not JSON")
+
+    written = json.loads((tmp_path / "report.json").read_text(), parse_constant=refuse)
+    assert written["convergence"]["test_predictive_rhat_max"] == "inf"
+
+
+def test_the_noise_inputs_are_as_many_as_the_test_points_of_the_trained_classes():
+    data = _prepare(JobConfig(ood_classes=[8, 9]))  # before, as many as the test rows with classes 8 and 9 too
+    assert len(data.out_of_distribution["noise"]) == len(data.test[0]) < 450
+
+
+def test_counts_are_printed_in_full(capsys):
+    """Before, 12002 draws printed as 1.2e+04."""
+    config = {"dataset": "d", "hidden": [4], "activation": "tanh", "sampler": "sgld", "num_chains": 2}
+    report = {
+        "config": {**config, "num_steps": 6001, "output": "o"},
+        "task": "regression",
+        "num_train": 10,
+        "num_test": 5,
+        "steps_done": 6001,
+        "seconds": {"sampler": 1.0},
+        "methods": {"posterior": {"rmse": 0.123456, "draws": 12002, "diverged": 0}},
+        "convergence": {**dict.fromkeys(CONVERGENCE_KEYS), "chains": 2},
+        "files": [],
+    }
+    _print_report(report)
+    assert re.search(r"posterior +0.1235 +0 +12002", capsys.readouterr().out)
