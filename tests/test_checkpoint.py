@@ -328,3 +328,20 @@ def test_a_chain_that_diverged_before_the_checkpoint_is_still_reported_after_the
         uninterrupted = sgmcmc.SGLD(standard_normal_log_posterior, 3.0, temperature=0.0).sample(init, **options)
     assert resumed.attrs["diverged_at_step"] == uninterrupted.attrs["diverged_at_step"] == repr([64, -1])
     _assert_same_draws(resumed, uninterrupted)
+
+
+def test_resuming_with_pre_made_batches_a_run_of_rows_names_the_kind_of_data(tmp_path):
+    def log_posterior(theta, batch):
+        return standard_normal_log_posterior(theta) - 0.5 * ((batch - theta) ** 2).sum()
+
+    sampler, x = sgmcmc.SGLD(log_posterior, 0.01), torch.randn(20, 2)
+    rows, batches = sgmcmc.Minibatches(x, batch_size=5), [x[i : i + 5] for i in range(0, 20, 5)]
+    sampler.sample(torch.zeros(2), rows, num_steps=10, checkpoint=tmp_path / "run.pt", progress=False)
+    with pytest.raises(ValueError, match="data: checkpoint 'rows', now 'pre-made batches'"):
+        sampler.sample(torch.zeros(2), batches, num_steps=10, checkpoint=tmp_path / "run.pt", progress=False)
+
+
+def test_a_checkpoint_that_cannot_be_opened_raises_its_os_error(tmp_path):
+    """Not "not a checkpoint": the file may be one, behind a permission or a wrong path."""
+    with pytest.raises(IsADirectoryError):
+        load_checkpoint(tmp_path)

@@ -428,3 +428,12 @@ def test_counts_are_printed_in_full(capsys):
     }
     _print_report(report)
     assert re.search(r"posterior +0.1235 +0 +12002", capsys.readouterr().out)
+
+
+def test_burn_in_must_be_below_num_steps_and_rhat_needs_two_chains_of_four_draws():
+    """Checked up front, before the data is read; and exactly 2 chains of 4 draws give R-hat."""
+    with pytest.raises(ValueError, match=r"burn_in \(20\) must be < num_steps \(20\)"):
+        JobConfig(num_steps=20, burn_in=20)
+    JobConfig(num_steps=20, burn_in=19)
+    convergence = _convergence(functionals(2, 4))
+    assert convergence["test_log_likelihood_rhat"] is not None and convergence["test_predictive_rhat_max"] is not None

@@ -244,3 +244,34 @@ def test_targets_of_shape_b_by_1_are_refused_naming_their_shape():
         Classification().log_likelihood(nn.Linear(3, 2)(inputs), torch.zeros(10, 1, dtype=torch.long))
     with pytest.raises(ValueError, match=r"got targets \(10, 1\) and outputs \(10, 1\)"):
         Regression(0.5).log_likelihood(nn.Linear(3, 1)(inputs), torch.randn(10, 1))
+
+
+class _Recurrent(nn.Module):
+    def __init__(self, layer):
+        super().__init__()
+        self.layer, self.head = layer, nn.Linear(2, 2)
+
+    def forward(self, inputs):
+        if isinstance(self.layer, nn.MultiheadAttention):
+            return self.head(self.layer(inputs, inputs, inputs)[0])
+        return self.head(self.layer(inputs)[0])
+
+
+def test_recurrent_and_attention_layers_without_dropout_may_stay_in_training_mode():
+    """Their training mode matters only through their dropout: with dropout 0 (the default), a module
+    left in training mode (as constructed) is evaluated, not refused."""
+    inputs = torch.randn(4, 3, 2)
+    for layer in (nn.GRU(2, 2, num_layers=2), nn.LSTM(2, 2), nn.MultiheadAttention(2, 1)):
+        posterior = ModulePosterior(_Recurrent(layer), Classification(), num_data=8)
+        assert posterior.module.training
+        assert posterior(posterior.params(), inputs).shape == (4, 3, 2)
+
+
+def test_labels_and_outputs_of_mismatched_shapes_are_refused():
+    """gather would read only the first rows of logits (5, 2) for labels (3,); outputs (1, |B|) (a transposed
+    head), (|B|/2, 2) or (|B|, 1, 1) reshape to (|B|,) without an error and pair with the wrong targets."""
+    with pytest.raises(ValueError, match=r"got labels \(3,\) for logits \(5, 2\)"):
+        Classification().log_likelihood(torch.zeros(5, 2), torch.zeros(3, dtype=torch.long))
+    for outputs in (torch.zeros(1, 4), torch.zeros(2, 2), torch.zeros(4, 1, 1)):
+        with pytest.raises(ValueError, match=r"Regression takes targets of shape"):
+            Regression(0.5).log_likelihood(outputs, torch.zeros(4))

@@ -2,8 +2,11 @@
 
 import dis
 import math
+import os
+import subprocess
 import sys
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -643,3 +646,31 @@ def test_the_step_size_stat_is_the_schedules_step_size_of_each_draw_in_float64()
     expected = np.array([schedule(int(step)) for step in trace.draw_coords["step"]])
     assert trace.sample_stats["step_size"].dtype == np.float64
     np.testing.assert_array_equal(trace.sample_stats["step_size"], np.broadcast_to(expected, (2, len(expected))))
+
+
+def test_warnings_point_at_the_caller_when_the_package_is_imported_through_a_symlink(tmp_path):
+    """warn_caller compares resolved paths: a package reached through a symlinked folder (a linked
+    checkout, a venv on a linked disk) still attributes its warnings to the user's line."""
+    (tmp_path / "linked").mkdir()
+    (tmp_path / "linked" / "sgmcmc").symlink_to(Path(sgmcmc.__file__).parent, target_is_directory=True)
+    script = tmp_path / "user.py"
+    script.write_text(
+        "import warnings, torch, sgmcmc\n"
+        "assert 'linked' in sgmcmc.__file__, sgmcmc.__file__\n"
+        "data = sgmcmc.Minibatches(torch.randn(20, 1), batch_size=5)\n"
+        "log_posterior = lambda theta, batch: -0.5 * (theta**2).sum()\n"
+        "log_posterior.num_data = 7\n"
+        "with warnings.catch_warnings(record=True) as record:\n"
+        "    warnings.simplefilter('always')\n"
+        "    sgmcmc.SGLD(log_posterior, 0.01).sample(torch.zeros(1), data, num_steps=3, progress=False)\n"
+        "print([warning.filename for warning in record if 'num_data=7' in str(warning.message)])\n"
+    )
+    result = subprocess.run(
+        [sys.executable, str(script)],
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": str(tmp_path / "linked")},
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert result.stdout.strip() == repr([str(script)])
