@@ -481,9 +481,9 @@ def sample_data_parallel(
     if stream is None:
         raise ValueError("data-parallel sampling needs data: give this rank's shard")
     rank, world_size = _rank_and_world_size()
-    if world_size > 1:  # the runner leaves the averaged estimate, over every rank's shard, to this check
-        stream.check_num_data(sampler.log_posterior, num_shards=world_size)
     if world_size > 1:
+        # the runner leaves the averaged estimate, over every rank's shard, to this check
+        stream.check_num_data(sampler.log_posterior, num_shards=world_size)
         # the shapes of every tensor, not only the row count: pre-made batches of other sizes must differ too
         layout = (stream.units_per_step, [tuple(leaf.shape) for leaf in pytree.tree_leaves(stream.units)])
         by_rank = _settings_by_rank({"shard": layout, **_settings(sampler, {"init": init, **sample_kwargs})})

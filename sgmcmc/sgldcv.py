@@ -278,8 +278,8 @@ class SGLDCV(Sampler):
         }
         noise = generators.normal_like(state["params"])
         params = langevin_step(state["params"], estimate, noise, step_size, temperature)
-        # in at least float32: in float16 a sum of squares over a few thousand params overflows, and the
-        # runner would take the inf for a divergence
+        # squared in at least float32 (per_chain_sum sums in it): in float16 an offset of 256 squares to inf,
+        # and the runner would take the inf for a divergence
         offset = {
             name: (value - state["mode"][name]).to(torch.promote_types(value.dtype, torch.float32))
             for name, value in state["params"].items()
