@@ -11,6 +11,7 @@ InferenceData (posterior, sample_stats, functionals, posterior_predictive, obser
 from __future__ import annotations
 
 import argparse
+import ast
 import dataclasses
 import json
 import math
@@ -18,6 +19,8 @@ import time
 import tomllib
 import types
 import typing
+import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -34,6 +37,7 @@ from sgmcmc import metrics
 from sgmcmc._checks import count, nonnegative, positive, warn_caller
 from sgmcmc.checkpoint import write_atomically
 from sgmcmc.models import Classification, ModulePosterior, Regression
+from sgmcmc.runner import SamplerDivergenceWarning, warn_of_divergences
 from sgmcmc.schedules import Cyclical
 
 __all__ = ["JobConfig", "run_job", "add_command"]
@@ -406,20 +410,24 @@ def run_job(config: JobConfig) -> dict[str, Any]:
         step_sizes["ensemble"] = _step_size(config, data.task, "ensemble")
 
     start = time.perf_counter()
-    trace = sgmcmc.distributed.sample_in_parallel(
-        config.parallel,
-        _sampler(config, step_sizes["sampler"], posterior.log_posterior, config.temperature),
-        init,
-        minibatches,
-        burn_in=burn_in,
-        thin=config.thin,
-        functionals=functionals,
-        keep=None if config.keep_params else (),
-        trace_file=output / "trace.nc" if config.stream else None,
-        checkpoint=output / "checkpoint.pt" if config.checkpoint_every else None,
-        checkpoint_every=max(config.checkpoint_every, 1),
-        compile=config.compile,
-        **common,
+    trace = _naming_divergences(
+        f"chains of the {config.sampler} run",
+        "--step-size",
+        lambda: sgmcmc.distributed.sample_in_parallel(
+            config.parallel,
+            _sampler(config, step_sizes["sampler"], posterior.log_posterior, config.temperature),
+            init,
+            minibatches,
+            burn_in=burn_in,
+            thin=config.thin,
+            functionals=functionals,
+            keep=None if config.keep_params else (),
+            trace_file=output / "trace.nc" if config.stream else None,
+            checkpoint=output / "checkpoint.pt" if config.checkpoint_every else None,
+            checkpoint_every=max(config.checkpoint_every, 1),
+            compile=config.compile,
+            **common,
+        ),
     )
     seconds = {"sampler": time.perf_counter() - start}
     if trace is None:  # a rank other than 0 of a parallel run: rank 0 has the trace and writes the files
@@ -465,8 +473,12 @@ def run_job(config: JobConfig) -> dict[str, Any]:
             if num_data == len(train_y)
             else ModulePosterior(network, likelihood, num_data=len(train_y), prior_scale=config.prior_scale)
         )
-        ensemble = sgmcmc.SGLD(full_data.log_posterior, step_sizes["ensemble"], temperature=0.0).sample(
-            init, minibatches, burn_in=config.num_steps - 1, functionals=functionals, keep=(), **common
+        ensemble = _naming_divergences(
+            "members of the SGD ensemble",
+            "--ensemble-step-size",
+            lambda: sgmcmc.SGLD(full_data.log_posterior, step_sizes["ensemble"], temperature=0.0).sample(
+                init, minibatches, burn_in=config.num_steps - 1, functionals=functionals, keep=(), **common
+            ),
         )
         seconds["ensemble"] = time.perf_counter() - start
         methods.update(_ensemble_scores(data, ensemble, ood_functionals, config.num_chains))
@@ -522,6 +534,18 @@ def run_job(config: JobConfig) -> dict[str, Any]:
 
 class JobError(RuntimeError):
     """The job ran but has nothing to score: every chain diverged, or it was stopped before its first kept draw."""
+
+
+def _naming_divergences(chains: str, option: str, sample: Callable[[], sgmcmc.Trace | None]) -> sgmcmc.Trace | None:
+    """``sample()``, its :class:`sgmcmc.SamplerDivergenceWarning` said of ``chains`` and naming the command-line
+    ``option`` that sets their step size (``sample``'s own names the ``step_size`` argument, which the job's user
+    never wrote, and does not say which of the job's two runs diverged)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", SamplerDivergenceWarning)
+        trace = sample()
+    if trace is not None:  # None on the ranks of a parallel run other than 0, which reports for all chains
+        warn_of_divergences(ast.literal_eval(trace.attrs["diverged_at_step"]), chains, option)
+    return trace
 
 
 def _ensemble_scores(

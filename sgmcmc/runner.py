@@ -611,14 +611,19 @@ def run(
     return trace
 
 
-def warn_of_divergences(diverged_at_step: Sequence[int]) -> None:
-    """One :class:`SamplerDivergenceWarning` naming each chain whose ``diverged_at_step`` is ≥ 0, if any."""
+def warn_of_divergences(
+    diverged_at_step: Sequence[int], chains: str = "chains", step_size_name: str = "step_size"
+) -> None:
+    """One :class:`SamplerDivergenceWarning` naming each chain whose ``diverged_at_step`` is ≥ 0, if any.
+
+    ``chains`` says whose chains they are and ``step_size_name`` what sets their step size, for a
+    caller that runs ``sample`` under names of its own (the job's command-line options)."""
     diverged = {chain: step for chain, step in enumerate(diverged_at_step) if step >= 0}
     if diverged:
         listed = ", ".join(f"chain {chain} at step {step}" for chain, step in diverged.items())
         warn_caller(
-            f"{len(diverged)} of {len(diverged_at_step)} chains diverged (state or log posterior became "
+            f"{len(diverged)} of {len(diverged_at_step)} {chains} diverged (state or log posterior became "
             f"non-finite): {listed}. Each is frozen where it was and its later draws are flagged diverging; "
-            "try a smaller step_size.",
+            f"try a smaller {step_size_name}.",
             SamplerDivergenceWarning,
         )

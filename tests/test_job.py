@@ -237,6 +237,27 @@ def test_diverged_chains_are_counted_and_a_run_with_none_left_is_an_error(tmp_pa
     assert report["methods"]["posterior"]["diverged"] == 0 and report["methods"]["SGD ensemble of 2"]["diverged"] == 0
 
 
+def test_divergence_warnings_name_the_run_and_its_step_size_option(tmp_path):
+    """Before, both runs warned "try a smaller step_size", an argument the job's user never wrote, and the
+    ensemble's warning did not say it was the ensemble's chains that diverged."""
+    path = tmp_path / "data.npz"
+    np.savez(path, x=np.random.default_rng(0).standard_normal((40, 2)), y=np.arange(40) % 2)
+    tiny = {**TINY, "batch_size": 5, "dataset": str(path)}
+    with pytest.warns(sgmcmc.SamplerDivergenceWarning) as caught:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # "every member ... diverged", tested above
+            warnings.simplefilter("always", sgmcmc.SamplerDivergenceWarning)
+            run_job(JobConfig(ensemble_step_size=1e6, output=str(tmp_path / "ensemble"), **tiny))
+    (message,) = [str(warning.message) for warning in caught]
+    assert message.startswith("2 of 2 members of the SGD ensemble diverged") and "--ensemble-step-size." in message
+    with pytest.warns(sgmcmc.SamplerDivergenceWarning) as caught:
+        with pytest.raises(RuntimeError, match="every chain of the sgld run diverged"):
+            run_job(JobConfig(step_size=1e6, ensemble=False, output=str(tmp_path / "sampler"), **tiny))
+    (message,) = [str(warning.message) for warning in caught]
+    assert message.startswith("2 of 2 chains of the sgld run diverged") and "--step-size." in message
+    assert caught[0].filename == __file__  # attributed to the caller of run_job, as sample's own warnings are
+
+
 def test_a_chain_with_diverged_draws_is_left_out_of_rhat_and_ess(tmp_path, monkeypatch, capsys):
     """The sampler's trace with chain 1 flagged diverging from its 5th draw on, as the runner flags a
     frozen chain: the scores drop those draws, and R-hat and ESS, which compare whole chains, drop
