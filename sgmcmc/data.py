@@ -43,9 +43,15 @@ from sgmcmc.chains import ChainGenerators
 __all__ = ["Minibatches", "ChainData", "chain_data"]
 
 
-def _check_finite(where: str, tensor: torch.Tensor, row_numbers: torch.Tensor | None = None) -> None:
-    """Raise, naming ``where`` and the first bad row, if a floating ``tensor`` holds NaN or inf; the
-    row is named by ``row_numbers[row]`` when ``tensor`` holds rows gathered from a larger one."""
+def _check_dense_and_finite(where: str, tensor: torch.Tensor, row_numbers: torch.Tensor | None = None) -> None:
+    """Raise, naming ``where``, if ``tensor`` is sparse, or (naming the first bad row) if it is floating
+    and holds NaN or inf; the row is named by ``row_numbers[row]`` when ``tensor`` holds rows gathered
+    from a larger one."""
+    if tensor.layout != torch.strided:
+        raise TypeError(
+            f"{where} is a {tensor.layout} tensor; data tensors must be dense, as rows are gathered from them "
+            "by indexing: pass tensor.to_dense()"
+        )
     if tensor.is_floating_point() and not torch.isfinite(tensor).all():
         bad_rows = (~torch.isfinite(tensor)).reshape(tensor.shape[0], -1).any(dim=1)
         first = int(bad_rows.nonzero()[0])
@@ -71,7 +77,7 @@ def _check_tensors(tensors: tuple[torch.Tensor, ...]) -> int:
     if num_rows == 0:
         raise ValueError("data is empty: its tensors have 0 rows")
     for position, tensor in enumerate(tensors):
-        _check_finite(f"data tensor {position}", tensor)
+        _check_dense_and_finite(f"data tensor {position}", tensor)
     return num_rows
 
 
@@ -241,12 +247,15 @@ def _stack_batches(batches: list[Any]) -> Any:
                 )
             if leaf.shape[0] == 0:
                 raise ValueError(f"batch {number} has no rows")
-            _check_finite(f"batch {number}", leaf)
+            _check_dense_and_finite(f"batch {number}", leaf)
             if leaf.shape != leaf0.shape or leaf.dtype != leaf0.dtype:
                 raise ValueError(
                     f"batch {number} has a tensor of shape {tuple(leaf.shape)} ({leaf.dtype}) where batch 0 "
                     f"has {tuple(leaf0.shape)} ({leaf0.dtype}); chains are stacked, so all batches must be "
-                    "alike (drop the incomplete last batch, e.g. DataLoader(drop_last=True))"
+                    "alike. Batches that are not rows of tensors are read once and kept for the whole run, so "
+                    "DataLoader(drop_last=True) would leave the same rows out of every epoch: for rows, use "
+                    "sgmcmc.Minibatches or a DataLoader over a TensorDataset (a new random remainder is left "
+                    "out each epoch), or a batch size that divides the number of examples"
                 )
     return pytree.tree_map(lambda *leaves: torch.stack(leaves), *batches)
 
@@ -277,7 +286,7 @@ def _rows_of_loader(loader: DataLoader) -> tuple[torch.Tensor, ...] | None:
     selected = tuple(tensor[rows.to(tensor.device)] for tensor in dataset.tensors)
     for position, tensor in enumerate(selected):
         # named by the dataset's row, which the user can look up, not by its place among the selected rows
-        _check_finite(f"data tensor {position} of the DataLoader's TensorDataset", tensor, row_numbers=rows)
+        _check_dense_and_finite(f"data tensor {position} of the DataLoader's TensorDataset", tensor, row_numbers=rows)
     return selected
 
 

@@ -64,6 +64,9 @@ def _named_params(init: Any) -> tuple[dict[str, torch.Tensor], Callable[[dict[st
         if not isinstance(name, str):
             raise TypeError(f"parameter names must be strings, got {name!r}")
         parameter_tensor(f"init parameter {name!r}", value)
+    if all(value.numel() == 0 for value in named.values()):
+        shapes = {name: tuple(value.shape) for name, value in named.items()}
+        raise ValueError(f"init has no elements (shapes {shapes}): there is no parameter to sample")
     return named, to_user
 
 

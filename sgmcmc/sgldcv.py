@@ -170,10 +170,13 @@ def _named_mode(mode: Any) -> dict[str, torch.Tensor]:
         named = dict(mode)
     else:
         raise TypeError(f"mode must be a tensor or a non-empty dict of named tensors, like init; got {mode!r:.80}")
-    return {
+    named = {
         name: parameter_tensor("mode" if isinstance(mode, torch.Tensor) else f"mode[{name!r}]", value).detach()
         for name, value in named.items()
     }
+    if all(value.numel() == 0 for value in named.values()):
+        raise ValueError(f"mode has no elements (shapes {[tuple(value.shape) for value in named.values()]})")
+    return named
 
 
 class SGLDCV(Sampler):

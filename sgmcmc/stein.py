@@ -30,6 +30,7 @@ import numpy as np
 import torch
 
 from sgmcmc._checks import count, positive, real
+from sgmcmc.runner import TENSOR_PARAM_NAME
 
 __all__ = ["kernel_stein_discrepancy", "imq_stein_kernel", "flatten_draws", "score_at_draws"]
 
@@ -246,7 +247,18 @@ def score_at_draws(
                 raise TypeError(f"draws[{name!r}] must be floating point to take the score there, got {value.dtype}")
         leading = next(iter(tensors.values())).shape[:2]
         flat = {name: value.reshape(leading.numel(), *value.shape[2:]) for name, value in tensors.items()}
-        return {name: value.reshape(*leading, *value.shape[1:]) for name, value in score(flat).items()}
+        try:
+            scores = score(flat)
+        except Exception as error:
+            if list(tensors) == [TENSOR_PARAM_NAME]:
+                name = TENSOR_PARAM_NAME
+                error.add_note(
+                    f"score_at_draws: draws is a mapping, so log_density was called with a dict {{'{name}': …}}; a "
+                    "run started from a bare tensor keeps its draws under that name: for a log density of a tensor, "
+                    f"pass trace.posterior['{name}'].reshape(-1, d)"
+                )
+            raise
+        return {name: value.reshape(*leading, *value.shape[1:]) for name, value in scores.items()}
     matrix = _as_matrix(draws, "draws")
     if not matrix.is_floating_point():
         raise TypeError(f"draws must be floating point to take the score there, got {matrix.dtype}")

@@ -176,8 +176,17 @@ def test_data_errors():
     # stacking would promote batch 0 to float64 silently
     with pytest.raises(ValueError, match=r"batch 1 has a tensor of shape \(5, 2\) \(torch.float64\) where batch 0"):
         chain_data([ROWS[:5].float(), ROWS[5:]])
-    with pytest.raises(ValueError, match="drop the incomplete last batch"):
+    # before, the advice was drop_last=True, which leaves the same rows out of every epoch of such batches
+    with pytest.raises(ValueError, match="would leave the same rows out of every epoch.*sgmcmc.Minibatches"):
         chain_data([ROWS[:4], ROWS[4:8], ROWS[8:]])  # batches of 4, 4, 2 rows
+    # before, torch's own "Could not run 'aten::ne.Scalar' ... 'SparseCPU' backend", naming no data
+    sparse = ROWS.to_sparse()
+    with pytest.raises(TypeError, match=r"data tensor 0 is a torch.sparse_coo tensor.*to_dense\(\)"):
+        sgmcmc.Minibatches(sparse, LABELS, batch_size=2)
+    with pytest.raises(TypeError, match=r"batch 0 is a torch.sparse_coo tensor"):
+        chain_data([ROWS[:5].to_sparse(), ROWS[5:].to_sparse()])
+    with pytest.raises(TypeError, match=r"data tensor 0 is a torch.sparse_coo tensor"):
+        chain_data(DataLoader(TensorDataset(sparse, LABELS), batch_size=2))
     with pytest.raises(TypeError, match="one-shot iterator"):
         chain_data(iter([ROWS]))
     with pytest.raises(TypeError, match="bare tensor"):

@@ -124,6 +124,17 @@ def test_bad_params():
     _error(TypeError, "tensor or a dict", init=[0.0, 0.0])
     _error(TypeError, "parameter 'w' is a list", init={"w": [0.0]})
     _error(ValueError, "empty dict", init={})
+    # before, a run of 0 parameters went through, and find_mode's L-BFGS stage failed inside torch
+    _error(ValueError, r"init has no elements \(shapes \{'theta': \(0,\)\}\)", init=torch.zeros(0))
+    with pytest.raises(ValueError, match=r"init has no elements \(shapes \{'w': \(0, 3\)\}\)"):
+        sgmcmc.find_mode(
+            lambda params: -(params["w"] ** 2).sum(),
+            {"w": torch.zeros(0, 3)},
+            None,
+            num_steps=0,
+            num_full_batch_steps=5,
+            full_batch_method="lbfgs",
+        )
     _error(ValueError, "non-finite", init=torch.tensor([0.0, float("nan")]))
     _error(
         TypeError,

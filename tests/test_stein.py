@@ -215,6 +215,20 @@ def test_scores_of_a_trace_with_a_parameter_of_no_elements():
     np.testing.assert_array_equal(scores["w"].numpy(), -trace.posterior["w"])
 
 
+def test_a_tensor_log_density_on_the_trace_of_a_tensor_run_says_how_to_pass_the_draws():
+    """Before, only the TypeError of ``dict ** 2`` from inside the user's function."""
+
+    def log_posterior(theta):
+        return -0.5 * (theta**2).sum()
+
+    trace = sgmcmc.SGLD(log_posterior, step_size=0.1).sample(torch.zeros(2), num_chains=2, num_steps=5, progress=False)
+    with pytest.raises(TypeError) as raised:
+        score_at_draws(log_posterior, trace.posterior)
+    assert "pass trace.posterior['theta'].reshape(-1, d)" in "".join(raised.value.__notes__)
+    scores = score_at_draws(log_posterior, trace.posterior["theta"].reshape(-1, 2))
+    np.testing.assert_allclose(scores.numpy(), -trace.posterior["theta"].reshape(-1, 2), rtol=1e-6)
+
+
 @pytest.mark.parametrize(
     "draws, match",
     [
