@@ -230,13 +230,13 @@ def _run_replicates(
     call continuing from the last state, so that memory stays bounded for long budgets.
     """
     segment_length = max(1, _SEGMENT_ELEMENTS // (num_replicates * target.dim))
-    theta = target.sample(num_replicates, _segment_seed(seed, 0))
+    start = theta = target.sample(num_replicates, _segment_seed(seed, 0))
     sums = {name: torch.zeros(num_replicates, target.dim, dtype=torch.float64) for name in estimators}
     weight_sum = torch.zeros(num_replicates, 1, dtype=torch.float64)
     diverged = np.zeros(num_replicates, dtype=bool)
-    for segment, start in enumerate(range(0, budget, segment_length)):
-        steps = min(segment_length, budget - start)
-        schedule = _ShiftedSchedule(step_size, start) if isinstance(step_size, Schedule) else step_size
+    for segment, first_step in enumerate(range(0, budget, segment_length)):
+        steps = min(segment_length, budget - first_step)
+        schedule = _ShiftedSchedule(step_size, first_step) if isinstance(step_size, Schedule) else step_size
         sampler = sampler_class(target.log_density, step_size=schedule, **sampler_kwargs)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", SamplerDivergenceWarning)  # recorded in ``diverged`` instead
@@ -249,15 +249,19 @@ def _run_replicates(
                 stacked_init=True,
                 progress=False,
             )
+        # also a chain that diverged after its last kept draw, which no draw's flag marks
+        diverged |= trace.diverged_at_step >= 0
+        # a diverged replicate's frozen state may have a non-finite log density, which the next segment's
+        # start would refuse; its estimate is ∞ whatever it does next, so it goes on from its exact start
         theta = trace.final_state["params"][TENSOR_PARAM_NAME]
-        diverged |= trace.sample_stats["diverging"].any(axis=1)
+        theta = torch.where(torch.as_tensor(diverged, device=theta.device)[:, None], start.to(theta.device), theta)
         draws = torch.as_tensor(trace.posterior[TENSOR_PARAM_NAME], dtype=torch.float64)  # (num_replicates, steps, d)
         weights = (
             torch.as_tensor(trace.sample_stats["step_size"])
             if step_size_weighted
             else torch.ones(draws.shape[:2], dtype=torch.float64)
         )
-        weights = weights * (torch.arange(start, start + steps) >= burn_in)
+        weights = weights * (torch.arange(first_step, first_step + steps) >= burn_in)
         weight_sum += weights.sum(1, keepdim=True)
         for name in estimators:
             sums[name] += torch.einsum("rk,rkd->rd", weights, _estimator_values(name, draws))
@@ -571,21 +575,24 @@ class BiasVarianceStudy:
 
         bias² is the unbiased (ē − x)² − s²/R per coordinate (R replicates, s² their sample
         variance); variance is s²; MSE is the mean of |estimate − x|² over replicates. A cell
-        with a diverged replicate has MSE = ∞.
+        with a diverged replicate has MSE = ∞ and its other statistics NaN.
         """
         data = self.dataset.sel(estimator=estimator)
-        error = data["constant_estimate"] - data["exact"]
-        num_replicates = self.dataset.sizes["replicate"]
-        variance_per_coordinate = error.var("replicate", ddof=1)
-        mean_error = error.mean("replicate")
-        squared_error = (error**2).sum("coordinate")
         diverged = data["constant_diverged"].any("replicate")
+        # a diverged replicate's estimate comes from a frozen chain, often near overflow: its cell's spread is void
+        error = (data["constant_estimate"] - data["exact"]).where(~diverged)
+        num_replicates = self.dataset.sizes["replicate"]
+        variance_per_coordinate = error.var("replicate", ddof=1, skipna=False)
+        mean_error = error.mean("replicate", skipna=False)
+        squared_error = (error**2).sum("coordinate", skipna=False)
         cells = xr.Dataset(
             {
-                "squared_bias": (mean_error**2 - variance_per_coordinate / num_replicates).sum("coordinate"),
-                "variance": variance_per_coordinate.sum("coordinate"),
-                "mse": squared_error.mean("replicate").where(~diverged, np.inf),
-                "mse_se": squared_error.std("replicate", ddof=1) / math.sqrt(num_replicates),
+                "squared_bias": (mean_error**2 - variance_per_coordinate / num_replicates).sum(
+                    "coordinate", skipna=False
+                ),
+                "variance": variance_per_coordinate.sum("coordinate", skipna=False),
+                "mse": squared_error.mean("replicate", skipna=False).where(~diverged, np.inf),
+                "mse_se": squared_error.std("replicate", ddof=1, skipna=False) / math.sqrt(num_replicates),
                 "bias_p_value": (("budget", "step_size"), _zero_bias_p_values(error)),
             }
         )

@@ -36,7 +36,6 @@ that says another rank failed. Write result files on rank 0 only, with
 
 from __future__ import annotations
 
-import ast
 import inspect
 import os
 import sys
@@ -356,7 +355,7 @@ def sample_chain_parallel(
     trace = _concatenate_chains(
         [gathered for gathered in pieces if gathered is not None], seed=seed, seeds=seeds, num_processes=world_size
     )
-    warn_of_divergences(ast.literal_eval(trace.attrs["diverged_at_step"]))
+    warn_of_divergences(trace.diverged_at_step.tolist())
     return trace
 
 
@@ -381,9 +380,7 @@ def _concatenate_chains(traces: list[Trace], seed: int | Sequence[int], seeds: l
         "chain_seeds": netcdf_attr(seeds),
         "num_chains": len(seeds),
         "num_processes": num_processes,
-        "diverged_at_step": netcdf_attr(
-            [step for trace in traces for step in ast.literal_eval(trace.attrs["diverged_at_step"])]
-        ),
+        "diverged_at_step": netcdf_attr(np.concatenate([trace.diverged_at_step for trace in traces]).tolist()),
     }
     final_state = pytree.tree_map(lambda *leaves: torch.cat(leaves), *[trace.final_state for trace in traces])
     return Trace(

@@ -11,7 +11,6 @@ InferenceData (posterior, sample_stats, functionals, posterior_predictive, obser
 from __future__ import annotations
 
 import argparse
-import ast
 import dataclasses
 import json
 import math
@@ -544,7 +543,7 @@ def _naming_divergences(chains: str, option: str, sample: Callable[[], sgmcmc.Tr
         warnings.simplefilter("ignore", SamplerDivergenceWarning)
         trace = sample()
     if trace is not None:  # None on the ranks of a parallel run other than 0, which reports for all chains
-        warn_of_divergences(ast.literal_eval(trace.attrs["diverged_at_step"]), chains, option)
+        warn_of_divergences(trace.diverged_at_step.tolist(), chains, option)
     return trace
 
 

@@ -9,6 +9,7 @@ closed between chunks, so at any moment it is a valid trace of the draws written
 
 from __future__ import annotations
 
+import ast
 import datetime
 import hashlib
 import warnings
@@ -69,6 +70,15 @@ class Trace:
     @property
     def num_draws(self) -> int:
         return len(next(iter(self.draw_coords.values())))
+
+    @property
+    def diverged_at_step(self) -> np.ndarray:
+        """Per chain, the step at which it diverged and was frozen, −1 where it did not: shape (num_chains,).
+
+        Read from ``attrs["diverged_at_step"]`` (a repr string, as netCDF keeps lists), also of a trace loaded
+        from its file. It names a chain that diverged after its last kept draw, which no ``diverging`` flag
+        marks."""
+        return np.array(ast.literal_eval(str(self.attrs["diverged_at_step"])), dtype=np.int64).reshape(-1)
 
     def groups(self) -> dict[str, Mapping[str, np.ndarray]]:
         """The non-empty groups, in :data:`GROUPS` order."""

@@ -395,6 +395,31 @@ def test_segments_continue_the_run_exactly(monkeypatch):
         np.testing.assert_allclose(pieces[name].values, whole[name].values, rtol=1e-12)
 
 
+def test_a_replicate_that_diverged_in_one_segment_does_not_stop_the_next(monkeypatch):
+    """Before, a replicate frozen where its log density is -inf started the next segment's sample call
+    from there, which refused it ("not finite at the initial params"): the whole study failed."""
+    monkeypatch.setattr(bias_variance, "_SEGMENT_ELEMENTS", 4 * 1 * 100)  # segments of 100 steps
+
+    class StandardNormal:  # a target of the user's: the study checks no step size against it
+        dim = 1
+        gaussian = GaussianTarget([0.0], [1.0])
+
+        def log_density(self, theta):
+            return self.gaussian.log_density(theta)
+
+        def exact_expectation(self, estimator):
+            return self.gaussian.exact_expectation(estimator)
+
+        def sample(self, num, seed):
+            return self.gaussian.sample(num, seed)
+
+    # η = 4 on N(0, 1): θ ← −3θ + noise, so θ²/2 overflows to inf near step 320, in the 4th of 6 segments
+    study = bias_variance_study(StandardNormal(), [0.1, 4.0], [20, 600], num_replicates=4, decreasing_step_size=None)
+    assert study.dataset["constant_diverged"].values.tolist() == [[[False] * 4] * 2, [[False] * 4, [True] * 4]]
+    mse = study.cell_errors("mean")["mse"].values
+    assert np.isfinite(mse[:, 0]).all() and np.isfinite(mse[0, 1]) and np.isposinf(mse[1, 1])
+
+
 def test_invalid_targets_and_schedules_are_named():
     """Before, an empty target failed later in IndexError, an sd of the wrong length in numpy's broadcast
     error, and a float was taken as the decreasing schedule."""

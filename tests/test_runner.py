@@ -260,6 +260,7 @@ def test_diverging_chain_is_frozen_flagged_and_reported(compile):
     assert (frozen == frozen[0]).all()
     assert torch.isfinite(trace.final_state["params"]["theta"]).all()
     assert trace.attrs["diverged_at_step"] == repr([-1, -1, first - 1, -1])  # the update from draw first − 1
+    np.testing.assert_array_equal(trace.diverged_at_step, [-1, -1, first - 1, -1])
 
 
 def test_a_divergence_after_the_last_kept_draw_is_recorded_and_the_file_is_complete_under_warnings_as_errors(
@@ -278,6 +279,7 @@ def test_a_divergence_after_the_last_kept_draw_is_recorded_and_the_file_is_compl
     assert stored.attrs["steps_done"] == 65 and stored.num_draws == 32
     assert not stored.sample_stats["diverging"].any()
     assert stored.attrs["diverged_at_step"] == "[64]"
+    assert stored.diverged_at_step.tolist() == [64] and stored.diverged_at_step.dtype == np.int64
 
 
 @pytest.mark.parametrize("compile", [False, True], ids=["eager", "compiled guard"])
