@@ -5,10 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-from torch.utils._pytree import tree_map
 
 from sgmcmc._checks import below_one, nonnegative
-from sgmcmc.chains import ChainGenerators
+from sgmcmc.chains import ChainGenerators, zero_moments_like
 from sgmcmc.sampler import Potential, Sampler, State
 from sgmcmc.schedules import Schedule
 
@@ -28,7 +27,8 @@ def asgld_step(
     """Algorithm 1, one step t, elementwise; ``loss_gradient`` is g_t = −∇log p̃(θ_t), ``noise`` z ~ N(0, I).
 
     μ_t = ρ μ_{t−1} + (1 − ρ) g_t;  C_t = ρ C_{t−1} + (1 − ρ)(g_t − μ_t)(g_t − μ_{t−1});
-    ξ_t = μ_t + √C_t z ~ N(μ_t, C_t);  θ_{t+1} = θ_t − η (g_t + ψ ξ_t).  Returns (θ, μ, C).
+    ξ_t = μ_t + √C_t z ~ N(μ_t, C_t);  θ_{t+1} = θ_t − η (g_t + ψ ξ_t).  Returns (θ, μ, C): μ and C in
+    their own dtype, at least float32 (:func:`sgmcmc.chains.zero_moments_like`), θ in its own.
     """
     new_mean = {name: momentum * mean[name] + (1 - momentum) * g for name, g in loss_gradient.items()}
     new_variance = {
@@ -37,11 +37,13 @@ def asgld_step(
     }
     updated = {
         name: theta
-        - step_size
-        * (
-            loss_gradient[name]
-            + noise_scale * (new_mean[name] + torch.sqrt(new_variance[name].clamp_min(0)) * noise[name])
-        )
+        - (
+            step_size
+            * (
+                loss_gradient[name]
+                + noise_scale * (new_mean[name] + torch.sqrt(new_variance[name].clamp_min(0)) * noise[name])
+            )
+        ).to(theta.dtype)
         for name, theta in params.items()
     }
     return updated, new_mean, new_variance
@@ -72,11 +74,7 @@ class ASGLD(Sampler):
 
     def init(self, params: dict[str, torch.Tensor], potential: Potential, generators: ChainGenerators) -> State:
         # μ_0 and C_0 are distinct tensors: aliased ones would be recompiled for under compile=True
-        return {
-            "params": params,
-            "mean": tree_map(torch.zeros_like, params),
-            "variance": tree_map(torch.zeros_like, params),
-        }
+        return {"params": params, "mean": zero_moments_like(params), "variance": zero_moments_like(params)}
 
     def step(
         self, state: State, potential: Potential, step_size: float, temperature: float, generators: ChainGenerators

@@ -25,6 +25,8 @@ __all__ = [
     "ReplayedDraws",
     "select_chains",
     "per_chain_sum",
+    "at_least_float32",
+    "zero_moments_like",
 ]
 
 
@@ -70,12 +72,24 @@ def select_chains(mask: torch.Tensor, new: Any, old: Any) -> Any:
     return pytree.tree_map(select, new, old)
 
 
+def at_least_float32(dtype: torch.dtype) -> torch.dtype:
+    """The dtype of sums, squares and running moments of tensors of ``dtype``: float32 for a narrower one.
+
+    In float16 a gradient above 256 squares to inf, a variance below 6e-8 rounds to 0, and a sum of
+    some 10⁵ elements of order 1 overflows; the runner would take each inf for a divergence."""
+    return torch.promote_types(dtype, torch.float32)
+
+
+def zero_moments_like(params: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Zeros shaped like ``params``, in :func:`at_least_float32` of each: the start of a running moment."""
+    return {name: torch.zeros_like(value, dtype=at_least_float32(value.dtype)) for name, value in params.items()}
+
+
 def per_chain_sum(tensors: dict[str, torch.Tensor]) -> torch.Tensor:
     """Σ over every element of every tensor (each (num_chains, *shape)), per chain: shape (num_chains,), in
-    at least float32 (in float16 a sum over some 10⁵ elements of order 1 overflows)."""
+    :func:`at_least_float32` of each."""
     return sum(
-        value.reshape(value.shape[0], -1).sum(dim=1, dtype=torch.promote_types(value.dtype, torch.float32))
-        for value in tensors.values()
+        value.reshape(value.shape[0], -1).sum(dim=1, dtype=at_least_float32(value.dtype)) for value in tensors.values()
     )
 
 

@@ -24,16 +24,12 @@ import torch
 
 from sgmcmc._checks import below_one, floating_point, nonnegative, positive
 from sgmcmc.asgld import asgld_step
-from sgmcmc.chains import ChainGenerators, chain_seeds
+from sgmcmc.chains import ChainGenerators, chain_seeds, zero_moments_like
 from sgmcmc.psgld import psgld_step
 from sgmcmc.sghmc import check_friction, sghmc_step, stationary_momentum
 from sgmcmc.sgld import langevin_step
 
 __all__ = ["SGLD", "SGHMC", "PSGLD", "ASGLD"]
-
-
-def _zeros_like(params: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    return {name: torch.zeros_like(value) for name, value in params.items()}
 
 
 class _UpdateRuleOptimizer(torch.optim.Optimizer):
@@ -219,7 +215,7 @@ class PSGLD(_UpdateRuleOptimizer):
         nonnegative("temperature", group["temperature"])
 
     def _update(self, group, parameters, params, gradient):
-        square_average = self._state(parameters, "square_average", _zeros_like)
+        square_average = self._state(parameters, "square_average", zero_moments_like)
         noise = self._generators.normal_like(params)
         updated, new_square_average = psgld_step(
             params, square_average, gradient, noise, group["lr"], group["alpha"], group["eps"], group["temperature"]
@@ -242,8 +238,8 @@ class ASGLD(_UpdateRuleOptimizer):
         nonnegative("noise", group["noise"])
 
     def _update(self, group, parameters, params, gradient):
-        mean = self._state(parameters, "mean", _zeros_like)
-        variance = self._state(parameters, "variance", _zeros_like)
+        mean = self._state(parameters, "mean", zero_moments_like)
+        variance = self._state(parameters, "variance", zero_moments_like)
         loss_gradient = {name: -g for name, g in gradient.items()}
         noise = self._generators.normal_like(params)
         updated, new_mean, new_variance = asgld_step(

@@ -8,7 +8,7 @@ from typing import Any
 import torch
 
 from sgmcmc._checks import below_one, flag, positive, warn_caller
-from sgmcmc.chains import ChainGenerators
+from sgmcmc.chains import ChainGenerators, zero_moments_like
 from sgmcmc.sampler import Potential, Sampler, State
 from sgmcmc.schedules import Schedule
 
@@ -33,7 +33,11 @@ def psgld_step(
     Γ_i = ∂G_i/∂θ_i = −(1 − α) G_i² g_i H_ii / √V_i, with H_ii the diagonal of ∇²log p̃
     (``hessian_diagonal``); without it Γ = 0, the paper's practical choice.
     """
-    square_average = {name: alpha * square_average[name] + (1 - alpha) * g**2 for name, g in gradient.items()}
+    # V and G in V's dtype, at least float32 (zero_moments_like): in float16 a gradient above 256 squares to inf
+    square_average = {
+        name: alpha * square_average[name] + (1 - alpha) * g.to(square_average[name].dtype) ** 2
+        for name, g in gradient.items()
+    }
     root = {name: torch.sqrt(v) for name, v in square_average.items()}
     preconditioner = {name: 1.0 / (eps + r) for name, r in root.items()}
     noise_scale = math.sqrt(2.0 * step_size * temperature)
@@ -43,7 +47,8 @@ def psgld_step(
         if hessian_diagonal is not None:
             gamma = -(1 - alpha) * preconditioner[name] ** 2 * gradient[name] * hessian_diagonal[name]
             drift = drift + temperature * torch.where(root[name] > 0, gamma / root[name], torch.zeros_like(gamma))
-        updated[name] = theta + step_size * drift + noise_scale * torch.sqrt(preconditioner[name]) * noise[name]
+        increment = step_size * drift + noise_scale * torch.sqrt(preconditioner[name]) * noise[name]
+        updated[name] = theta + increment.to(theta.dtype)
     return updated, square_average
 
 
@@ -93,7 +98,7 @@ class PSGLD(Sampler):
 
     def init(self, params: dict[str, torch.Tensor], potential: Potential, generators: ChainGenerators) -> State:
         self._warn_of_a_vanishing_first_gradient(params, potential)
-        return {"params": params, "square_average": {name: torch.zeros_like(value) for name, value in params.items()}}
+        return {"params": params, "square_average": zero_moments_like(params)}
 
     def _warn_of_a_vanishing_first_gradient(self, params: dict[str, torch.Tensor], potential: Potential) -> None:
         """V_0 = 0: where √(1−α)|g| ≤ λ at the start, the first step's G is near its cap 1/λ, and its

@@ -27,7 +27,14 @@ from tqdm.auto import tqdm
 
 import sgmcmc
 from sgmcmc._checks import autograd_allowed, count, flag, nonnegative, parameter_tensor, recordable, warn_caller
-from sgmcmc.chains import ChainGenerators, RecordingGenerators, ReplayedDraws, seeds_of_chains, select_chains
+from sgmcmc.chains import (
+    ChainGenerators,
+    RecordingGenerators,
+    ReplayedDraws,
+    per_chain_sum,
+    seeds_of_chains,
+    select_chains,
+)
 from sgmcmc.checkpoint import check_same_run, load_checkpoint, save_checkpoint
 from sgmcmc.data import chain_data
 from sgmcmc.log_density import BoundPotential, ChainPotential, check_log_posterior
@@ -95,13 +102,7 @@ def _finite_per_chain(new_state: dict[str, Any], state: dict[str, Any]) -> torch
         for leaf, old_leaf in zip(pytree.tree_leaves(new_state), pytree.tree_leaves(state), strict=True)
         if leaf.is_floating_point() and leaf is not old_leaf
     ]
-    # summed in at least float32: a float16 sum of finite values can overflow
-    return torch.isfinite(
-        sum(
-            leaf.reshape(leaf.shape[0], -1).sum(dim=1, dtype=torch.promote_types(leaf.dtype, torch.float32))
-            for leaf in leaves
-        )
-    )
+    return torch.isfinite(per_chain_sum(dict(enumerate(leaves))))
 
 
 def _finite_stats(stats: dict[str, torch.Tensor]) -> torch.Tensor:

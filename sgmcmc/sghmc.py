@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import torch
 
 from sgmcmc._checks import count, nonnegative, positive
-from sgmcmc.chains import ChainGenerators, per_chain_sum, select_chains
+from sgmcmc.chains import ChainGenerators, at_least_float32, per_chain_sum, select_chains
 from sgmcmc.sampler import Potential, Sampler, State
 from sgmcmc.schedules import Schedule
 
@@ -75,7 +76,8 @@ def stationary_momentum(
 ) -> dict[str, torch.Tensor]:
     """v ~ N(0, η T M⁻¹), shaped like ``mass`` (num_chains, *shape)."""
     noise = generators.normal_like(mass)
-    return {name: noise[name] * torch.sqrt(step_size * temperature / mass[name]) for name in mass}
+    # the variance η T / M is never formed: in float16 one below 6e-8 (η = 1e-7 is common) rounds to 0
+    return {name: noise[name] * (math.sqrt(step_size * temperature) * torch.rsqrt(mass[name])) for name in mass}
 
 
 def sghmc_step(
@@ -94,12 +96,13 @@ def sghmc_step(
     The gradient noise η²M⁻²V = 2β̂ηM⁻¹ does not scale with T, so T scales only the friction's share.
     At T = 0 (an optimizer, or cyclical exploration) no noise is injected.
     """
-    noise_variance = 2.0 * max(friction * temperature - noise_estimate, 0.0) * step_size
+    noise_scale = math.sqrt(2.0 * max(friction * temperature - noise_estimate, 0.0) * step_size)
+    # the noise's scale, not its variance, meets the params' dtype: in float16 a variance below 6e-8 rounds to 0
     momentum = {
         name: v
         + step_size * gradient[name] / mass[name]
         - friction * v
-        + torch.sqrt(noise_variance / mass[name]) * noise[name]
+        + noise_scale * torch.rsqrt(mass[name]) * noise[name]
         for name, v in momentum.items()
     }
     return {name: theta + momentum[name] for name, theta in params.items()}, momentum
@@ -172,7 +175,9 @@ class SGHMC(Sampler):
             fresh = stationary_momentum(mass, step_size, temperature, generators)
             refresh = (state["steps"] % self.resample_momentum_every == 0) & (state["steps"] > 0)
             momentum = select_chains(refresh, fresh, momentum)
-        kinetic_energy = per_chain_sum({name: mass[name] * v**2 for name, v in momentum.items()}) / (2.0 * step_size)
+        kinetic_energy = per_chain_sum(
+            {name: mass[name] * v.to(at_least_float32(v.dtype)) ** 2 for name, v in momentum.items()}
+        ) / (2.0 * step_size)
         log_posterior, gradient = potential(params)
         noise = generators.normal_like(params)
         params, momentum = sghmc_step(

@@ -13,7 +13,7 @@ from typing import Any, Literal
 import torch
 
 from sgmcmc._checks import autograd_allowed, count, parameter_tensor, warn_caller
-from sgmcmc.chains import ChainGenerators, per_chain_sum
+from sgmcmc.chains import ChainGenerators, at_least_float32, per_chain_sum
 from sgmcmc.data import full_data_arguments
 from sgmcmc.ld import LD
 from sgmcmc.log_density import check_log_posterior
@@ -281,10 +281,8 @@ class SGLDCV(Sampler):
         }
         noise = generators.normal_like(state["params"])
         params = langevin_step(state["params"], estimate, noise, step_size, temperature)
-        # squared in at least float32 (per_chain_sum sums in it): in float16 an offset of 256 squares to inf,
-        # and the runner would take the inf for a divergence
         offset = {
-            name: (value - state["mode"][name]).to(torch.promote_types(value.dtype, torch.float32))
+            name: (value - state["mode"][name]).to(at_least_float32(value.dtype))
             for name, value in state["params"].items()
         }
         distance = per_chain_sum({name: value**2 for name, value in offset.items()}).sqrt()

@@ -8,7 +8,7 @@ from typing import Any
 import torch
 
 from sgmcmc._checks import positive
-from sgmcmc.chains import ChainGenerators, flat_layout, per_chain_sum
+from sgmcmc.chains import ChainGenerators, at_least_float32, flat_layout, per_chain_sum
 from sgmcmc.sampler import Potential, Sampler, State
 from sgmcmc.schedules import Schedule
 
@@ -53,7 +53,7 @@ class SGNHT(Sampler):
         momentum = {name: math.sqrt(self.temperature_at(0)) * value for name, value in noise.items()}
         num_chains = next(iter(params.values())).shape[0]
         # in at least float32, as the kinetic temperature that drives it: in float16 its small steps would be lost
-        dtype = torch.promote_types(flat_layout(params)[1], torch.float32)
+        dtype = at_least_float32(flat_layout(params)[1])
         thermostat = torch.full((num_chains,), self.diffusion, dtype=dtype, device=generators.device)
         return {"params": params, "momentum": momentum, "thermostat": thermostat}
 

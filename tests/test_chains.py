@@ -88,16 +88,17 @@ def test_replayed_draws_refuse_a_different_pattern():
         draws.normal_like({"a": torch.zeros(2, 3)})
 
 
-@pytest.mark.parametrize("sampler", ["SGHMC", "SGNHT"])
-def test_float16_chains_of_many_params_sum_their_kinetic_energy_without_overflow(sampler):
+@pytest.mark.parametrize("sampler, step_size", [("SGHMC", 1e-3), ("SGHMC", 1e-6), ("SGNHT", 1e-2)])
+def test_float16_chains_of_many_params_sum_their_kinetic_energy_without_overflow(sampler, step_size):
     """d = 150,000 float16 params: Σ p²/2 ≈ d T/2 = 75,000 is past float16's largest value (65,504).
     Before, the sum was taken in float16: its inf froze every chain at step 0 as "diverged" (SGNHT's
-    thermostat, driven by that sum, became inf too). Draw 0's energy is a sum of d independent
-    χ²₁/2 (the stationary momentum): mean d/2, sd √(d/2)."""
+    thermostat, driven by that sum, became inf too). And SGHMC squared v in float16 before summing:
+    at η = 1e-6, v² ~ 1e-6 is a subnormal, rounded to multiples of 6e-8, and the energy came out 8%
+    low. Draw 0's energy is a sum of d independent χ²₁/2 (the stationary momentum): mean d/2, sd √(d/2)."""
     dimension = 150_000
     make = {
-        "SGHMC": lambda: sgmcmc.SGHMC(float32_standard_normal, 1e-3, friction=0.1),
-        "SGNHT": lambda: sgmcmc.SGNHT(float32_standard_normal, 1e-2),
+        "SGHMC": lambda: sgmcmc.SGHMC(float32_standard_normal, step_size, friction=0.1),
+        "SGNHT": lambda: sgmcmc.SGNHT(float32_standard_normal, step_size),
     }
     with warnings.catch_warnings():
         warnings.simplefilter("error", sgmcmc.SamplerDivergenceWarning)
@@ -112,3 +113,64 @@ def test_float16_chains_of_many_params_sum_their_kinetic_energy_without_overflow
 
 def float32_standard_normal(theta):
     return -0.5 * (theta.float() ** 2).sum()
+
+
+@pytest.mark.parametrize("friction", [0.1, 0.45])
+def test_float16_sghmc_noise_has_its_variance_at_small_steps(friction):
+    """η = 1e-7 (a common step on the full-data scale): the injected variance 2αη is 2e-8 or 9e-8,
+    below or near float16's smallest subnormal (6e-8). Before, it was formed in float16: 2e-8 rounded
+    to 0, so no noise was injected (SGD with momentum), and 9e-8 to 1.19e-7, 32% too much. Over n
+    draws, the sample sd's relative sd is 1/√(2n)."""
+    from sgmcmc.sghmc import sghmc_step, stationary_momentum
+
+    size, step_size = 200_000, 1e-7
+    generators = ChainGenerators([0], torch.device("cpu"))
+    zeros = {"theta": torch.zeros(1, size, dtype=torch.float16)}
+    mass = {"theta": torch.ones(1, size, dtype=torch.float16)}
+    _, momentum = sghmc_step(
+        zeros, zeros, zeros, generators.normal_like(zeros), mass, step_size, friction, 0.0, temperature=1.0
+    )
+    fresh = stationary_momentum(mass, step_size, 1.0, generators)
+    tolerance = K_SIGMA / np.sqrt(2 * size)
+    for draws, expected in ((momentum, np.sqrt(2 * friction * step_size)), (fresh, np.sqrt(step_size))):
+        sd = draws["theta"].double().std().item()
+        assert abs(sd / expected - 1) < tolerance
+
+
+@pytest.mark.parametrize("sampler", ["PSGLD", "ASGLD"])
+def test_float16_moments_of_large_gradients_do_not_overflow(sampler):
+    """A gradient of 1000 squares to 10⁶, past float16's largest value: before, pSGLD's V and ASGLD's C
+    were kept in the params' dtype, became inf at step 0, and every chain was frozen as "diverged",
+    with advice to lower a step size the overflow did not depend on. The moments are now float32, the
+    params stay float16, and the run follows the float32 one."""
+
+    def log_posterior(theta):  # N(0.1, 1e-4) per coordinate: gradient 1000 at 0
+        return -0.5 * 1e4 * ((theta.float() - 0.1) ** 2).sum()
+
+    make = {
+        "PSGLD": lambda: sgmcmc.PSGLD(log_posterior, step_size=1e-4, alpha=0.99),
+        "ASGLD": lambda: sgmcmc.ASGLD(log_posterior, step_size=1e-5),
+    }
+    traces = {}
+    for dtype in (torch.float16, torch.float32):
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", sgmcmc.SamplerDivergenceWarning)
+            traces[dtype] = make[sampler]().sample(
+                torch.zeros(100, dtype=dtype), num_chains=2, num_steps=300, seed=0, progress=False
+            )
+    state = traces[torch.float16].final_state
+    assert state["params"]["theta"].dtype == torch.float16
+    moments = [moment for name, moment in state.items() if name != "params"]
+    assert {value.dtype for moment in moments for value in moment.values()} == {torch.float32}
+    # the same noise rounded to float16: the chains' last 100 draws agree to float16's precision
+    half, single = (traces[dtype].posterior["theta"][:, -100:].astype(np.float64) for dtype in traces)
+    np.testing.assert_allclose(half.mean(), single.mean(), atol=2e-3)
+
+
+def test_float16_parameters_of_the_psgld_optimizer_keep_float32_moments():
+    parameter = torch.nn.Parameter(torch.zeros(10, dtype=torch.float16))
+    optimizer = sgmcmc.optim.PSGLD([parameter], lr=1e-4)
+    parameter.grad = torch.full_like(parameter, -1000.0)  # the gradient of the loss: squared, 10⁶
+    optimizer.step()
+    assert torch.isfinite(parameter).all() and parameter.dtype == torch.float16
+    assert optimizer.state[parameter]["square_average"].dtype == torch.float32
