@@ -56,13 +56,15 @@ def _mass_like(mass: Mass, params: dict[str, torch.Tensor]) -> dict[str, torch.T
 
 
 def check_friction(friction: float, noise_estimate: float, temperature: float) -> tuple[float, float]:
-    """(α, β̂) as floats, or a ValueError: 0 < α ≤ 1 and 0 ≤ β̂ ≤ α, and β̂ ≤ αT when T > 0."""
+    """(α, β̂) as floats, or a ValueError: 0 < α ≤ 1, and 0 ≤ β̂ ≤ αT (β̂ ≤ α when T = 0).
+
+    β̂ ≤ αT keeps the injected variance 2(αT − β̂)η ≥ 0; above T = 1 it allows β̂ > α."""
     friction = positive("friction", friction)
     if friction > 1:
         raise ValueError(f"friction must be <= 1 (the momentum decays by 1 − friction each step), got {friction}")
     noise_estimate = nonnegative("noise_estimate", noise_estimate)
-    if noise_estimate > friction:
-        raise ValueError(f"noise_estimate ({noise_estimate}) > friction ({friction}): β̂ must lie in [0, α]")
+    if temperature == 0 and noise_estimate > friction:
+        raise ValueError(f"noise_estimate ({noise_estimate}) > friction ({friction}): at T = 0 β̂ must lie in [0, α]")
     if temperature > 0 and noise_estimate > friction * temperature:
         raise ValueError(
             f"noise_estimate ({noise_estimate}) > friction × temperature ({friction} × {temperature}) would make "
@@ -126,7 +128,7 @@ class SGHMC(Sampler):
         friction: α in (0, 1]; at most 1, where the momentum is forgotten at every step.
         mass: M, diagonal: a float, or a tensor (a dict of them for dict params) of each
             parameter's shape.
-        noise_estimate: β̂ in [0, α], and at most αT when T > 0.
+        noise_estimate: β̂ in [0, αT] (in [0, α] at T = 0).
         resample_momentum_every: draw v afresh from N(0, η T M⁻¹) every this many steps
             (None keeps the momentum for the whole run).
 

@@ -49,7 +49,8 @@ class Trace:
         functionals: name -> array of shape (num_chains, num_draws, *value_shape), each
             user-given functional evaluated at every draw.
         gradients: name -> array shaped like ``posterior[name]``: ∇log p̃ at the draw on the
-            batch of its step (the estimate the sampler used), when ``keep_gradients=True``.
+            batch of its step, the plain minibatch estimate (not a sampler's variance-reduced one,
+            such as SGLD-CV's), when ``keep_gradients=True``.
         path: the netCDF file holding the draws when the run streamed them to disk (then the
             groups read each variable from the file when it is indexed), else None.
     """

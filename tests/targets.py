@@ -314,11 +314,16 @@ def sghmc_linear_chain(step_size, friction, precision=1.0, noise_estimate=0.0, t
 
 
 def assert_exact_law(
-    draws: np.ndarray, mean: np.ndarray, covariance: np.ndarray, others: dict[str, np.ndarray]
+    draws: np.ndarray,
+    mean: np.ndarray,
+    covariance: np.ndarray,
+    others: dict[str, np.ndarray],
+    relative_bias: float = 0.0,
 ) -> None:
-    """(chain, draw, dim) draws have the exact law's mean and covariance within K_SIGMA s.e., and each
-    of ``others`` (name: covariance) is off by more than that in some variance, so the test tells them apart."""
-    assert_moments(draws, mean, covariance, relative_bias=0.0)
+    """(chain, draw, dim) draws have the exact law's mean and covariance within K_SIGMA s.e. (plus
+    ``relative_bias`` of the covariance, as :func:`assert_moments`), and each of ``others`` (name:
+    covariance) is off by more than K_SIGMA s.e. in some variance, so the test tells them apart."""
+    assert_moments(draws, mean, covariance, relative_bias=relative_bias)
     variances, ses = np.array([variance_about_and_se(draws[..., dim], mean[dim]) for dim in range(len(mean))]).T
     for name, other in others.items():
         separations = np.abs(variances - np.diag(other)) / ses

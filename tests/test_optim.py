@@ -106,7 +106,7 @@ def test_errors():
         sgmcmc.optim.SGLD(theta, lr=0.0)
     with pytest.raises(ValueError, match="temperature"):
         sgmcmc.optim.SGLD(theta, lr=0.1, temperature=-1.0)
-    with pytest.raises(ValueError, match=r"noise_estimate \(0.2\) > friction \(0.1\)"):
+    with pytest.raises(ValueError, match=r"noise_estimate \(0.2\) > friction × temperature \(0.1 × 1.0\)"):
         sgmcmc.optim.SGHMC(theta, lr=0.1, friction=0.1, noise_estimate=0.2)
     with pytest.raises(ValueError, match="mass must be a finite number > 0"):
         sgmcmc.optim.SGHMC(theta, lr=0.1, friction=0.1, mass=0.0)
@@ -166,7 +166,7 @@ def test_hyperparameters_set_per_parameter_group_are_checked():
     with pytest.raises(ValueError, match="eps must be a finite number > 0"):
         sgmcmc.optim.PSGLD([{"params": [theta], "eps": 0.0}], lr=0.1)
     optimizer = sgmcmc.optim.SGHMC([theta], lr=0.1, friction=0.1)
-    with pytest.raises(ValueError, match=r"noise_estimate \(0.5\) > friction \(0.1\)"):
+    with pytest.raises(ValueError, match=r"noise_estimate \(0.5\) > friction × temperature \(0.1 × 1.0\)"):
         optimizer.add_param_group({"params": [other], "noise_estimate": 0.5})
     assert len(optimizer.param_groups) == 1
     optimizer = sgmcmc.optim.ASGLD([theta], lr=0.1)

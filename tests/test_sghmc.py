@@ -192,13 +192,14 @@ def test_momentum_resampling_draws_a_fresh_stationary_momentum_every_n_steps():
     assert trace.attrs["resample_momentum_every"] == every
 
 
-@pytest.mark.parametrize("temperature", [1.0, 0.6])
-def test_noise_estimate_cancels_a_known_gradient_noise(temperature):
+@pytest.mark.parametrize("temperature, friction", [(1.0, 0.5), (0.6, 0.5), (2.0, 0.2)])
+def test_noise_estimate_cancels_a_known_gradient_noise(temperature, friction):
     """β̂ = ηV/2 takes out the η²V that a gradient noise of variance V adds to the momentum (the
     paper's eq. (15)): 2(αT − β̂)η + η²V = 2αηT, so θ keeps the noise-free exact discrete law at T.
     Left out, the momentum noise would be 1.5× larger at T = 1, and so would θ's variance; at
-    T = 0.6, taking β̂ out of αT's noise 2(α − β̂)ηT instead of 2(αT − β̂)η makes it 1.33× larger."""
-    step_size, friction, gradient_noise = 0.1, 0.5, 5.0
+    T = 0.6, taking β̂ out of αT's noise 2(α − β̂)ηT instead of 2(αT − β̂)η makes it 1.33× larger.
+    At T = 2, β̂ = 0.25 > α = 0.2 but ≤ αT: before, it was refused for β̂ > α."""
+    step_size, gradient_noise = 0.1, 5.0
     rows = torch.randn(10_000, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
     rows = (rows - rows.mean()) / rows.std(correction=0) * np.sqrt(gradient_noise)  # mean 0, variance V exactly
 
@@ -243,7 +244,8 @@ def test_errors():
     _error("friction must be a finite number > 0", friction=0.0)
     _error("friction must be a finite number > 0", friction=-0.1)
     _error("friction must be <= 1", friction=1.5)
-    _error(r"noise_estimate \(0.2\) > friction \(0.1\)", noise_estimate=0.2)
+    _error(r"noise_estimate \(0.2\) > friction × temperature \(0.1 × 1.0\)", noise_estimate=0.2)
+    _error(r"noise_estimate \(0.2\) > friction \(0.1\): at T = 0", noise_estimate=0.2, temperature=0.0)
     _error(r"noise_estimate \(0.06\) > friction × temperature \(0.1 × 0.5\)", noise_estimate=0.06, temperature=0.5)
     _error("noise_estimate must be a finite number >= 0", noise_estimate=-0.1)
     _error("mass must be a finite number > 0", mass=0.0)

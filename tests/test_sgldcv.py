@@ -10,7 +10,13 @@ import torch
 import sgmcmc
 from sgmcmc.chains import ChainGenerators
 from sgmcmc.log_density import BoundPotential, ChainPotential
-from targets import K_SIGMA, ConjugateLinearRegression, LogisticRegression, assert_moments, mean_and_se
+from targets import (
+    K_SIGMA,
+    ConjugateLinearRegression,
+    LogisticRegression,
+    assert_exact_law,
+    mean_and_se,
+)
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -41,10 +47,12 @@ def stationary_covariance(model: ConjugateLinearRegression, step_size: float, ba
 
 
 def test_conjugate_regression_matches_the_exact_discrete_time_law():
-    """N = 1000, batches of 100, η = 1e-4 (ηλ_max/2 ≈ 0.06): mean exact, covariance the discrete-time value."""
+    """N = 1000, batches of 100, η = 3e-4 (ηλ_max/2 ≈ 0.16): mean exact, covariance the discrete-time value,
+    18% wider than the posterior's, which the draws tell apart (before, at η = 1e-4, the law was only 5.5%
+    wider and the draws were within the tolerance of both)."""
     model = ConjugateLinearRegression.make(num_data=1000, dim=3, seed=0)
     mean, covariance = model.posterior()
-    step_size, batch_size = 1e-4, 100
+    step_size, batch_size = 3e-4, 100
     exact = stationary_covariance(model, step_size, batch_size)
     without_gradient_noise = stationary_covariance(model, step_size, model.features.shape[0])
     mode = torch.as_tensor(mean)
@@ -55,8 +63,9 @@ def test_conjugate_regression_matches_the_exact_discrete_time_law():
     # allow the whole gradient-noise share of the covariance (a few 1e-4 here) for that.
     gradient_noise_share = np.abs(exact - without_gradient_noise).max() / np.abs(np.diag(exact)).min()
     assert gradient_noise_share < 0.01
-    assert_moments(trace.posterior["theta"], mean, exact, relative_bias=gradient_noise_share)
-    assert np.all(np.diag(exact) > np.diag(covariance)), "the discrete-time law is wider than the posterior"
+    assert_exact_law(
+        trace.posterior["theta"], mean, exact, {"the posterior": covariance}, relative_bias=gradient_noise_share
+    )
 
 
 def test_logistic_regression_same_posterior_as_sgld_at_a_far_lower_gradient_variance():
