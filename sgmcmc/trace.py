@@ -4,7 +4,8 @@ Draws are collected on the device and moved to the host in chunks, either into m
 appended to a netCDF file (an ArviZ InferenceData layout: one HDF5 group per ArviZ group, dims
 ``chain``, ``draw``, ``<name>_dim_<i>``). A file is rewritten in place after every chunk and
 closed between chunks, so at any moment it is a valid trace of the draws written so far; its
-``steps_done`` attribute says how far the run got.
+``steps_done`` attribute says how far the run got. It is written without HDF5's file lock, which
+another process reading it (a notebook watching the run) would hold and so stop the run.
 """
 
 from __future__ import annotations
@@ -234,10 +235,11 @@ class _TraceFile:
         self.num_chains = num_chains
 
     def _open(self, mode: str) -> h5netcdf.File:
-        """The file opened to write (``mode`` "w" or "a"), or, where HDF5 finds it held open, an OSError
-        that says what may hold it."""
+        """The file opened to write (``mode`` "w" or "a"), without HDF5's file lock (a reader in another
+        process holds it shared), or, where HDF5 finds it held open in this process, an OSError that says
+        what may hold it."""
         try:
-            return h5netcdf.File(self.path, mode)
+            return h5netcdf.File(self.path, mode, locking=False)
         except OSError as error:
             if "already open" not in str(error) and "lock" not in str(error):
                 raise

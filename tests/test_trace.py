@@ -1,5 +1,8 @@
 """The ArviZ export: groups, dims, coords, stats, attrs, netCDF round trip, diagnostics."""
 
+import subprocess
+import sys
+
 import arviz as az
 import h5netcdf
 import numpy as np
@@ -263,3 +266,39 @@ def test_a_tensor_attr_records_values_not_how_the_tensor_was_held():
     values = torch.tensor([0.25, -1.5])
     assert netcdf_attr({"mode": torch.nn.Parameter(values.clone())}) == netcdf_attr({"mode": values})
     assert netcdf_attr({"mode": values}) != netcdf_attr({"mode": values + 1e-6})  # the digest sees what repr rounds
+
+
+READ_AND_HOLD = """
+import sys, time, h5py
+file = h5py.File(sys.argv[1], "r")  # HDF5's default: a shared lock on the file while it is open
+print(file["sample_stats"]["lp"].shape[1], flush=True)
+time.sleep(60)
+"""
+"""Another process that opens the trace file for reading, says how many draws it sees, and holds it open."""
+
+
+def test_another_process_reading_the_trace_file_does_not_stop_the_run(tmp_path):
+    """A notebook that opens the file mid-run holds HDF5's shared file lock. Before, the run's next chunk
+    could not take the lock to write, and the run died ("unable to lock file") with its pending draws."""
+    path = tmp_path / "watched.nc"
+    calls, reader, seen = 0, None, None
+
+    def log_posterior(theta):
+        nonlocal calls, reader, seen
+        calls += 1
+        if calls == 300:  # step 297: the first chunk, 256 draws, is in the file
+            command = [sys.executable, "-c", READ_AND_HOLD, str(path)]
+            reader = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
+            seen = int(reader.stdout.readline())
+        return -0.5 * (theta**2).sum()
+
+    try:
+        trace = sgmcmc.SGLD(log_posterior, step_size=0.1).sample(
+            torch.zeros(2), num_chains=2, num_steps=600, seed=0, trace_file=path, progress=False
+        )
+        assert reader.poll() is None, "the reader held the file open to the end"
+    finally:
+        if reader is not None:
+            reader.kill()
+            reader.wait()
+    assert seen == 256 and trace.num_draws == 600 and sgmcmc.Trace.load(path).num_draws == 600
