@@ -90,6 +90,13 @@ def parameter_tensor(where: str, value: Any) -> torch.Tensor:
     return value
 
 
+def has_elements(where: str, named: dict[str, torch.Tensor]) -> None:
+    """A ValueError naming ``where`` and the shapes when no tensor of ``named`` has an element (P = 0)."""
+    if all(value.numel() == 0 for value in named.values()):
+        shapes = {name: tuple(value.shape) for name, value in named.items()}
+        raise ValueError(f"{where} has no elements (shapes {shapes}): there is no parameter to sample or fit")
+
+
 def autograd_allowed(where: str) -> None:
     """A RuntimeError naming ``where`` under ``torch.inference_mode()``, in which nothing can be
     differentiated (``torch.no_grad()`` is fine: the package turns gradients back on where it needs them)."""

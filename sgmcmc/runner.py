@@ -26,7 +26,16 @@ from torch.utils import _pytree as pytree
 from tqdm.auto import tqdm
 
 import sgmcmc
-from sgmcmc._checks import autograd_allowed, count, flag, nonnegative, parameter_tensor, recordable, warn_caller
+from sgmcmc._checks import (
+    autograd_allowed,
+    count,
+    flag,
+    has_elements,
+    nonnegative,
+    parameter_tensor,
+    recordable,
+    warn_caller,
+)
 from sgmcmc.chains import (
     ChainGenerators,
     RecordingGenerators,
@@ -71,9 +80,7 @@ def _named_params(init: Any) -> tuple[dict[str, torch.Tensor], Callable[[dict[st
         if not isinstance(name, str):
             raise TypeError(f"parameter names must be strings, got {name!r}")
         parameter_tensor(f"init parameter {name!r}", value)
-    if all(value.numel() == 0 for value in named.values()):
-        shapes = {name: tuple(value.shape) for name, value in named.items()}
-        raise ValueError(f"init has no elements (shapes {shapes}): there is no parameter to sample")
+    has_elements("init", named)
     return named, to_user
 
 

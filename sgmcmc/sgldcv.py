@@ -12,7 +12,7 @@ from typing import Any, Literal
 
 import torch
 
-from sgmcmc._checks import autograd_allowed, count, parameter_tensor, warn_caller
+from sgmcmc._checks import autograd_allowed, count, has_elements, parameter_tensor, warn_caller
 from sgmcmc.chains import ChainGenerators, at_least_float32, per_chain_sum
 from sgmcmc.data import full_data_arguments
 from sgmcmc.ld import LD
@@ -174,8 +174,7 @@ def _named_mode(mode: Any) -> dict[str, torch.Tensor]:
         name: parameter_tensor("mode" if isinstance(mode, torch.Tensor) else f"mode[{name!r}]", value).detach()
         for name, value in named.items()
     }
-    if all(value.numel() == 0 for value in named.values()):
-        raise ValueError(f"mode has no elements (shapes {[tuple(value.shape) for value in named.values()]})")
+    has_elements("mode", named)
     return named
 
 

@@ -174,7 +174,7 @@ def test_bad_modes_and_traces_are_refused_with_a_clear_message():
         sgmcmc.laplace_approximation(saddle, [0.0, 0.0])
     with pytest.raises(ValueError, match=r"mode\['w'\] holds non-finite values"):
         sgmcmc.laplace_approximation(saddle, {"w": torch.tensor([0.0, float("nan")])})
-    with pytest.raises(ValueError, match=r"mode has no elements \(shapes \[\(0, 3\)\]\)"):  # before, an IndexError
+    with pytest.raises(ValueError, match=r"mode has no elements \(shapes \{'w': \(0, 3\)\}\)"):  # before, an IndexError
         sgmcmc.laplace_approximation(saddle, {"w": torch.zeros(0, 3)})
 
     model = ConjugateLinearRegression.make(num_data=50, dim=3, seed=1)
