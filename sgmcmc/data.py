@@ -43,15 +43,20 @@ from sgmcmc.chains import ChainGenerators
 __all__ = ["Minibatches", "ChainData", "chain_data"]
 
 
-def _check_dense_and_finite(where: str, tensor: torch.Tensor, row_numbers: torch.Tensor | None = None) -> None:
-    """Raise, naming ``where``, if ``tensor`` is sparse, or (naming the first bad row) if it is floating
-    and holds NaN or inf; the row is named by ``row_numbers[row]`` when ``tensor`` holds rows gathered
-    from a larger one."""
+def _check_dense(where: str, tensor: torch.Tensor) -> None:
+    """Raise, naming ``where``, if ``tensor`` is sparse: rows are gathered from data tensors by indexing."""
     if tensor.layout != torch.strided:
         raise TypeError(
             f"{where} is a {tensor.layout} tensor; data tensors must be dense, as rows are gathered from them "
             "by indexing: pass tensor.to_dense()"
         )
+
+
+def _check_dense_and_finite(where: str, tensor: torch.Tensor, row_numbers: torch.Tensor | None = None) -> None:
+    """Raise, naming ``where``, if ``tensor`` is sparse, or (naming the first bad row) if it is floating
+    and holds NaN or inf; the row is named by ``row_numbers[row]`` when ``tensor`` holds rows gathered
+    from a larger one."""
+    _check_dense(where, tensor)
     if tensor.is_floating_point() and not torch.isfinite(tensor).all():
         bad_rows = (~torch.isfinite(tensor)).reshape(tensor.shape[0], -1).any(dim=1)
         first = int(bad_rows.nonzero()[0])
@@ -283,6 +288,8 @@ def _rows_of_loader(loader: DataLoader) -> tuple[torch.Tensor, ...] | None:
     if indices is None:
         return dataset.tensors
     rows = torch.as_tensor(indices, dtype=torch.long)
+    for position, tensor in enumerate(dataset.tensors):  # before the indexing, which sparse tensors lack
+        _check_dense(f"data tensor {position} of the DataLoader's TensorDataset", tensor)
     selected = tuple(tensor[rows.to(tensor.device)] for tensor in dataset.tensors)
     for position, tensor in enumerate(selected):
         # named by the dataset's row, which the user can look up, not by its place among the selected rows

@@ -187,6 +187,8 @@ def test_data_errors():
         chain_data([ROWS[:5].to_sparse(), ROWS[5:].to_sparse()])
     with pytest.raises(TypeError, match=r"data tensor 0 is a torch.sparse_coo tensor"):
         chain_data(DataLoader(TensorDataset(sparse, LABELS), batch_size=2))
+    with pytest.raises(TypeError, match=r"data tensor 0 of the DataLoader's TensorDataset is a torch.sparse_coo"):
+        chain_data(DataLoader(Subset(TensorDataset(sparse, LABELS), [0, 2, 4]), batch_size=2))
     with pytest.raises(TypeError, match="one-shot iterator"):
         chain_data(iter([ROWS]))
     with pytest.raises(TypeError, match="bare tensor"):
