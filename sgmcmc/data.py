@@ -54,10 +54,10 @@ def _check_dense(where: str, tensor: torch.Tensor) -> None:
 
 def _check_dense_and_finite(where: str, tensor: torch.Tensor, row_numbers: torch.Tensor | None = None) -> None:
     """Raise, naming ``where``, if ``tensor`` is sparse, or (naming the first bad row) if it is floating
-    and holds NaN or inf; the row is named by ``row_numbers[row]`` when ``tensor`` holds rows gathered
-    from a larger one."""
+    or complex and holds NaN or inf; the row is named by ``row_numbers[row]`` when ``tensor`` holds rows
+    gathered from a larger one."""
     _check_dense(where, tensor)
-    if tensor.is_floating_point() and not torch.isfinite(tensor).all():
+    if (tensor.is_floating_point() or tensor.is_complex()) and not torch.isfinite(tensor).all():
         bad_rows = (~torch.isfinite(tensor)).reshape(tensor.shape[0], -1).any(dim=1)
         first = int(bad_rows.nonzero()[0])
         row = first if row_numbers is None else int(row_numbers[first])

@@ -211,6 +211,15 @@ def test_data_errors():
         chain_data([(ROWS[i : i + 2], with_inf[i : i + 2]) for i in range(0, 10, 2)])
 
 
+def test_complex_data_with_nan_is_refused_as_real_data_is():
+    """Before, only floating-point tensors were checked: a complex NaN went on into every gradient."""
+    complex_rows = ROWS.to(torch.complex64)
+    complex_rows[4, 0] = complex(0.0, float("nan"))
+    with pytest.raises(ValueError, match=r"data tensor 0 holds non-finite values \(NaN or inf\), first in row 4"):
+        sgmcmc.Minibatches(complex_rows, LABELS, batch_size=2)
+    sgmcmc.Minibatches(ROWS.to(torch.complex64), LABELS, batch_size=2)  # finite complex data is accepted
+
+
 def test_a_non_finite_row_of_a_subset_loader_is_named_by_its_dataset_row():
     """Before, the row was counted among the rows the loader selects (2 here), which the user cannot look up."""
     with_nan = ROWS.clone()
