@@ -96,7 +96,7 @@ def per_chain_sum(tensors: dict[str, torch.Tensor]) -> torch.Tensor:
 def flat_layout(params: dict[str, torch.Tensor]) -> tuple[int, torch.dtype]:
     """The size and dtype of one chain's ``params`` laid end to end: Σ numel per chain, promoted dtype."""
     dtype = functools.reduce(torch.promote_types, (value.dtype for value in params.values()))
-    return sum(value[0].numel() for value in params.values()), dtype
+    return sum(value.shape[1:].numel() for value in params.values()), dtype
 
 
 def split_like(flat: torch.Tensor, like: dict[str, torch.Tensor], leading_dims: int = 1) -> dict[str, torch.Tensor]:
@@ -108,9 +108,15 @@ def split_like(flat: torch.Tensor, like: dict[str, torch.Tensor], leading_dims: 
     shapes = [value.shape[leading_dims:] for value in like.values()]
     pieces = torch.split(flat, [shape.numel() for shape in shapes], dim=-1)
     return {
-        name: piece.reshape(piece.shape[:-1] + shape).to(value.dtype)
+        name: _cast(piece.reshape(piece.shape[:-1] + shape), value.dtype)
         for (name, value), shape, piece in zip(like.items(), shapes, pieces, strict=True)
     }
+
+
+def _cast(tensor: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    # ``tensor.to(dtype)`` returns ``tensor`` itself when the dtype is the same, but costs a dispatch (a
+    # step splits its noise into every parameter): the comparison is free
+    return tensor if tensor.dtype == dtype else tensor.to(dtype)
 
 
 class ChainGenerators:

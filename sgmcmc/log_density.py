@@ -123,7 +123,10 @@ class ChainPotential:
         if _num_chains(params) == 1:
             # the chain's own tensors are the leaves, not views into the stacked ones: no select to differentiate
             batch = _chain_alone(batch) if self._batch_per_chain else batch
-            return _with_chain_dim(_value_and_gradient(self._one_chain, _chain_alone(params), batch))
+            value, gradient = _value_and_gradient(
+                self._one_chain, {name: param[0] for name, param in params.items()}, batch
+            )
+            return value[None], {name: leaf[None] for name, leaf in gradient.items()}
         return _value_and_gradient(self._value, params, batch)
 
     def value(self, params: Params, batch: Any = None) -> torch.Tensor:

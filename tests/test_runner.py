@@ -263,6 +263,33 @@ def test_diverging_chain_is_frozen_flagged_and_reported(compile):
     np.testing.assert_array_equal(trace.diverged_at_step, [-1, -1, first - 1, -1])
 
 
+def _not_a_number_beyond(theta: torch.Tensor, edge: float, where: str) -> torch.Tensor:
+    """3θ − θ²/2 (T = 0 and η = 0.1 take θ from 0 to 1.41 at step 6 and 1.57 at step 7), NaN beyond
+    ``edge``: in log p̃ itself, or (``where="gradient"``) in its gradient alone, by a term of value 0
+    whose gradient, −0.5/sqrt(x) masked by x > 0 as a product, is 0 · (−inf) there."""
+    log_density = 3 * theta - 0.5 * theta**2
+    if where == "value":
+        return (log_density - 0.01 * torch.sqrt(edge - theta)).sum()
+    distance = (edge - theta) * (edge - theta > 0)
+    return (log_density + 0.01 * (torch.sqrt(distance) - torch.sqrt(distance).detach())).sum()
+
+
+@pytest.mark.parametrize("where", ["value", "gradient"])
+def test_a_chain_that_meets_nan_is_frozen_before_it(where):
+    """The guard against NaN, not only inf: in log p̃ (the state that gives it is flagged and kept out of
+    the next state), or in the gradient alone (the state stays unflagged, the NaN update is refused)."""
+    sampler = sgmcmc.SGLD(lambda theta: _not_a_number_beyond(theta, 1.5, where), step_size=0.1, temperature=0.0)
+    init = torch.tensor([[0.0], [-5.0]])  # chain 1, from further away, reaches 1.5 only at step 16
+    with pytest.warns(sgmcmc.SamplerDivergenceWarning, match=r"1 of 2 chains diverged.*: chain 0 at step 7\."):
+        trace = sampler.sample(init, num_chains=2, stacked_init=True, num_steps=12, seed=0, progress=False)
+    theta, diverging = trace.posterior["theta"][..., 0], trace.sample_stats["diverging"]
+    assert np.isfinite(theta).all() and 1.5 < theta[0, 7] < 1.6 and (theta[0, 7:] == theta[0, 7]).all()
+    flagged_from = 7 if where == "value" else 8
+    assert diverging[0].tolist() == [False] * flagged_from + [True] * (12 - flagged_from)
+    assert not diverging[1].any() and (np.diff(theta[1]) > 0).all()
+    assert trace.diverged_at_step.tolist() == [7, -1]
+
+
 def test_a_divergence_after_the_last_kept_draw_is_recorded_and_the_file_is_complete_under_warnings_as_errors(
     tmp_path,
 ):
