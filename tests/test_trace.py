@@ -1,5 +1,6 @@
 """The ArviZ export: groups, dims, coords, stats, attrs, netCDF round trip, diagnostics."""
 
+import signal
 import subprocess
 import sys
 
@@ -302,3 +303,50 @@ def test_another_process_reading_the_trace_file_does_not_stop_the_run(tmp_path):
             reader.kill()
             reader.wait()
     assert seen == 256 and trace.num_draws == 600 and sgmcmc.Trace.load(path).num_draws == 600
+
+
+KILLED_WHILE_WRITING = """
+import os, signal, sys
+import torch, sgmcmc
+from sgmcmc import trace
+
+write, writes = trace._TraceFile.write, []
+
+
+def killed_in_the_third_write(self, start, chunk, coords, attrs):
+    writes.append(start)
+    if len(writes) < 3:
+        return write(self, start, chunk, coords, attrs)
+    # as write does, up to the posterior's new size and coords pushed to disk; then the process is killed
+    file = self._open("a")
+    group = file.groups["posterior"]
+    group.resize_dimension("draw", start + len(coords["draw"]))
+    for coord, values in coords.items():
+        group.variables[coord][start:] = values
+    file.flush()
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+trace._TraceFile.write = killed_in_the_third_write
+sgmcmc.SGLD(lambda theta: -0.5 * (theta**2).sum(), step_size=0.1).sample(
+    torch.zeros(3), num_chains=2, num_steps=2000, seed=0, trace_file=sys.argv[1], progress=False
+)
+"""
+
+
+@pytest.mark.skipif(not hasattr(signal, "SIGKILL"), reason="needs POSIX signals")
+def test_a_run_killed_while_writing_a_chunk_leaves_a_file_with_the_chunks_before(tmp_path):
+    """SIGKILL (the OOM killer, a scheduler's hard limit) in the middle of a chunk's write, after HDF5 has
+    pushed part of it to disk: the file is closed between chunks, so it reads as the two chunks written
+    before, the draws an uninterrupted run makes. A file held open across chunks reads as empty here."""
+    path = tmp_path / "killed.nc"
+    killed = subprocess.run([sys.executable, "-c", KILLED_WHILE_WRITING, str(path)], capture_output=True, text=True)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    stored = sgmcmc.Trace.load(path)
+    assert stored.num_draws == 512 and stored.attrs["steps_done"] == 512
+    uninterrupted = sgmcmc.SGLD(lambda theta: -0.5 * (theta**2).sum(), step_size=0.1).sample(
+        torch.zeros(3), num_chains=2, num_steps=512, seed=0, progress=False
+    )
+    np.testing.assert_array_equal(stored.posterior["theta"], uninterrupted.posterior["theta"])
+    np.testing.assert_array_equal(stored.sample_stats["lp"], uninterrupted.sample_stats["lp"])
+    assert az.from_netcdf(path).posterior.sizes["draw"] == 512
