@@ -26,16 +26,27 @@ from sgmcmc._checks import below_one, floating_point, nonnegative, positive
 from sgmcmc.asgld import asgld_step
 from sgmcmc.chains import ChainGenerators, chain_seeds, zero_moments_like
 from sgmcmc.psgld import psgld_step
-from sgmcmc.sghmc import check_friction, sghmc_step, stationary_momentum
+from sgmcmc.sghmc import check_friction, mass_like, sghmc_step, stationary_momentum
 from sgmcmc.sgld import langevin_step
 
 __all__ = ["SGLD", "SGHMC", "PSGLD", "ASGLD"]
+
+
+def _refuse_set(params: Any) -> None:
+    """Raise if ``params`` is a set: its order changes from one process to the next, and with it which
+    noise each parameter draws and which saved state ``load_state_dict`` gives it."""
+    if isinstance(params, (set, frozenset)):
+        raise TypeError(
+            "parameters must be in an ordered collection (a list), not a set: a set's order changes between "
+            "runs, and with it each parameter's noise and the state a resumed run gives it"
+        )
 
 
 class _UpdateRuleOptimizer(torch.optim.Optimizer):
     """Shared plumbing: each group's parameters as a dict of (1, *shape) views, and one noise stream."""
 
     def __init__(self, params: Iterable[Any], defaults: dict[str, Any], seed: int) -> None:
+        _refuse_set(params)
         super().__init__(params, defaults)  # checks every group in add_param_group
         # the first parameter of any group: torch.optim accepts an empty group among others
         device = next((p.device for group in self.param_groups for p in group["params"]), None)
@@ -61,6 +72,16 @@ class _UpdateRuleOptimizer(torch.optim.Optimizer):
         state_dict = dict(state_dict)
         generator_state = state_dict.pop("noise_generator")
         super().load_state_dict(state_dict)
+        # torch.optim casts every floating state tensor to its parameter's dtype: float16 parameters would
+        # get pSGLD's V and ASGLD's μ, C back in float16, where they overflow (values are already inf by
+        # then), so each saved tensor is put back, never narrower than it was saved
+        saved_order = [index for group in state_dict["param_groups"] for index in group["params"]]
+        parameters = [parameter for group in self.param_groups for parameter in group["params"]]
+        for index, parameter in zip(saved_order, parameters, strict=True):  # as torch.optim pairs them
+            for key, value in state_dict["state"].get(index, {}).items():
+                if isinstance(value, torch.Tensor) and value.is_floating_point():
+                    dtype = torch.promote_types(value.dtype, parameter.dtype)
+                    self.state[parameter][key] = value.to(device=parameter.device, dtype=dtype, copy=True)
         self._generators.set_states([generator_state])
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:
@@ -69,8 +90,11 @@ class _UpdateRuleOptimizer(torch.optim.Optimizer):
         each of its parts)."""
         self._check({**self.defaults, **param_group})
         params = param_group["params"]
+        _refuse_set(params)
         params = [params] if isinstance(params, torch.Tensor) else list(params)  # list(): it may be an iterator
         for index, parameter in enumerate(params):
+            if isinstance(parameter, tuple) and len(parameter) == 2:  # (name, tensor), as named_parameters() yields
+                parameter = parameter[1]
             if isinstance(parameter, torch.Tensor):  # torch.optim names what is not a tensor
                 floating_point(f"parameter {index} of param group {len(self.param_groups)}", parameter)
         super().add_param_group({**param_group, "params": params})
@@ -166,7 +190,7 @@ class SGHMC(_UpdateRuleOptimizer):
         positive("mass", group["mass"])
 
     def _update(self, group, parameters, params, gradient):
-        mass = {name: torch.full_like(value, group["mass"]) for name, value in params.items()}
+        mass = mass_like(group["mass"], params)
         momentum = self._state(
             parameters,
             "momentum",

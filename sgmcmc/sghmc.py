@@ -20,7 +20,7 @@ Mass = float | torch.Tensor | dict[str, float | torch.Tensor]
 def _checked_mass(mass: Any) -> Mass:
     """``mass`` if it is a float > 0, a tensor, or a dict of them; else an error naming the bad value.
 
-    A tensor's shape and values are checked against the params in :func:`_mass_like`.
+    A tensor's shape and values are checked against the params in :func:`mass_like`.
     """
     values = mass.items() if isinstance(mass, dict) else [(None, mass)]
     for name, value in values:
@@ -30,7 +30,7 @@ def _checked_mass(mass: Any) -> Mass:
     return mass
 
 
-def _mass_like(mass: Mass, params: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+def mass_like(mass: Mass, params: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """The diagonal mass shaped like ``params`` (num_chains, *shape), from a float, a tensor or a dict."""
     if isinstance(mass, dict):
         missing = set(params) - set(mass)
@@ -50,8 +50,14 @@ def _mass_like(mass: Mass, params: dict[str, torch.Tensor]) -> dict[str, torch.T
             if not value.is_floating_point() or not (torch.isfinite(value) & (value > 0)).all():
                 raise ValueError(f"mass of {name!r} must hold finite floating values > 0")
         else:
-            value = torch.tensor(positive(f"mass of {name!r}", value), dtype=params[name].dtype)
-        masses[name] = value.to(params[name]).expand_as(params[name]).clone()
+            value = torch.tensor(positive(f"mass of {name!r}", value), dtype=torch.float64)
+        value = value.to(params[name])
+        if not (torch.isfinite(value) & (value > 0)).all():
+            raise ValueError(
+                f"mass of {name!r} rounds to 0 or inf in the params' dtype {params[name].dtype}; give a mass in "
+                f"its range (float16 holds about 6e-8 to 6.5e4), or sample in a wider dtype"
+            )
+        masses[name] = value.expand_as(params[name]).clone()
     return masses
 
 
@@ -164,7 +170,7 @@ class SGHMC(Sampler):
         }
 
     def init(self, params: dict[str, torch.Tensor], potential: Potential, generators: ChainGenerators) -> State:
-        mass = _mass_like(self.mass, params)
+        mass = mass_like(self.mass, params)
         momentum = stationary_momentum(mass, self.step_size(0), self.temperature_at(0), generators)
         steps = torch.zeros(next(iter(params.values())).shape[0], dtype=torch.long, device=generators.device)
         return {"params": params, "momentum": momentum, "mass": mass, "steps": steps}

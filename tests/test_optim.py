@@ -126,6 +126,69 @@ def test_complex_parameters_are_refused():
     assert len(optimizer.param_groups) == 1
 
 
+def test_named_complex_parameters_and_sets_of_parameters_are_refused():
+    """Before, a (name, tensor) pair as named_parameters() yields skipped the complex check, and a set
+    was turned into a list, in an order that changes between processes (so does each parameter's noise
+    and the state a resumed run gives it), which torch.optim itself refuses."""
+    complex_valued = torch.nn.Parameter(torch.zeros(2, dtype=torch.cfloat))
+    with pytest.raises(TypeError, match="parameter 0 of param group 0 has dtype torch.complex64"):
+        sgmcmc.optim.SGLD([("z", complex_valued)], lr=0.1)
+    first, second = torch.nn.Parameter(torch.zeros(2)), torch.nn.Parameter(torch.zeros(3))
+    for params in ({first, second}, [{"params": {first, second}}]):
+        with pytest.raises(TypeError, match="not a set: a set's order changes between runs"):
+            sgmcmc.optim.SGHMC(params, lr=0.1, friction=0.1)
+    sgmcmc.optim.SGLD([("a", first), ("b", second)], lr=0.1)  # real named parameters are accepted
+
+
+@pytest.mark.parametrize(
+    ("make", "gradient", "keys"),
+    [
+        (lambda params: sgmcmc.optim.PSGLD(params, lr=1e-6, seed=1), 300.0, ["square_average"]),
+        (lambda params: sgmcmc.optim.ASGLD(params, lr=1e-6, seed=1), 2000.0, ["mean", "variance"]),
+    ],
+    ids=["PSGLD", "ASGLD"],
+)
+def test_a_float16_run_resumed_from_its_state_dict_keeps_its_float32_moments(make, gradient, keys):
+    """torch.optim's load_state_dict casts state to the parameter's dtype. Before, a resumed float16 run
+    got V (or μ, C) back in float16, where 300² is inf: pSGLD's preconditioner became 0 and froze the
+    parameter, and ASGLD's parameter became NaN."""
+
+    def run(resume_at=None):
+        theta = torch.nn.Parameter(torch.zeros(2, dtype=torch.float16))
+        optimizer = make([theta])
+        for step in range(6):
+            if step == resume_at:
+                saved = io.BytesIO()
+                torch.save(optimizer.state_dict(), saved)
+                saved.seek(0)
+                optimizer = make([theta])
+                optimizer.load_state_dict(torch.load(saved, weights_only=True))
+            theta.grad = torch.full_like(theta, gradient * (-1) ** step)
+            optimizer.step()
+        return theta.detach().clone(), optimizer.state[theta]
+
+    uninterrupted, _ = run()
+    resumed, state = run(resume_at=3)
+    assert torch.isfinite(uninterrupted).all() and (uninterrupted != 0).all()
+    torch.testing.assert_close(resumed, uninterrupted, rtol=0, atol=0)
+    assert all(state[key].dtype == torch.float32 for key in keys)
+
+
+def test_a_mass_that_rounds_to_zero_or_inf_in_the_parameters_dtype_is_refused():
+    """Before, mass 1e-8 became 0 in float16 and the parameter NaN after one step; 1e5 gave torch's
+    "value cannot be converted to type c10::Half without overflow"."""
+    for mass in (1e-8, 1e5):
+        theta = torch.nn.Parameter(torch.zeros(3, dtype=torch.float16))
+        optimizer = sgmcmc.optim.SGHMC([theta], lr=1e-4, friction=0.1, mass=mass)
+        theta.grad = torch.ones_like(theta)
+        with pytest.raises(ValueError, match=r"mass of '0' rounds to 0 or inf in the params' dtype torch.float16"):
+            optimizer.step()
+        with pytest.raises(ValueError, match=r"mass of 'theta' rounds to 0 or inf in the params' dtype torch.float16"):
+            sgmcmc.SGHMC(standard_normal_log_posterior, step_size=1e-4, friction=0.1, mass=mass).sample(
+                torch.zeros(3, dtype=torch.float16), num_steps=2, progress=False
+            )
+
+
 @pytest.mark.parametrize("name", ["SGLD", "SGHMC", "PSGLD", "ASGLD"])
 def test_a_sparse_gradient_moves_the_parameter_as_its_dense_equal(name):
     """Before, SGHMC and ASGLD failed inside torch on an nn.Embedding(sparse=True) gradient."""
