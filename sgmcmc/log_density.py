@@ -16,6 +16,7 @@ from torch.func import grad_and_value, jvp, vmap
 from torch.utils import _pytree as pytree
 
 from sgmcmc._checks import count
+from sgmcmc.chains import at_least_float32
 
 __all__ = ["minibatch_log_posterior", "ChainPotential", "BoundPotential", "check_log_posterior"]
 
@@ -47,7 +48,9 @@ def minibatch_log_posterior(
         if not isinstance(per_example, torch.Tensor) or per_example.ndim != 1:
             shape = tuple(per_example.shape) if isinstance(per_example, torch.Tensor) else type(per_example).__name__
             raise ValueError(f"log_likelihood must return one value per example, shape (|B|,); got {shape}")
-        return log_prior(params) + (num_data / per_example.shape[0]) * per_example.sum()
+        # summed in at least float32: N/|B| Σ of float16 terms overflows (65504) for N of some 10⁴ and more
+        total = per_example.sum(dtype=at_least_float32(per_example.dtype))
+        return log_prior(params) + (num_data / per_example.shape[0]) * total
 
     log_posterior.num_data = num_data
     return log_posterior

@@ -20,6 +20,7 @@ from torch import nn
 from torch.func import functional_call
 
 from sgmcmc._checks import count, positive, warn_caller
+from sgmcmc.chains import at_least_float32
 from sgmcmc.log_density import minibatch_log_posterior
 
 __all__ = ["Classification", "Regression", "ModulePosterior"]
@@ -44,6 +45,12 @@ class Classification:
             raise ValueError(
                 f"Classification takes labels of shape (|B|,) for logits (|B|, classes), got labels "
                 f"{tuple(targets.shape)} for logits {tuple(outputs.shape)} (labels of shape (|B|, 1): .squeeze(-1))"
+            )
+        if outputs.shape[-1] < 2:
+            raise ValueError(
+                f"Classification takes logits for 2 or more classes, got outputs of shape {tuple(outputs.shape)}; "
+                "a binary model with one logit z can output torch.cat([torch.zeros_like(z), z], -1), whose "
+                "softmax is (1 − sigmoid(z), sigmoid(z))"
             )
         # log_softmax + gather, not cross_entropy: under vmap, nll_loss is an order of magnitude slower
         return outputs.log_softmax(dim=-1).gather(-1, targets.long().unsqueeze(-1)).squeeze(-1)
@@ -76,19 +83,26 @@ class Regression:
         return -0.5 * ((targets - mean) / self.noise_scale) ** 2 - math.log(self.noise_scale * math.sqrt(2 * math.pi))
 
     def predictive(self, outputs: torch.Tensor) -> torch.Tensor:
-        """The predictive mean (…,) from outputs (…, 1)."""
-        return outputs.squeeze(-1)
+        """The predictive mean (|B|,) from outputs (|B|, 1) or (|B|,) (one batch of one point too)."""
+        return outputs if outputs.ndim == 1 else outputs.squeeze(-1)
 
 
 def _depends_on_training_mode(module: nn.Module) -> bool:
     """Whether ``module`` in training mode would update its buffers (batch or instance norm with running
-    statistics) or draw from the global RNG (dropout, also inside recurrent and attention layers).
-    Dropout called as a function in a custom ``forward`` cannot be seen here."""
+    statistics) or draw from the global RNG (dropout, also inside recurrent and attention layers, and
+    RReLU's random slopes). Dropout called as a function in a custom ``forward`` cannot be seen here."""
     if isinstance(module, nn.modules.batchnorm._NormBase):
         return isinstance(module, nn.modules.batchnorm._BatchNorm) or module.track_running_stats
     if isinstance(module, (nn.RNNBase, nn.MultiheadAttention)):
         return module.dropout > 0
-    return isinstance(module, nn.modules.dropout._DropoutNd)
+    return isinstance(module, (nn.modules.dropout._DropoutNd, nn.RReLU))
+
+
+def _sum_of_squares(value: torch.Tensor) -> torch.Tensor:
+    """Σ value², in :func:`sgmcmc.chains.at_least_float32`: in float16, 256² is already inf, and the log
+    prior's constant of a network of some 70,000 weights is below float16's −65504."""
+    dtype = at_least_float32(value.dtype)
+    return (value if value.dtype == dtype else value.to(dtype)).square().sum()
 
 
 def _reset(module: nn.Module) -> Callable[[], None] | None:
@@ -136,6 +150,13 @@ class ModulePosterior:
             unmatched = [pattern for pattern in prior_scale if not fnmatch.filter(names, pattern)]
             if unmatched:  # a typo, or "*.bias" for a top-level module's "bias": its scale would silently not apply
                 raise ValueError(f"prior_scale patterns {unmatched} match no sampled parameter; the names are {names}")
+            applied = {next(p for p in prior_scale if fnmatch.fnmatchcase(name, p)) for name in names}
+            shadowed = [pattern for pattern in prior_scale if pattern not in applied]
+            if shadowed:  # {"*": 1.0, "*.bias": 10.0}: the bias scale would silently not apply either
+                raise ValueError(
+                    f"prior_scale patterns {shadowed} match only parameters that an earlier pattern matches, and the "
+                    "first match applies: put the more specific patterns first (e.g. {'*.bias': 10.0, '*': 1.0})"
+                )
         self._names_by_scale: dict[float, list[str]] = {}
         for name, scale in self.prior_scales.items():
             self._names_by_scale.setdefault(scale, []).append(name)
@@ -147,6 +168,18 @@ class ModulePosterior:
         self._mode_dependent = [
             (name, submodule) for name, submodule in module.named_modules() if _depends_on_training_mode(submodule)
         ]
+        batch_statistics = [
+            name
+            for name, submodule in module.named_modules()
+            if isinstance(submodule, nn.modules.batchnorm._BatchNorm) and not submodule.track_running_stats
+        ]
+        if batch_statistics:
+            raise ValueError(
+                f"batch norm submodules {batch_statistics} have track_running_stats=False, so they normalise by "
+                "each batch's own statistics even in eval mode: an example's likelihood then depends on the others "
+                "in its batch, and the minibatch estimate (N/|B|) Σ is biased; make them with "
+                "track_running_stats=True (with running statistics estimated beforehand)"
+            )
 
     @staticmethod
     def _sampled(module: nn.Module) -> list[tuple[str, nn.Parameter]]:
@@ -195,7 +228,7 @@ class ModulePosterior:
             # drawn on the CPU, whose RNG alone fork_rng restores here: the same starts on every device
             fresh = copy.deepcopy(self.module).cpu()
             with torch.random.fork_rng(devices=[]):
-                torch.manual_seed(seed + chain)
+                torch.default_generator.manual_seed(seed + chain)  # torch.manual_seed would reseed the GPUs too
                 for submodule in fresh.modules():
                     reset = _reset(submodule)
                     if reset is not None:
@@ -230,7 +263,7 @@ class ModulePosterior:
         # that made the compiled step 5% slower)
         log_prior = self._log_normaliser
         for scale, names in self._names_by_scale.items():
-            log_prior = log_prior - sum(params[name].square().sum() for name in names) / (2 * scale**2)
+            log_prior = log_prior - sum(_sum_of_squares(params[name]) for name in names) / (2 * scale**2)
         return log_prior
 
     def log_likelihood(self, params: Params, batch: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:

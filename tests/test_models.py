@@ -232,9 +232,19 @@ def test_prior_scale_patterns_that_match_no_parameter_are_refused():
     """Before, "*.bias" on a top-level Linear (whose bias is "bias") silently fell through to "*"."""
     with pytest.raises(ValueError, match=r"patterns \['\*.bias'\] match no sampled parameter; .* \['weight', 'bias'\]"):
         ModulePosterior(nn.Linear(3, 1), Regression(0.5), 10, prior_scale={"*.bias": 10.0, "*": 1.0})
-    # a fallback that every parameter reaches before is fine: it matches them all
-    posterior = ModulePosterior(nn.Linear(3, 1), Regression(0.5), 10, prior_scale={"*": 2.0, "bias": 1.0})
-    assert posterior.prior_scales == {"weight": 2.0, "bias": 2.0}
+    posterior = ModulePosterior(nn.Linear(3, 1), Regression(0.5), 10, prior_scale={"bias": 1.0, "*": 2.0})
+    assert posterior.prior_scales == {"weight": 2.0, "bias": 1.0}
+
+
+def test_prior_scale_patterns_that_only_an_earlier_pattern_lets_through_are_refused():
+    """Before, {"*": 2.0, "bias": 1.0} was accepted and gave the bias the scale 2.0: the first match
+    applies, so "bias" never did, the same silent failure as a pattern that matches nothing."""
+    for module, prior_scale, shadowed in (
+        (nn.Linear(3, 1), {"*": 2.0, "bias": 1.0}, r"\['bias'\]"),
+        (nn.Sequential(nn.Linear(3, 1)), {"*": 1.0, "*.bias": 10.0, "0.*": 3.0}, r"\['\*.bias', '0.\*'\]"),
+    ):
+        with pytest.raises(ValueError, match=shadowed + " match only parameters that an earlier pattern matches"):
+            ModulePosterior(module, Regression(0.5), 10, prior_scale=prior_scale)
 
 
 def test_targets_of_shape_b_by_1_are_refused_naming_their_shape():
@@ -275,3 +285,70 @@ def test_labels_and_outputs_of_mismatched_shapes_are_refused():
     for outputs in (torch.zeros(1, 4), torch.zeros(2, 2), torch.zeros(4, 1, 1)):
         with pytest.raises(ValueError, match=r"Regression takes targets of shape"):
             Regression(0.5).log_likelihood(outputs, torch.zeros(4))
+
+
+def test_a_float16_network_of_some_90_000_weights_has_a_finite_log_posterior_and_samples():
+    """Before, the log prior's constant (−0.92 a weight) and Σθ² were added in float16, whose range ends at
+    −65504: a 300-300-10 MLP (93,310 weights) had log prior −inf and sample refused to start. The
+    minibatch sum N/|B| Σ log p(y|x) overflowed float16 the same way for N = 60,000."""
+    net = nn.Sequential(nn.Linear(300, 300), nn.Tanh(), nn.Linear(300, 10)).half()
+    posterior = ModulePosterior(net, Classification(), num_data=60_000)
+    params = posterior.params()
+    generator = torch.Generator().manual_seed(0)
+    inputs, labels = torch.randn(64, 300, generator=generator).half(), torch.randint(0, 10, (64,), generator=generator)
+    expected_prior = sum(stats.norm.logpdf(value.double().numpy()).sum() for value in params.values())
+    log_prior = posterior.log_prior(params)
+    assert log_prior.dtype == torch.float32
+    assert log_prior.item() == pytest.approx(expected_prior, rel=1e-6)
+    log_likelihood = posterior.log_likelihood(params, (inputs, labels)).double().sum().item()
+    log_posterior = posterior.log_posterior(params, (inputs, labels))
+    assert log_posterior.item() == pytest.approx(expected_prior + 60_000 / 64 * log_likelihood, rel=1e-5)
+    data = sgmcmc.Minibatches(inputs.repeat(10, 1), labels.repeat(10), batch_size=64)
+    posterior = ModulePosterior(net, Classification(), num_data=640)
+    trace = sgmcmc.SGLD(posterior.log_posterior, step_size=1e-6).sample(
+        params, data, num_chains=1, num_steps=3, seed=0, progress=False, keep=()
+    )
+    assert np.isfinite(trace.sample_stats["lp"]).all() and not trace.sample_stats["diverging"].any()
+
+
+def test_batch_norm_without_running_statistics_is_refused():
+    """Before, it was accepted in eval mode, where it still normalises by each batch's statistics: one
+    point's predictive changed with the other points beside it in the batch."""
+    net = nn.Sequential(nn.Linear(2, 3), nn.BatchNorm1d(3, track_running_stats=False), nn.Linear(3, 2)).eval()
+    with pytest.raises(ValueError, match=r"batch norm submodules \['1'\] have track_running_stats=False"):
+        ModulePosterior(net, Classification(), num_data=10)
+
+
+def test_rrelu_in_training_mode_is_refused_as_dropout_is():
+    """Before, RReLU's random slopes were drawn from the global RNG at every call (with one chain the log
+    posterior was random; with several, vmap failed on aten::rrelu)."""
+    posterior = ModulePosterior(nn.Sequential(nn.Linear(2, 3), nn.RReLU(), nn.Linear(3, 2)), Classification(), 10)
+    with pytest.raises(ValueError, match=r"submodules \['1'\] of the module are in training mode"):
+        posterior(posterior.params(), torch.randn(4, 2))
+    posterior.module.eval()
+    assert posterior(posterior.params(), torch.randn(4, 2)).shape == (4, 2)
+
+
+def test_initial_params_leave_the_gpus_generators_alone(monkeypatch):
+    """Before, torch.manual_seed(seed + c) also reseeded every CUDA generator, which fork_rng(devices=[])
+    does not restore: a GPU run's global generator was left at seed + num_chains − 1."""
+    reseeded = []
+    monkeypatch.setattr(torch.cuda, "manual_seed_all", reseeded.append)
+    ModulePosterior(nn.Linear(3, 2), Classification(), num_data=10).initial_params(4, seed=100)
+    assert reseeded == []
+
+
+def test_a_classifier_with_one_logit_is_refused():
+    """Before, labels 0 got log-likelihood exactly 0 whatever the logit, and label 1 an IndexError."""
+    posterior = ModulePosterior(nn.Linear(2, 1), Classification(), num_data=10)
+    with pytest.raises(ValueError, match=r"logits for 2 or more classes, got outputs of shape \(4, 1\)"):
+        posterior.log_likelihood(posterior.params(), (torch.randn(4, 2), torch.zeros(4, dtype=torch.long)))
+
+
+def test_the_regression_predictive_of_one_point_keeps_its_batch_dim():
+    """Before, a module with outputs (|B|,) gave a predictive of shape () for one point, (|B|,) for more."""
+    posterior = ModulePosterior(nn.Sequential(nn.Linear(2, 1), nn.Flatten(0)), Regression(), num_data=10)
+    for num_points in (1, 3):
+        assert posterior.predictive(posterior.params(), torch.randn(num_points, 2)).shape == (num_points,)
+    posterior = ModulePosterior(nn.Linear(2, 1), Regression(), num_data=10)
+    assert posterior.predictive(posterior.params(), torch.randn(1, 2)).shape == (1,)
