@@ -103,8 +103,9 @@ def reliability_bins(
     num_bins = count("num_bins", num_bins, 1)
     confidence = probabilities.max(axis=1)
     correct = probabilities.argmax(axis=1) == labels
-    # by the edges themselves: ceil(confidence · num_bins) puts 0.07 in (0.07, 0.08] of 100 bins (7.000000000000001)
-    edges = np.linspace(0.0, 1.0, num_bins + 1)
+    # by the edges themselves: ceil(confidence · num_bins) puts 0.07 in (0.07, 0.08] of 100 bins (7.000000000000001);
+    # edge k is k / num_bins, the float a confidence of exactly k/num_bins is (linspace's 5/6 is one ulp below it)
+    edges = np.arange(num_bins + 1) / num_bins
     bins = np.clip(np.searchsorted(edges, confidence, side="left") - 1, 0, num_bins - 1)
     counts = np.bincount(bins, minlength=num_bins)
     with np.errstate(invalid="ignore", divide="ignore"):

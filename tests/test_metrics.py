@@ -39,6 +39,21 @@ def test_a_confidence_on_a_bin_edge_falls_in_the_bin_it_closes():
         assert np.flatnonzero(counts).tolist() == [round(confidence * 100) - 1]
 
 
+def test_a_confidence_of_k_over_the_bin_count_falls_in_bin_k_for_every_bin_count():
+    """Before, the edges came from np.linspace, whose 5/6 is one ulp below the float 5/6: with 6 bins a
+    confidence of 5/6 fell in (5/6, 1] (1,261 such cases over bin counts 1 to 200; none at 10, 15, 100)."""
+    misplaced = []
+    for num_bins in range(1, 41):
+        for k in range(1, num_bins + 1):
+            confidence = k / num_bins
+            num_others = math.ceil(1.0 / confidence)
+            probabilities = np.array([[confidence] + [(1.0 - confidence) / num_others] * num_others])
+            counts = metrics.reliability_bins(probabilities, np.array([0]), num_bins=num_bins)[2]
+            if np.flatnonzero(counts).tolist() != [k - 1]:
+                misplaced.append((num_bins, k))
+    assert misplaced == []
+
+
 def test_a_label_given_probability_zero_counts_708_nats_not_inf():
     nll = metrics.negative_log_likelihood(np.array([[1.0, 0.0], [0.5, 0.5]]), np.array([1, 0]))
     assert nll == pytest.approx((-math.log(np.finfo(np.float64).tiny) + math.log(2.0)) / 2, rel=1e-12)
