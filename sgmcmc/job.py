@@ -162,6 +162,16 @@ class JobConfig:
             raise ValueError(f"test_fraction must be in (0, 1), got {self.test_fraction}")
         if not self.hidden or any(width < 1 for width in self.hidden):
             raise ValueError(f"hidden must list layer widths >= 1, got {self.hidden}")
+        if self.sampler in ("csgld", "csghmc") and self.num_cycles > self.num_steps:
+            raise ValueError(
+                f"num_cycles ({self.num_cycles}) must be <= num_steps ({self.num_steps}): each cycle needs a step"
+            )
+        try:
+            device = torch.device(self.device)
+        except RuntimeError as error:
+            raise ValueError(f"device must name a torch device, such as cpu or cuda, got {self.device!r}") from error
+        if device.type == "cuda" and not torch.cuda.is_available():
+            raise ValueError(f"device {self.device!r} needs a CUDA GPU, and this torch sees none")
 
 
 def _has_type(value: Any, hint: Any) -> bool:
@@ -237,7 +247,7 @@ def _prepare(config: JobConfig) -> _Data:
     mean, scale = train_x[~train_held].mean(axis=0), train_x[~train_held].std(axis=0)
     scale = np.where(scale > 0, scale, 1.0)
     as_float = lambda array: torch.as_tensor((array - mean) / scale, dtype=torch.float32)  # noqa: E731
-    low, high = train_x.min(axis=0), train_x.max(axis=0)
+    low, high = train_x[~train_held].min(axis=0), train_x[~train_held].max(axis=0)  # the trained classes only
     num_test = int((~test_held).sum())  # the test points of the trained classes
     noise = np.random.default_rng(config.seed).uniform(low, high, size=(num_test, features.shape[1]))
     out_of_distribution = {"noise": as_float(noise)}
@@ -374,7 +384,6 @@ def run_job(config: JobConfig) -> dict[str, Any]:
     """Run the job of ``config``; prints the report and returns it (the contents of ``report.json``)."""
     data = _prepare(config)
     output = Path(config.output)
-    output.mkdir(parents=True, exist_ok=True)
     likelihood = Classification() if data.task == "classification" else Regression(config.noise_scale)
     train_x, train_y = data.train
     torch.manual_seed(config.seed)
@@ -408,6 +417,7 @@ def run_job(config: JobConfig) -> dict[str, Any]:
     if config.ensemble:
         step_sizes["ensemble"] = _step_size(config, data.task, "ensemble")
 
+    output.mkdir(parents=True, exist_ok=True)  # after the settings' checks: a usage error leaves no folder
     start = time.perf_counter()
     trace = _naming_divergences(
         f"chains of the {config.sampler} run",

@@ -471,7 +471,10 @@ def plot_loss_curves(comparison: Comparison, path: str | Path | None = None) -> 
             for run in comparison.runs
         }
         # over every step, not the first: a run started near θ* rises to its stationary level
-        top = 10 * max(upper[np.isfinite(upper)].max(initial=0.0) for _, _, upper in quartiles.values()) or 1.0
+        largest = max(upper[np.isfinite(upper)].max(initial=0.0) for _, _, upper in quartiles.values())
+        # capped: a diverging run passes through finite values above 1.8e307, whose tenfold is inf
+        ceiling = np.finfo(np.float64).max
+        top = (10 * largest if largest < ceiling / 10 else ceiling) or 1.0
         reached = np.concatenate([lower[lower > 0] for lower, _, _ in quartiles.values()])
         axes[row, 0].set_ylim(max(reached.min(initial=top), 1e-16 * top), top)
         axes[row, 0].set_ylabel(name)
@@ -532,13 +535,16 @@ def _run_command(arguments: argparse.Namespace) -> int:
             annealed=not arguments.no_annealed,
             final_temperature=arguments.final_temperature,
         )
+        output = Path(arguments.output)
+        output.mkdir(parents=True, exist_ok=True)  # before the runs, which an unwritable output would waste
         comparison = compare(landscape, methods, arguments.num_starts, arguments.num_steps, arguments.seed)
     except (ValueError, TypeError) as error:  # a bad setting: a usage error, as sgmcmc run gives
         arguments.parser.error(str(error))
+    except OSError as error:
+        arguments.parser.error(f"cannot write to --output {arguments.output}: {error}")
     print(f"{landscape!r}, {arguments.num_starts} random starts in {landscape.start_box}^{landscape.dim}, ", end="")
     print(f"{arguments.num_steps} steps, seed {arguments.seed}\n")
     print(comparison.to_markdown())
-    output = Path(arguments.output)
     for kind, plot in (
         ("trajectories", plot_trajectories),
         ("loss", plot_loss_curves),

@@ -9,6 +9,7 @@ import warnings
 import arviz as az
 import numpy as np
 import pytest
+import torch
 import xarray as xr
 from sklearn.model_selection import train_test_split
 
@@ -402,7 +403,13 @@ def test_bad_settings_and_data_are_usage_errors_and_leave_no_output_folder(tmp_p
     assert not output.exists()
     output.write_text("a file")
     _usage_error(["run", "--output", str(output), "--hidden", "4", "--num-steps", "2"], "File exists")
-    _usage_error(["run", "--sampler", "csgld", "--num-steps", "20", "--num-cycles", "50"], "total_steps must be >= 50")
+    cycles = ["run", "--sampler", "csgld", "--num-steps", "20", "--num-cycles", "50", "--output", str(tmp_path / "c")]
+    _usage_error(cycles, r"num_cycles \(50\) must be <= num_steps \(20\)")
+    _usage_error(["run", "--device", "gpu", "--output", str(tmp_path / "d")], "device must name a torch device")
+    if not torch.cuda.is_available():
+        _usage_error(["run", "--device", "cuda", "--output", str(tmp_path / "d")], "needs a CUDA GPU")
+    # before, these three left an empty output folder, and the device ones a traceback
+    assert not (tmp_path / "c").exists() and not (tmp_path / "d").exists()
 
 
 def test_constant_regression_targets_are_refused(tmp_path):
@@ -458,3 +465,11 @@ def test_burn_in_must_be_below_num_steps_and_rhat_needs_two_chains_of_four_draws
     JobConfig(num_steps=20, burn_in=19)
     convergence = _convergence(functionals(2, 4))
     assert convergence["test_log_likelihood_rhat"] is not None and convergence["test_predictive_rhat_max"] is not None
+
+
+def test_the_noise_inputs_span_the_trained_classes_range_not_the_held_out_ones():
+    """Before, the noise was uniform over the range of all training rows, held-out classes included: their
+    pixels widened a few features' ranges, so the held-out classes shaped the out-of-distribution inputs."""
+    data = _prepare(JobConfig(ood_classes=[8, 9], seed=0))
+    trained, noise = data.train[0].numpy(), data.out_of_distribution["noise"].numpy()
+    assert (noise >= trained.min(axis=0) - 1e-6).all() and (noise <= trained.max(axis=0) + 1e-6).all()

@@ -238,3 +238,25 @@ def test_bad_settings_of_the_command_are_usage_errors_naming_them(capsys):
         Method("adam", "0.1")
     with pytest.raises(ValueError, match=r"final_temperature must be in \(0, temperature = 1\), got 2"):
         sweep(temperature=1.0, final_temperature=2.0)
+
+
+def test_the_loss_plot_of_a_diverging_run_is_drawn():
+    """SGD at lr 10 on a quadratic grows tenfold a step: before, its largest finite quartile (above 1.8e307)
+    times 10 was inf, and the plot failed with "Axis limits cannot be NaN or Inf"."""
+    from sgmcmc.playground import plot_loss_curves
+
+    comparison = compare(Quadratic(2), [Method("sgd", 10.0)], num_starts=4, num_steps=400, seed=0)
+    assert comparison.runs[0].diverged.all()
+    bottom, top = plot_loss_curves(comparison).axes[0].get_ylim()
+    assert 0 < bottom < top <= np.finfo(np.float64).max
+
+
+def test_an_output_that_cannot_be_a_folder_is_a_usage_error_before_the_runs(tmp_path, capsys):
+    """Before, the runs went first and the figures then failed with a FileExistsError traceback."""
+    not_a_folder = tmp_path / "file"
+    not_a_folder.write_text("")
+    with pytest.raises(SystemExit) as exit_status:
+        main(["landscape", "quadratic", "--num-starts", "2", "--num-steps", "2", "--output", str(not_a_folder)])
+    assert exit_status.value.code == 2
+    captured = capsys.readouterr()
+    assert f"cannot write to --output {not_a_folder}" in captured.err and "| SGD" not in captured.out
