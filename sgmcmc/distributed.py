@@ -22,15 +22,17 @@ Start P processes with ``torchrun --nproc-per-node=P script.py`` (or any launche
   take identical steps; the shards must be equal-sized (:func:`shard_rows`) because the
   minibatch draws of every rank come from those same generators.
 
-Every rank must be given the same sampler, init and arguments (but its own device and data):
-both modes first gather every rank's settings and, if any differ, raise ``ValueError`` on
-every rank naming them.
+Every rank must be given the same sampler, init and arguments (but its own device; in
+data-parallel mode its own shard of the data, in chain-parallel mode the same data): both
+modes first gather every rank's settings and, if any differ, raise ``ValueError`` on every
+rank naming them.
 
 Failure: a rank that raises prints its error, leaves the process group and exits non-zero;
 torchrun then stops the other ranks at once. Without such a launcher a healthy rank stops at
 its next collective (every step in data-parallel mode, the final gather in chain-parallel
-mode), which fails when the peer is gone or after the process group's timeout, with an error
-that says another rank failed. Write result files on rank 0 only, with
+mode), which fails when the peer is gone or after the process group's timeout (the gather,
+which waits out the other ranks' sampling, after 7 days), with an error that says another
+rank failed. Write result files on rank 0 only, with
 :func:`write_atomically`, so no partial file ever looks complete.
 """
 
@@ -81,6 +83,11 @@ __all__ = [
 
 DEFAULT_TIMEOUT_S = 600.0
 """Seconds a collective waits for the other ranks before it fails (the process group's timeout)."""
+
+_WAIT_FOR_SAMPLING = timedelta(days=7)
+"""How long the chain-parallel gather waits for the other ranks to finish their chains: the length of a
+run, not a peer's hang, which ``timeout_s`` bounds. A rank that dies closes its connections (gloo), or
+its launcher stops the others, so the wait ends then."""
 
 PARALLEL_MODES = ("chains", "data")
 """The modes of :func:`sample_in_parallel` (and of ``sgmcmc run --parallel``)."""
@@ -161,8 +168,17 @@ def process_group(
 
 
 def _rank_and_world_size() -> tuple[int, int]:
+    """(rank, world size) of the joined process group; (0, 1) in a process that runs alone. A process that a
+    launcher started as one of several but that joined no group is refused: it would run the whole job, as
+    every other rank would, each writing the same results."""
     if dist.is_available() and dist.is_initialized():
         return dist.get_rank(), dist.get_world_size()
+    if launched() and int(os.environ["WORLD_SIZE"]) > 1:
+        raise RuntimeError(
+            f"this process is rank {os.environ['RANK']} of {os.environ['WORLD_SIZE']} started by a launcher, but "
+            "it joined no process group: call sgmcmc.distributed's functions inside `with "
+            "sgmcmc.distributed.process_group(...):`, or every rank runs the whole job"
+        )
     return 0, 1
 
 
@@ -316,7 +332,7 @@ def sample_chain_parallel(
         ``diverged_at_step`` covers all K chains.
 
     Raises:
-        ValueError: on every rank, before sampling, if the ranks were given other settings.
+        ValueError: on every rank, before sampling, if the ranks were given other settings or data.
     """
     _refuse(sample_kwargs, "trace_file", "checkpoint", "wrap_potential")
     sample_kwargs = _materialised_keep(sample_kwargs)
@@ -325,7 +341,14 @@ def sample_chain_parallel(
     rank, world_size = _rank_and_world_size()
     if world_size > 1:
         arguments = {"init": init, "num_chains": num_chains, "seed": seeds, "stacked_init": stacked_init}
-        _check_same_settings(_settings_by_rank(_settings(sampler, {**sample_kwargs, **arguments})))
+        settings = _settings(sampler, {**sample_kwargs, **arguments})
+        # every rank's chains must sample one posterior: the same data (by its values), not each rank's own
+        stream = chain_data(data)
+        settings["data"] = None if stream is None else f"{stream.num_rows} rows (sha256 {tensor_digest(stream.units)})"
+        _check_same_settings(_settings_by_rank(settings))
+        # the gather waits for the slowest rank's chains (a rank without chains waits for the whole run),
+        # which the process group's timeout, meant for a peer that hangs, would cut short
+        gather_group = dist.new_group(timeout=_WAIT_FOR_SAMPLING)
     block = chain_block(num_chains, rank, world_size)
     piece = None
     if len(block):
@@ -347,7 +370,10 @@ def sample_chain_parallel(
         piece = trace
     pieces = [None] * world_size if rank == 0 else None
     if world_size > 1:
-        _collective("gathering the chains' traces on rank 0", lambda: dist.gather_object(piece, pieces, dst=0))
+        _collective(
+            "gathering the chains' traces on rank 0",
+            lambda: dist.gather_object(piece, pieces, dst=0, group=gather_group),
+        )
     else:
         pieces = [piece]
     if rank != 0:
@@ -481,13 +507,18 @@ def sample_data_parallel(
     if world_size > 1:
         # the runner leaves the averaged estimate, over every rank's shard, to this check
         stream.check_num_data(sampler.log_posterior, num_shards=world_size)
-        # the shapes of every tensor, not only the row count: pre-made batches of other sizes must differ too
-        layout = (stream.units_per_step, [tuple(leaf.shape) for leaf in pytree.tree_leaves(stream.units)])
+        # the shapes and dtypes of every tensor, not only the row count: pre-made batches of other sizes must
+        # differ too, and a float64 shard beside float32 ones would average values of other dtypes (a deadlock)
+        layout = (
+            stream.units_per_step,
+            [(tuple(leaf.shape), str(leaf.dtype)) for leaf in pytree.tree_leaves(stream.units)],
+        )
         by_rank = _settings_by_rank({"shard": layout, **_settings(sampler, {"init": init, **sample_kwargs})})
         layouts = [settings.pop("shard") for settings in by_rank]
         if any(other != layout for other in layouts):
             raise ValueError(
-                f"the ranks' shards differ: (rows per step, shapes of the shard's tensors) by rank = {layouts}; "
+                f"the ranks' shards differ: (rows per step, shapes and dtypes of the shard's tensors) by rank = "
+                f"{layouts}; "
                 "data-parallel sampling needs equal shards (see shard_rows)"
             )
         _check_same_settings(by_rank)

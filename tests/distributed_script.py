@@ -20,6 +20,7 @@ from __future__ import annotations
 import sys
 import time
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -124,6 +125,16 @@ def every_rank(value: Any) -> list[Any]:
     return gathered
 
 
+def refusals(run: Callable[..., Any], sampler: sgmcmc.Sampler, data: Any, **options: Any) -> list[str | None]:
+    """Every rank's ValueError message from ``run(sampler, init(), data, **options)``, or None where it ran."""
+    refused = None
+    try:
+        run(sampler, init(), data, progress=False, **options)
+    except ValueError as error:
+        refused = str(error)
+    return every_rank(refused)
+
+
 def sample(output: Path) -> None:
     torch.set_num_threads(1)
     with distributed.process_group(timeout_s=30) as group:
@@ -153,32 +164,40 @@ def sample(output: Path) -> None:
             )
         except ValueError as error:
             results["unequal_batches"] = str(error)
-        refused = None
-        try:  # rank 1 given another number of steps: refused at the start, not at the 30 s timeout
-            distributed.sample_data_parallel(
-                sgmcmc.SGLD(log_posterior(), step_size=1e-3),
-                init(),
-                sgmcmc.Minibatches(*shard, batch_size=8),
-                num_chains=1,
-                num_steps=3 if group.rank == 0 else 4,
-                progress=False,
-            )
-        except ValueError as error:
-            refused = str(error)
-        results["other_num_steps"] = every_rank(refused)
-        refused = None
-        try:  # rank 1's chains given another step size: refused, not gathered into one trace
-            distributed.sample_chain_parallel(
-                sgmcmc.SGLD(log_posterior(), step_size=1e-3 if group.rank == 0 else 2e-3),
-                init(),
-                sgmcmc.Minibatches(*regression_data(), batch_size=8),
-                num_chains=2,
-                num_steps=3,
-                progress=False,
-            )
-        except ValueError as error:
-            refused = str(error)
-        results["other_step_size"] = every_rank(refused)
+        sgld = lambda step_size=1e-3: sgmcmc.SGLD(log_posterior(), step_size=step_size)  # noqa: E731
+        # rank 1 given another number of steps: refused at the start, not at the 30 s timeout
+        results["other_num_steps"] = refusals(
+            distributed.sample_data_parallel,
+            sgld(),
+            sgmcmc.Minibatches(*shard, batch_size=8),
+            num_chains=1,
+            num_steps=3 if group.rank == 0 else 4,
+        )
+        # rank 1's chains given another step size: refused, not gathered into one trace
+        results["other_step_size"] = refusals(
+            distributed.sample_chain_parallel,
+            sgld(1e-3 if group.rank == 0 else 2e-3),
+            sgmcmc.Minibatches(*regression_data(), batch_size=8),
+            num_chains=2,
+            num_steps=3,
+        )
+        # rank 1's chains given other labels (of the same size): refused, not gathered into one trace
+        features, labels = regression_data()
+        results["other_data"] = refusals(
+            distributed.sample_chain_parallel,
+            sgld(),
+            sgmcmc.Minibatches(features, labels if group.rank == 0 else -labels, batch_size=8),
+            num_chains=2,
+            num_steps=3,
+        )
+        # rank 1's shard in float32: refused at the start, not a deadlock of unlike all_reduces
+        results["other_dtype"] = refusals(
+            distributed.sample_data_parallel,
+            sgld(),
+            sgmcmc.Minibatches(*(tensor.float() if group.rank == 1 else tensor for tensor in shard), batch_size=8),
+            num_chains=1,
+            num_steps=3,
+        )
         rank_1_step_size = sgmcmc.SGLD(log_posterior(), step_size=1e-3 if group.rank == 0 else 2e-3)
         # a setting the start-up comparison cannot see (here hidden from it): the replicas drift apart
         rank_1_step_size.hyperparameters = lambda: {"step_size": 1e-3}
@@ -310,6 +329,32 @@ def hang() -> None:
         )
 
 
+def slow_gather(output: Path) -> None:
+    """One chain, on rank 1, for about 4 s, under a 2 s timeout: rank 0, which has no chain, waits at the
+    gather for longer than the timeout."""
+    with distributed.process_group(timeout_s=2) as group:
+        healthy = log_posterior()
+
+        def slow_log_posterior(params: dict[str, torch.Tensor], batch: Any) -> torch.Tensor:
+            time.sleep(0.25)
+            return healthy(params, batch)
+
+        trace = distributed.sample_chain_parallel(
+            sgmcmc.SGLD(slow_log_posterior, step_size=1e-3),
+            init(),
+            sgmcmc.Minibatches(*regression_data(), batch_size=8),
+            num_chains=1,
+            num_steps=16,
+            progress=False,
+        )
+        if group.rank == 0:
+            output.write_text(str(trace.num_draws))
+
+
+def no_group() -> None:
+    distributed.shard_rows(*regression_data())
+
+
 def fail() -> None:
     torch.set_num_threads(1)
     with distributed.process_group(timeout_s=20) as group:
@@ -342,5 +387,9 @@ if __name__ == "__main__":
         fail()
     elif mode == "hang":
         hang()
+    elif mode == "slow_gather":
+        slow_gather(Path(arguments[0]))
+    elif mode == "no_group":
+        no_group()
     else:
         raise SystemExit(f"unknown mode {mode!r}")

@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -99,6 +100,39 @@ def test_ranks_given_other_settings_are_refused_at_the_start_on_every_rank(two_p
         ]
         * 2
     )
+
+
+def test_chain_parallel_ranks_given_other_data_and_data_parallel_shards_of_other_dtypes_are_refused(
+    two_process_results,
+):
+    """Before, chains sampled on two ranks' different data (here rank 1's labels negated) were merged into
+    one trace without a word, and a float32 shard beside float64 ones deadlocked the ranks' all_reduces
+    until the timeout, blaming another rank."""
+    other_data, other_dtype = two_process_results["other_data"], two_process_results["other_dtype"]
+    assert other_data[0] == other_data[1] and re.match(
+        r"the ranks were given different settings \(data by rank: \['64 rows \(sha256 \w+\)', '64 rows", other_data[0]
+    )
+    assert (
+        other_dtype[0] == other_dtype[1]
+        and "'torch.float64')]), (8, [((32, 3), 'torch.float32'), ((32,), 'torch.float32')])]" in other_dtype[0]
+    )
+
+
+def test_a_rank_without_chains_waits_at_the_gather_longer_than_the_timeout(tmp_path):
+    """Before, the gather ran under the process group's timeout: a rank that finished early (or had no
+    chain) and waited longer than that for the others failed, and both ranks lost their draws."""
+    output = tmp_path / "draws"
+    completed = torchrun(str(SCRIPT), "slow_gather", str(output), timeout=90)
+    assert completed.returncode == 0, completed.stderr[-2000:]
+    assert output.read_text() == "16"
+
+
+def test_sharing_data_without_joining_a_process_group_under_torchrun_is_refused():
+    """Before, every rank took itself for rank 0 of 1: shard_rows gave each all the rows, and each rank ran
+    (and wrote) the whole job."""
+    completed = torchrun(str(SCRIPT), "no_group", timeout=60)
+    assert completed.returncode != 0
+    assert "this process is rank 1 of 2 started by a launcher, but it joined no process group" in completed.stderr
 
 
 def test_ranks_compare_what_decides_the_run_but_not_their_device_progress_or_output():
