@@ -199,6 +199,8 @@ class _Data:
     target_mean: float
     target_scale: float
     noise_scale: float
+    classes: list[Any] | None = None
+    """Classification: the data set's label of each class index the network predicts (held-out classes left out)."""
 
 
 def _load(dataset: str) -> tuple[np.ndarray, np.ndarray]:
@@ -259,7 +261,9 @@ def _prepare(config: JobConfig) -> _Data:
         as_labels = lambda labels: torch.tensor([relabel[label] for label in labels])  # noqa: E731
         train = (as_float(train_x[~train_held]), as_labels(train_y[~train_held]))
         test = (as_float(test_x[~test_held]), as_labels(test_y[~test_held]))
-        return _Data(train, test, out_of_distribution, task, len(classes), 0.0, 1.0, config.noise_scale)
+        return _Data(
+            train, test, out_of_distribution, task, len(classes), 0.0, 1.0, config.noise_scale, classes.tolist()
+        )
     if np.ptp(train_y) == 0:  # standardising would divide by 0
         raise ValueError(
             f"the training targets of {config.dataset} all equal {train_y[0]}: there is nothing to regress"
@@ -504,23 +508,34 @@ def run_job(config: JobConfig) -> dict[str, Any]:
     if data.task == "classification":
         cumulative = draws.cumsum(axis=-1)
         replicated = (generator.uniform(size=draws.shape[:-1] + (1,)) > cumulative).sum(axis=-1)
-        replicated = np.minimum(replicated, draws.shape[-1] - 1)
+        # class indices, as the predictive's last dim counts them; attrs["classes"] maps them to the labels
+        replicated = np.minimum(replicated, draws.shape[-1] - 1).astype(np.int64)
+        observed = test_y.cpu().numpy().astype(np.int64)
+        attrs = {"classes": data.classes, "y": "class index i is the data set's label classes[i]"}
     else:
-        replicated = draws + config.noise_scale * generator.standard_normal(draws.shape)
-    # in the targets' own units, as the report's RMSE and NLL (the network and functionals work in standardised ones)
-    replicated = replicated * data.target_scale + data.target_mean
-    observed = test_y.cpu().numpy() * data.target_scale + data.target_mean
+        # in the targets' own units, as the report's RMSE and NLL (the network and functionals use standardised ones)
+        replicated = (draws + config.noise_scale * generator.standard_normal(draws.shape)) * data.target_scale
+        replicated = replicated + data.target_mean
+        observed = test_y.cpu().numpy() * data.target_scale + data.target_mean
+        attrs = {}
     dims = ("chain", "draw", "test_point")
     coords = {"chain": idata.functionals.chain.values, "draw": idata.functionals.draw.values}
     idata = _with_predictive_groups(
         idata,
         {
-            "posterior_predictive": xr.Dataset({"y": (dims, replicated)}, coords=coords),
-            "observed_data": xr.Dataset({"y": (("test_point",), observed)}),
+            "posterior_predictive": xr.Dataset({"y": (dims, replicated)}, coords=coords, attrs=attrs),
+            "observed_data": xr.Dataset({"y": (("test_point",), observed)}, attrs=attrs),
         },
     )
     write_atomically(output / "posterior.nc", lambda path: idata.to_netcdf(str(path)))
     figures = _plot(output, data, test_draws.mean(axis=0), idata)
+    files = [output / "posterior.nc", *figures]
+    files += [
+        output / name
+        for name, made in (("trace.nc", config.stream), ("checkpoint.pt", config.checkpoint_every))
+        if made
+    ]
+    _remove_stale_files(output, files)
 
     report = {
         "config": dataclasses.asdict(config),
@@ -533,12 +548,28 @@ def run_job(config: JobConfig) -> dict[str, Any]:
         "step_sizes": step_sizes,
         "seconds": seconds,
         "steps_done": steps_done,
-        "files": [str(output / "posterior.nc"), *map(str, figures)],
+        "files": [str(path) for path in files if path.exists()],
     }
     strict = json.dumps(_finite_or_named(report), indent=2, allow_nan=False)
     write_atomically(output / "report.json", lambda path: path.write_text(strict))
     _print_report(report)
     return report
+
+
+_FILES = ("posterior.nc", "report.json", "reliability.png", "functionals.png", "trace.nc", "checkpoint.pt")
+"""The files a job may write in its output folder."""
+
+
+def _remove_stale_files(output: Path, written: list[Path]) -> None:
+    """Delete the figures an earlier job left in ``output`` that this one did not write (a classification
+    run's reliability diagram beside a regression run's report), and warn of its trace and checkpoint,
+    which are data: they are not this run's, and a run with --checkpoint-every would resume from them."""
+    for name in set(_FILES) - {path.name for path in written} - {"report.json"}:
+        path = output / name
+        if path.exists() and name.endswith(".png"):
+            path.unlink()
+        elif path.exists():
+            warn_caller(f"{path} is from an earlier job, not this one: move or delete it", RuntimeWarning)
 
 
 class JobError(RuntimeError):

@@ -5,6 +5,7 @@ import io
 import json
 import re
 import warnings
+from pathlib import Path
 
 import arviz as az
 import numpy as np
@@ -50,6 +51,15 @@ def test_job_writes_inference_data_report_and_plots(digits_job):
     assert idata.functionals["test_predictive"].shape == (2, 10, report["num_test"], 9)  # class 9 held out
     assert idata.posterior_predictive["y"].shape == (2, 10, report["num_test"])
     assert set(np.unique(idata.posterior_predictive["y"])) <= set(range(9))
+    # class indices as integers, and the labels they stand for: before, floats with no mapping (wrong labels
+    # once a held-out class is not the last)
+    for group in (idata.posterior_predictive, idata.observed_data):
+        assert group["y"].dtype == np.int64 and list(group.attrs["classes"]) == list(range(9))
+
+
+def test_class_indices_map_back_to_the_labels_when_a_middle_class_is_held_out():
+    data = _prepare(JobConfig(ood_classes=[3], seed=0))
+    assert data.classes == [0, 1, 2, 4, 5, 6, 7, 8, 9] and data.num_outputs == 9
 
 
 def test_report_equals_metrics_recomputed_from_the_saved_draws(digits_job):
@@ -473,3 +483,18 @@ def test_the_noise_inputs_span_the_trained_classes_range_not_the_held_out_ones()
     data = _prepare(JobConfig(ood_classes=[8, 9], seed=0))
     trained, noise = data.train[0].numpy(), data.out_of_distribution["noise"].numpy()
     assert (noise >= trained.min(axis=0) - 1e-6).all() and (noise <= trained.max(axis=0) + 1e-6).all()
+
+
+def test_a_job_into_an_earlier_jobs_folder_leaves_none_of_its_figures_and_warns_of_its_data(tmp_path):
+    """Before, a regression run into a classification run's folder left its reliability diagram among the
+    new files, and an earlier --stream run's trace.nc stayed without a word; the report listed neither."""
+    quick = dict(hidden=[4], num_chains=2, num_steps=20, burn_in=10, progress=False, output=str(tmp_path))
+    run_job(JobConfig(**quick))
+    assert (tmp_path / "reliability.png").exists()
+    (tmp_path / "trace.nc").write_text("an earlier run's")
+    with pytest.warns(RuntimeWarning, match=r"trace.nc is from an earlier job, not this one"):
+        report = run_job(JobConfig(dataset="diabetes", **quick))
+    assert not (tmp_path / "reliability.png").exists() and (tmp_path / "trace.nc").exists()
+    assert sorted(Path(path).name for path in report["files"]) == ["functionals.png", "posterior.nc"]
+    streamed = run_job(JobConfig(dataset="diabetes", stream=True, **quick))
+    assert sorted(Path(path).name for path in streamed["files"]) == ["functionals.png", "posterior.nc", "trace.nc"]
