@@ -178,12 +178,18 @@ class RecordingGenerators:
         self.device = generators.device
         self.requests: list[tuple[str, tuple[Any, ...]]] = []
 
+    def __len__(self) -> int:
+        return len(self.generators)
+
     def _record(self, method: str, *args: Any) -> Any:
         self.requests.append((method, args))
         return getattr(self.generators, method)(*args)
 
     def normal_like(self, params: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        return split_like(self._record("normal", *flat_layout(params)), params)
+        return split_like(self.normal(*flat_layout(params)), params)
+
+    def normal(self, size: int, dtype: torch.dtype) -> torch.Tensor:
+        return self._record("normal", size, dtype)
 
     def uniform(self, dtype: torch.dtype) -> torch.Tensor:
         return self._record("uniform", dtype)
@@ -196,10 +202,14 @@ class ReplayedDraws:
     """Stands in for :class:`ChainGenerators` inside a compiled step: returns, in order, draws
     made before the step by :meth:`ChainGenerators.draw` (``(method, value)`` pairs)."""
 
-    def __init__(self, draws: Sequence[tuple[str, Any]], device: torch.device) -> None:
+    def __init__(self, draws: Sequence[tuple[str, Any]], device: torch.device, num_chains: int) -> None:
         self.draws = draws
         self.device = device
+        self.num_chains = num_chains
         self.position = 0
+
+    def __len__(self) -> int:
+        return self.num_chains
 
     def _next(self, method: str) -> Any:
         if self.position >= len(self.draws) or self.draws[self.position][0] != method:
@@ -214,6 +224,9 @@ class ReplayedDraws:
 
     def normal_like(self, params: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         return split_like(self._next("normal"), params)
+
+    def normal(self, size: int, dtype: torch.dtype) -> torch.Tensor:
+        return self._next("normal")
 
     def uniform(self, dtype: torch.dtype) -> torch.Tensor:
         return self._next("uniform")

@@ -149,7 +149,8 @@ def _value_and_gradient(function: Callable[[Params, Any], torch.Tensor], params:
     through its sum (a vmapped function's chains are independent, so each gets its own gradient)."""
     leaves = {name: param.detach().requires_grad_() for name, param in params.items()}
     with torch.enable_grad():  # a caller's torch.no_grad() would leave nothing to differentiate
-        value = function(leaves, batch)
+        # a copy: a log posterior that rebinds a key (p["w"] = 2 * p["w"]) must not replace the leaf
+        value = function(dict(leaves), batch)
         total = value.sum()
     if not value.requires_grad:  # log p̃ does not depend on the params
         return value, {name: torch.zeros_like(leaf) for name, leaf in leaves.items()}

@@ -109,6 +109,8 @@ def _finite_per_chain(new_state: dict[str, Any], state: dict[str, Any]) -> torch
         for leaf, old_leaf in zip(pytree.tree_leaves(new_state), pytree.tree_leaves(state), strict=True)
         if leaf.is_floating_point() and leaf is not old_leaf
     ]
+    if not leaves:  # a step that left its whole state as it was
+        return torch.tensor(True)
     return _finite(per_chain_sum(dict(enumerate(leaves))))
 
 
@@ -148,9 +150,9 @@ def _check_log_posterior_at_start(
     chain_zero = {name: value[0].detach().requires_grad_() for name, value in params.items()}
     with torch.enable_grad():
         value = (
-            log_posterior(to_user(chain_zero))
+            log_posterior(to_user(dict(chain_zero)))
             if first_batch is None
-            else log_posterior(to_user(chain_zero), first_batch)
+            else log_posterior(to_user(dict(chain_zero)), first_batch)
         )
     check_log_posterior(value, where, chain_zero.values())
     values, gradients = potential(params, first_batch)
@@ -234,8 +236,9 @@ def _advance_function(sampler: Sampler, potential: ChainPotential) -> Callable[.
     return advance
 
 
-_STEP_CODES: dict[tuple[int, tuple[Any, ...]], types.CodeType] = {}
-"""The code object that the compiled steps of one sampler on one input layout run under."""
+_STEP_CODES: dict[tuple[int, int, tuple[Any, ...]], tuple[types.CodeType, Callable[[], Any]]] = {}
+"""The code object that the compiled steps of one sampler and log posterior on one input layout run under,
+and a reference to that log posterior (an id alone may be a freed one's, reused)."""
 _STEP_NAMES = itertools.count()
 
 
@@ -247,16 +250,27 @@ def _step_code(sampler: Sampler, step: Callable[..., Any], inputs: Any) -> types
     name. Sharing one code object across runs would let one run's batch or data size turn into a
     symbol in another's step (which user code such as N / batch.shape[0] cannot always take) and
     let other models use up a run's recompile limit; one per run would retrace an identical run
-    each time. So runs of the same sampler on inputs laid out alike share one.
+    each time. So runs of the same sampler and log posterior on inputs laid out alike share one:
+    a sampler given another log posterior (its ``num_data`` another constant) gets a code of its own.
     """
     layout = tuple(
         (leaf.shape, leaf.dtype, leaf.device) for leaf in pytree.tree_leaves(inputs) if isinstance(leaf, torch.Tensor)
     )
-    key = (id(sampler), layout)
-    if key not in _STEP_CODES:
-        _STEP_CODES[key] = step.__code__.replace(co_name=f"compiled_step_{next(_STEP_NAMES)}")
+    key = (id(sampler), id(sampler.log_posterior), layout)
+    code, log_posterior = _STEP_CODES.get(key, (None, None))
+    if code is None or log_posterior() is not sampler.log_posterior:  # new, or a new object at a freed one's id
+        code = step.__code__.replace(co_name=f"compiled_step_{next(_STEP_NAMES)}")
+        _STEP_CODES[key] = (code, _reference(sampler.log_posterior))
         weakref.finalize(sampler, _STEP_CODES.pop, key, None)
-    return _STEP_CODES[key]
+    return code
+
+
+def _reference(value: Any) -> Callable[[], Any]:
+    """A weak reference to ``value`` where it takes one (a function does), else a strong one."""
+    try:
+        return weakref.ref(value)
+    except TypeError:
+        return lambda: value
 
 
 class _CompiledAdvance:
@@ -279,7 +293,7 @@ class _CompiledAdvance:
         advance = self.advance
 
         def step(state, batch, step_size, temperature, alive, draws, device):  # noqa: ANN001, ANN202
-            return advance(state, batch, step_size, temperature, alive, ReplayedDraws(draws, device))
+            return advance(state, batch, step_size, temperature, alive, ReplayedDraws(draws, device, len(alive)))
 
         code = _step_code(self.sampler, step, (state, batch))
         return torch.compile(
@@ -320,7 +334,9 @@ class _CompiledAdvance:
                     )
                 warn_caller(f"compile=True: torch.compile failed, sampling eagerly: {error}", RuntimeWarning)
                 self.eager = True
-        return self.advance(state, batch, step_size, temperature, alive, ReplayedDraws(draws, generators.device))
+        return self.advance(
+            state, batch, step_size, temperature, alive, ReplayedDraws(draws, generators.device, len(generators))
+        )
 
 
 def _functionals(

@@ -74,13 +74,13 @@ def test_recorded_draws_made_again_continue_each_chains_stream():
     recording = RecordingGenerators(replayed)
     first = [recording.normal_like(params), recording.uniform(torch.float32)]
     assert recording.requests == [("normal", (4, torch.float64)), ("uniform", (torch.float32,))]
-    draws = ReplayedDraws(replayed.draw(recording.requests[:1]), cpu)
+    draws = ReplayedDraws(replayed.draw(recording.requests[:1]), cpu, num_chains=2)
     for got, want in zip([*first, draws.normal_like(params)], expected, strict=True):
         torch.testing.assert_close(got, want, rtol=0, atol=0)
 
 
 def test_replayed_draws_refuse_a_different_pattern():
-    draws = ReplayedDraws([("normal", torch.zeros(2, 3))], torch.device("cpu"))
+    draws = ReplayedDraws([("normal", torch.zeros(2, 3))], torch.device("cpu"), num_chains=2)
     with pytest.raises(RuntimeError, match=r"asked for uniform as random draw 0.*drew \['normal'\]"):
         draws.uniform(torch.float32)
     draws.normal_like({"a": torch.zeros(2, 3)})

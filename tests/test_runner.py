@@ -714,3 +714,76 @@ def test_warnings_point_at_the_caller_when_the_package_is_imported_through_a_sym
         check=True,
     )
     assert result.stdout.strip() == repr([str(script)])
+
+
+def test_a_log_posterior_that_rebinds_a_key_of_its_params_gets_the_same_gradient_alone_as_among_chains():
+    """p["w"] = 2 p["w"] (a reparametrisation, no in-place op): before, a chain alone got the gradient with
+    respect to 2w, the leaf having been replaced in the engine's own dict: −2 at w = 1 instead of −4."""
+
+    def reparametrised(params):
+        params["w"] = 2 * params["w"]
+        return -0.5 * (params["w"] ** 2).sum()
+
+    sampler = sgmcmc.SGLD(reparametrised, step_size=0.01, temperature=0.0)
+    options = dict(num_steps=3, progress=False, keep_gradients=True)
+    alone = sampler.sample({"w": torch.ones(2)}, num_chains=1, **options)
+    among = sampler.sample({"w": torch.ones(2)}, num_chains=2, **options)
+    np.testing.assert_array_equal(alone.gradients["w"][0, 0], [-4.0, -4.0])
+    np.testing.assert_array_equal(alone.posterior["w"][0], among.posterior["w"][0])
+
+
+class _StandStill(sgmcmc.Sampler):
+    """A step that keeps its state as it is (the same tensors), as a rejected move may."""
+
+    def step(self, state, potential, step_size, temperature, generators):
+        return state, {"lp": potential(state["params"])[0]}
+
+
+class _OwnNoise(sgmcmc.Sampler):
+    """Langevin with its noise drawn through ChainGenerators.normal and its chains counted by len()."""
+
+    def step(self, state, potential, step_size, temperature, generators):
+        log_posterior, gradient = potential(state["params"])
+        theta = state["params"]["theta"]
+        noise = generators.normal(theta.shape[1], theta.dtype)[: len(generators)]
+        return {"params": {"theta": theta + step_size * gradient["theta"] + math.sqrt(2 * step_size) * noise}}, {
+            "lp": log_posterior
+        }
+
+
+def test_custom_steps_that_keep_their_state_or_draw_with_normal_run_eagerly_and_compiled():
+    """Before, a step returning its state unchanged failed in the divergence guard ('int' object has no
+    attribute 'abs'), and compile=True failed on generators.normal, which the recording stand-in lacked."""
+    trace = _StandStill(standard_normal_log_posterior, 0.1).sample(torch.ones(2), num_chains=2, num_steps=3)
+    assert (trace.posterior["theta"] == 1).all() and not trace.sample_stats["diverging"].any()
+    sampler = _OwnNoise(standard_normal_log_posterior, 0.1)
+    eager = sampler.sample(torch.zeros(2), num_chains=2, num_steps=5, seed=1, progress=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)  # no fallback to eager
+        compiled = sampler.sample(torch.zeros(2), num_chains=2, num_steps=5, seed=1, progress=False, compile=True)
+    np.testing.assert_allclose(compiled.posterior["theta"], eager.posterior["theta"], rtol=1e-6, atol=1e-6)
+
+
+def test_a_sampler_given_another_log_posterior_compiles_its_step_anew():
+    """Before, the compiled step's code was shared by the sampler's runs whatever its log posterior: one
+    with another num_data turned N/|B| into a symbolic float, inductor failed, and the run fell back to eager."""
+    features = torch.randn(80, 3, generator=torch.Generator().manual_seed(0))
+    targets = features @ torch.tensor([1.0, -2.0, 0.5])
+
+    def log_posterior(num_data):
+        return sgmcmc.minibatch_log_posterior(
+            lambda theta: -0.5 * (theta**2).sum(),
+            lambda theta, batch: -0.5 * (batch[0] @ theta - batch[1]) ** 2,
+            num_data,
+        )
+
+    sampler = sgmcmc.SGLD(log_posterior(80), step_size=1e-3)
+    options = dict(num_chains=3, num_steps=4, progress=False, seed=1)
+    sampler.sample(torch.zeros(3), sgmcmc.Minibatches(features, targets, batch_size=10), compile=True, **options)
+    sampler.log_posterior = log_posterior(40)
+    half = sgmcmc.Minibatches(features[:40], targets[:40], batch_size=10)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)  # no fallback to eager
+        compiled = sampler.sample(torch.zeros(3), half, compile=True, **options)
+    eager = sampler.sample(torch.zeros(3), half, **options)
+    np.testing.assert_allclose(compiled.posterior["theta"], eager.posterior["theta"], rtol=1e-5, atol=1e-6)
