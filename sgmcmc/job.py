@@ -162,6 +162,13 @@ class JobConfig:
             raise ValueError(f"test_fraction must be in (0, 1), got {self.test_fraction}")
         if not self.hidden or any(width < 1 for width in self.hidden):
             raise ValueError(f"hidden must list layer widths >= 1, got {self.hidden}")
+        defaults = {setting.name: setting.default for setting in dataclasses.fields(self)}
+        for name, samplers in (("friction", ("sghmc", "csghmc")), ("num_cycles", ("csgld", "csghmc"))):
+            if getattr(self, name) != defaults[name] and self.sampler not in samplers:
+                warn_caller(
+                    f"{name}={getattr(self, name)} has no effect with sampler {self.sampler!r}: only {samplers} use it",
+                    RuntimeWarning,
+                )
         if self.sampler in ("csgld", "csghmc") and self.num_cycles > self.num_steps:
             raise ValueError(
                 f"num_cycles ({self.num_cycles}) must be <= num_steps ({self.num_steps}): each cycle needs a step"
@@ -254,6 +261,8 @@ def _prepare(config: JobConfig) -> _Data:
     noise = np.random.default_rng(config.seed).uniform(low, high, size=(num_test, features.shape[1]))
     out_of_distribution = {"noise": as_float(noise)}
     if task == "classification":
+        if config.noise_scale != JobConfig.noise_scale:
+            warn_caller(f"noise_scale={config.noise_scale} has no effect on a classification task", RuntimeWarning)
         classes = np.unique(train_y[~train_held])
         relabel = {label: index for index, label in enumerate(classes)}
         if config.ood_classes:

@@ -498,3 +498,17 @@ def test_a_job_into_an_earlier_jobs_folder_leaves_none_of_its_figures_and_warns_
     assert sorted(Path(path).name for path in report["files"]) == ["functionals.png", "posterior.nc"]
     streamed = run_job(JobConfig(dataset="diabetes", stream=True, **quick))
     assert sorted(Path(path).name for path in streamed["files"]) == ["functionals.png", "posterior.nc", "trace.nc"]
+
+
+def test_settings_that_the_chosen_sampler_or_task_does_not_use_are_warned_about():
+    """Before, --friction with sgld, --num-cycles with sghmc and --noise-scale with classification were
+    recorded in report.json as if they had been used."""
+    with pytest.warns(RuntimeWarning, match=r"friction=0.3 has no effect with sampler 'sgld': only \('sghmc', "):
+        JobConfig(friction=0.3)
+    with pytest.warns(RuntimeWarning, match=r"num_cycles=2 has no effect with sampler 'sghmc'"):
+        JobConfig(sampler="sghmc", num_cycles=2)
+    with pytest.warns(RuntimeWarning, match=r"noise_scale=0.3 has no effect on a classification task"):
+        _prepare(JobConfig(noise_scale=0.3))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        JobConfig(sampler="csghmc", friction=0.3, num_cycles=2)
