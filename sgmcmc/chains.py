@@ -61,8 +61,13 @@ def select_chains(mask: torch.Tensor, new: Any, old: Any) -> Any:
     """Per chain, the leaves of ``new`` where ``mask`` (num_chains,) is True, else those of ``old``.
 
     A leaf that ``new`` carries over from ``old`` (the same tensor) is kept as it is: a constant
-    of the state, such as SGLD-CV's centre expanded over chains, stays one copy.
+    of the state, such as SGLD-CV's centre expanded over chains, stays one copy. Where ``mask`` is
+    all True on the CPU, outside a compiled graph, ``new`` itself is returned: reading one boolean
+    there costs about a µs and saves a ``torch.where`` per leaf (every step's divergence guard selects).
+    A GPU would wait for that read (a host sync), and a compiled graph fuses the selects.
     """
+    if mask.device.type == "cpu" and not torch.compiler.is_compiling() and bool(mask.all()):
+        return new
 
     def select(new_leaf: torch.Tensor, old_leaf: torch.Tensor) -> torch.Tensor:
         if new_leaf is old_leaf:
@@ -108,14 +113,14 @@ def split_like(flat: torch.Tensor, like: dict[str, torch.Tensor], leading_dims: 
     shapes = [value.shape[leading_dims:] for value in like.values()]
     pieces = torch.split(flat, [shape.numel() for shape in shapes], dim=-1)
     return {
-        name: _cast(piece.reshape(piece.shape[:-1] + shape), value.dtype)
+        name: as_dtype(piece.reshape(piece.shape[:-1] + shape), value.dtype)
         for (name, value), shape, piece in zip(like.items(), shapes, pieces, strict=True)
     }
 
 
-def _cast(tensor: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-    # ``tensor.to(dtype)`` returns ``tensor`` itself when the dtype is the same, but costs a dispatch (a
-    # step splits its noise into every parameter): the comparison is free
+def as_dtype(tensor: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """``tensor.to(dtype)``, which returns ``tensor`` itself when the dtype is the same but costs a dispatch
+    (of some µs eagerly, more under vmap) even then: the comparison first is free."""
     return tensor if tensor.dtype == dtype else tensor.to(dtype)
 
 

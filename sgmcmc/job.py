@@ -162,9 +162,8 @@ class JobConfig:
             raise ValueError(f"test_fraction must be in (0, 1), got {self.test_fraction}")
         if not self.hidden or any(width < 1 for width in self.hidden):
             raise ValueError(f"hidden must list layer widths >= 1, got {self.hidden}")
-        defaults = {setting.name: setting.default for setting in dataclasses.fields(self)}
         for name, samplers in (("friction", ("sghmc", "csghmc")), ("num_cycles", ("csgld", "csghmc"))):
-            if getattr(self, name) != defaults[name] and self.sampler not in samplers:
+            if getattr(self, name) != getattr(JobConfig, name) and self.sampler not in samplers:
                 warn_caller(
                     f"{name}={getattr(self, name)} has no effect with sampler {self.sampler!r}: only {samplers} use it",
                     RuntimeWarning,

@@ -20,7 +20,7 @@ from torch import nn
 from torch.func import functional_call
 
 from sgmcmc._checks import count, positive, warn_caller
-from sgmcmc.chains import at_least_float32
+from sgmcmc.chains import as_dtype, at_least_float32
 from sgmcmc.log_density import minibatch_log_posterior
 
 __all__ = ["Classification", "Regression", "ModulePosterior"]
@@ -101,8 +101,7 @@ def _depends_on_training_mode(module: nn.Module) -> bool:
 def _sum_of_squares(value: torch.Tensor) -> torch.Tensor:
     """Σ value², in :func:`sgmcmc.chains.at_least_float32`: in float16, 256² is already inf, and the log
     prior's constant of a network of some 70,000 weights is below float16's −65504."""
-    dtype = at_least_float32(value.dtype)
-    return (value if value.dtype == dtype else value.to(dtype)).square().sum()
+    return as_dtype(value, at_least_float32(value.dtype)).square().sum()
 
 
 def _reset(module: nn.Module) -> Callable[[], None] | None:

@@ -26,7 +26,7 @@ from sgmcmc._checks import below_one, floating_point, nonnegative, positive
 from sgmcmc.asgld import asgld_step
 from sgmcmc.chains import ChainGenerators, chain_seeds, zero_moments_like
 from sgmcmc.psgld import psgld_step
-from sgmcmc.sghmc import check_friction, mass_like, sghmc_step, stationary_momentum
+from sgmcmc.sghmc import check_friction, mass_in_dtype, sghmc_step, stationary_momentum
 from sgmcmc.sgld import langevin_step
 
 __all__ = ["SGLD", "SGHMC", "PSGLD", "ASGLD"]
@@ -88,19 +88,19 @@ class _UpdateRuleOptimizer(torch.optim.Optimizer):
         """Add a group (as ``torch.optim.Optimizer`` does), checking the hyperparameters it sets and
         that its parameters are real floating point (a complex one would get half the noise variance in
         each of its parts)."""
-        self._check({**self.defaults, **param_group})
         params = param_group["params"]
         _refuse_set(params)
         params = [params] if isinstance(params, torch.Tensor) else list(params)  # list(): it may be an iterator
-        for index, parameter in enumerate(params):
-            if isinstance(parameter, tuple) and len(parameter) == 2:  # (name, tensor), as named_parameters() yields
-                parameter = parameter[1]
-            if isinstance(parameter, torch.Tensor):  # torch.optim names what is not a tensor
-                floating_point(f"parameter {index} of param group {len(self.param_groups)}", parameter)
+        # (name, tensor) as named_parameters() yields; torch.optim names what is not a tensor
+        tensors = [p[1] if isinstance(p, tuple) and len(p) == 2 else p for p in params]
+        tensors = [tensor for tensor in tensors if isinstance(tensor, torch.Tensor)]
+        for index, tensor in enumerate(tensors):
+            floating_point(f"parameter {index} of param group {len(self.param_groups)}", tensor)
+        self._check({**self.defaults, **param_group, "params": tensors})
         super().add_param_group({**param_group, "params": params})
 
     def _check(self, group: dict[str, Any]) -> None:
-        """Raise, naming the hyperparameter, if one of ``group``'s is out of range."""
+        """Raise, naming the hyperparameter, if one of ``group``'s is out of range (its "params": the tensors)."""
         positive("lr", group["lr"])
 
     def _state(
@@ -187,10 +187,12 @@ class SGHMC(_UpdateRuleOptimizer):
     def _check(self, group: dict[str, Any]) -> None:
         super()._check(group)
         check_friction(group["friction"], group["noise_estimate"], nonnegative("temperature", group["temperature"]))
-        positive("mass", group["mass"])
+        mass = torch.tensor(positive("mass", group["mass"]), dtype=torch.float64)
+        for dtype in {parameter.dtype for parameter in group["params"]}:
+            mass_in_dtype(mass, dtype, "mass")
 
     def _update(self, group, parameters, params, gradient):
-        mass = mass_like(group["mass"], params)
+        mass = {name: torch.full_like(value, group["mass"]) for name, value in params.items()}
         momentum = self._state(
             parameters,
             "momentum",

@@ -120,14 +120,6 @@ def _finite(values: torch.Tensor) -> torch.Tensor:
     return values.abs() < math.inf
 
 
-def _all_alive_on_host(alive: torch.Tensor) -> bool:
-    """Whether ``alive`` is on the CPU, outside a compiled graph, and all True: then no chain is frozen
-    and the select of the new states can be skipped. A CUDA device would wait for the check (a host
-    sync every step), and a compiled graph selects at no cost in its fused kernels; the CPU checks
-    one boolean in about a µs and saves a ``torch.where`` per state tensor."""
-    return alive.device.type == "cpu" and not torch.compiler.is_compiling() and bool(alive.all())
-
-
 def _finite_stats(stats: dict[str, torch.Tensor]) -> torch.Tensor:
     """Per chain, whether every floating stat (each (num_chains,)) of the current state is finite."""
     finite = [_finite(value) for value in stats.values() if value.is_floating_point()]
@@ -229,9 +221,7 @@ def _advance_function(sampler: Sampler, potential: ChainPotential) -> Callable[.
         new_state, stats = sampler.step(state, BoundPotential(potential, batch), step_size, temperature, generators)
         current_alive = alive & _finite_stats(stats)
         still_alive = current_alive & _finite_per_chain(new_state, state)
-        if not _all_alive_on_host(still_alive):
-            new_state = select_chains(still_alive, new_state, state)
-        return new_state, {**stats, "diverging": ~current_alive}, still_alive
+        return select_chains(still_alive, new_state, state), {**stats, "diverging": ~current_alive}, still_alive
 
     return advance
 

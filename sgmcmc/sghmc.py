@@ -51,14 +51,20 @@ def mass_like(mass: Mass, params: dict[str, torch.Tensor]) -> dict[str, torch.Te
                 raise ValueError(f"mass of {name!r} must hold finite floating values > 0")
         else:
             value = torch.tensor(positive(f"mass of {name!r}", value), dtype=torch.float64)
-        value = value.to(params[name])
-        if not (torch.isfinite(value) & (value > 0)).all():
-            raise ValueError(
-                f"mass of {name!r} rounds to 0 or inf in the params' dtype {params[name].dtype}; give a mass in "
-                f"its range (float16 holds about 6e-8 to 6.5e4), or sample in a wider dtype"
-            )
-        masses[name] = value.expand_as(params[name]).clone()
+        value = mass_in_dtype(value, params[name].dtype, f"mass of {name!r}")
+        masses[name] = value.to(params[name].device).expand_as(params[name]).clone()
     return masses
+
+
+def mass_in_dtype(mass: torch.Tensor, dtype: torch.dtype, where: str) -> torch.Tensor:
+    """``mass`` in ``dtype`` (on its own device), or a ValueError naming ``where`` if it rounds to 0 or inf there."""
+    value = mass.to(dtype=dtype)
+    if not (torch.isfinite(value) & (value > 0)).all():
+        raise ValueError(
+            f"{where} rounds to 0 or inf in the params' dtype {dtype}; give a mass in its range (float16 holds "
+            "about 6e-8 to 6.5e4), or sample in a wider dtype"
+        )
+    return value
 
 
 def check_friction(friction: float, noise_estimate: float, temperature: float) -> tuple[float, float]:

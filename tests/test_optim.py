@@ -176,13 +176,11 @@ def test_a_float16_run_resumed_from_its_state_dict_keeps_its_float32_moments(mak
 
 def test_a_mass_that_rounds_to_zero_or_inf_in_the_parameters_dtype_is_refused():
     """Before, mass 1e-8 became 0 in float16 and the parameter NaN after one step; 1e5 gave torch's
-    "value cannot be converted to type c10::Half without overflow"."""
+    "value cannot be converted to type c10::Half without overflow". The optimizer refuses it when made."""
     for mass in (1e-8, 1e5):
         theta = torch.nn.Parameter(torch.zeros(3, dtype=torch.float16))
-        optimizer = sgmcmc.optim.SGHMC([theta], lr=1e-4, friction=0.1, mass=mass)
-        theta.grad = torch.ones_like(theta)
-        with pytest.raises(ValueError, match=r"mass of '0' rounds to 0 or inf in the params' dtype torch.float16"):
-            optimizer.step()
+        with pytest.raises(ValueError, match=r"mass rounds to 0 or inf in the params' dtype torch.float16"):
+            sgmcmc.optim.SGHMC([theta], lr=1e-4, friction=0.1, mass=mass)
         with pytest.raises(ValueError, match=r"mass of 'theta' rounds to 0 or inf in the params' dtype torch.float16"):
             sgmcmc.SGHMC(standard_normal_log_posterior, step_size=1e-4, friction=0.1, mass=mass).sample(
                 torch.zeros(3, dtype=torch.float16), num_steps=2, progress=False
