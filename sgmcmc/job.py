@@ -324,13 +324,17 @@ def _sampler(config: JobConfig, step_size: float, log_posterior: Any, temperatur
     return sgmcmc.SGLD(log_posterior, step_size, temperature=temperature)
 
 
-def _scores(data: _Data, test_draws: np.ndarray, ood_draws: dict[str, np.ndarray]) -> dict[str, float]:
+def _scores(
+    data: _Data, test_draws: np.ndarray, ood_draws: dict[str, np.ndarray], test_log_likelihoods: np.ndarray
+) -> dict[str, float]:
     """Metrics of the predictive that averages a set of networks (posterior draws or ensemble members).
 
     Args:
         test_draws: each network's predictive at the test points: class probabilities (networks,
             points, classes), or predicted means (networks, points) for regression.
         ood_draws: the same at each set of out-of-distribution points (classification only).
+        test_log_likelihoods: each network's log p(y_i | x_i) at the test points (networks, points):
+            the classification NLL, exact where the float32 probabilities underflow.
     """
     targets = data.test[1].numpy()
     if data.task == "regression":
@@ -343,7 +347,7 @@ def _scores(data: _Data, test_draws: np.ndarray, ood_draws: dict[str, np.ndarray
     predictive = test_draws.mean(axis=0)
     return {
         "accuracy": metrics.accuracy(predictive, targets),
-        "nll": metrics.negative_log_likelihood(predictive, targets),
+        "nll": metrics.mixture_negative_log_likelihood(test_log_likelihoods),
         "ece": metrics.expected_calibration_error(predictive, targets),
         "brier": metrics.brier_score(predictive, targets),
         **{f"auroc_{name}": metrics.ood_auroc(predictive, draws.mean(axis=0)) for name, draws in ood_draws.items()},
@@ -406,11 +410,12 @@ def run_job(config: JobConfig) -> dict[str, Any]:
     test_x, test_y = (tensor.to(config.device) for tensor in data.test)
     ood = {name: inputs.to(config.device) for name, inputs in data.out_of_distribution.items()}
 
-    def test_log_likelihood(params: dict[str, torch.Tensor]) -> torch.Tensor:
-        return posterior.log_likelihood(params, (test_x, test_y)).sum()
+    def test_point_log_likelihood(params: dict[str, torch.Tensor]) -> torch.Tensor:
+        return posterior.log_likelihood(params, (test_x, test_y))
 
     functionals = {
-        "test_log_likelihood": test_log_likelihood,
+        "test_log_likelihood": lambda params: test_point_log_likelihood(params).sum(),
+        "test_point_log_likelihood": test_point_log_likelihood,
         "test_predictive": lambda params: posterior.predictive(params, test_x),
         **{f"{name}_predictive": lambda params, x=x: posterior.predictive(params, x) for name, x in ood.items()},
     }
@@ -475,7 +480,12 @@ def run_job(config: JobConfig) -> dict[str, Any]:
     test_draws = pooled("test_predictive")
     methods = {
         "posterior": {
-            **_scores(data, test_draws, {name: pooled(f) for name, f in ood_functionals.items()}),
+            **_scores(
+                data,
+                test_draws,
+                {name: pooled(f) for name, f in ood_functionals.items()},
+                pooled("test_point_log_likelihood"),
+            ),
             "diverged": int((~alive).any(axis=1).sum()),
         }
     }
@@ -619,7 +629,11 @@ def _ensemble_scores(
         kept = members[finite[members]]
         values = {name: draws[kept, -1] for name, draws in ensemble.functionals.items()}  # (members, *shape)
         ood_members = {name: values[functional] for name, functional in ood_functionals.items()}
-        scores[row] = _scores(data, values["test_predictive"], ood_members) if kept.size else {}
+        scores[row] = (
+            _scores(data, values["test_predictive"], ood_members, values["test_point_log_likelihood"])
+            if kept.size
+            else {}
+        )
         scores[row]["diverged"] = int(members.size - kept.size)
     return scores
 

@@ -23,6 +23,7 @@ __all__ = [
     "ood_auroc",
     "root_mean_squared_error",
     "gaussian_mixture_negative_log_likelihood",
+    "mixture_negative_log_likelihood",
 ]
 
 _TINY = np.finfo(np.float64).tiny
@@ -183,4 +184,15 @@ def gaussian_mixture_negative_log_likelihood(draw_means: np.ndarray, targets: np
     if draw_means.ndim != 2 or draw_means.shape[1:] != targets.shape:
         raise ValueError(f"draw_means must be (num_draws, {len(targets)}), got {draw_means.shape}")
     log_densities = -0.5 * ((targets - draw_means) / noise_scale) ** 2 - np.log(noise_scale * np.sqrt(2 * np.pi))
-    return float(-(logsumexp(log_densities, axis=0) - np.log(len(draw_means))).mean())
+    return mixture_negative_log_likelihood(log_densities)
+
+
+def mixture_negative_log_likelihood(draw_log_likelihoods: np.ndarray) -> float:
+    """−(1/n) Σ_i log (1/S) Σ_s p(y_i | θ_s): the NLL of the posterior predictive of S draws, from each
+    draw's log-likelihoods log p(y_i | θ_s), shape (num_draws, num_points), by a logsumexp over the
+    draws. Exact where the probabilities themselves underflow: a float32 softmax is 0 beyond a logit gap
+    of about 104, which :func:`negative_log_likelihood` of the averaged probabilities floors at 708 nats."""
+    draw_log_likelihoods = _values("draw_log_likelihoods", draw_log_likelihoods)
+    if draw_log_likelihoods.ndim != 2:
+        raise ValueError(f"draw_log_likelihoods must be (num_draws, num_points), got {draw_log_likelihoods.shape}")
+    return float(-(logsumexp(draw_log_likelihoods, axis=0) - np.log(len(draw_log_likelihoods))).mean())

@@ -69,7 +69,13 @@ def test_report_equals_metrics_recomputed_from_the_saved_draws(digits_job):
     labels = idata.observed_data["y"].values
     scores = report["methods"]["posterior"]
     assert scores["accuracy"] == pytest.approx(metrics.accuracy(predictive, labels))
-    assert scores["nll"] == pytest.approx(metrics.negative_log_likelihood(predictive, labels))
+    point_log_likelihoods = idata.functionals["test_point_log_likelihood"].values.reshape(-1, report["num_test"])
+    assert scores["nll"] == pytest.approx(metrics.mixture_negative_log_likelihood(point_log_likelihoods))
+    # the same predictive as the averaged probabilities, to their float32 rounding
+    assert scores["nll"] == pytest.approx(metrics.negative_log_likelihood(predictive, labels), rel=1e-5)
+    np.testing.assert_allclose(
+        point_log_likelihoods.sum(axis=1), idata.functionals["test_log_likelihood"].values.reshape(-1), rtol=1e-5
+    )
     assert scores["ece"] == pytest.approx(metrics.expected_calibration_error(predictive, labels))
     assert scores["brier"] == pytest.approx(metrics.brier_score(predictive, labels))
     held_out = idata.functionals["held_out_classes_predictive"].values.reshape(-1, *predictive.shape[:0], 9)

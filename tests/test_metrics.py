@@ -4,6 +4,7 @@ import math
 
 import numpy as np
 import pytest
+from scipy.special import logsumexp
 
 from sgmcmc import metrics
 
@@ -170,3 +171,23 @@ def test_empty_non_finite_and_misshapen_inputs_are_named():
         metrics.ood_auroc(two_classes, ten_classes)
     with pytest.raises(ValueError, match="AUROC needs points of both kinds; got 0 in and 3 out"):
         metrics.ood_auroc(np.zeros((0, 2)), two_classes)
+
+
+def test_the_mixture_nll_from_log_likelihoods_is_exact_where_float32_probabilities_underflow():
+    """Two draws giving the label log-probabilities −110 and −120 (logit gaps a float32 softmax turns into
+    probability 0): −log((e^−110 + e^−120)/2) = 110.693, where the averaged probabilities' NLL is the
+    708-nat floor. Where nothing underflows, both agree."""
+    logits = np.array([[[0.0, 110.0]], [[0.0, 120.0]]], dtype=np.float32)  # (draws, points, classes), label 0
+    probabilities = np.exp(logits - logsumexp(logits, axis=-1, keepdims=True)).astype(np.float32)
+    assert metrics.negative_log_likelihood(probabilities.mean(axis=0), np.array([0])) == pytest.approx(
+        708.396, abs=1e-3
+    )
+    log_likelihoods = np.array([[-110.0], [-120.0]])
+    exact = -(math.log(math.exp(-110.0) + math.exp(-120.0)) - math.log(2.0))
+    assert metrics.mixture_negative_log_likelihood(log_likelihoods) == pytest.approx(exact, rel=1e-12)
+    assert exact == pytest.approx(110.693, abs=1e-3)
+    both = np.log(np.array([[0.9, 0.2], [0.7, 0.4]]))  # (draws, points)
+    expected = -(math.log(0.8) + math.log(0.3)) / 2
+    assert metrics.mixture_negative_log_likelihood(both) == pytest.approx(expected, rel=1e-12)
+    with pytest.raises(ValueError, match=r"draw_log_likelihoods must be \(num_draws, num_points\)"):
+        metrics.mixture_negative_log_likelihood(np.zeros(3))
