@@ -193,7 +193,10 @@ def kernel_stein_discrepancy(
     if weights is None:
         weight = torch.full((num_draws,), 1.0 / num_draws, dtype=torch.float64, device=points.device)
     else:
-        weight = torch.as_tensor(weights).to(device=points.device, dtype=torch.float64)
+        weight = torch.as_tensor(weights)
+        if weight.is_complex() or weight.dtype == torch.bool:  # a mask, or a cast that drops the imaginary part
+            raise TypeError(f"weights must be real numbers (floating point or integer), got dtype {weight.dtype}")
+        weight = weight.to(device=points.device, dtype=torch.float64)
         if weight.shape != (num_draws,):
             raise ValueError(f"weights must have shape ({num_draws},), got {tuple(weight.shape)}")
         # the largest first: weights near the largest float would sum to inf

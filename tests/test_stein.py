@@ -263,3 +263,13 @@ def test_boolean_draws_are_refused():
         TypeError, match=r"draws must be real numbers \(floating point or integer\), got dtype torch.bool"
     ):
         kernel_stein_discrepancy(torch.ones(5, 2, dtype=torch.bool), torch.zeros(5, 2))
+
+
+def test_boolean_and_complex_weights_are_refused_as_such_draws_are():
+    """Before, a boolean mask was read as weights 0 and 1, and complex weights lost their imaginary part
+    (with only torch's cast warning)."""
+    draws = torch.randn(4, 2, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    for weights in (torch.tensor([True, False, True, True]), torch.ones(4, dtype=torch.complex128)):
+        with pytest.raises(TypeError, match=f"weights must be real numbers .*, got dtype {weights.dtype}"):
+            kernel_stein_discrepancy(draws, -draws, weights=weights)
+    kernel_stein_discrepancy(draws, -draws, weights=torch.tensor([1, 0, 2, 1]))  # integers are counts
