@@ -334,20 +334,21 @@ def _scores(
             points, classes), or predicted means (networks, points) for regression.
         ood_draws: the same at each set of out-of-distribution points (classification only).
         test_log_likelihoods: each network's log p(y_i | x_i) at the test points (networks, points):
-            the classification NLL, exact where the float32 probabilities underflow.
+            the NLL of both tasks, exact where float32 class probabilities underflow (a regression's in
+            standardised units, moved to the targets' by + log of their scale).
     """
     targets = data.test[1].numpy()
+    nll = metrics.mixture_negative_log_likelihood(test_log_likelihoods) + float(np.log(data.target_scale))
     if data.task == "regression":
         return {
             "rmse": metrics.root_mean_squared_error(test_draws.mean(axis=0), targets) * data.target_scale,
-            "nll": metrics.gaussian_mixture_negative_log_likelihood(test_draws, targets, data.noise_scale)
-            + float(np.log(data.target_scale)),
+            "nll": nll,
             "draws": len(test_draws),
         }
     predictive = test_draws.mean(axis=0)
     return {
         "accuracy": metrics.accuracy(predictive, targets),
-        "nll": metrics.mixture_negative_log_likelihood(test_log_likelihoods),
+        "nll": nll,
         "ece": metrics.expected_calibration_error(predictive, targets),
         "brier": metrics.brier_score(predictive, targets),
         **{f"auroc_{name}": metrics.ood_auroc(predictive, draws.mean(axis=0)) for name, draws in ood_draws.items()},
