@@ -36,7 +36,7 @@ from sgmcmc import metrics
 from sgmcmc._checks import count, nonnegative, positive, warn_caller
 from sgmcmc.checkpoint import write_atomically
 from sgmcmc.models import Classification, ModulePosterior, Regression
-from sgmcmc.runner import SamplerDivergenceWarning, warn_of_divergences
+from sgmcmc.runner import SamplerDivergenceWarning, kept_steps, warn_of_divergences
 from sgmcmc.schedules import Cyclical
 
 __all__ = ["JobConfig", "run_job", "add_command"]
@@ -435,6 +435,8 @@ def run_job(config: JobConfig) -> dict[str, Any]:
     if config.ensemble:
         step_sizes["ensemble"] = _step_size(config, data.task, "ensemble")
 
+    sampler = _sampler(config, step_sizes["sampler"], posterior.log_posterior, config.temperature)
+    kept_steps(sampler, config.num_steps, burn_in, config.thin)  # a cyclical sampler may keep none of them
     output.mkdir(parents=True, exist_ok=True)  # after the settings' checks: a usage error leaves no folder
     start = time.perf_counter()
     trace = _naming_divergences(
@@ -442,7 +444,7 @@ def run_job(config: JobConfig) -> dict[str, Any]:
         "--step-size",
         lambda: sgmcmc.distributed.sample_in_parallel(
             config.parallel,
-            _sampler(config, step_sizes["sampler"], posterior.log_posterior, config.temperature),
+            sampler,
             init,
             minibatches,
             burn_in=burn_in,

@@ -413,6 +413,19 @@ def _check_cycles_fit(schedule: Schedule, num_steps: int) -> None:
         )
 
 
+def kept_steps(sampler: Sampler, num_steps: int, burn_in: int, thin: int) -> range | set[int]:
+    """The steps whose states become draws (after burn-in, thinning and the sampler's stages); raise if
+    there are none, so that a caller can check a run's settings before it makes anything."""
+    steps = range(burn_in, num_steps, thin)
+    kept = [step for step in steps if sampler.keeps(step)]
+    if not kept:
+        raise ValueError(
+            f"no state of this run would be kept: {type(sampler).__name__} keeps none of steps {burn_in} to "
+            f"{num_steps - 1} (every {thin}); a cyclical sampler keeps only the states its sampling stages make"
+        )
+    return steps if len(kept) == len(steps) else set(kept)
+
+
 def run(
     sampler: Sampler,
     init: Any,
@@ -533,16 +546,8 @@ def run(
         "arviz_version": version("arviz"),
     }
 
-    def kept(step: int) -> bool:
-        """Whether the state at ``step`` becomes a draw (after burn-in, thinning and the sampler's stages)."""
-        return step >= burn_in and (step - burn_in) % thin == 0 and sampler.keeps(step)
-
-    max_draws = sum(map(kept, range(burn_in, num_steps, thin)))
-    if max_draws == 0:
-        raise ValueError(
-            f"no state of this run would be kept: {type(sampler).__name__} keeps none of steps {burn_in} to "
-            f"{num_steps - 1} (every {thin}); a cyclical sampler keeps only the states its sampling stages make"
-        )
+    kept = kept_steps(sampler, num_steps, burn_in, thin)
+    max_draws = len(kept)
     recorder = TraceRecorder(layout, ["step", *sampler.draw_coords(0)], num_chains, attrs, max_draws, path=trace_file)
     checkpoint_settings = {
         **run_settings,
@@ -592,7 +597,7 @@ def run(
             step_size = _step_size_at(sampler.step_size, step)
             temperature = sampler.temperature_at(step)
             new_state, stats, still_alive = advance(state, batch, step_size, temperature, alive, generators)
-            if kept(step):
+            if step in kept:
                 step_sizes = torch.full((num_chains,), step_size, dtype=torch.float64, device=device)
                 recorder.append(
                     draw(state, {**stats, "step_size": step_sizes}, batch),

@@ -424,8 +424,10 @@ def test_bad_settings_and_data_are_usage_errors_and_leave_no_output_folder(tmp_p
     _usage_error(["run", "--device", "gpu", "--output", str(tmp_path / "d")], "device must name a torch device")
     if not torch.cuda.is_available():
         _usage_error(["run", "--device", "cuda", "--output", str(tmp_path / "d")], "needs a CUDA GPU")
-    # before, these three left an empty output folder, and the device ones a traceback
-    assert not (tmp_path / "c").exists() and not (tmp_path / "d").exists()
+    nothing_kept = ["run", "--sampler", "csgld", "--num-steps", "100", "--num-cycles", "2", "--burn-in", "60"]
+    _usage_error([*nothing_kept, "--thin", "50", "--output", str(tmp_path / "k")], "no state of this run would be kept")
+    # before, these four left an empty output folder, and the device ones a traceback
+    assert not any((tmp_path / name).exists() for name in "cdk")
 
 
 def test_constant_regression_targets_are_refused(tmp_path):
