@@ -91,7 +91,8 @@ class LaplaceApproximation:
             expected = tuple(self._named_mode[name].shape)
             if tuple(value.shape) != expected:
                 raise ValueError(f"params[{name!r}] has shape {tuple(value.shape)}; the mode's is {expected}")
-        point = _flatten(named, self.scale.dtype).to(self.scale.device)
+        # in the mode's order: dicts with the same names in another order compare equal above
+        point = _flatten({name: named[name] for name in self._named_mode}, self.scale.dtype).to(self.scale.device)
         return self.precision_cholesky.T @ (point - _flatten(self._named_mode, self.scale.dtype))
 
     def unwhiten(self, trace: Trace) -> Trace:

@@ -83,6 +83,9 @@ def test_params_is_mode_plus_scale_times_z_and_whiten_is_its_inverse(named):
     flat = torch.cat([theta["slope"], theta["offset"].reshape(1)]) if named else theta
     np.testing.assert_allclose(flat.numpy(), mean + laplace.scale.numpy() @ z.numpy(), rtol=1e-12)
     np.testing.assert_allclose(laplace.whiten(theta).numpy(), z.numpy(), rtol=1e-9)
+    if named:  # by name: the same params in another order (before, whiten joined them in the dict's order)
+        reordered = {"offset": theta["offset"], "slope": theta["slope"]}
+        np.testing.assert_allclose(laplace.whiten(reordered).numpy(), z.numpy(), rtol=1e-9)
 
 
 def test_a_whitened_run_samples_a_badly_scaled_posterior_that_the_same_run_unwhitened_cannot():

@@ -174,6 +174,17 @@ def test_mass_m_is_step_size_over_m():
     np.testing.assert_allclose(per_element.posterior["theta"], heavy.posterior["theta"], rtol=1e-12)
 
 
+def test_a_mass_that_requires_grad_is_taken_as_a_constant():
+    """Before, such a mass (say, one made from a module's weights) chained every step's momentum into one
+    autograd graph, which grew by each step's tensors for the whole run and came back in the final state."""
+    mass = torch.full((2,), 0.3, dtype=torch.float64, requires_grad=True)
+    trace = sgmcmc.SGHMC(standard_normal_log_posterior, step_size=0.06, friction=0.3, mass=mass).sample(
+        torch.ones(2, dtype=torch.float64), num_chains=3, num_steps=5, seed=6, progress=False
+    )
+    assert not any(leaf.requires_grad for leaf in trace.final_state["momentum"].values())
+    assert not any(leaf.requires_grad for leaf in trace.final_state["params"].values())
+
+
 def test_momentum_resampling_draws_a_fresh_stationary_momentum_every_n_steps():
     """At a refresh the momentum is a fresh N(0, ηT/M) draw: its kinetic energy (recorded after the
     refresh) is exactly T χ²_d / 2, mean d T / 2 = 1 with no discretisation bias, and independent of
