@@ -548,7 +548,16 @@ def run(
 
     kept = kept_steps(sampler, num_steps, burn_in, thin)
     max_draws = len(kept)
-    recorder = TraceRecorder(layout, ["step", *sampler.draw_coords(0)], num_chains, attrs, max_draws, path=trace_file)
+    recorder = TraceRecorder(
+        layout,
+        ["step", *sampler.draw_coords(0)],
+        num_chains,
+        attrs,
+        max_draws,
+        path=trace_file,
+        # late-bound: the record as it is when the recorder writes, which the loop keeps up to date
+        run_attrs=lambda: {"diverged_at_step": diverged_at.tolist()},
+    )
     checkpoint_settings = {
         **run_settings,
         "params": {name: (tuple(value.shape), str(value.dtype)) for name, value in params.items()},
@@ -597,6 +606,8 @@ def run(
             step_size = _step_size_at(sampler.step_size, step)
             temperature = sampler.temperature_at(step)
             new_state, stats, still_alive = advance(state, batch, step_size, temperature, alive, generators)
+            # before the draw, whose chunk may be written now: the file's record then covers its steps_done
+            diverged_at = torch.where(alive & ~still_alive, step, diverged_at)
             if step in kept:
                 step_sizes = torch.full((num_chains,), step_size, dtype=torch.float64, device=device)
                 recorder.append(
@@ -604,7 +615,6 @@ def run(
                     {"step": step, **sampler.draw_coords(step)},
                     steps_done=step + 1,
                 )
-            diverged_at = torch.where(alive & ~still_alive, step, diverged_at)
             state, alive = new_state, still_alive
             steps_done = step + 1
             if checkpoint is not None and (steps_done % checkpoint_every == 0 or steps_done == num_steps):
@@ -625,7 +635,7 @@ def run(
     except Exception as error:
         # the draws so far go with the error to the caller: a crash hours into a run keeps them
         try:
-            error.partial_trace = recorder.finish(steps_done, state, {"diverged_at_step": diverged_at.tolist()})
+            error.partial_trace = recorder.finish(steps_done, state)
             error.add_note(
                 f"sgmcmc: the {error.partial_trace.num_draws} draws kept in the {steps_done} steps before this "
                 "error are in its .partial_trace"
@@ -637,15 +647,14 @@ def run(
         recorder.flush(steps_done)
         raise
 
-    diverged_at_step = diverged_at.tolist()
     # before the warnings, which may be errors (-W error)
-    trace = recorder.finish(steps_done, state, {"diverged_at_step": diverged_at_step})
+    trace = recorder.finish(steps_done, state)
     if interrupted:
         warn_caller(
             f"sampling interrupted after {steps_done} of {num_steps} steps; the trace keeps the draws so far",
             RuntimeWarning,
         )
-    warn_of_divergences(diverged_at_step)
+    warn_of_divergences(trace.diverged_at_step.tolist())
     return trace
 
 

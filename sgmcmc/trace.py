@@ -14,7 +14,7 @@ import ast
 import datetime
 import hashlib
 import warnings
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -220,6 +220,10 @@ class Variable:
         """The variable recorded from ``value`` of shape (num_chains, *shape)."""
         return cls(tuple(value.shape[1:]), torch.empty(0, dtype=value.dtype).numpy().dtype)
 
+    @property
+    def torch_dtype(self) -> torch.dtype:
+        return torch.from_numpy(np.empty(0, self.dtype)).dtype
+
 
 Layout = dict[str, dict[str, Variable]]
 """group -> variable name -> :class:`Variable`."""
@@ -342,6 +346,8 @@ class TraceRecorder:
         path: where to stream the draws as a netCDF file; None keeps them in memory.
         chunk_bytes: the most bytes of draws held on the device before they move to the host (a
             chunk is at most 256 draws, at least one).
+        run_attrs: ``() -> attrs`` that change as the run goes on (the chains' divergence record),
+            written to the file with ``steps_done`` whenever that is, and to the finished trace.
     """
 
     def __init__(
@@ -353,7 +359,9 @@ class TraceRecorder:
         max_draws: int,
         path: str | Path | None = None,
         chunk_bytes: int = 64 << 20,
+        run_attrs: Callable[[], dict[str, Any]] = dict,
     ) -> None:
+        self.run_attrs = run_attrs
         self.layout = {group: layout.get(group, {}) for group in GROUPS}
         self.coord_names = coord_names
         self.num_chains = num_chains
@@ -387,7 +395,11 @@ class TraceRecorder:
     def start(self, steps_done: int) -> None:
         """Create the trace file (a fresh run); a resumed run calls :meth:`restore` instead."""
         if self.file is not None:
-            self.file.create({**self.attrs, "steps_done": steps_done})
+            self.file.create({**self.attrs, **self._progress(steps_done)})
+
+    def _progress(self, steps_done: int) -> dict[str, Any]:
+        """The attrs that say how far the run got: a file read mid-run, or left by a killed run, has them."""
+        return {"steps_done": steps_done, **{key: netcdf_attr(value) for key, value in self.run_attrs().items()}}
 
     @property
     def num_draws(self) -> int:
@@ -399,7 +411,10 @@ class TraceRecorder:
         if self._buffer is None:
             self._buffer = {
                 group: {
-                    name: value.new_empty((self.num_chains, self.chunk_size, *value.shape[1:]))
+                    # in the recorded dtype, not the value's: a bfloat16 lp is recorded as float64
+                    name: value.new_empty(
+                        (self.num_chains, self.chunk_size, *value.shape[1:]), dtype=self.layout[group][name].torch_dtype
+                    )
                     for name, value in v.items()
                 }
                 for group, v in values.items()
@@ -415,12 +430,11 @@ class TraceRecorder:
             self.flush(steps_done)
 
     def flush(self, steps_done: int) -> None:
-        """Move pending draws to the host (and the file); record ``steps_done`` in the file's attrs."""
-        attrs = {"steps_done": steps_done}
+        """Move pending draws to the host (and the file); record how far the run got in the file's attrs."""
         count = len(self._pending_coords)
         if count == 0:
             if self.file is not None:
-                self.file.write_attrs(attrs)
+                self.file.write_attrs(self._progress(steps_done))
             return
         assert self._buffer is not None
         # on a CPU device these are views of the buffer: both destinations below copy them before it is reused
@@ -435,7 +449,7 @@ class TraceRecorder:
         start, end = self._num_flushed, self._num_flushed + count
         # the draws count as flushed only once written: a flush cut short (Ctrl-C) is redone whole by the next
         if self.file is not None:
-            self.file.write(start, chunk, coords, attrs)
+            self.file.write(start, chunk, coords, self._progress(steps_done))
         else:
             for group, variables in chunk.items():
                 for name, values in variables.items():
@@ -467,7 +481,7 @@ class TraceRecorder:
             if not self.file.path.is_file():
                 raise FileNotFoundError(f"resuming needs the trace file {self.file.path}, which is missing")
             self.file.truncate(self._num_flushed)
-            self.file.write_attrs({"steps_done": steps_done})
+            self.file.write_attrs(self._progress(steps_done))
             return
         for group, variables in checkpoint["values"].items():
             for name, values in variables.items():
@@ -475,12 +489,10 @@ class TraceRecorder:
         for name, values in checkpoint["coords"].items():
             self._coords[name][: self._num_flushed] = values.numpy()
 
-    def finish(self, steps_done: int, final_state: dict[str, Any], attrs: dict[str, Any]) -> Trace:
-        """The :class:`Trace` of every draw recorded so far, with ``attrs`` added to the run's attrs."""
+    def finish(self, steps_done: int, final_state: dict[str, Any]) -> Trace:
+        """The :class:`Trace` of every draw recorded so far."""
         self.flush(steps_done)
-        attrs = {key: netcdf_attr(value) for key, value in attrs.items()}
         if self.file is not None:
-            self.file.write_attrs(attrs)
             trace = Trace.load(self.file.path)
             trace.final_state = final_state
             return trace
@@ -493,7 +505,7 @@ class TraceRecorder:
         return Trace(
             posterior=groups["posterior"],
             sample_stats=groups["sample_stats"],
-            attrs={**self.attrs, "steps_done": steps_done, **attrs},
+            attrs={**self.attrs, **self._progress(steps_done)},
             draw_coords=coords,
             final_state=final_state,
             functionals=groups["functionals"],

@@ -208,6 +208,23 @@ def test_bad_trace_requests():
         sgmcmc.Trace.load("missing.nc")
 
 
+@pytest.mark.parametrize("streamed", [False, True], ids=["in memory", "streamed"])
+def test_a_bfloat16_log_posterior_is_recorded_as_float64(tmp_path, streamed):
+    """Before, lp's device buffer took the value's dtype, which numpy cannot hold: the run failed at its first
+    chunk's copy to the host (at the end of a short run) and its partial trace failed the same way."""
+    trace = sgmcmc.SGLD(lambda theta: -0.5 * (theta**2).sum().to(torch.bfloat16), step_size=0.1).sample(
+        torch.zeros(2),
+        num_chains=2,
+        num_steps=5,
+        seed=0,
+        progress=False,
+        trace_file=tmp_path / "t.nc" if streamed else None,
+    )
+    assert trace.sample_stats["lp"].dtype == np.float64
+    expected = -0.5 * (trace.posterior["theta"].astype(np.float64) ** 2).sum(-1)
+    np.testing.assert_allclose(trace.sample_stats["lp"], expected, rtol=2**-7)  # bfloat16's rounding
+
+
 def _recorder(max_draws, **kwargs):
     layout = {"posterior": {"x": Variable((2,), np.dtype(np.float32))}, "sample_stats": {}}
     return TraceRecorder(layout, ["step"], num_chains=3, attrs={}, max_draws=max_draws, **kwargs)
@@ -228,7 +245,7 @@ def test_draws_pass_through_the_device_buffer_chunk_by_chunk_and_survive_a_check
     resumed.restore(saved, steps_done=5)
     for step in range(5, 7):
         resumed.append({"posterior": {"x": draws[step]}}, {"step": 10 * step}, steps_done=10 * step + 1)
-    trace = resumed.finish(steps_done=7, final_state={}, attrs={})
+    trace = resumed.finish(steps_done=7, final_state={})
     np.testing.assert_array_equal(trace.posterior["x"], draws.transpose(0, 1).numpy())
     np.testing.assert_array_equal(trace.draw_coords["step"], 10 * np.arange(7))
 
@@ -243,6 +260,41 @@ def test_a_streamed_file_says_how_far_the_run_got_with_every_chunk(tmp_path):
     # as the process died here, the third draw still on the device
     with h5netcdf.File(tmp_path / "t.nc", "r") as stored:
         assert stored.groups["posterior"].dimensions["draw"].size == 2 and stored.attrs["steps_done"] == 2
+
+
+def test_a_streamed_file_read_mid_run_has_the_divergence_record_as_of_its_steps_done(tmp_path):
+    """Before, diverged_at_step was written only when the run finished: a file read mid-run, or left by a
+    run that was killed or raised SystemExit, had none, and its Trace.diverged_at_step raised KeyError."""
+    path, seen = tmp_path / "t.nc", []
+
+    def log_posterior(theta):
+        # chain 1 starts in a mode at θ1 = 100 where θ0 drifts up by η a step, to NaN beyond 10 (step ~100)
+        drifting = theta[0] - 0.5 * (theta[1] - 100) ** 2
+        value = torch.where(theta[1] > 50, drifting, -0.5 * (theta**2).sum())
+        return torch.where(theta[0] > 10, torch.nan, value)
+
+    def watch(theta):  # called once per kept draw, for both chains at once
+        if len(seen) == 299:  # the first chunk (256 draws) is in the file
+            loaded = sgmcmc.Trace.load(path)
+            seen.append((loaded.attrs["steps_done"], loaded.diverged_at_step))
+        seen.append(None)
+        return theta.sum()
+
+    init = torch.tensor([[0.0, 0.0], [0.0, 100.0]])
+    with pytest.warns(sgmcmc.SamplerDivergenceWarning, match="chain 1 at step"):
+        trace = sgmcmc.SGLD(log_posterior, step_size=0.1).sample(
+            init,
+            num_chains=2,
+            num_steps=400,
+            stacked_init=True,
+            trace_file=path,
+            functionals={"s": watch},
+            seed=0,
+            progress=False,
+        )
+    steps_done, diverged_at_step = next(item for item in seen if item is not None)
+    assert steps_done == 256 and 0 < trace.diverged_at_step[1] < 256 and trace.diverged_at_step[0] == -1
+    np.testing.assert_array_equal(diverged_at_step, trace.diverged_at_step)
 
 
 def test_an_in_memory_trace_too_large_for_the_host_names_the_variable_and_the_remedies():
