@@ -264,37 +264,40 @@ def test_a_streamed_file_says_how_far_the_run_got_with_every_chunk(tmp_path):
 
 def test_a_streamed_file_read_mid_run_has_the_divergence_record_as_of_its_steps_done(tmp_path):
     """Before, diverged_at_step was written only when the run finished: a file read mid-run, or left by a
-    run that was killed or raised SystemExit, had none, and its Trace.diverged_at_step raised KeyError."""
-    path, seen = tmp_path / "t.nc", []
+    run that was killed or raised SystemExit, had none, and its Trace.diverged_at_step raised KeyError.
+
+    At T = 0 chain 1 moves θ0 up by exactly 1 a step, so its log posterior is first NaN at the state after
+    255 steps: it diverges at step 255, whose draw (flagged) completes the first chunk of 256 draws. The
+    file's record must then name step 255 with that chunk, not only with the next one."""
+    path, calls, seen = tmp_path / "t.nc", [], {}
 
     def log_posterior(theta):
-        # chain 1 starts in a mode at θ1 = 100 where θ0 drifts up by η a step, to NaN beyond 10 (step ~100)
-        drifting = theta[0] - 0.5 * (theta[1] - 100) ** 2
+        drifting = theta[0] - 0.5 * (theta[1] - 100) ** 2  # chain 1 starts at θ1 = 100
         value = torch.where(theta[1] > 50, drifting, -0.5 * (theta**2).sum())
-        return torch.where(theta[0] > 10, torch.nan, value)
+        return torch.where(theta[0] > 254.5, torch.nan, value)
 
-    def watch(theta):  # called once per kept draw, for both chains at once
-        if len(seen) == 299:  # the first chunk (256 draws) is in the file
-            loaded = sgmcmc.Trace.load(path)
-            seen.append((loaded.attrs["steps_done"], loaded.diverged_at_step))
-        seen.append(None)
+    def watch(theta):  # called once for the layout, then once per kept draw, for both chains at once
+        calls.append(None)
+        if len(calls) == 2 + 256:  # at the draw of step 256: the first chunk is in the file
+            seen["file"] = sgmcmc.Trace.load(path)
         return theta.sum()
 
-    init = torch.tensor([[0.0, 0.0], [0.0, 100.0]])
-    with pytest.warns(sgmcmc.SamplerDivergenceWarning, match="chain 1 at step"):
-        trace = sgmcmc.SGLD(log_posterior, step_size=0.1).sample(
-            init,
+    with pytest.warns(sgmcmc.SamplerDivergenceWarning, match="chain 1 at step 255"):
+        trace = sgmcmc.SGLD(log_posterior, step_size=1.0, temperature=0.0).sample(
+            torch.tensor([[0.0, 0.0], [0.0, 100.0]]),
             num_chains=2,
-            num_steps=400,
+            num_steps=300,
             stacked_init=True,
             trace_file=path,
             functionals={"s": watch},
             seed=0,
             progress=False,
         )
-    steps_done, diverged_at_step = next(item for item in seen if item is not None)
-    assert steps_done == 256 and 0 < trace.diverged_at_step[1] < 256 and trace.diverged_at_step[0] == -1
-    np.testing.assert_array_equal(diverged_at_step, trace.diverged_at_step)
+    mid_run = seen["file"]
+    assert mid_run.attrs["steps_done"] == 256 and mid_run.num_draws == 256
+    assert mid_run.sample_stats["diverging"][:, -1].tolist() == [False, True]
+    np.testing.assert_array_equal(mid_run.diverged_at_step, [-1, 255])
+    np.testing.assert_array_equal(trace.diverged_at_step, [-1, 255])
 
 
 def test_an_in_memory_trace_too_large_for_the_host_names_the_variable_and_the_remedies():
