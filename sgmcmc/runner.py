@@ -413,17 +413,24 @@ def _check_cycles_fit(schedule: Schedule, num_steps: int) -> None:
         )
 
 
-def kept_steps(sampler: Sampler, num_steps: int, burn_in: int, thin: int) -> range | set[int]:
-    """The steps whose states become draws (after burn-in, thinning and the sampler's stages); raise if
-    there are none, so that a caller can check a run's settings before it makes anything."""
+def kept_steps(sampler: Sampler, num_steps: int, burn_in: int, thin: int) -> tuple[Callable[[int], bool], int]:
+    """Whether the state at a step becomes a draw (after burn-in, thinning and the sampler's stages), and how
+    many do; raise if none does, so that a caller can check a run's settings before it makes anything."""
+    from sgmcmc.sampler import Sampler  # here, not above: sgmcmc.sampler imports this module
+
     steps = range(burn_in, num_steps, thin)
-    kept = [step for step in steps if sampler.keeps(step)]
-    if not kept:
+
+    def kept(step: int) -> bool:
+        return step in steps and sampler.keeps(step)
+
+    # a sampler that keeps every state needs no pass over the steps, which a run of 10⁹ steps would wait for
+    count = len(steps) if type(sampler).keeps is Sampler.keeps else sum(map(sampler.keeps, steps))
+    if count == 0:
         raise ValueError(
             f"no state of this run would be kept: {type(sampler).__name__} keeps none of steps {burn_in} to "
             f"{num_steps - 1} (every {thin}); a cyclical sampler keeps only the states its sampling stages make"
         )
-    return steps if len(kept) == len(steps) else set(kept)
+    return kept, count
 
 
 def run(
@@ -546,8 +553,7 @@ def run(
         "arviz_version": version("arviz"),
     }
 
-    kept = kept_steps(sampler, num_steps, burn_in, thin)
-    max_draws = len(kept)
+    kept, max_draws = kept_steps(sampler, num_steps, burn_in, thin)
     recorder = TraceRecorder(
         layout,
         ["step", *sampler.draw_coords(0)],
@@ -608,7 +614,7 @@ def run(
             new_state, stats, still_alive = advance(state, batch, step_size, temperature, alive, generators)
             # before the draw, whose chunk may be written now: the file's record then covers its steps_done
             diverged_at = torch.where(alive & ~still_alive, step, diverged_at)
-            if step in kept:
+            if kept(step):
                 step_sizes = torch.full((num_chains,), step_size, dtype=torch.float64, device=device)
                 recorder.append(
                     draw(state, {**stats, "step_size": step_sizes}, batch),

@@ -13,6 +13,7 @@ import pytest
 import torch
 
 import sgmcmc
+from sgmcmc.runner import kept_steps
 from sgmcmc.trace import TraceRecorder
 from targets import ConjugateLinearRegression, Interrupting, standard_normal_log_posterior
 
@@ -787,3 +788,16 @@ def test_a_sampler_given_another_log_posterior_compiles_its_step_anew():
         compiled = sampler.sample(torch.zeros(3), half, compile=True, **options)
     eager = sampler.sample(torch.zeros(3), half, **options)
     np.testing.assert_allclose(compiled.posterior["theta"], eager.posterior["theta"], rtol=1e-5, atol=1e-6)
+
+
+def test_the_kept_steps_of_a_very_long_run_are_counted_without_a_pass_over_them():
+    """A run of 10¹² steps (stopped by Ctrl-C, its draws streamed to a file) starts at once: a sampler that
+    keeps every state has its kept steps counted, not listed (10⁸ steps took 4 GB and 8 s)."""
+    kept, count = kept_steps(sgmcmc.SGLD(standard_normal_log_posterior, 0.1), 10**12, burn_in=10, thin=3)
+    assert count == (10**12 - 10 + 2) // 3
+    assert [step for step in range(20) if kept(step)] == [10, 13, 16, 19] and kept(10 + 3 * (count - 1))
+    cyclical = sgmcmc.CyclicalSGLD(
+        standard_normal_log_posterior, sgmcmc.schedules.Cyclical(0.1, num_cycles=2, total_steps=40)
+    )
+    kept, count = kept_steps(cyclical, 40, burn_in=0, thin=1)
+    assert count == sum(map(kept, range(40))) == sum(map(cyclical.keeps, range(40))) > 0
