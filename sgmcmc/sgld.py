@@ -6,7 +6,7 @@ import math
 
 import torch
 
-from sgmcmc.chains import ChainGenerators
+from sgmcmc.chains import ChainGenerators, at_least_float32
 from sgmcmc.sampler import Potential, Sampler, State
 
 __all__ = ["SGLD", "langevin_step"]
@@ -28,11 +28,15 @@ def langevin_step(
     plain elementwise ops; they agree up to rounding. Eagerly, foreach is far cheaper (9× on
     the 4 tensors of K = 32 chains of the W1 network: each op's dispatch is the cost); under
     ``torch.compile`` the plain form fuses as well and, unlike foreach's ``alpha``, does not
-    pin the step size into the graph. ``None`` (default) picks foreach unless compiling.
+    pin the step size into the graph. ``None`` (default) picks foreach unless compiling or some
+    params are narrower than float32: foreach rounds ``alpha`` to the params' dtype, where in
+    float16 a step size below 6e-5 loses precision and one below 3e-8 becomes 0.
     """
     noise_scale = math.sqrt(2.0 * step_size * temperature)
     if foreach is None:
-        foreach = not torch.compiler.is_compiling()
+        foreach = not torch.compiler.is_compiling() and all(
+            at_least_float32(theta.dtype) == theta.dtype for theta in params.values()
+        )
     if not foreach:
         return {name: theta + step_size * gradient[name] + noise_scale * noise[name] for name, theta in params.items()}
     names = list(params)

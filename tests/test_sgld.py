@@ -90,6 +90,21 @@ def test_minibatch_chain_has_the_exact_law_with_gradient_noise():
     )
 
 
+def test_float16_params_move_by_small_step_sizes():
+    """foreach's alpha is rounded to the params' dtype: in float16 η = 2e-8 became 0 and η = 1e-7 1.19e-7, so
+    a float16 chain silently took no drift, or 19% too much (found by a review); the default now adds in the
+    plain form, whose scalar product is taken before the rounding."""
+    zeros = {"theta": torch.zeros(1, 3, dtype=torch.float16)}
+    gradient = {"theta": torch.full((1, 3), 1e4, dtype=torch.float16)}
+    for step_size in (2e-8, 1e-7):
+        moved = langevin_step(zeros, gradient, zeros, step_size, temperature=0.0)["theta"]
+        torch.testing.assert_close(moved.float(), torch.full((1, 3), 1e4 * step_size), rtol=2**-10, atol=0)
+    trace = sgmcmc.SGLD(lambda theta: 1e4 * theta.sum(), step_size=2e-8, temperature=0.0).sample(
+        torch.zeros(3, dtype=torch.float16), num_chains=1, num_steps=4, seed=0, progress=False
+    )
+    np.testing.assert_allclose(trace.posterior["theta"][0, :, 0], 2e-4 * np.arange(4), rtol=2**-9)
+
+
 @pytest.mark.parametrize("temperature", [0.0, 1.0])
 def test_foreach_update_equals_the_plain_update(temperature):
     generator = torch.Generator().manual_seed(0)
