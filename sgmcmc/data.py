@@ -265,6 +265,11 @@ def _stack_batches(batches: list[Any]) -> Any:
     return pytree.tree_map(lambda *leaves: torch.stack(leaves), *batches)
 
 
+def _is_tensor_dataset(dataset: Any) -> bool:
+    """Whether ``dataset`` is a ``TensorDataset``, or a ``Subset`` of one (as ``random_split`` makes)."""
+    return isinstance(dataset.dataset if isinstance(dataset, Subset) else dataset, TensorDataset)
+
+
 def _rows_of_loader(loader: DataLoader) -> tuple[torch.Tensor, ...] | None:
     """The rows a DataLoader reads, as tensors, when it only shuffles or selects rows of a
     ``TensorDataset``; ``None`` when it does more (a dataset subclass, a weighted or custom sampler,
@@ -315,6 +320,12 @@ def chain_data(data: Any) -> ChainData | None:
         return None
     if isinstance(data, Minibatches):
         return ChainData(data.rows, data.batch_size, rows=True)
+    if isinstance(data, DataLoader) and data.batch_size is None and _is_tensor_dataset(data.dataset):
+        # each row would be read as a batch of its elements: (d,) features as d examples
+        raise ValueError(
+            "data is a DataLoader with batch_size=None, which yields its TensorDataset's rows one at a time; "
+            "give it a batch_size (or use sgmcmc.Minibatches(*tensors, batch_size=...))"
+        )
     tensors = _rows_of_loader(data) if isinstance(data, DataLoader) else None
     if tensors is not None:
         loader = Minibatches(*tensors, batch_size=data.batch_size)
