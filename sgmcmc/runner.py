@@ -140,11 +140,19 @@ def _check_log_posterior_at_start(
     """
     where = "at the initial params of chain 0" + ("" if first_batch is None else " with the first batch")
     chain_zero = {name: value[0].detach().requires_grad_() for name, value in params.items()}
+    global_rng = _global_rng_state(chain_zero)
     with torch.enable_grad():
         value = (
             log_posterior(to_user(dict(chain_zero)))
             if first_batch is None
             else log_posterior(to_user(dict(chain_zero)), first_batch)
+        )
+    if not all(map(torch.equal, global_rng, _global_rng_state(chain_zero))):
+        raise ValueError(
+            "log_posterior draws from torch's global random number generator (dropout in training mode, "
+            "torch.randn, ...): a chain would then not be reproducible from its seed, and from two chains on "
+            "torch.func.vmap refuses the draws. Make it deterministic (F.dropout(..., training=False)); a "
+            "sampler draws its randomness from the chains' own generators"
         )
     check_log_posterior(value, where, chain_zero.values())
     values, gradients = potential(params, first_batch)
@@ -158,6 +166,13 @@ def _check_log_posterior_at_start(
             + ("" if first_batch is None else " with the first batch")
             + " (check init, and init_jitter if it is set: a chain may start outside the support)"
         )
+
+
+def _global_rng_state(params: dict[str, torch.Tensor]) -> list[torch.Tensor]:
+    """The states of torch's global generators that ops on ``params`` draw from: the CPU's, and each
+    of their CUDA devices'."""
+    devices = {value.device for value in params.values() if value.device.type == "cuda"}
+    return [torch.random.get_rng_state(), *(torch.cuda.get_rng_state(device) for device in devices)]
 
 
 def _model_probe(potential: ChainPotential, params: dict[str, torch.Tensor], batch: Any) -> dict[str, Any]:

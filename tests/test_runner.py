@@ -801,3 +801,15 @@ def test_the_kept_steps_of_a_very_long_run_are_counted_without_a_pass_over_them(
     )
     kept, count = kept_steps(cyclical, 40, burn_in=0, thin=1)
     assert count == sum(map(kept, range(40))) == sum(map(cyclical.keeps, range(40))) > 0
+
+
+@pytest.mark.parametrize("num_chains", [1, 2])
+def test_a_log_posterior_that_draws_from_the_global_rng_is_refused(num_chains):
+    """Before, one chain ran with dropout's global draws (the same seed then gave other draws each run) and
+    two chains failed in vmap's randomness check with its own message."""
+
+    def log_posterior(theta):
+        return -0.5 * (torch.nn.functional.dropout(theta, p=0.5, training=True) ** 2).sum()
+
+    with pytest.raises(ValueError, match="log_posterior draws from torch's global random number generator"):
+        sgmcmc.SGLD(log_posterior, 0.1).sample(torch.ones(3), num_chains=num_chains, num_steps=2, progress=False)
