@@ -56,23 +56,23 @@ def minibatch_log_posterior(
     return log_posterior
 
 
-def check_log_posterior(value: Any, where: str, params: Iterable[torch.Tensor]) -> None:
+def check_log_posterior(value: Any, where: str, params: Iterable[torch.Tensor], name: str = "log_posterior") -> None:
     """Raise if ``value``, computed with gradients enabled from ``params``, is not a finite 0-dim floating
-    tensor that depends on them through autograd; ``where`` names the inputs."""
+    tensor that depends on them through autograd; ``where`` names the inputs, ``name`` the function."""
     if not isinstance(value, torch.Tensor):
-        raise TypeError(f"log_posterior must return a torch.Tensor, got {type(value).__name__} {where}")
+        raise TypeError(f"{name} must return a torch.Tensor, got {type(value).__name__} {where}")
     if value.ndim != 0:
-        raise ValueError(f"log_posterior must return a 0-dim tensor, got shape {tuple(value.shape)} {where}")
+        raise ValueError(f"{name} must return a 0-dim tensor, got shape {tuple(value.shape)} {where}")
     if not value.is_floating_point():
-        raise TypeError(f"log_posterior must return a floating tensor, got {value.dtype} {where}")
+        raise TypeError(f"{name} must return a floating tensor, got {value.dtype} {where}")
     if not torch.isfinite(value):
-        raise ValueError(f"log_posterior returned a non-finite value ({value.item()}) {where}")
+        raise ValueError(f"{name} returned a non-finite value ({value.item()}) {where}")
     # a value from other tensors that require grad (a module's own weights) has a graph, but not to the params
     if not value.requires_grad or all(
         gradient is None for gradient in torch.autograd.grad(value, list(params), allow_unused=True)
     ):
         raise ValueError(
-            f"log_posterior's value does not depend on the params {where}: it has no gradient to follow "
+            f"{name}'s value does not depend on the params {where}: it has no gradient to follow "
             "(computed under torch.no_grad(), from detached tensors, through .item() or numpy, or by a "
             "module with its own weights instead of the params: use torch.func.functional_call?)"
         )

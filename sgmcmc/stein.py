@@ -28,8 +28,10 @@ from typing import Any
 
 import numpy as np
 import torch
+from torch.utils import _pytree as pytree
 
 from sgmcmc._checks import count, positive, real
+from sgmcmc.log_density import check_log_posterior
 from sgmcmc.runner import TENSOR_PARAM_NAME
 
 __all__ = ["kernel_stein_discrepancy", "imq_stein_kernel", "flatten_draws", "score_at_draws"]
@@ -241,6 +243,7 @@ def score_at_draws(
 
     Raises:
         TypeError: draws that are not floating point (``log_density`` cannot be differentiated there).
+        ValueError: ``log_density`` at the first draw is not a finite 0-dim tensor that depends on it.
     """
     score = torch.func.vmap(torch.func.grad(log_density), chunk_size=chunk_size)
     if isinstance(draws, Mapping):
@@ -251,6 +254,7 @@ def score_at_draws(
         leading = next(iter(tensors.values())).shape[:2]
         flat = {name: value.reshape(leading.numel(), *value.shape[2:]) for name, value in tensors.items()}
         try:
+            _check_log_density(log_density, {name: value[0] for name, value in flat.items()})
             scores = score(flat)
         except Exception as error:
             if list(tensors) == [TENSOR_PARAM_NAME]:
@@ -265,4 +269,13 @@ def score_at_draws(
     matrix = _as_matrix(draws, "draws")
     if not matrix.is_floating_point():
         raise TypeError(f"draws must be floating point to take the score there, got {matrix.dtype}")
+    _check_log_density(log_density, matrix[0])
     return score(matrix)
+
+
+def _check_log_density(log_density: Callable[[Any], torch.Tensor], draw: Any) -> None:
+    """Raise, naming what is wrong, unless ``log_density`` at ``draw`` (one point) is a finite 0-dim floating
+    tensor that depends on it: a score of zeros from a detached value would give a KSD without a word."""
+    leaf = pytree.tree_map(lambda value: value.detach().clone().requires_grad_(), draw)
+    with torch.enable_grad():
+        check_log_posterior(log_density(leaf), "at the first draw", pytree.tree_leaves(leaf), name="log_density")

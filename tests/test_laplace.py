@@ -171,10 +171,19 @@ def test_bad_modes_and_traces_are_refused_with_a_clear_message():
 
     with pytest.raises(ValueError, match="eigenvalue -2 ≤ 0 .*not a strict local maximum"):
         sgmcmc.laplace_approximation(saddle, torch.zeros(2))
-    with pytest.raises(ValueError, match="log_posterior on all the data is -inf at mode"):
+    with pytest.raises(ValueError, match=r"log_posterior returned a non-finite value \(-inf\) on all the data at mode"):
         sgmcmc.laplace_approximation(lambda theta: torch.log(theta).sum(), torch.tensor([1.0, 0.0]))
     with pytest.raises(TypeError, match="mode must be a tensor or a non-empty dict"):
         sgmcmc.laplace_approximation(saddle, [0.0, 0.0])
+    # before, torch's errors from inside grad_and_value, or a misleading "eigenvalue -0 ≤ 0"
+    with pytest.raises(
+        ValueError, match="log_posterior must return a 0-dim tensor, got shape \\(1,\\) on all the data"
+    ):
+        sgmcmc.laplace_approximation(lambda theta: -(theta**2).sum().reshape(1), torch.zeros(2))
+    with pytest.raises(TypeError, match="log_posterior must return a torch.Tensor, got float"):
+        sgmcmc.laplace_approximation(lambda theta: 0.5, torch.zeros(2))
+    with pytest.raises(ValueError, match="log_posterior's value does not depend on the params on all the data"):
+        sgmcmc.laplace_approximation(lambda theta: -(theta.detach() ** 2).sum(), torch.zeros(2))
     with pytest.raises(ValueError, match=r"mode\['w'\] holds non-finite values"):
         sgmcmc.laplace_approximation(saddle, {"w": torch.tensor([0.0, float("nan")])})
     with pytest.raises(ValueError, match=r"mode has no elements \(shapes \{'w': \(0, 3\)\}\)"):  # before, an IndexError

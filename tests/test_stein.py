@@ -204,6 +204,18 @@ def test_scores_need_floating_draws():
         score_at_draws(lambda params: -0.5 * params["w"].square().sum(), {"w": torch.zeros(1, 3, 2, dtype=torch.int64)})
 
 
+def test_scores_need_a_log_density_that_returns_a_differentiable_scalar():
+    """Before, a detached value gave scores of zeros, and a KSD from them, without a word; a wrong shape
+    failed inside torch.func."""
+    draws = torch.randn(5, 2, generator=torch.Generator().manual_seed(0))
+    with pytest.raises(ValueError, match="log_density's value does not depend on the params at the first draw"):
+        score_at_draws(lambda theta: -(theta.detach() ** 2).sum(), draws)
+    with pytest.raises(ValueError, match=r"log_density must return a 0-dim tensor, got shape \(2,\) at the first"):
+        score_at_draws(lambda theta: -(theta**2), draws)
+    with pytest.raises(ValueError, match="log_density's value does not depend on the params at the first draw"):
+        score_at_draws(lambda params: -(params["w"].detach() ** 2).sum(), {"w": draws.reshape(1, 5, 2)})
+
+
 def test_scores_of_a_trace_with_a_parameter_of_no_elements():
     def log_posterior(params):
         return -0.5 * params["w"].square().sum() + params["unused"].sum()
