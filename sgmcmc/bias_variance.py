@@ -325,6 +325,7 @@ def bias_variance_study(
         if len(grid) < 2 or (np.diff(grid) <= 0).any():
             raise ValueError(f"{name} must hold at least 2 strictly increasing values, got {grid.tolist()}")
     num_replicates = count("num_replicates", num_replicates, 2)
+    seed = count("seed", seed, 0)
     if decreasing_step_size is not None and not isinstance(decreasing_step_size, Schedule):
         raise TypeError(
             f"decreasing_step_size must be a Schedule (such as ROBBINS_MONRO) or None, got {decreasing_step_size!r}"

@@ -298,6 +298,7 @@ def compare(
     """
     if not isinstance(landscape, Landscape):
         raise TypeError(f"landscape must be a sgmcmc.landscapes.Landscape, got {type(landscape).__name__}")
+    methods = list(methods)  # a generator would be used up by the label check
     if not methods:
         raise ValueError("methods must name at least one Method")
     labels = [method.label for method in methods]

@@ -35,7 +35,7 @@ def mass_like(mass: Mass, params: dict[str, torch.Tensor]) -> dict[str, torch.Te
     if isinstance(mass, dict):
         missing = set(params) - set(mass)
         if missing or set(mass) - set(params):
-            raise ValueError(f"mass must give every parameter: params {sorted(params)}, mass {sorted(mass)}")
+            raise ValueError(f"mass must give every parameter: params {list(params)}, mass {list(mass)}")
         per_parameter = mass
     elif isinstance(mass, torch.Tensor) and len(params) > 1:
         raise ValueError("mass is one tensor but params is a dict; give a dict of masses (or one float)")

@@ -310,6 +310,15 @@ def test_step_sizes_beyond_the_stability_of_langevin_on_the_gaussian_are_refused
     assert np.isfinite(study.dataset["constant_estimate"]).all()
 
 
+def test_a_bad_seed_is_refused_naming_it():
+    """Before, numpy's SeedSequence errors ('expected non-negative integer', 'int() argument must be...')."""
+    target = GaussianTarget([0.0], [1.0])
+    with pytest.raises(ValueError, match="seed must be >= 0, got -1"):
+        bias_variance_study(target, [0.1, 0.2], [10, 20], num_replicates=2, seed=-1)
+    with pytest.raises(TypeError, match="seed must be an integer, got list"):
+        bias_variance_study(target, [0.1, 0.2], [10, 20], num_replicates=2, seed=[1, 2])
+
+
 def test_model_optimum_minimises_the_fitted_bias_and_variance(study):
     """η_opt(n) of the fitted model minimises bias²(η) + variance(nη) = A η^a + B (nη)^(−b)."""
     fit = study.fit("second_moment")

@@ -225,6 +225,14 @@ def test_best_is_the_lowest_loss_state_visited_and_random_starts_fill_the_box():
     assert drawn.min() < low / 2 and drawn.max() > high / 2
 
 
+def test_methods_may_come_from_a_generator():
+    """Before, the label check used the generator up: no runs came back, and to_markdown failed with an IndexError."""
+    methods = (Method(kind, 0.01) for kind in ("sgd", "sgld"))
+    comparison = compare(Ackley(2), methods, num_steps=5, starts=ACKLEY_STARTS)
+    assert [run.method.label for run in comparison.runs] == [Method("sgd", 0.01).label, Method("sgld", 0.01).label]
+    comparison.to_markdown()
+
+
 def test_bad_settings_of_the_command_are_usage_errors_naming_them(capsys):
     """Before, they left as tracebacks, and a final temperature above T was blamed on "initial"/"final"."""
     with pytest.raises(SystemExit) as exit_status:

@@ -277,3 +277,10 @@ def test_errors():
 def test_a_bad_mass_is_refused_when_the_sampler_is_made(mass, error, match):
     with pytest.raises(error, match=match):
         sgmcmc.SGHMC(standard_normal_log_posterior, step_size=0.1, friction=0.1, mass=mass)
+
+
+def test_a_mass_dict_with_other_names_is_refused_naming_both():
+    """Before, a key that is not a string failed in sorting the names for this message."""
+    sampler = sgmcmc.SGHMC(standard_normal_log_posterior, step_size=0.1, friction=0.1, mass={0: 1.0, "theta": 1.0})
+    with pytest.raises(ValueError, match=r"mass must give every parameter: params \['theta'\], mass \[0, 'theta'\]"):
+        sampler.sample(torch.zeros(2), num_chains=1, num_steps=2, progress=False)
