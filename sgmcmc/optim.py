@@ -12,7 +12,8 @@ scales with the gradient. ``seed`` gives the noise stream: with one parameter
 tensor, ``optim.SGLD([theta], lr, seed=s)`` moves θ exactly as
 ``sgmcmc.SGLD(...).sample(theta, num_chains=1, seed=s)`` on the same gradients. ``state_dict()``
 holds the noise stream's state beside the momentum and preconditioner, so a run resumed with
-``load_state_dict`` goes on with the noise it would have drawn.
+``load_state_dict`` goes on with the noise it would have drawn. A ``torch.optim.lr_scheduler``
+may change ``lr`` between steps; each step checks it is finite and ≥ 0 (0 leaves θ still).
 """
 
 from __future__ import annotations
@@ -123,7 +124,10 @@ class _UpdateRuleOptimizer(torch.optim.Optimizer):
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
-        for group in self.param_groups:
+        for index, group in enumerate(self.param_groups):
+            # an LR scheduler sets it between steps: NaN would silently make every parameter NaN, and a
+            # negative one fail in the noise's square root (0, where a cosine schedule may end, stays still)
+            nonnegative(f"lr of param group {index}", group["lr"])
             # named by position in the group, so state stays with its parameter when others have no grad
             parameters = {str(index): p for index, p in enumerate(group["params"]) if p.grad is not None}
             if parameters:

@@ -1,6 +1,7 @@
 """The torch.optim front doors move parameters exactly as the samplers do, for the same seed."""
 
 import io
+import math
 
 import numpy as np
 import pytest
@@ -98,6 +99,23 @@ def test_trains_an_nn_module_in_an_ordinary_loop():
     assert losses[-1] < 0.1 * losses[0]  # the residual sum of squares of 256 unit-noise targets stays ≈ 128
     # posterior sd ≈ 1/sqrt(256) ≈ 0.06; the draw is within 5 sd of the truth
     torch.testing.assert_close(model.weight.detach()[0], torch.tensor([1.0, -2.0, 0.5, 3.0]), atol=0.3, rtol=0)
+
+
+@pytest.mark.parametrize("make", [lambda p: sgmcmc.optim.SGLD(p, lr=0.1), lambda p: sgmcmc.optim.PSGLD(p, lr=0.1)])
+def test_an_lr_set_between_steps_is_checked_at_the_step(make):
+    """An LR scheduler edits param_groups[i]["lr"]: before, NaN made every parameter NaN without a word and a
+    negative value failed with 'math domain error'. 0, where a cosine schedule may end, leaves θ where it is."""
+    theta = torch.nn.Parameter(torch.ones(2))
+    optimizer = make([theta])
+    theta.grad = torch.ones(2)
+    for bad in (math.nan, -0.1):
+        optimizer.param_groups[0]["lr"] = bad
+        with pytest.raises(ValueError, match=f"lr of param group 0 must be a finite number >= 0, got {bad}"):
+            optimizer.step()
+        assert torch.equal(theta.detach(), torch.ones(2))
+    optimizer.param_groups[0]["lr"] = 0.0
+    optimizer.step()
+    assert torch.equal(theta.detach(), torch.ones(2))
 
 
 def test_errors():
