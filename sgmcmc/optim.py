@@ -126,8 +126,10 @@ class _UpdateRuleOptimizer(torch.optim.Optimizer):
                 loss = closure()
         for index, group in enumerate(self.param_groups):
             # an LR scheduler sets it between steps: NaN would silently make every parameter NaN, and a
-            # negative one fail in the noise's square root (0, where a cosine schedule may end, stays still)
+            # negative one fail in the noise's square root (0, where a cosine schedule may end, stays still);
+            # checked for every group before any moves, so a refused step leaves all parameters as they were
             nonnegative(f"lr of param group {index}", group["lr"])
+        for group in self.param_groups:
             # named by position in the group, so state stays with its parameter when others have no grad
             parameters = {str(index): p for index, p in enumerate(group["params"]) if p.grad is not None}
             if parameters:

@@ -164,3 +164,13 @@ def test_a_mode_on_the_gpu_is_recorded_as_the_same_mode_on_the_cpu():
         for device in ("cpu", "cuda")
     ]
     assert attrs[0] == attrs[1] and "cuda" not in attrs[1]
+
+
+def test_a_log_posterior_that_draws_from_the_cuda_rng_is_refused():
+    """Dropout on a CUDA tensor advances only that device's generator, which the start check reads too."""
+
+    def log_posterior(theta):
+        return -0.5 * (torch.nn.functional.dropout(theta, p=0.5, training=True) ** 2).sum()
+
+    with pytest.raises(ValueError, match="draws from torch's global random number generator"):
+        sgmcmc.SGLD(log_posterior, 0.1).sample(torch.ones(3), num_chains=1, num_steps=2, device="cuda", progress=False)

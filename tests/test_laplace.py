@@ -165,6 +165,15 @@ def test_a_log_posterior_without_data():
     np.testing.assert_allclose(laplace.covariance.numpy(), np.diag([4.0, 0.25]), rtol=1e-6)
 
 
+def test_laplace_approximation_inside_no_grad():
+    """torch.func.grad ignores an outer no_grad; the check of the log posterior's value must too."""
+    with torch.no_grad():
+        laplace = sgmcmc.laplace_approximation(
+            lambda theta: -0.5 * (theta**2).sum(), torch.zeros(2, dtype=torch.float64)
+        )
+    torch.testing.assert_close(laplace.scale, torch.eye(2, dtype=torch.float64))
+
+
 def test_bad_modes_and_traces_are_refused_with_a_clear_message():
     def saddle(theta):
         return -(theta[0] ** 2) + theta[1] ** 2

@@ -118,6 +118,16 @@ def test_an_lr_set_between_steps_is_checked_at_the_step(make):
     assert torch.equal(theta.detach(), torch.ones(2))
 
 
+def test_the_lr_of_every_param_group_is_checked_before_any_moves():
+    first, second = torch.nn.Parameter(torch.ones(2)), torch.nn.Parameter(torch.ones(2))
+    optimizer = sgmcmc.optim.SGLD([{"params": [first]}, {"params": [second]}], lr=0.1)
+    first.grad, second.grad = torch.ones(2), torch.ones(2)
+    optimizer.param_groups[1]["lr"] = math.nan
+    with pytest.raises(ValueError, match="lr of param group 1 must be a finite number >= 0, got nan"):
+        optimizer.step()
+    assert torch.equal(first.detach(), torch.ones(2)) and torch.equal(second.detach(), torch.ones(2))
+
+
 def test_errors():
     theta = [torch.nn.Parameter(torch.zeros(2))]
     with pytest.raises(ValueError, match="lr must be a finite number > 0"):

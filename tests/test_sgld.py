@@ -105,6 +105,14 @@ def test_float16_params_move_by_small_step_sizes():
     np.testing.assert_allclose(trace.posterior["theta"][0, :, 0], 2e-4 * np.arange(4), rtol=2**-9)
 
 
+def test_float16_params_beside_float32_ones_move_by_small_step_sizes():
+    params = {"half": torch.zeros(1, 3, dtype=torch.float16), "single": torch.zeros(1, 3)}
+    gradient = {name: torch.full_like(value, 1e4) for name, value in params.items()}
+    moved = langevin_step(params, gradient, params, 2e-8, temperature=0.0)
+    torch.testing.assert_close(moved["half"].float(), torch.full((1, 3), 2e-4), rtol=2**-10, atol=0)
+    torch.testing.assert_close(moved["single"], torch.full((1, 3), 2e-4))
+
+
 @pytest.mark.parametrize("temperature", [0.0, 1.0])
 def test_foreach_update_equals_the_plain_update(temperature):
     generator = torch.Generator().manual_seed(0)

@@ -1,5 +1,7 @@
 """Kernel Stein discrepancy: the closed form against autograd, blocks, and what it detects (bias, shift, scale)."""
 
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -214,6 +216,18 @@ def test_scores_need_a_log_density_that_returns_a_differentiable_scalar():
         score_at_draws(lambda theta: -(theta**2), draws)
     with pytest.raises(ValueError, match="log_density's value does not depend on the params at the first draw"):
         score_at_draws(lambda params: -(params["w"].detach() ** 2).sum(), {"w": draws.reshape(1, 5, 2)})
+
+
+def test_score_at_draws_inside_no_grad_and_its_messages_name_log_density():
+    draws = torch.ones(3, 2, dtype=torch.float64)
+    with torch.no_grad():
+        torch.testing.assert_close(score_at_draws(lambda theta: -0.5 * (theta**2).sum(), draws), -draws)
+    with pytest.raises(ValueError, match=r"log_density returned a non-finite value \(nan\) at the first draw"):
+        score_at_draws(lambda theta: (theta * math.nan).sum(), draws)
+    with pytest.raises(TypeError, match="log_density must return a torch.Tensor, got float at the first draw"):
+        score_at_draws(lambda theta: 0.5, draws)
+    with pytest.raises(TypeError, match="log_density must return a floating tensor, got torch.int64 at the first"):
+        score_at_draws(lambda theta: (theta > 0).sum(), draws)
 
 
 def test_scores_of_a_trace_with_a_parameter_of_no_elements():

@@ -300,6 +300,57 @@ def test_a_streamed_file_read_mid_run_has_the_divergence_record_as_of_its_steps_
     np.testing.assert_array_equal(trace.diverged_at_step, [-1, 255])
 
 
+def test_a_streamed_file_read_before_its_first_chunk_has_a_divergence_record(tmp_path):
+    path, seen = tmp_path / "t.nc", {}
+
+    def watch(theta):
+        if "file" not in seen and path.exists():
+            seen["file"] = sgmcmc.Trace.load(path)
+        return theta.sum()
+
+    sgmcmc.SGLD(standard_normal_log_posterior, 0.1).sample(
+        torch.zeros(2), num_chains=2, num_steps=3, trace_file=path, functionals={"s": watch}, seed=0, progress=False
+    )
+    assert seen["file"].num_draws == 0
+    np.testing.assert_array_equal(seen["file"].diverged_at_step, [-1, -1])
+
+
+def test_a_resumed_streamed_file_has_the_divergence_record_of_its_checkpoint(tmp_path):
+    """The file cut back to a checkpoint at step 60 must not keep the record of a divergence at step 64 that
+    the stopped run wrote after it (until the resumed run writes its next chunk)."""
+    path, checkpoint, seen = tmp_path / "t.nc", tmp_path / "run.pt", {}
+    options = dict(
+        num_chains=2,
+        num_steps=100,
+        seed=0,
+        stacked_init=True,
+        progress=False,
+        checkpoint_every=60,
+        checkpoint=checkpoint,
+        trace_file=path,
+    )
+    init = torch.tensor([[1.0], [0.0]])  # θ ← −2θ: chain 0 overflows float32 at step 64
+
+    def watch(theta):
+        if "resumed" in seen:  # called once for the layout, then at each draw
+            seen["resumed"] += 1
+            if seen["resumed"] == 2:  # the first draw after the restore (step 60)
+                seen["file"] = sgmcmc.Trace.load(path)
+        return theta.sum()
+
+    sampler = sgmcmc.SGLD(Interrupting(standard_normal_log_posterior, at_step=80), step_size=3.0, temperature=0.0)
+    with pytest.warns(RuntimeWarning, match="interrupted after 80"), pytest.warns(sgmcmc.SamplerDivergenceWarning):
+        sampler.sample(init, functionals={"s": watch}, **options)
+    assert sgmcmc.Trace.load(path).diverged_at_step.tolist() == [64, -1]
+    seen["resumed"] = 0
+    with pytest.warns(sgmcmc.SamplerDivergenceWarning, match="chain 0 at step 64"):
+        sgmcmc.SGLD(standard_normal_log_posterior, step_size=3.0, temperature=0.0).sample(
+            init, functionals={"s": watch}, **options
+        )
+    assert seen["file"].attrs["steps_done"] == 60
+    np.testing.assert_array_equal(seen["file"].diverged_at_step, [-1, -1])
+
+
 def test_an_in_memory_trace_too_large_for_the_host_names_the_variable_and_the_remedies():
     # 3 chains x 10**15 draws x 2 floats x 4 bytes = 2.4e16 bytes: more than any host's address space
     with pytest.raises(MemoryError, match=r"'posterior/x' would take 24000000\.0 GB.*trace_file="):
