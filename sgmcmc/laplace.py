@@ -20,7 +20,7 @@ from torch.func import grad, jvp, vmap
 from sgmcmc._checks import autograd_allowed, count, warn_caller
 from sgmcmc.chains import split_like
 from sgmcmc.data import full_data_arguments
-from sgmcmc.log_density import check_log_posterior
+from sgmcmc.log_density import checked_log_density
 from sgmcmc.runner import TENSOR_PARAM_NAME, _named_params
 from sgmcmc.sgldcv import _named_mode
 from sgmcmc.trace import Trace
@@ -202,9 +202,7 @@ def laplace_approximation(
     def hessian_vector_product(tangent: torch.Tensor) -> torch.Tensor:
         return jvp(gradient_at_mode, (centre,), (tangent,))[1]
 
-    leaf = centre.detach().clone().requires_grad_()
-    with torch.enable_grad():  # a 0-dim floating tensor, finite, that depends on the params: or a clear error
-        check_log_posterior(full_data_log_posterior(leaf), "on all the data at mode", [leaf])
+    checked_log_density(full_data_log_posterior, centre, "on all the data at mode")
     gradient = gradient_at_mode(centre)
     hessian = vmap(hessian_vector_product, chunk_size=chunk_size)(torch.eye(centre.numel(), dtype=dtype, device=device))
     if not bool(torch.isfinite(hessian).all() and torch.isfinite(gradient).all()):

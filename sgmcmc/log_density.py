@@ -18,7 +18,13 @@ from torch.utils import _pytree as pytree
 from sgmcmc._checks import count
 from sgmcmc.chains import at_least_float32
 
-__all__ = ["minibatch_log_posterior", "ChainPotential", "BoundPotential", "check_log_posterior"]
+__all__ = [
+    "minibatch_log_posterior",
+    "ChainPotential",
+    "BoundPotential",
+    "check_log_posterior",
+    "checked_log_density",
+]
 
 Params = dict[str, torch.Tensor]
 
@@ -76,6 +82,19 @@ def check_log_posterior(value: Any, where: str, params: Iterable[torch.Tensor], 
             "(computed under torch.no_grad(), from detached tensors, through .item() or numpy, or by a "
             "module with its own weights instead of the params: use torch.func.functional_call?)"
         )
+
+
+def checked_log_density(
+    function: Callable[[Any], torch.Tensor], point: Any, where: str, name: str = "log_posterior"
+) -> tuple[torch.Tensor, Any]:
+    """``function`` at ``point`` (a tensor or a pytree of them), checked by :func:`check_log_posterior`, and
+    the leaves it was taken at: copies of ``point``'s tensors that require grad, evaluated with gradients
+    enabled whatever the caller's mode."""
+    leaves = pytree.tree_map(lambda value: value.detach().clone().requires_grad_(), point)
+    with torch.enable_grad():
+        value = function(leaves)
+    check_log_posterior(value, where, pytree.tree_leaves(leaves), name)
+    return value, leaves
 
 
 class ChainPotential:

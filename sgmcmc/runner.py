@@ -46,7 +46,7 @@ from sgmcmc.chains import (
 )
 from sgmcmc.checkpoint import check_same_run, load_checkpoint, save_checkpoint
 from sgmcmc.data import chain_data
-from sgmcmc.log_density import BoundPotential, ChainPotential, check_log_posterior
+from sgmcmc.log_density import BoundPotential, ChainPotential, checked_log_density
 from sgmcmc.schedules import Cyclical, Schedule
 from sgmcmc.trace import Trace, TraceRecorder, Variable, netcdf_attr
 
@@ -139,22 +139,21 @@ def _check_log_posterior_at_start(
     Chain 0 is called directly, so that a wrong return reads as the user's error, not vmap's.
     """
     where = "at the initial params of chain 0" + ("" if first_batch is None else " with the first batch")
-    chain_zero = {name: value[0].detach().requires_grad_() for name, value in params.items()}
-    global_rng = _global_rng_state(chain_zero)
-    with torch.enable_grad():
-        value = (
-            log_posterior(to_user(dict(chain_zero)))
-            if first_batch is None
-            else log_posterior(to_user(dict(chain_zero)), first_batch)
-        )
-    if not all(map(torch.equal, global_rng, _global_rng_state(chain_zero))):
+    data = () if first_batch is None else (first_batch,)
+    global_rng = _global_rng_state(params)
+    # a copy of the dict: a log posterior that rebinds a key (p["w"] = 2 * p["w"]) must not replace a leaf
+    checked_log_density(
+        lambda chain_zero: log_posterior(to_user(dict(chain_zero)), *data),
+        {name: value[0] for name, value in params.items()},
+        where,
+    )
+    if not all(map(torch.equal, global_rng, _global_rng_state(params))):
         raise ValueError(
             "log_posterior draws from torch's global random number generator (dropout in training mode, "
             "torch.randn, ...): a chain would then not be reproducible from its seed, and from two chains on "
             "torch.func.vmap refuses the draws. Make it deterministic (F.dropout(..., training=False)); a "
             "sampler draws its randomness from the chains' own generators"
         )
-    check_log_posterior(value, where, chain_zero.values())
     values, gradients = potential(params, first_batch)
     finite = torch.isfinite(values)
     for gradient in gradients.values():

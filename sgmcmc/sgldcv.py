@@ -16,7 +16,7 @@ from sgmcmc._checks import autograd_allowed, count, has_elements, parameter_tens
 from sgmcmc.chains import ChainGenerators, at_least_float32, per_chain_sum
 from sgmcmc.data import full_data_arguments
 from sgmcmc.ld import LD
-from sgmcmc.log_density import check_log_posterior
+from sgmcmc.log_density import checked_log_density
 from sgmcmc.runner import TENSOR_PARAM_NAME, SamplerDivergenceWarning, _named_params
 from sgmcmc.sampler import Potential, Sampler, State
 from sgmcmc.schedules import Schedule, as_schedule
@@ -143,11 +143,12 @@ def _lbfgs_ascent(
 ) -> Any:
     """``iterations`` of ``torch.optim.LBFGS`` on −log p over all the data, from ``start`` (in the user's format)."""
     named_start, to_user = _named_params(start)
-    leaves = {name: value.detach().to(device).clone().requires_grad_() for name, value in named_start.items()}
     # what the samplers check at their start, which this stage, run first, would otherwise meet inside torch
-    with torch.enable_grad():
-        start_value = log_posterior(to_user(leaves), *all_data)
-    check_log_posterior(start_value, "at the start of find_mode's L-BFGS stage", leaves.values())
+    start_value, leaves = checked_log_density(
+        lambda start_leaves: log_posterior(to_user(start_leaves), *all_data),
+        {name: value.to(device) for name, value in named_start.items()},
+        "at the start of find_mode's L-BFGS stage",
+    )
     optimizer = torch.optim.LBFGS(list(leaves.values()), max_iter=iterations, line_search_fn="strong_wolfe")
 
     def loss() -> torch.Tensor:

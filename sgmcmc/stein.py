@@ -28,10 +28,9 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch.utils import _pytree as pytree
 
 from sgmcmc._checks import count, positive, real
-from sgmcmc.log_density import check_log_posterior
+from sgmcmc.log_density import checked_log_density
 from sgmcmc.runner import TENSOR_PARAM_NAME
 
 __all__ = ["kernel_stein_discrepancy", "imq_stein_kernel", "flatten_draws", "score_at_draws"]
@@ -254,7 +253,9 @@ def score_at_draws(
         leading = next(iter(tensors.values())).shape[:2]
         flat = {name: value.reshape(leading.numel(), *value.shape[2:]) for name, value in tensors.items()}
         try:
-            _check_log_density(log_density, {name: value[0] for name, value in flat.items()})
+            checked_log_density(
+                log_density, {name: value[0] for name, value in flat.items()}, "at the first draw", "log_density"
+            )
             scores = score(flat)
         except Exception as error:
             if list(tensors) == [TENSOR_PARAM_NAME]:
@@ -269,13 +270,5 @@ def score_at_draws(
     matrix = _as_matrix(draws, "draws")
     if not matrix.is_floating_point():
         raise TypeError(f"draws must be floating point to take the score there, got {matrix.dtype}")
-    _check_log_density(log_density, matrix[0])
+    checked_log_density(log_density, matrix[0], "at the first draw", "log_density")
     return score(matrix)
-
-
-def _check_log_density(log_density: Callable[[Any], torch.Tensor], draw: Any) -> None:
-    """Raise, naming what is wrong, unless ``log_density`` at ``draw`` (one point) is a finite 0-dim floating
-    tensor that depends on it: a score of zeros from a detached value would give a KSD without a word."""
-    leaf = pytree.tree_map(lambda value: value.detach().clone().requires_grad_(), draw)
-    with torch.enable_grad():
-        check_log_posterior(log_density(leaf), "at the first draw", pytree.tree_leaves(leaf), name="log_density")
