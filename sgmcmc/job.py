@@ -38,6 +38,7 @@ from sgmcmc.checkpoint import write_atomically
 from sgmcmc.models import Classification, ModulePosterior, Regression
 from sgmcmc.runner import SamplerDivergenceWarning, kept_steps, warn_of_divergences
 from sgmcmc.schedules import Cyclical
+from sgmcmc.trace import group_dataset
 
 __all__ = ["JobConfig", "run_job", "add_command"]
 
@@ -356,8 +357,11 @@ def _scores(
     }
 
 
-def _plot(output: Path, data: _Data, test_predictive: np.ndarray, idata: Any) -> list[Path]:
-    """The reliability diagram (classification) and the per-chain trace of the test log-likelihood, as PNGs."""
+def _plot(
+    output: Path, data: _Data, test_predictive: np.ndarray, diverging: np.ndarray, functionals: xr.Dataset
+) -> list[Path]:
+    """The reliability diagram (classification) and the per-chain trace of the test log-likelihood, as PNGs;
+    ``diverging`` (chains, draws) marks the draws left out of that trace."""
     from matplotlib.figure import Figure  # the object API: no pyplot state, no global backend
 
     written = []
@@ -374,13 +378,12 @@ def _plot(output: Path, data: _Data, test_predictive: np.ndarray, idata: Any) ->
         figure.savefig(output / "reliability.png", dpi=120)
         written.append(output / "reliability.png")
     # a diverged chain's frozen draws are left out of the plot (a gap), as they are of the scores
-    diverging = idata.sample_stats["diverging"].values
-    values = np.where(diverging, np.nan, idata.functionals["test_log_likelihood"].values)
+    values = np.where(diverging, np.nan, functionals["test_log_likelihood"].values)
     figure = Figure(figsize=(7, 3.5))
     axes = figure.subplots()
     for chain, trajectory in enumerate(values):
         label = f"chain {chain}" + (" (diverged)" if diverging[chain].any() else "")
-        axes.plot(idata.functionals["step"].values, trajectory, label=label, linewidth=0.8)
+        axes.plot(functionals["step"].values, trajectory, label=label, linewidth=0.8)
     axes.set(xlabel="step", ylabel="test log-likelihood", title="Trace of a predictive functional")
     axes.legend(fontsize="small")
     figure.tight_layout()
@@ -518,14 +521,15 @@ def run_job(config: JobConfig) -> dict[str, Any]:
         methods.update(_ensemble_scores(data, ensemble, ood_functionals, config.num_chains))
 
     idata = trace.to_arviz()
+    functionals = group_dataset(idata, "functionals")
     # R-hat compares whole chains, so a chain with diverged (frozen) draws is left out altogether
     healthy_chains = np.flatnonzero(alive.all(axis=1))
     convergence = {
-        **_convergence(idata.functionals.isel(chain=healthy_chains)),
+        **_convergence(functionals.isel(chain=healthy_chains)),
         "chains": len(healthy_chains),
     }
     generator = np.random.default_rng(config.seed)
-    draws = np.asarray(idata.functionals["test_predictive"].values)
+    draws = np.asarray(functionals["test_predictive"].values)
     if data.task == "classification":
         cumulative = draws.cumsum(axis=-1)
         replicated = (generator.uniform(size=draws.shape[:-1] + (1,)) > cumulative).sum(axis=-1)
@@ -540,7 +544,7 @@ def run_job(config: JobConfig) -> dict[str, Any]:
         observed = test_y.cpu().numpy() * data.target_scale + data.target_mean
         attrs = {}
     dims = ("chain", "draw", "test_point")
-    coords = {"chain": idata.functionals.chain.values, "draw": idata.functionals.draw.values}
+    coords = {"chain": functionals.chain.values, "draw": functionals.draw.values}
     idata = _with_predictive_groups(
         idata,
         {
@@ -549,7 +553,7 @@ def run_job(config: JobConfig) -> dict[str, Any]:
         },
     )
     write_atomically(output / "posterior.nc", lambda path: idata.to_netcdf(str(path)))
-    figures = _plot(output, data, test_draws.mean(axis=0), idata)
+    figures = _plot(output, data, test_draws.mean(axis=0), ~alive, functionals)
     files = [output / "posterior.nc", *figures]
     files += [
         output / name
@@ -674,7 +678,7 @@ def _convergence(functionals: xr.Dataset) -> dict[str, float | None]:
     test_log_likelihood = functionals[["test_log_likelihood"]]
     # R-hat of a constant point is 0/0, left out below; of chains that each stay constant but differ, x/0 = inf
     with np.errstate(invalid="ignore", divide="ignore"):
-        predictive_rhat = np.asarray(az.rhat(functionals["test_predictive"])["test_predictive"].values)
+        predictive_rhat = np.asarray(az.rhat(functionals[["test_predictive"]])["test_predictive"].values)
         test_log_likelihood_rhat = float(az.rhat(test_log_likelihood)["test_log_likelihood"])
     computable = predictive_rhat[~np.isnan(predictive_rhat)]
     return {

@@ -25,7 +25,7 @@ import torch
 import xarray as xr
 from torch.utils import _pytree as pytree
 
-__all__ = ["Trace", "TraceRecorder", "GROUPS"]
+__all__ = ["Trace", "TraceRecorder", "GROUPS", "group_dataset"]
 
 GROUPS = ("posterior", "functionals", "gradients", "sample_stats")
 """The groups of a trace, in the order they are exported: the kept parameters, the user's
@@ -103,8 +103,8 @@ class Trace:
         Groups ``posterior`` (dims chain, draw, ``<name>_dim_<i>``…), ``sample_stats`` and, when
         present, ``functionals`` and ``gradients``, so ``az.summary(idata, group="functionals")``
         gives R-hat and ESS of the functionals. The :attr:`draw_coords` are coordinates along
-        ``draw``, so ``idata.posterior.groupby("cycle")`` groups the draws of a cyclical sampler
-        by cycle. A trace streamed to disk is opened lazily from its file, which stays open for reading
+        ``draw``, so ``group_dataset(idata, "posterior").groupby("cycle")`` groups the draws of a
+        cyclical sampler by cycle. A trace streamed to disk is opened lazily from its file, which stays open for reading
         until closed (ArviZ 0.x: ``for group in idata.groups(): idata[group].close()``; 1.x:
         ``idata.close()``): a run that writes that file again (a resume) needs it closed first.
         """
@@ -147,6 +147,14 @@ class Trace:
             gradients=groups.get("gradients", {}),
             path=path,
         )
+
+
+def group_dataset(idata: Any, group: str) -> xr.Dataset:
+    """One group of :meth:`Trace.to_arviz`'s result (or of ``az.from_netcdf``'s) as an ``xarray.Dataset``,
+    under either ArviZ: 0.x's ``InferenceData`` holds Datasets, 1.x's ``DataTree`` holds tree nodes, which
+    take neither ``node[["name"]]`` nor ``groupby``."""
+    node = idata[group]
+    return node.to_dataset() if isinstance(node, xr.DataTree) else node
 
 
 def _dims(name: str, ndim: int) -> tuple[str, ...]:

@@ -7,11 +7,17 @@ from dataclasses import dataclass
 import arviz as az
 import numpy as np
 import torch
+import xarray as xr
 
 import sgmcmc
 
 K_SIGMA = 4.0
 """Monte Carlo allowance in standard errors (posteriordb's README: k = 4 for CI)."""
+
+
+def group_names(idata) -> set[str]:
+    """The group names of an ArviZ 0.x ``InferenceData`` or 1.x ``DataTree``."""
+    return set(idata.children) if isinstance(idata, xr.DataTree) else set(idata.groups())
 
 
 def standard_normal_log_posterior(theta: torch.Tensor) -> torch.Tensor:

@@ -10,6 +10,7 @@ import sgmcmc
 from sgmcmc.chains import ChainGenerators
 from sgmcmc.log_density import BoundPotential, ChainPotential
 from sgmcmc.schedules import Cyclical
+from sgmcmc.trace import group_dataset
 from targets import K_SIGMA, GaussianGrid, mean_and_se, standard_normal_log_posterior
 
 
@@ -101,7 +102,7 @@ def test_exploration_is_noise_free_and_only_states_made_by_sampling_updates_are_
     np.testing.assert_allclose(noise[4.0], 2 * noise[1.0], rtol=1e-10)
     idata = trace.to_arviz()
     assert idata.posterior["cycle"].dims == ("draw",)
-    assert [cycle for cycle, _ in idata.posterior.groupby("cycle")] == [0, 1, 2]
+    assert [cycle for cycle, _ in group_dataset(idata, "posterior").groupby("cycle")] == [0, 1, 2]
 
 
 def test_cyclical_sghmc_runs_sgd_with_momentum_while_exploring():

@@ -29,7 +29,8 @@ from sgmcmc.job import (
     _step_size,
     run_job,
 )
-from targets import K_SIGMA, Interrupting
+from sgmcmc.trace import group_dataset
+from targets import K_SIGMA, Interrupting, group_names
 
 TINY = dict(hidden=[16], num_chains=2, num_steps=200, burn_in=100, thin=10, progress=False)
 
@@ -46,7 +47,7 @@ def test_job_writes_inference_data_report_and_plots(digits_job):
     assert json.loads((output / "report.json").read_text())["methods"] == report["methods"]
     assert (output / "reliability.png").stat().st_size > 0 and (output / "functionals.png").stat().st_size > 0
     idata = az.from_netcdf(str(output / "posterior.nc"))
-    assert {"posterior", "sample_stats", "functionals", "posterior_predictive", "observed_data"} <= set(idata.groups())
+    assert {"posterior", "sample_stats", "functionals", "posterior_predictive", "observed_data"} <= group_names(idata)
     assert idata.posterior["0.weight"].shape == (2, 10, 16, 64)
     assert idata.functionals["test_predictive"].shape == (2, 10, report["num_test"], 9)  # class 9 held out
     assert idata.posterior_predictive["y"].shape == (2, 10, report["num_test"])
@@ -82,7 +83,7 @@ def test_report_equals_metrics_recomputed_from_the_saved_draws(digits_job):
     assert 0 <= scores["auroc_held_out_classes"] <= 1 and 0 <= scores["auroc_noise"] <= 1
     assert held_out.shape[-1] == 9
     assert scores["accuracy"] > 0.8  # 200 steps of a 16-unit MLP on 9 digit classes; chance is 0.11
-    rhat = az.rhat(idata.functionals["test_log_likelihood"])["test_log_likelihood"]
+    rhat = az.rhat(group_dataset(idata, "functionals")[["test_log_likelihood"]])["test_log_likelihood"]
     assert report["convergence"]["test_log_likelihood_rhat"] == pytest.approx(float(rhat))
     assert set(report["methods"]) == {"posterior", "SGD, one network", "SGD ensemble of 2"}
 
@@ -288,9 +289,9 @@ def test_a_chain_with_diverged_draws_is_left_out_of_rhat_and_ess(tmp_path, monke
 
     monkeypatch.setattr(sgmcmc.distributed, "sample_in_parallel", sample_with_a_diverged_chain)
     report = run_job(JobConfig(output=str(tmp_path), ensemble=False, **{**TINY, "num_chains": 3}))
-    idata = az.from_netcdf(str(tmp_path / "posterior.nc"))
+    functionals = group_dataset(az.from_netcdf(str(tmp_path / "posterior.nc")), "functionals")
     assert report["methods"]["posterior"]["diverged"] == 1
-    assert report["convergence"] == {**_convergence(idata.functionals.isel(chain=[0, 2])), "chains": 2}
+    assert report["convergence"] == {**_convergence(functionals.isel(chain=[0, 2])), "chains": 2}
     assert "(the 1 chains that diverged left out)" in capsys.readouterr().out
 
 
@@ -315,7 +316,7 @@ def test_convergence_leaves_out_points_without_rhat_and_needs_two_chains_of_four
         assert _convergence(functionals(2, 3)) == dict.fromkeys(CONVERGENCE_KEYS)
         assert _convergence(functionals(1, 50)) == dict.fromkeys(CONVERGENCE_KEYS)
         constant = _convergence(functionals(2, 50, constant_points=3))
-    rhat = az.rhat(functionals(2, 50)["test_predictive"])["test_predictive"].values[1:]
+    rhat = az.rhat(functionals(2, 50)[["test_predictive"]])["test_predictive"].values[1:]
     assert convergence["test_predictive_rhat_max"] == pytest.approx(rhat.max())
     assert convergence["test_predictive_rhat_median"] == pytest.approx(np.median(rhat))
     assert constant["test_predictive_rhat_max"] is None and constant["test_predictive_rhat_median"] is None
