@@ -87,14 +87,30 @@ def check_log_posterior(value: Any, where: str, params: Iterable[torch.Tensor], 
 def checked_log_density(
     function: Callable[[Any], torch.Tensor], point: Any, where: str, name: str = "log_posterior"
 ) -> tuple[torch.Tensor, Any]:
-    """``function`` at ``point`` (a tensor or a pytree of them), checked by :func:`check_log_posterior`, and
-    the leaves it was taken at: copies of ``point``'s tensors that require grad, evaluated with gradients
-    enabled whatever the caller's mode."""
+    """``function`` at ``point`` (a tensor or a pytree of them), checked by :func:`check_log_posterior` and
+    for draws from torch's global RNG, and the leaves it was taken at: copies of ``point``'s tensors that
+    require grad, evaluated with gradients enabled whatever the caller's mode."""
     leaves = pytree.tree_map(lambda value: value.detach().clone().requires_grad_(), point)
+    global_rng = _global_rng_state(pytree.tree_leaves(leaves))
     with torch.enable_grad():
         value = function(leaves)
     check_log_posterior(value, where, pytree.tree_leaves(leaves), name)
+    if not all(map(torch.equal, global_rng, _global_rng_state(pytree.tree_leaves(leaves)))):
+        raise ValueError(
+            f"{name} draws from torch's global random number generator {where} (dropout in training mode, "
+            "torch.randn, ...): it must be a deterministic function of the params. A sampler's chain would not "
+            "be reproducible from its seed (and from two chains on torch.func.vmap refuses the draws); a mode, "
+            "Hessian or score would be that of a random function. Make it deterministic "
+            "(F.dropout(..., training=False)); a sampler draws its randomness from the chains' own generators"
+        )
     return value, leaves
+
+
+def _global_rng_state(tensors: list[torch.Tensor]) -> list[torch.Tensor]:
+    """The states of torch's global generators that ops on ``tensors`` draw from: the CPU's, and each of
+    their CUDA devices'."""
+    devices = {value.device for value in tensors if value.device.type == "cuda"}
+    return [torch.random.get_rng_state(), *(torch.cuda.get_rng_state(device) for device in devices)]
 
 
 class ChainPotential:

@@ -134,26 +134,19 @@ def _check_log_posterior_at_start(
     potential: ChainPotential,
 ) -> None:
     """Raise, naming what is wrong, if ``log_posterior`` at the initial params (and the first batch)
-    is not a finite scalar that depends on the params, or not finite with its gradient in every chain.
+    is not a finite scalar that depends on the params, draws from torch's global RNG, or is not finite
+    with its gradient in every chain.
 
     Chain 0 is called directly, so that a wrong return reads as the user's error, not vmap's.
     """
     where = "at the initial params of chain 0" + ("" if first_batch is None else " with the first batch")
     data = () if first_batch is None else (first_batch,)
-    global_rng = _global_rng_state(params)
     # a copy of the dict: a log posterior that rebinds a key (p["w"] = 2 * p["w"]) must not replace a leaf
     checked_log_density(
         lambda chain_zero: log_posterior(to_user(dict(chain_zero)), *data),
         {name: value[0] for name, value in params.items()},
         where,
     )
-    if not all(map(torch.equal, global_rng, _global_rng_state(params))):
-        raise ValueError(
-            "log_posterior draws from torch's global random number generator (dropout in training mode, "
-            "torch.randn, ...): a chain would then not be reproducible from its seed, and from two chains on "
-            "torch.func.vmap refuses the draws. Make it deterministic (F.dropout(..., training=False)); a "
-            "sampler draws its randomness from the chains' own generators"
-        )
     values, gradients = potential(params, first_batch)
     finite = torch.isfinite(values)
     for gradient in gradients.values():
@@ -165,13 +158,6 @@ def _check_log_posterior_at_start(
             + ("" if first_batch is None else " with the first batch")
             + " (check init, and init_jitter if it is set: a chain may start outside the support)"
         )
-
-
-def _global_rng_state(params: dict[str, torch.Tensor]) -> list[torch.Tensor]:
-    """The states of torch's global generators that ops on ``params`` draw from: the CPU's, and each
-    of their CUDA devices'."""
-    devices = {value.device for value in params.values() if value.device.type == "cuda"}
-    return [torch.random.get_rng_state(), *(torch.cuda.get_rng_state(device) for device in devices)]
 
 
 def _model_probe(potential: ChainPotential, params: dict[str, torch.Tensor], batch: Any) -> dict[str, Any]:

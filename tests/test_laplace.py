@@ -193,6 +193,10 @@ def test_bad_modes_and_traces_are_refused_with_a_clear_message():
         sgmcmc.laplace_approximation(lambda theta: 0.5, torch.zeros(2))
     with pytest.raises(ValueError, match="log_posterior's value does not depend on the params on all the data"):
         sgmcmc.laplace_approximation(lambda theta: -(theta.detach() ** 2).sum(), torch.zeros(2))
+    with pytest.raises(ValueError, match="log_posterior draws from torch's global random number generator on all"):
+        sgmcmc.laplace_approximation(  # before, vmap's randomness error from inside the Hessian
+            lambda theta: -(torch.nn.functional.dropout(theta, 0.5, training=True) ** 2).sum(), torch.ones(2)
+        )
     with pytest.raises(ValueError, match=r"mode\['w'\] holds non-finite values"):
         sgmcmc.laplace_approximation(saddle, {"w": torch.tensor([0.0, float("nan")])})
     with pytest.raises(ValueError, match=r"mode has no elements \(shapes \{'w': \(0, 3\)\}\)"):  # before, an IndexError

@@ -462,6 +462,11 @@ def test_find_mode_lbfgs_refuses_a_result_outside_the_support():
         ),
         (lambda theta: float(-0.5 * (theta**2).sum().detach()), TypeError, "must return a torch.Tensor, got float"),
         (lambda theta: (theta * float("nan")).sum(), ValueError, "returned a non-finite value \\(nan\\) at the start"),
+        (  # before, L-BFGS ascended a different random function at every evaluation
+            lambda theta: -0.5 * (torch.nn.functional.dropout(theta, 0.5, training=True) ** 2).sum(),
+            ValueError,
+            "draws from torch's global random number generator at the start of find_mode's L-BFGS stage",
+        ),
     ],
 )
 def test_find_mode_lbfgs_checks_the_log_posterior_at_its_start_as_the_samplers_do(log_posterior, error, match):

@@ -216,6 +216,8 @@ def test_scores_need_a_log_density_that_returns_a_differentiable_scalar():
         score_at_draws(lambda theta: -(theta**2), draws)
     with pytest.raises(ValueError, match="log_density's value does not depend on the params at the first draw"):
         score_at_draws(lambda params: -(params["w"].detach() ** 2).sum(), {"w": draws.reshape(1, 5, 2)})
+    with pytest.raises(ValueError, match="log_density draws from torch's global random number generator at the first"):
+        score_at_draws(lambda theta: -(torch.nn.functional.dropout(theta, 0.5, training=True) ** 2).sum(), draws)
 
 
 def test_score_at_draws_inside_no_grad_and_its_messages_name_log_density():
