@@ -148,7 +148,7 @@ class Sampler(ABC):
                 whole run. Default None: unchanged. Data-parallel sampling uses it to average every
                 process's value and gradient on its data shard (:mod:`sgmcmc.distributed`).
             compile: run each step (gradient, update, divergence check) as one
-                ``torch.compile``-d graph. It takes seconds to compile and then pays off: 1.8-3.3×
+                ``torch.compile``-d graph. It takes seconds to compile and then pays off: 1.8-3.1×
                 more chain-steps/s on small models (docs/benchmarks.md). The draws are those
                 of the eager run up to rounding: each chain's noise still comes from its own
                 generator, drawn outside the graph. If the step does not compile to one graph

@@ -56,7 +56,7 @@ class Constant(Schedule):
 
 @dataclass(frozen=True)
 class Polynomial(Schedule):
-    """η_k = a (b + k)^(−γ), the decay of Welling & Teh (2011), Sec. 5.
+    """η_k = a (b + k)^(−γ), the decay of Welling & Teh (2011), Sec. 2 (used with γ = 0.55 in Sec. 5.1).
 
     Robbins–Monro holds iff 0.5 < γ ≤ 1: Σ (b + k)^(−γ) diverges iff γ ≤ 1 and
     Σ (b + k)^(−2γ) converges iff γ > 0.5. γ = 0 is the constant step a·b^0 = a.
