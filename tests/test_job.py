@@ -136,6 +136,8 @@ def test_regression_on_a_csv_file_and_streaming(tmp_path):
     assert abs(residual.std() - config.noise_scale) < K_SIGMA * config.noise_scale / np.sqrt(2 * len(residual))
 
 
+# one chain starts with a weight of a constant pixel (prior gradient only) below the warning's threshold
+@pytest.mark.filterwarnings("ignore:PSGLD. the full-data gradient at the initial params is about 0:RuntimeWarning")
 def test_the_default_psgld_step_mixes_on_digits(tmp_path):
     """pSGLD's default was 1e-4, at which its RMSprop-preconditioned chains hardly moved: R-hat 1.73 and a bulk ESS
     of 7 here. Its R-hat must lie within what chance gives at the ESS measured: for m split chains from one law,
