@@ -91,11 +91,12 @@ def checked_log_density(
     for draws from torch's global RNG, and the leaves it was taken at: copies of ``point``'s tensors that
     require grad, evaluated with gradients enabled whatever the caller's mode."""
     leaves = pytree.tree_map(lambda value: value.detach().clone().requires_grad_(), point)
-    global_rng = _global_rng_state(pytree.tree_leaves(leaves))
+    tensors = pytree.tree_leaves(leaves)
+    global_rng = _global_rng_state(tensors)
     with torch.enable_grad():
         value = function(leaves)
-    check_log_posterior(value, where, pytree.tree_leaves(leaves), name)
-    if not all(map(torch.equal, global_rng, _global_rng_state(pytree.tree_leaves(leaves)))):
+    check_log_posterior(value, where, tensors, name)
+    if not all(map(torch.equal, global_rng, _global_rng_state(tensors))):
         raise ValueError(
             f"{name} draws from torch's global random number generator {where} (dropout in training mode, "
             "torch.randn, ...): it must be a deterministic function of the params. A sampler's chain would not "
