@@ -20,6 +20,7 @@ from sgmcmc._checks import count
 __all__ = [
     "chain_seeds",
     "seeds_of_chains",
+    "start_seeds",
     "ChainGenerators",
     "RecordingGenerators",
     "ReplayedDraws",
@@ -30,16 +31,32 @@ __all__ = [
 ]
 
 
+def _chain_sequences(seed: int, num_chains: int) -> list[np.random.SeedSequence]:
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= seed < 2**64:
+        raise ValueError(f"seed must be an integer in [0, 2**64), got {seed!r}")
+    return np.random.SeedSequence(int(seed)).spawn(count("num_chains", num_chains, 1))
+
+
 def chain_seeds(seed: int, num_chains: int) -> list[int]:
     """Independent 64-bit seeds for chains 0 … num_chains−1, derived from one ``seed``.
 
     Uses ``numpy.random.SeedSequence(seed).spawn``, whose children are prefix-stable:
     ``chain_seeds(s, 2) == chain_seeds(s, 4)[:2]``.
     """
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= seed < 2**64:
-        raise ValueError(f"seed must be an integer in [0, 2**64), got {seed!r}")
-    children = np.random.SeedSequence(int(seed)).spawn(count("num_chains", num_chains, 1))
-    return [int(child.generate_state(1, dtype=np.uint64)[0]) for child in children]
+    return [int(child.generate_state(1, dtype=np.uint64)[0]) for child in _chain_sequences(seed, num_chains)]
+
+
+def start_seeds(seed: int, num_chains: int) -> list[int]:
+    """Seeds for the starting points of chains 0 … num_chains−1, derived from one ``seed``.
+
+    Chain c's is spawned from chain c's own ``SeedSequence`` child (the one :func:`chain_seeds` draws
+    its noise seed from), so the starts of different seeds do not coincide (with ``seed + c``, seed
+    0's chain 1 would start where seed 1's chain 0 does), they are independent of the chains' noise
+    streams, and they are prefix-stable like :func:`chain_seeds`.
+    """
+    return [
+        int(child.spawn(1)[0].generate_state(1, dtype=np.uint64)[0]) for child in _chain_sequences(seed, num_chains)
+    ]
 
 
 def seeds_of_chains(seed: int | Sequence[int], num_chains: int) -> list[int]:

@@ -20,7 +20,7 @@ from torch import nn
 from torch.func import functional_call
 
 from sgmcmc._checks import count, positive, warn_caller
-from sgmcmc.chains import as_dtype, at_least_float32
+from sgmcmc.chains import as_dtype, at_least_float32, start_seeds
 from sgmcmc.log_density import minibatch_log_posterior
 
 __all__ = ["Classification", "Regression", "ModulePosterior"]
@@ -202,7 +202,8 @@ class ModulePosterior:
 
         Chain c's parameters are the module's own initialisation (``reset_parameters``, or torch's
         private ``_reset_parameters`` as in ``nn.MultiheadAttention``, of every submodule) under
-        ``torch.manual_seed(seed + c)``, drawn on the CPU and moved to each parameter's device (the
+        chain c's seed of :func:`~sgmcmc.chains.start_seeds` (independent of other seeds' starts and
+        of the chains' noise streams), drawn on the CPU and moved to each parameter's device (the
         same starts on every device); the global RNGs are left as they were. A parameter registered
         on a module with neither cannot be redrawn: it starts at the module's value in every chain,
         and a ``RuntimeWarning`` names it.
@@ -223,11 +224,11 @@ class ModulePosterior:
                 RuntimeWarning,
             )
         starts = []
-        for chain in range(num_chains):
+        for chain_seed in start_seeds(seed, num_chains):
             # drawn on the CPU, whose RNG alone fork_rng restores here: the same starts on every device
             fresh = copy.deepcopy(self.module).cpu()
             with torch.random.fork_rng(devices=[]):
-                torch.default_generator.manual_seed(seed + chain)  # torch.manual_seed would reseed the GPUs too
+                torch.default_generator.manual_seed(chain_seed)  # torch.manual_seed would reseed the GPUs too
                 for submodule in fresh.modules():
                     reset = _reset(submodule)
                     if reset is not None:

@@ -7,7 +7,15 @@ import pytest
 import torch
 
 import sgmcmc
-from sgmcmc.chains import ChainGenerators, RecordingGenerators, ReplayedDraws, seeds_of_chains, select_chains
+from sgmcmc.chains import (
+    ChainGenerators,
+    RecordingGenerators,
+    ReplayedDraws,
+    chain_seeds,
+    seeds_of_chains,
+    select_chains,
+    start_seeds,
+)
 from targets import K_SIGMA
 
 
@@ -35,6 +43,15 @@ def test_a_chains_stream_does_not_depend_on_its_neighbours():
         together, alone = (draw(ChainGenerators(chosen, torch.device("cpu"))) for chosen in (seeds, seeds[1:2]))
         assert torch.equal(together[1:2], alone)
         assert not torch.equal(together[0], together[1])  # each chain its own stream
+
+
+def test_start_seeds_are_prefix_stable_and_shared_neither_with_other_seeds_nor_with_the_noise():
+    starts = start_seeds(0, 4)
+    assert starts[:2] == start_seeds(0, 2)
+    others = {seed for other in range(1, 50) for seed in start_seeds(other, 4)}
+    assert not set(starts) & (others | set(chain_seeds(0, 4)))  # seed + c had seed 1's chain 0 = seed 0's chain 1
+    with pytest.raises(ValueError, match="seed must be an integer"):
+        start_seeds(-1, 2)
 
 
 def test_per_chain_seeds_given_as_a_list_go_to_their_chains():

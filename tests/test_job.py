@@ -146,7 +146,8 @@ def test_the_default_psgld_step_mixes_on_digits(tmp_path):
         JobConfig(sampler="psgld", num_steps=2000, thin=10, ensemble=False, output=str(tmp_path), progress=False)
     )
     convergence, split_chains = report["convergence"], 8
-    assert convergence["test_log_likelihood_ess_bulk"] >= 20  # of 4 × 100 draws
+    # of 4 × 100 draws: over seeds 0-7 the default gave 13-26, the old default 1e-4 6-7 (seeds 0-2)
+    assert convergence["test_log_likelihood_ess_bulk"] >= 10
     bound = 1 + split_chains * stats.chi2(split_chains - 1).ppf(0.9999) / (
         (split_chains - 1) * 2 * convergence["test_log_likelihood_ess_bulk"]
     )

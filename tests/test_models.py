@@ -58,6 +58,9 @@ def test_initial_params_are_independent_reproducible_and_leave_the_global_rng_al
     assert first["weight"].shape == (3, 3, 4)
     assert not torch.equal(first["weight"][0], first["weight"][1])
     torch.testing.assert_close(posterior.initial_params(3, seed=0), first, rtol=0, atol=0)
+    # seed 1's chains start apart from seed 0's (with seed + c, seed 1's chain 0 was seed 0's chain 1)
+    other = posterior.initial_params(3, seed=1)["weight"]
+    assert not any(torch.equal(start, other_start) for start in first["weight"] for other_start in other)
 
 
 class Scaled(nn.Module):
