@@ -1,4 +1,4 @@
-"""SGNHT: p ← (1 − ξh) p + h ∇log p̃ + sqrt(2AhT) ξ_t, θ ← θ + h p, ξ ← ξ + h(p⊤p/n − T); Ding et al. 2014, Alg. 2."""
+"""SGNHT: p ← (1 − ξh) p + h ∇log p̃ + sqrt(2AhT) ξ_t, θ ← θ + h p, ξ ← ξ + h(p⊤p/n − T); Ding et al. 2014, Alg. 1."""
 
 from __future__ import annotations
 
@@ -16,15 +16,15 @@ __all__ = ["SGNHT"]
 
 
 class SGNHT(Sampler):
-    """Stochastic gradient Nosé–Hoover thermostat (Ding, Fang, Babbush, Chen, Skeel & Neven 2014), Alg. 2.
+    """Stochastic gradient Nosé–Hoover thermostat (Ding, Fang, Babbush, Chen, Skeel & Neven 2014), Alg. 1.
 
     p ← p − ξ p h + h ∇log p̃(θ) + sqrt(2 A h T) N(0, I);  θ ← θ + h p;  ξ ← ξ + h (p⊤p/n − T),
 
     with n the number of parameters of one chain and ξ one thermostat per chain, started at A.
     The thermostat raises the friction ξ while the kinetic temperature p⊤p/n exceeds T, so
     unknown minibatch gradient noise is absorbed without an estimate of it (SGHMC needs β̂).
-    ``step_size`` is the paper's h (SGHMC's η corresponds to h², its friction to ξ h);
-    ``diffusion`` is A. Stationary law: θ ∝ p(θ)^(1/T), p ~ N(0, T I).
+    ``step_size`` is the paper's h and ``diffusion`` its A (their Alg. 2 is the same rule in SGHMC's
+    variables: η = h², friction ξ h). Stationary law: θ ∝ p(θ)^(1/T), p ~ N(0, T I).
 
     The trace records ``kinetic_energy`` p⊤p/2 (stationary mean n T/2) and ``thermostat`` ξ.
 

@@ -20,7 +20,7 @@ from targets import (
 
 
 def test_thermostat_integrates_the_kinetic_temperature_gap():
-    """ξ_N − ξ_0 = h Σ_{t=1..N} (p_t⊤p_t/n − T) exactly, the rule of Algorithm 2."""
+    """ξ_N − ξ_0 = h Σ_{t=1..N} (p_t⊤p_t/n − T) exactly, the rule of Algorithm 1."""
     step_size, temperature, dimension, num_steps = 0.1, 0.7, 3, 400
     trace = sgmcmc.SGNHT(
         standard_normal_log_posterior, step_size=step_size, diffusion=2.0, temperature=temperature
