@@ -39,7 +39,7 @@ import xarray as xr
 import sgmcmc
 from sgmcmc._checks import count, positive
 from sgmcmc.ld import LD
-from sgmcmc.runner import TENSOR_PARAM_NAME, SamplerDivergenceWarning
+from sgmcmc.runner import TENSOR_PARAM_NAME, SamplerDivergenceWarning, stop_if_interrupted
 from sgmcmc.sampler import Sampler
 from sgmcmc.schedules import Polynomial, Schedule
 from sgmcmc.sgld import SGLD
@@ -249,6 +249,7 @@ def _run_replicates(
                 stacked_init=True,
                 progress=False,
             )
+        stop_if_interrupted(trace, steps, "bias_variance_study")
         # also a chain that diverged after its last kept draw, which no draw's flag marks
         diverged |= trace.diverged_at_step >= 0
         # a diverged replicate's frozen state may have a non-finite log density, which the next segment's
@@ -809,16 +810,23 @@ class BiasVarianceStudy:
 
 def _run_command(arguments: argparse.Namespace) -> int:
     output = Path(arguments.output)
-    output.mkdir(parents=True, exist_ok=True)
-    study = bias_variance_study(
-        GaussianTarget.isotropic(arguments.dim, sd=arguments.sd),
-        step_sizes=np.geomspace(arguments.min_step_size, arguments.max_step_size, arguments.num_step_sizes).tolist(),
-        budgets=arguments.budgets,
-        num_replicates=arguments.num_replicates,
-        burn_in_fraction=arguments.burn_in_fraction,
-        seed=arguments.seed,
-        progress=not arguments.no_progress,
-    )
+    try:
+        output.mkdir(parents=True, exist_ok=True)  # before the study, which an unwritable output would waste
+        study = bias_variance_study(
+            GaussianTarget.isotropic(arguments.dim, sd=arguments.sd),
+            step_sizes=np.geomspace(
+                arguments.min_step_size, arguments.max_step_size, arguments.num_step_sizes
+            ).tolist(),
+            budgets=arguments.budgets,
+            num_replicates=arguments.num_replicates,
+            burn_in_fraction=arguments.burn_in_fraction,
+            seed=arguments.seed,
+            progress=not arguments.no_progress,
+        )
+    except (ValueError, TypeError) as error:  # a bad setting: a usage error, as sgmcmc run gives
+        arguments.parser.error(str(error))
+    except OSError as error:
+        arguments.parser.error(f"cannot write to --output {arguments.output}: {error}")
     study.save(output / "study.nc")
     study.plot(output / "bias_variance.png")
     tables = "\n\n".join(study.markdown_table(estimator) for estimator in study.estimators)
@@ -845,4 +853,4 @@ def add_command(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--burn-in-fraction", type=float, default=0.1)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--no-progress", action="store_true", help="print nothing while running")
-    parser.set_defaults(run=_run_command)
+    parser.set_defaults(run=_run_command, parser=parser)

@@ -196,6 +196,9 @@ def _collective(what: str, operation: Callable[[], Result]) -> Result:
 
 def chain_block(num_chains: int, rank: int, world_size: int) -> range:
     """The global ids of the chains rank ``rank`` runs: contiguous blocks whose sizes differ by at most one."""
+    count("num_chains", num_chains, 1)
+    if not 0 <= count("rank", rank, 0) < count("world_size", world_size, 1):
+        raise ValueError(f"rank must be in [0, world_size={world_size}), got {rank}")
     return range(rank * num_chains // world_size, (rank + 1) * num_chains // world_size)
 
 

@@ -240,6 +240,14 @@ def _load(dataset: str) -> tuple[np.ndarray, np.ndarray]:
 
 def _prepare(config: JobConfig) -> _Data:
     features, targets = _load(config.dataset)
+    targets = np.asarray(targets)
+    if targets.dtype == bool:  # netCDF has no boolean type, for the classes attribute written at the end
+        targets = targets.astype(np.int64)
+    for name, values in (("features x", np.asarray(features)), ("targets y", targets)):
+        if not np.issubdtype(values.dtype, np.number) or np.iscomplexobj(values):
+            raise ValueError(
+                f"dataset {name} must be real numbers (class labels as integers), got dtype {values.dtype}"
+            )
     features = np.asarray(features, np.float64).reshape(len(features), -1)
     if len(features) != len(targets) or len(features) < 10:
         raise ValueError(f"dataset has {len(features)} rows of features and {len(targets)} targets; need >= 10 of each")

@@ -38,7 +38,8 @@ def minibatch_log_posterior(
 
     Args:
         log_prior: ``log_prior(params) -> ()`` tensor.
-        log_likelihood: ``log_likelihood(params, batch) -> (|B|,)`` tensor, one term per example.
+        log_likelihood: ``log_likelihood(params, batch) -> (|B|,)`` tensor, one term per example; |B|
+            must be the leading dim of one of the batch's tensors (checked: a term per feature is an error).
         num_data: N, the number of examples in the full data set.
 
     Returns:
@@ -54,6 +55,14 @@ def minibatch_log_posterior(
         if not isinstance(per_example, torch.Tensor) or per_example.ndim != 1:
             shape = tuple(per_example.shape) if isinstance(per_example, torch.Tensor) else type(per_example).__name__
             raise ValueError(f"log_likelihood must return one value per example, shape (|B|,); got {shape}")
+        rows = {leaf.shape[0] for leaf in pytree.tree_leaves(batch) if isinstance(leaf, torch.Tensor) and leaf.ndim}
+        # a term per feature or per class (a sum over the wrong axis) would be scaled by N/d, not N/|B|; any
+        # leaf may carry the rows, since a dict batch may hold a per-batch tensor first
+        if rows and per_example.shape[0] not in rows:
+            raise ValueError(
+                f"log_likelihood must return one value per example, shape (|B|,); got {per_example.shape[0]} "
+                f"values for a batch whose tensors have {sorted(rows)} rows (summed over the wrong dim?)"
+            )
         # summed in at least float32: N/|B| Σ of float16 terms overflows (65504) for N of some 10⁴ and more
         total = per_example.sum(dtype=at_least_float32(per_example.dtype))
         return log_prior(params) + (num_data / per_example.shape[0]) * total

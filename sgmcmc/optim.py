@@ -13,7 +13,8 @@ tensor, ``optim.SGLD([theta], lr, seed=s)`` moves θ exactly as
 ``sgmcmc.SGLD(...).sample(theta, num_chains=1, seed=s)`` on the same gradients. ``state_dict()``
 holds the noise stream's state beside the momentum and preconditioner, so a run resumed with
 ``load_state_dict`` goes on with the noise it would have drawn. A ``torch.optim.lr_scheduler``
-may change ``lr`` between steps; each step checks it is finite and ≥ 0 (0 leaves θ still).
+may change ``lr`` between steps; each step checks it is finite and ≥ 0 (0 leaves θ still), and
+the other hyperparameters of every param group as the constructor does.
 """
 
 from __future__ import annotations
@@ -97,12 +98,14 @@ class _UpdateRuleOptimizer(torch.optim.Optimizer):
         tensors = [tensor for tensor in tensors if isinstance(tensor, torch.Tensor)]
         for index, tensor in enumerate(tensors):
             floating_point(f"parameter {index} of param group {len(self.param_groups)}", tensor)
-        self._check({**self.defaults, **param_group, "params": tensors})
+        group = {**self.defaults, **param_group, "params": tensors}
+        positive("lr", group["lr"])
+        self._check(group)
         super().add_param_group({**param_group, "params": params})
 
     def _check(self, group: dict[str, Any]) -> None:
-        """Raise, naming the hyperparameter, if one of ``group``'s is out of range (its "params": the tensors)."""
-        positive("lr", group["lr"])
+        """Raise, naming the hyperparameter, if one of ``group``'s other than ``lr`` is out of range (its
+        "params": the tensors)."""
 
     def _state(
         self, parameters: dict[str, torch.Tensor], key: str, make: Callable[[dict[str, torch.Tensor]], dict]
@@ -125,10 +128,15 @@ class _UpdateRuleOptimizer(torch.optim.Optimizer):
             with torch.enable_grad():
                 loss = closure()
         for index, group in enumerate(self.param_groups):
-            # an LR scheduler sets it between steps: NaN would silently make every parameter NaN, and a
-            # negative one fail in the noise's square root (0, where a cosine schedule may end, stays still);
-            # checked for every group before any moves, so a refused step leaves all parameters as they were
+            # an LR scheduler sets it between steps, and a user may set any other: NaN would silently make
+            # every parameter NaN, and a negative one fail in the noise's square root (lr 0, where a cosine
+            # schedule may end, stays still); checked for every group before any moves, so a refused step
+            # leaves all parameters as they were
             nonnegative(f"lr of param group {index}", group["lr"])
+            try:
+                self._check(group)
+            except ValueError as error:
+                raise ValueError(f"param group {index}: {error}") from None
         for group in self.param_groups:
             # named by position in the group, so state stays with its parameter when others have no grad
             parameters = {str(index): p for index, p in enumerate(group["params"]) if p.grad is not None}

@@ -661,7 +661,21 @@ def run(
             RuntimeWarning,
         )
     warn_of_divergences(trace.diverged_at_step.tolist())
+    for name, non_finite in recorder.non_finite_functionals.items():
+        warn_caller(
+            f"functional {name!r} is NaN or infinite at {non_finite} of the {num_chains} × {recorder.num_draws} "
+            "(chain, draw) values kept; they are recorded as they came (does it leave its domain?)",
+            RuntimeWarning,
+        )
     return trace
+
+
+def stop_if_interrupted(trace: Trace, num_steps: int, where: str) -> None:
+    """Raise ``KeyboardInterrupt`` if ``sample`` stopped before ``num_steps`` (Ctrl-C): it keeps the draws
+    of an interrupted run, but a caller that runs it as one stage of a longer computation must stop too."""
+    steps_done = trace.attrs["steps_done"]
+    if steps_done < num_steps:
+        raise KeyboardInterrupt(f"{where}: interrupted after {steps_done} of {num_steps} steps")
 
 
 def warn_of_divergences(

@@ -17,7 +17,7 @@ from sgmcmc.chains import ChainGenerators, at_least_float32, per_chain_sum
 from sgmcmc.data import full_data_arguments
 from sgmcmc.ld import LD
 from sgmcmc.log_density import checked_log_density
-from sgmcmc.runner import TENSOR_PARAM_NAME, SamplerDivergenceWarning, _named_params
+from sgmcmc.runner import TENSOR_PARAM_NAME, SamplerDivergenceWarning, _named_params, stop_if_interrupted
 from sgmcmc.sampler import Potential, Sampler, State
 from sgmcmc.schedules import Schedule, as_schedule
 from sgmcmc.sgld import SGLD, langevin_step
@@ -69,6 +69,7 @@ def find_mode(
     Raises:
         ValueError: if either stage diverges (its state becomes non-finite): the step is too large.
             Also for a ``full_batch_method`` not listed, or a ``full_batch_step_size`` with L-BFGS.
+        KeyboardInterrupt: if a stage is interrupted (Ctrl-C); no mode is returned.
 
     Warns:
         RuntimeWarning: if the log posterior on all of ``data`` is lower at θ̂ than at ``init``:
@@ -104,6 +105,7 @@ def find_mode(
                 trace = optimizer.sample(start, data, num_steps=steps, burn_in=steps - 1, **options)
             except SamplerDivergenceWarning as error:
                 raise ValueError(f"find_mode: the {stage} diverged; use a smaller step size ({error})") from None
+        stop_if_interrupted(trace, steps, f"find_mode, in the {stage}")
         return to_user({name: value[0] for name, value in trace.final_state["params"].items()})
 
     mode = init
@@ -151,13 +153,26 @@ def _lbfgs_ascent(
     )
     optimizer = torch.optim.LBFGS(list(leaves.values()), max_iter=iterations, line_search_fn="strong_wolfe")
 
+    non_finite = []
+
     def loss() -> torch.Tensor:
         optimizer.zero_grad()
         value = -log_posterior(to_user(leaves), *all_data)
+        if not torch.isfinite(value):
+            non_finite.append(value.item())
         value.backward()
         return value
 
-    optimizer.step(loss)
+    try:
+        optimizer.step(loss)
+    except IndexError as error:
+        if not non_finite:
+            raise
+        # torch's strong-Wolfe zoom can run out of bracket points after trying a point where log p is NaN
+        raise ValueError(
+            f"find_mode: the L-BFGS line search tried points where log_posterior is {-non_finite[-1]} (outside its "
+            "support?) and failed there; start nearer the mode, or take gradient steps (full_batch_method='gradient')"
+        ) from error
     if not all(bool(torch.isfinite(value).all()) for value in leaves.values()):
         raise ValueError("find_mode: the L-BFGS stage ended at a non-finite point; start nearer the mode")
     return to_user({name: value.detach() for name, value in leaves.items()})

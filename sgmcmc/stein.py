@@ -251,6 +251,8 @@ def score_at_draws(
             if not value.is_floating_point():
                 raise TypeError(f"draws[{name!r}] must be floating point to take the score there, got {value.dtype}")
         leading = next(iter(tensors.values())).shape[:2]
+        if leading.numel() == 0:
+            raise ValueError(f"no draws to take the score at: draws have {leading[0]} chains of {leading[1]} draws")
         flat = {name: value.reshape(leading.numel(), *value.shape[2:]) for name, value in tensors.items()}
         try:
             checked_log_density(
@@ -270,5 +272,7 @@ def score_at_draws(
     matrix = _as_matrix(draws, "draws")
     if not matrix.is_floating_point():
         raise TypeError(f"draws must be floating point to take the score there, got {matrix.dtype}")
+    if matrix.shape[0] == 0:
+        raise ValueError("no draws to take the score at: draws have shape (0, d)")
     checked_log_density(log_density, matrix[0], "at the first draw", "log_density")
     return score(matrix)

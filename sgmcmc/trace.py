@@ -317,9 +317,26 @@ class _TraceFile:
                 group.attrs.update(attrs)
             file.attrs.update(attrs)
 
-    def truncate(self, num_draws: int) -> None:
-        """Drop every draw after the first ``num_draws`` (a resumed run rewrites them)."""
+    def truncate(self, num_draws: int, created_at: str | None) -> None:
+        """Drop every draw after the first ``num_draws`` (a resumed run rewrites them), once the file is
+        found to be the one its run created at ``created_at`` (None: a checkpoint that did not record it)."""
         with self._open("a") as file:
+            found = file.attrs.get("created_at")
+            missing = [
+                f"{group_name}/{name}"
+                for group_name, variables in self.layout.items()
+                for name in variables
+                if group_name not in file.groups or name not in file.groups[group_name].variables
+            ]
+            if (created_at is not None and found != created_at) or missing:
+                # checked before anything is cut: the file may hold another run's draws
+                raise ValueError(
+                    f"trace file {self.path} is not the one the checkpoint's run wrote (that was created at "
+                    f"{created_at}, this one at {found}"
+                    + (f", and it lacks {missing}" if missing else "")
+                    + "); it was left untouched. Put the run's own file back, or delete the checkpoint to start "
+                    "afresh"
+                )
             written = file.groups["sample_stats"].dimensions["draw"].size
             if written < num_draws:
                 raise ValueError(f"trace file {self.path} holds {written} draws; the checkpoint needs {num_draws}")
@@ -388,6 +405,8 @@ class TraceRecorder:
         self._buffer: dict[str, dict[str, torch.Tensor]] | None = None
         self._pending_coords: list[dict[str, int]] = []
         self._num_flushed = 0
+        self.non_finite_functionals: dict[str, int] = {}
+        """Functional name -> how many of the (chain, draw) values flushed so far hold a NaN or ±inf."""
         self._values: dict[str, dict[str, np.ndarray]] = {}
         self._coords: dict[str, np.ndarray] = {}
         if self.file is None:
@@ -454,6 +473,11 @@ class TraceRecorder:
             name: np.array([draw[name] for draw in self._pending_coords], np.int64)
             for name in ["draw", *self.coord_names]
         }
+        for name, values in chunk.get("functionals", {}).items():
+            if values.dtype.kind in "fc":  # on the host already: no sync of its own
+                non_finite = int((~np.isfinite(values)).reshape(*values.shape[:2], -1).any(axis=-1).sum())
+                if non_finite:
+                    self.non_finite_functionals[name] = self.non_finite_functionals.get(name, 0) + non_finite
         start, end = self._num_flushed, self._num_flushed + count
         # the draws count as flushed only once written: a flush cut short (Ctrl-C) is redone whole by the next
         if self.file is not None:
@@ -470,7 +494,7 @@ class TraceRecorder:
         """What a checkpoint needs to restore the trace: the draws so far (in memory) or their count."""
         self.flush(steps_done)
         if self.file is not None:
-            return {"num_draws": self._num_flushed}
+            return {"num_draws": self._num_flushed, "created_at": self.attrs["created_at"]}
         # copies: a view would make torch.save write the whole preallocated array
         return {
             "num_draws": self._num_flushed,
@@ -488,7 +512,8 @@ class TraceRecorder:
         if self.file is not None:
             if not self.file.path.is_file():
                 raise FileNotFoundError(f"resuming needs the trace file {self.file.path}, which is missing")
-            self.file.truncate(self._num_flushed)
+            self.file.truncate(self._num_flushed, checkpoint.get("created_at"))
+            self.attrs["created_at"] = checkpoint.get("created_at", self.attrs["created_at"])
             self.file.write_attrs(self._progress(steps_done))
             return
         for group, variables in checkpoint["values"].items():

@@ -429,6 +429,30 @@ def test_a_replicate_that_diverged_in_one_segment_does_not_stop_the_next(monkeyp
     assert np.isfinite(mse[:, 0]).all() and np.isfinite(mse[0, 1]) and np.isposinf(mse[1, 1])
 
 
+def test_ctrl_c_stops_the_study_with_keyboard_interrupt():
+    """Before, an interrupted sample call returned its few draws, which the study then added to sums sized for
+    the whole segment: a raw 'size of tensor a must match' RuntimeError."""
+
+    class Interrupted:  # Ctrl-C on the 30th call of the log density
+        dim, calls, gaussian = 1, 0, GaussianTarget([0.0], [1.0])
+
+        def log_density(self, theta):
+            self.calls += 1
+            if self.calls == 30:
+                raise KeyboardInterrupt
+            return self.gaussian.log_density(theta)
+
+        def exact_expectation(self, estimator):
+            return self.gaussian.exact_expectation(estimator)
+
+        def sample(self, num, seed):
+            return self.gaussian.sample(num, seed)
+
+    with pytest.warns(RuntimeWarning, match="sampling interrupted"):
+        with pytest.raises(KeyboardInterrupt, match="bias_variance_study: interrupted after"):
+            bias_variance_study(Interrupted(), [0.1, 0.2], [100, 200], num_replicates=4, decreasing_step_size=None)
+
+
 def test_invalid_targets_and_schedules_are_named():
     """Before, an empty target failed later in IndexError, an sd of the wrong length in numpy's broadcast
     error, and a float was taken as the decreasing schedule."""
@@ -463,3 +487,12 @@ def test_command_writes_study_figure_and_table(tmp_path, capsys):
     loaded = BiasVarianceStudy.load(tmp_path / "study.nc")
     assert loaded.dataset["constant_estimate"].shape == (2, 2, 3, 4, 1)
     assert (tmp_path / "bias_variance.png").exists() and (tmp_path / "bias_variance.md").exists()
+
+
+@pytest.mark.parametrize("option, value, match", [("--sd", "0", "sd must be"), ("--budgets", "16", "budgets")])
+def test_command_reports_a_bad_option_as_a_usage_error(tmp_path, capsys, option, value, match):
+    """Before, a bad value printed a Python traceback and exited 1; sgmcmc run and landscape exit 2 with a message."""
+    with pytest.raises(SystemExit) as stopped:
+        main(["bias-variance", "--output", str(tmp_path), "--dim", "1", "--no-progress", option, value])
+    assert stopped.value.code == 2
+    assert match in capsys.readouterr().err

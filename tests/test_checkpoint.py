@@ -264,6 +264,19 @@ def test_a_resumed_streaming_run_stopped_again_at_once_keeps_no_stale_draws(tmp_
     np.testing.assert_array_equal(loaded.draw_coords["step"], np.arange(10, 75, 3))
 
 
+def test_a_resume_refuses_a_trace_file_another_run_has_since_written_and_leaves_it_alone(tmp_path):
+    """Before, the resume cut any file at that path back to the checkpoint's draws: another run's trace written
+    there since (here the same settings, run to the end) lost its later draws."""
+    checkpoint, trace_file = tmp_path / "run.pt", tmp_path / "trace.nc"
+    with pytest.warns(RuntimeWarning, match="interrupted"):
+        _run(checkpoint, interrupt_at=88, trace_file=trace_file)
+    other = _run(trace_file=trace_file)
+    with pytest.raises(ValueError, match="trace file .* is not the one the checkpoint's run wrote .* left untouched"):
+        _run(checkpoint, trace_file=trace_file)
+    _assert_same_draws(sgmcmc.Trace.load(trace_file), other)
+    assert sgmcmc.Trace.load(trace_file).attrs["steps_done"] == NUM_STEPS
+
+
 def test_checkpoint_of_an_edited_log_posterior_is_refused(tmp_path):
     """Editing the model (here the prior's scale, by 1%) and rerunning with the same checkpoint would
     resume it, mixing two posteriors' draws; the log posterior at the saved state, on a batch the

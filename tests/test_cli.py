@@ -1,6 +1,8 @@
 """The ``sgmcmc`` command: ``demo`` is ``run`` with the digits defaults."""
 
 import json
+import subprocess
+import sys
 
 import pytest
 
@@ -22,3 +24,9 @@ def test_unknown_command_and_bad_flag_exit_with_usage(capsys):
     with pytest.raises(SystemExit):
         main(["run", "--num-steps", "many"])
     assert "invalid int value" in capsys.readouterr().err
+
+
+def test_python_dash_m_sgmcmc_is_the_command():
+    """Before, python -m sgmcmc failed with 'No module named sgmcmc.__main__'."""
+    finished = subprocess.run([sys.executable, "-m", "sgmcmc", "run", "--help"], capture_output=True, text=True)
+    assert finished.returncode == 0 and "usage: sgmcmc run" in finished.stdout

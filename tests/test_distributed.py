@@ -257,6 +257,10 @@ def test_chain_blocks_cover_the_chains_once_with_sizes_differing_by_at_most_one(
             blocks = [distributed.chain_block(num_chains, rank, world_size) for rank in range(world_size)]
             assert [chain for block in blocks for chain in block] == list(range(num_chains))
             assert max(map(len, blocks)) - min(map(len, blocks)) <= 1
+    # before, rank 5 of 2 got range(7, 9) and rank -1 range(-2, 0): chains that do not exist
+    for rank in (5, 2, -1):
+        with pytest.raises(ValueError, match="rank must be"):
+            distributed.chain_block(3, rank, 2)
 
 
 def test_one_process_chain_parallel_run_is_the_plain_run():

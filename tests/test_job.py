@@ -256,6 +256,26 @@ def test_task_is_classification_only_for_whole_number_targets_and_targets_may_be
         run_job(JobConfig(dataset=str(path), output=str(tmp_path / "two"), **tiny))
 
 
+def test_boolean_labels_are_classes_and_non_numeric_data_is_refused_before_sampling(tmp_path):
+    """Before, boolean labels sampled the whole run and then failed to write posterior.nc (netCDF has no
+    boolean type), leaving no file; string labels failed in a float conversion that did not name y, and the
+    imaginary part of complex features was dropped with only numpy's ComplexWarning."""
+    features = np.random.default_rng(0).normal(size=(40, 2))
+    tiny = {**TINY, "batch_size": 5, "ensemble": False}
+    path = tmp_path / "bool.npz"
+    np.savez(path, x=features, y=np.arange(40) % 2 == 0)
+    report = run_job(JobConfig(dataset=str(path), output=str(tmp_path / "bool"), **tiny))
+    assert report["task"] == "classification" and (tmp_path / "bool" / "posterior.nc").is_file()
+    for name, x, y, match in [
+        ("strings", features, np.array(["a", "b"] * 20), r"targets y must be real numbers .* got dtype <U1"),
+        ("complex", features * 1j, np.arange(40) % 2, "features x must be real numbers .* got dtype complex128"),
+    ]:
+        np.savez(tmp_path / f"{name}.npz", x=x, y=y)
+        with pytest.raises(ValueError, match=match):
+            run_job(JobConfig(dataset=str(tmp_path / f"{name}.npz"), output=str(tmp_path / name), **tiny))
+    assert not (tmp_path / "strings").exists()
+
+
 def test_diverged_chains_are_counted_and_a_run_with_none_left_is_an_error(tmp_path):
     path = tmp_path / "data.npz"
     np.savez(path, x=np.random.default_rng(0).standard_normal((40, 2)), y=np.arange(40) % 2)

@@ -40,6 +40,21 @@ def test_errors():
         summed(torch.ones(()), torch.ones(3))
 
 
+def test_a_likelihood_summed_over_the_wrong_dim_is_refused_not_rescaled():
+    """Before, 3 terms for a batch of 50 rows were scaled by N/3: LD's posterior sd came out 18 times too small."""
+    data = torch.randn(50, 3)
+    per_feature = sgmcmc.minibatch_log_posterior(
+        lambda p: -0.5 * (p**2).sum(), lambda p, x: -0.5 * ((x - p) ** 2).sum(0), num_data=1000
+    )
+    with pytest.raises(ValueError, match=r"got 3 values for a batch whose tensors have \[50\] rows"):
+        per_feature(torch.ones(3), data)
+    # the rows may sit in any leaf: a dict batch that holds a per-batch tensor first
+    per_example = sgmcmc.minibatch_log_posterior(
+        lambda p: -0.5 * (p**2).sum(), lambda p, b: -0.5 * ((b["x"] - p) ** 2).sum(1), num_data=1000
+    )
+    per_example(torch.ones(3), {"a_scale": torch.ones(7), "x": data})
+
+
 def test_hessian_vector_product_for_every_chain():
     matrix = torch.tensor([[2.0, 0.5], [0.5, 1.0]], dtype=torch.float64)
     potential = ChainPotential(lambda theta: -0.5 * theta @ matrix @ theta, lambda p: p["theta"], False, False)

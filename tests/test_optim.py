@@ -128,6 +128,30 @@ def test_the_lr_of_every_param_group_is_checked_before_any_moves():
     assert torch.equal(first.detach(), torch.ones(2)) and torch.equal(second.detach(), torch.ones(2))
 
 
+@pytest.mark.parametrize(
+    "make, name, bad, message",
+    [
+        (lambda p: sgmcmc.optim.SGLD(p, lr=0.1), "temperature", math.nan, "temperature must be"),
+        (lambda p: sgmcmc.optim.SGLD(p, lr=0.1), "temperature", -1.0, "temperature must be"),
+        (lambda p: sgmcmc.optim.SGHMC(p, lr=0.1, friction=0.1), "friction", math.nan, "friction"),
+        (lambda p: sgmcmc.optim.SGHMC(p, lr=0.1, friction=0.1), "mass", 0.0, "mass must be"),
+        (lambda p: sgmcmc.optim.PSGLD(p, lr=0.1), "alpha", 1.5, "alpha"),
+        (lambda p: sgmcmc.optim.ASGLD(p, lr=0.1), "momentum", math.nan, "momentum"),
+    ],
+)
+def test_other_hyperparameters_set_between_steps_are_checked_at_the_step(make, name, bad, message):
+    """Before, only lr was checked at the step: a NaN temperature, friction or momentum, a zero mass or an
+    alpha above 1 set in param_groups made every parameter NaN without a word (a negative temperature
+    failed with 'math domain error')."""
+    theta = torch.nn.Parameter(torch.ones(2))
+    optimizer = make([theta])
+    theta.grad = torch.ones(2)
+    optimizer.param_groups[0][name] = bad
+    with pytest.raises(ValueError, match=f"param group 0: .*{message}"):
+        optimizer.step()
+    assert torch.equal(theta.detach(), torch.ones(2))
+
+
 def test_errors():
     theta = [torch.nn.Parameter(torch.zeros(2))]
     with pytest.raises(ValueError, match="lr must be a finite number > 0"):

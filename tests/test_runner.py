@@ -813,3 +813,23 @@ def test_a_log_posterior_that_draws_from_the_global_rng_is_refused(num_chains):
 
     with pytest.raises(ValueError, match="log_posterior draws from torch's global random number generator"):
         sgmcmc.SGLD(log_posterior, 0.1).sample(torch.ones(3), num_chains=num_chains, num_steps=2, progress=False)
+
+
+@pytest.mark.parametrize("trace_file", [False, True])
+def test_a_functional_that_leaves_its_domain_is_reported_with_its_count(tmp_path, trace_file):
+    """Before, log θ of chains that cross 0 was stored as NaN and -inf without a word."""
+    options = dict(num_chains=2, num_steps=50, seed=0, progress=False)
+    if trace_file:
+        options["trace_file"] = tmp_path / "trace.nc"
+    sampler = sgmcmc.SGLD(standard_normal_log_posterior, step_size=0.1)
+    with pytest.warns(
+        RuntimeWarning, match=r"functional 'log_theta' is NaN or infinite at (\d+) of the 2 × 50"
+    ) as caught:
+        trace = sampler.sample(
+            torch.zeros(1), functionals={"log_theta": lambda theta: torch.log(theta).sum()}, **options
+        )
+    non_finite = int((~np.isfinite(np.asarray(trace.functionals["log_theta"]))).sum())
+    assert non_finite > 0 and f"at {non_finite} of" in str(caught[0].message)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        sampler.sample(torch.zeros(1), functionals={"square": lambda theta: theta.square().sum()}, **options)

@@ -301,6 +301,28 @@ def test_find_mode_refuses_settings_that_do_not_fit_its_stages():
         sgmcmc.find_mode(*arguments, num_steps=0, step_size=1e-3)
 
 
+@pytest.mark.parametrize("stage", ["minibatch SGD stage", "full-batch gradient stage"])
+def test_find_mode_stops_at_ctrl_c_in_either_stage(stage):
+    """Before, an interrupt in the SGD stage only stopped that stage: the full-batch stage then ran in full and
+    a "mode" came back; sample keeps an interrupted run's draws, but find_mode has no mode to return."""
+    model = ConjugateLinearRegression.make(num_data=100, dim=3, seed=0)
+    log_posterior, calls = model.log_posterior(), []
+
+    def interrupted(params, *batch):
+        calls.append(None)
+        if len(calls) == (20 if stage.startswith("minibatch") else 520):  # Ctrl-C inside the user's code
+            raise KeyboardInterrupt
+        return log_posterior(params, *batch)
+
+    init = torch.zeros(3, dtype=torch.float64)
+    with pytest.warns(RuntimeWarning, match="sampling interrupted"):
+        with pytest.raises(KeyboardInterrupt, match=f"find_mode, in the {stage}: interrupted after"):
+            sgmcmc.find_mode(
+                interrupted, init, regression_data(model, 10), num_steps=500, step_size=1e-4, num_full_batch_steps=500
+            )
+    assert len(calls) < 540  # neither the rest of the SGD stage nor the full-batch stage ran
+
+
 def test_find_mode_reports_divergence():
     model = ConjugateLinearRegression.make(num_data=1000, dim=3, seed=0)
     arguments = (model.log_posterior(), torch.zeros(3, dtype=torch.float64), regression_data(model, 100))
@@ -435,6 +457,30 @@ def test_find_mode_lbfgs_goes_on_from_where_the_sgd_stage_ended():
         for name, value in (("sgd", sgd), ("both", both), ("from_init", from_init))
     }
     assert distance["both"] <= distance["sgd"] < 1 < distance["from_init"], distance
+
+
+def test_find_mode_lbfgs_names_a_line_search_that_failed_outside_the_support():
+    """log p = 10 log s + log(1 − s) from s = 0.5: the line search tries s > 1, where log p is NaN, and torch's
+    zoom then fails with a bare IndexError; a user's own IndexError, with every value finite, is not renamed."""
+    with pytest.raises(ValueError, match="line search tried points where log_posterior is nan .outside its support"):
+        sgmcmc.find_mode(
+            lambda s: (10 * torch.log(s) + torch.log1p(-s)).sum(),
+            torch.tensor([0.5]),
+            None,
+            num_steps=0,
+            num_full_batch_steps=20,
+            full_batch_method="lbfgs",
+        )
+    calls = []
+
+    def failing(theta):
+        calls.append(None)
+        if len(calls) > 3:
+            raise IndexError("the user's own")
+        return -theta.square().sum()
+
+    with pytest.raises(IndexError, match="the user's own"):
+        sgmcmc.find_mode(failing, torch.ones(2), None, num_steps=0, num_full_batch_steps=5, full_batch_method="lbfgs")
 
 
 def test_find_mode_lbfgs_refuses_a_result_outside_the_support():

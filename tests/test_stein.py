@@ -206,6 +206,14 @@ def test_scores_need_floating_draws():
         score_at_draws(lambda params: -0.5 * params["w"].square().sum(), {"w": torch.zeros(1, 3, 2, dtype=torch.int64)})
 
 
+def test_scores_of_no_draws_are_refused_as_the_discrepancy_refuses_them():
+    """Before, an IndexError from taking the first draw."""
+    with pytest.raises(ValueError, match=r"no draws to take the score at: draws have shape \(0, d\)"):
+        score_at_draws(lambda theta: -0.5 * theta.square().sum(), torch.zeros(0, 2))
+    with pytest.raises(ValueError, match="no draws to take the score at: draws have 2 chains of 0 draws"):
+        score_at_draws(lambda params: -0.5 * params["w"].square().sum(), {"w": torch.zeros(2, 0, 3)})
+
+
 def test_scores_need_a_log_density_that_returns_a_differentiable_scalar():
     """Before, a detached value gave scores of zeros, and a KSD from them, without a word; a wrong shape
     failed inside torch.func."""
