@@ -473,11 +473,6 @@ class TraceRecorder:
             name: np.array([draw[name] for draw in self._pending_coords], np.int64)
             for name in ["draw", *self.coord_names]
         }
-        for name, values in chunk.get("functionals", {}).items():
-            if values.dtype.kind in "fc":  # on the host already: no sync of its own
-                non_finite = int((~np.isfinite(values)).reshape(*values.shape[:2], -1).any(axis=-1).sum())
-                if non_finite:
-                    self.non_finite_functionals[name] = self.non_finite_functionals.get(name, 0) + non_finite
         start, end = self._num_flushed, self._num_flushed + count
         # the draws count as flushed only once written: a flush cut short (Ctrl-C) is redone whole by the next
         if self.file is not None:
@@ -489,6 +484,12 @@ class TraceRecorder:
             for name, values in coords.items():
                 self._coords[name][start:end] = values
         self._num_flushed, self._pending_coords = end, []
+        # counted once written, as the draws are: on the host already, so no sync of its own
+        for name, values in chunk.get("functionals", {}).items():
+            if values.dtype.kind in "fc":
+                non_finite = int((~np.isfinite(values)).reshape(*values.shape[:2], -1).any(axis=-1).sum())
+                if non_finite:
+                    self.non_finite_functionals[name] = self.non_finite_functionals.get(name, 0) + non_finite
 
     def checkpoint(self, steps_done: int) -> dict[str, Any]:
         """What a checkpoint needs to restore the trace: the draws so far (in memory) or their count."""
