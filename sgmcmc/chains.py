@@ -31,10 +31,17 @@ __all__ = [
 ]
 
 
+def _checked_seed(value: Any, requirement: str) -> int:
+    """``value`` as an int if it is an integer in [0, 2**64), the range of a 64-bit seed; else a ValueError
+    saying ``requirement``."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or not 0 <= value < 2**64:
+        raise ValueError(f"{requirement} in [0, 2**64), got {value!r}")
+    return int(value)
+
+
 def _chain_sequences(seed: int, num_chains: int) -> list[np.random.SeedSequence]:
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= seed < 2**64:
-        raise ValueError(f"seed must be an integer in [0, 2**64), got {seed!r}")
-    return np.random.SeedSequence(int(seed)).spawn(count("num_chains", num_chains, 1))
+    seed = _checked_seed(seed, "seed must be an integer")
+    return np.random.SeedSequence(seed).spawn(count("num_chains", num_chains, 1))
 
 
 def chain_seeds(seed: int, num_chains: int) -> list[int]:
@@ -67,10 +74,7 @@ def seeds_of_chains(seed: int | Sequence[int], num_chains: int) -> list[int]:
     if isinstance(seed, Sequence) and not isinstance(seed, str):
         if len(seed) != num_chains:
             raise ValueError(f"seed gives {len(seed)} per-chain seeds for num_chains={num_chains}")
-        for value in seed:
-            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or not 0 <= value < 2**64:
-                raise ValueError(f"per-chain seeds must be integers in [0, 2**64), got {value!r}")
-        return [int(value) for value in seed]
+        return [_checked_seed(value, "per-chain seeds must be integers") for value in seed]
     return chain_seeds(seed, num_chains)
 
 
