@@ -59,6 +59,17 @@ def count(name: str, value: Any, minimum: int) -> int:
     return int(value)
 
 
+def sampling_device(name: str, value: Any) -> torch.device:
+    """``value`` as a ``torch.device`` that holds data, or a ValueError naming ``name``."""
+    try:
+        device = torch.device(value)
+    except (RuntimeError, TypeError) as error:
+        raise ValueError(f"{name} must name a torch device, such as cpu or cuda, got {value!r}") from error
+    if device.type == "meta":  # tensors there have shapes and no values: nothing can be sampled or checked
+        raise ValueError(f"{name} is the meta device, whose tensors hold no values; give cpu or cuda")
+    return device
+
+
 def recordable(where: str, value: torch.Tensor) -> torch.Tensor:
     """``value`` if numpy (and so a trace) has its dtype; else a TypeError naming ``where``."""
     try:

@@ -33,7 +33,7 @@ from torch import nn
 
 import sgmcmc
 from sgmcmc import metrics
-from sgmcmc._checks import count, nonnegative, positive, warn_caller
+from sgmcmc._checks import count, nonnegative, positive, sampling_device, warn_caller
 from sgmcmc.checkpoint import write_atomically
 from sgmcmc.models import Classification, ModulePosterior, Regression
 from sgmcmc.runner import SamplerDivergenceWarning, kept_steps, warn_of_divergences
@@ -178,10 +178,7 @@ class JobConfig:
             raise ValueError(
                 f"num_cycles ({self.num_cycles}) must be <= num_steps ({self.num_steps}): each cycle needs a step"
             )
-        try:
-            device = torch.device(self.device)
-        except RuntimeError as error:
-            raise ValueError(f"device must name a torch device, such as cpu or cuda, got {self.device!r}") from error
+        device = sampling_device("device", self.device)
         if device.type == "cuda" and not torch.cuda.is_available():
             raise ValueError(f"device {self.device!r} needs a CUDA GPU, and this torch sees none")
 
@@ -227,7 +224,16 @@ def _load(dataset: str) -> tuple[np.ndarray, np.ndarray]:
                 raise ValueError(f"{path} must hold arrays 'x' and 'y', it holds {arrays.files}")
             features, targets = arrays["x"], arrays["y"]
     elif path.suffix == ".csv":
-        table = np.loadtxt(path, delimiter=",", skiprows=1, ndmin=2)
+        try:
+            with warnings.catch_warnings():
+                warnings.filterwarnings("ignore", "loadtxt: input contained no data")  # refused below, by name
+                table = np.loadtxt(path, delimiter=",", skiprows=1, ndmin=2)
+        except ValueError as error:
+            raise ValueError(
+                f"{path} must hold numbers only after its header row (class labels as integers): {error}"
+            ) from error
+        if len(table) == 0:
+            raise ValueError(f"{path} has no rows of data after its header row")
         features, targets = table[:, :-1], table[:, -1]
     else:
         raise ValueError(f"dataset file {path} must be .npz or .csv")

@@ -85,7 +85,7 @@ class LaplaceApproximation:
     def whiten(self, params: torch.Tensor | dict[str, torch.Tensor]) -> torch.Tensor:
         """z = Cᵀ (θ − θ̂), shape (P,), on ``mode``'s device, for one point θ in the format of
         ``mode`` (zeros at θ̂; the inverse of :meth:`params`)."""
-        named, _ = _named_params(params)
+        named, _ = _named_params(params, "the point to whiten")
         if named.keys() != self._named_mode.keys():
             raise ValueError(f"params have names {sorted(named)}; the mode has {sorted(self._named_mode)}")
         for name, value in named.items():
@@ -186,7 +186,7 @@ def laplace_approximation(
             (though the whitened run still samples the exact posterior) is a poor preconditioner.
     """
     autograd_allowed("laplace_approximation")
-    named_mode, (_, to_user) = _named_mode(mode), _named_params(mode)
+    named_mode, (_, to_user) = _named_mode(mode), _named_params(mode, "mode")
     if chunk_size is not None:
         chunk_size = count("chunk_size", chunk_size, 1)
     device = next(iter(named_mode.values())).device

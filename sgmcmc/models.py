@@ -254,7 +254,20 @@ class ModulePosterior:
                 f"submodules {training} of the module are in training mode; call module.eval() first (batch norm "
                 "then uses its running statistics, held fixed, and dropout is off)"
             )
-        return functional_call(self.module, params, (inputs,))
+        if torch.compiler.is_compiling():  # the eager calls before compiling have explained any failure
+            return functional_call(self.module, params, (inputs,))
+        try:
+            return functional_call(self.module, params, (inputs,))
+        except RuntimeError as error:
+            floating = sorted({str(value.dtype) for value in params.values() if value.is_floating_point()})
+            if isinstance(inputs, torch.Tensor) and inputs.is_floating_point() and str(inputs.dtype) not in floating:
+                # numpy's float64 features and a float32 network: torch's message names neither
+                raise TypeError(
+                    f"ModulePosterior: the inputs are {inputs.dtype} but the module's sampled parameters are "
+                    f"{', '.join(floating)}, and the module failed on them ({error}); convert the data to the "
+                    "parameters' dtype (e.g. inputs.float()), or the module to the data's (module.double())"
+                ) from error
+            raise
 
     def log_prior(self, params: Params) -> torch.Tensor:
         """Σ_j log N(θ_j; 0, s_j²) = Σ_j [−θ_j²/(2 s_j²) − log s_j − log(2π)/2], shape ()."""

@@ -34,6 +34,7 @@ from sgmcmc._checks import (
     nonnegative,
     parameter_tensor,
     recordable,
+    sampling_device,
     warn_caller,
 )
 from sgmcmc.chains import (
@@ -66,21 +67,24 @@ class SamplerDivergenceWarning(RuntimeWarning):
     """A chain's state or log posterior became non-finite; it was frozen and flagged ``diverging`` from then on."""
 
 
-def _named_params(init: Any) -> tuple[dict[str, torch.Tensor], Callable[[dict[str, torch.Tensor]], Any]]:
-    """``init`` as a dict of named tensors, and the map back to the structure the user gave."""
+def _named_params(
+    init: Any, argument: str = "init"
+) -> tuple[dict[str, torch.Tensor], Callable[[dict[str, torch.Tensor]], Any]]:
+    """``init`` as a dict of named tensors, and the map back to the structure the user gave; errors name
+    it ``argument``."""
     if isinstance(init, torch.Tensor):
         named, to_user = {TENSOR_PARAM_NAME: init}, lambda params: params[TENSOR_PARAM_NAME]
     elif isinstance(init, dict):
         if not init:
-            raise ValueError("init is an empty dict; give at least one parameter tensor")
+            raise ValueError(f"{argument} is an empty dict; give at least one parameter tensor")
         named, to_user = dict(init), lambda params: params
     else:
-        raise TypeError(f"init must be a tensor or a dict of named tensors, got {type(init).__name__}")
+        raise TypeError(f"{argument} must be a tensor or a dict of named tensors, got {type(init).__name__}")
     for name, value in named.items():
         if not isinstance(name, str):
             raise TypeError(f"parameter names must be strings, got {name!r}")
-        parameter_tensor(f"init parameter {name!r}", value)
-    has_elements("init", named)
+        parameter_tensor(f"parameter {name!r} of {argument}", value)
+    has_elements(argument, named)
     return named, to_user
 
 
@@ -147,7 +151,18 @@ def _check_log_posterior_at_start(
         {name: value[0] for name, value in params.items()},
         where,
     )
-    values, gradients = potential(params, first_batch)
+    try:
+        values, gradients = potential(params, first_batch)
+    except RuntimeError as error:
+        num_chains = next(iter(params.values())).shape[0]
+        if num_chains == 1:
+            raise
+        # chain 0 alone ran: what failed is most likely vmap's refusal of an op
+        raise RuntimeError(
+            f"log_posterior ran for chain 0 alone but failed for all {num_chains} chains together, as "
+            f"sample evaluates it with torch.func.vmap: {str(error).rstrip('.')}. Use torch operations on the params "
+            "and the batch: no .item(), float() or Python if on their values (torch.where instead)"
+        ) from error
     finite = torch.isfinite(values)
     for gradient in gradients.values():
         finite &= torch.isfinite(gradient.reshape(gradient.shape[0], -1)).all(dim=1)
@@ -467,13 +482,16 @@ def run(
     progress, compile = flag("progress", progress), flag("compile", compile)
     if checkpoint is not None and trace_file is not None and Path(checkpoint).resolve() == Path(trace_file).resolve():
         raise ValueError(f"checkpoint and trace_file are the same file ({checkpoint}): each needs its own")
+    for name, path, example in (("trace_file", trace_file, "trace.nc"), ("checkpoint", checkpoint, "checkpoint.pt")):
+        if path is not None and Path(path).is_dir():
+            raise ValueError(f"{name} {path} is a directory; give a file in it, such as {Path(path) / example}")
     if burn_in >= num_steps:
         raise ValueError(f"burn_in ({burn_in}) must be < num_steps ({num_steps}) so that a draw is kept")
     _check_cycles_fit(sampler.step_size, num_steps)
     for step in (0, num_steps - 1):  # the first, which init may use, and the last: a decay below 0 fails now
         _step_size_at(sampler.step_size, step)
     init_jitter = nonnegative("init_jitter", init_jitter)
-    device = torch.device(device)
+    device = sampling_device("device", device)
     seeds = seeds_of_chains(seed, num_chains)
 
     params, to_user = _named_params(init)
@@ -485,6 +503,13 @@ def run(
     if init_jitter > 0:
         jitter = generators.normal_like(params)
         params = {name: value + init_jitter * jitter[name] for name, value in params.items()}
+        overflowed = [name for name, value in params.items() if not torch.isfinite(value).all()]
+        if overflowed:
+            raise ValueError(
+                f"init_jitter={init_jitter:g} overflows parameters {overflowed} "
+                f"({', '.join(str(params[name].dtype) for name in overflowed)}) to inf; give a jitter on the "
+                "scale of the posterior sd"
+            )
 
     stream = chain_data(data)
     if stream is not None:

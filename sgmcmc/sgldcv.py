@@ -12,7 +12,7 @@ from typing import Any, Literal
 
 import torch
 
-from sgmcmc._checks import autograd_allowed, count, has_elements, parameter_tensor, warn_caller
+from sgmcmc._checks import autograd_allowed, count, has_elements, parameter_tensor, sampling_device, warn_caller
 from sgmcmc.chains import ChainGenerators, at_least_float32, per_chain_sum
 from sgmcmc.data import full_data_arguments
 from sgmcmc.ld import LD
@@ -95,7 +95,7 @@ def find_mode(
     named_init, to_user = _named_params(init)
     # the stages that sample check num_data against the data themselves; L-BFGS alone would not
     lbfgs_only = num_steps == 0 and full_batch_method == "lbfgs"
-    all_data = full_data_arguments(data, torch.device(device), log_posterior if lbfgs_only else None)
+    all_data = full_data_arguments(data, sampling_device("device", device), log_posterior if lbfgs_only else None)
     options = dict(num_chains=1, seed=seed, device=device, progress=progress, keep=())
 
     def descend(optimizer: Sampler, start: Any, steps: int, stage: str) -> Any:

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import h5netcdf
+import h5py
 import numpy as np
 import torch
 import xarray as xr
@@ -129,6 +130,8 @@ class Trace:
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"no trace file at {path}")
+        if not h5py.is_hdf5(path):
+            raise ValueError(f"{path} is not an sgmcmc trace: it is not a netCDF-4 (HDF5) file")
         with h5netcdf.File(path, "r") as file:
             present = [name for name in GROUPS if name in file.groups]
             if "sample_stats" not in present:

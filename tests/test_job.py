@@ -470,6 +470,18 @@ def test_bad_settings_and_data_are_usage_errors_and_leave_no_output_folder(tmp_p
     assert not any((tmp_path / name).exists() for name in "cdk")
 
 
+def test_a_csv_with_no_rows_or_with_words_is_refused_by_name(tmp_path):
+    """Before, numpy's "cannot reshape array of size 0" and "could not convert string to float"."""
+    (tmp_path / "empty.csv").write_text("a,b,y\n")
+    (tmp_path / "words.csv").write_text("a,b,y\n1,2,cat\n3,4,dog\n")
+    with pytest.raises(ValueError, match="empty.csv has no rows of data after its header row"):
+        _prepare(JobConfig(dataset=str(tmp_path / "empty.csv")))
+    with pytest.raises(ValueError, match=r"words.csv must hold numbers only .*: could not convert string 'cat'"):
+        _prepare(JobConfig(dataset=str(tmp_path / "words.csv")))
+    _usage_error(["run", "--device", "meta", "--output", str(tmp_path / "m")], "device is the meta device")
+    assert not (tmp_path / "m").exists()
+
+
 def test_constant_regression_targets_are_refused(tmp_path):
     """Before, standardising divided by 0 (NaN data), or by 1e-15 for 3.7 everywhere (NLL −34 reported)."""
     path = tmp_path / "constant.npz"

@@ -224,6 +224,8 @@ def test_bad_modes_and_traces_are_refused_with_a_clear_message():
         laplace.whiten(torch.zeros(2, dtype=torch.float64))
     with pytest.raises(ValueError, match=r"params have names \['w'\]; the mode has \['theta'\]"):
         laplace.whiten({"w": torch.zeros(3, dtype=torch.float64)})
+    with pytest.raises(ValueError, match="parameter 'theta' of the point to whiten holds non-finite"):
+        laplace.whiten(torch.tensor([0.0, float("nan"), 0.0], dtype=torch.float64))  # before: "init parameter"
     log_posterior = model.log_posterior()
     named = sgmcmc.SGLD(lambda params, batch: log_posterior(params["w"], batch), step_size=1e-4).sample(
         {"w": torch.zeros(3, dtype=torch.float64)}, data, num_chains=1, num_steps=2, progress=False

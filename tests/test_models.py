@@ -119,6 +119,31 @@ def test_bad_module_inputs():
         ModulePosterior(nn.Tanh(), Classification(), num_data=10)
 
 
+def test_data_of_another_dtype_than_the_network_is_named_with_the_remedy():
+    """Features from numpy are float64; before, torch's "mat1 and mat2 must have the same dtype" named neither."""
+    torch.manual_seed(0)
+    network = nn.Sequential(nn.Linear(3, 4), nn.Tanh(), nn.Linear(4, 2))
+    posterior = ModulePosterior(network, Classification(), num_data=20)
+    features, labels = torch.randn(20, 3, dtype=torch.float64), torch.arange(20) % 2
+    message = r"the inputs are torch.float64 but the module's sampled parameters are torch.float32.*inputs.float\(\)"
+    with pytest.raises(TypeError, match=message):
+        sgmcmc.SGLD(posterior.log_posterior, step_size=1e-3).sample(
+            posterior.params(),
+            sgmcmc.Minibatches(features, labels, batch_size=5),
+            num_chains=2,
+            num_steps=2,
+            progress=False,
+        )
+    # a module that converts its inputs itself is not refused
+    converting = ModulePosterior(nn.Sequential(_Float(), network), Classification(), num_data=20)
+    assert torch.isfinite(converting.log_posterior(converting.params(), (features, labels)))
+
+
+class _Float(nn.Module):
+    def forward(self, inputs: torch.Tensor) -> torch.Tensor:
+        return inputs.float()
+
+
 def test_batches_that_are_not_input_target_pairs_are_refused_by_name():
     posterior = ModulePosterior(nn.Linear(3, 2), Classification(), num_data=8)
     batch = {"x": torch.randn(4, 3), "y": torch.zeros(4, dtype=torch.long)}

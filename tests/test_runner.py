@@ -123,7 +123,7 @@ def test_bad_log_posterior_results():
 def test_bad_params():
     _error(TypeError, "floating point", init=torch.zeros(2, dtype=torch.long))
     _error(TypeError, "tensor or a dict", init=[0.0, 0.0])
-    _error(TypeError, "parameter 'w' is a list", init={"w": [0.0]})
+    _error(TypeError, "parameter 'w' of init is a list", init={"w": [0.0]})
     _error(ValueError, "empty dict", init={})
     # before, a run of 0 parameters went through, and find_mode's L-BFGS stage failed inside torch
     _error(ValueError, r"init has no elements \(shapes \{'theta': \(0,\)\}\)", init=torch.zeros(0))
@@ -139,10 +139,39 @@ def test_bad_params():
     _error(ValueError, "non-finite", init=torch.tensor([0.0, float("nan")]))
     _error(
         TypeError,
-        "'theta' has dtype torch.bfloat16, which numpy and so the trace cannot hold",
+        "parameter 'theta' of init has dtype torch.bfloat16, which numpy and so the trace cannot hold",
         init=torch.zeros(2, dtype=torch.bfloat16),
     )
     _error(ValueError, "leading dim must be num_chains=2", init=torch.zeros(3, 2), stacked_init=True)
+
+
+def test_bad_device_jitter_and_file_paths_are_named(tmp_path):
+    """Before: torch's "META device type not an accelerator", a non-finite log posterior that did not name
+    init_jitter, and h5py's IsADirectoryError once the trace file was created."""
+    _error(ValueError, "device is the meta device, whose tensors hold no values", device="meta")
+    _error(ValueError, "device must name a torch device, such as cpu or cuda, got 'gpu'", device="gpu")
+    _error(
+        ValueError, r"init_jitter=1e\+300 overflows parameters \['theta'\] \(torch.float32\) to inf", init_jitter=1e300
+    )
+    _error(ValueError, f"trace_file {tmp_path} is a directory; give a file in it", trace_file=tmp_path)
+    _error(ValueError, f"checkpoint {tmp_path} is a directory; give a file in it", checkpoint=tmp_path)
+    assert not any(tmp_path.iterdir())
+
+
+def test_a_log_posterior_that_vmap_cannot_batch_is_named_with_the_remedy():
+    """Chain 0 alone runs it eagerly, where .item() is allowed; before, vmap's own error came without saying that
+    sample evaluates the chains together (functionals already had such a message)."""
+
+    def with_item(theta):
+        return -0.5 * theta.square().sum() * float(theta.abs().sum().item() < 10)
+
+    _error(
+        RuntimeError,
+        r"failed for all 2 chains together, .*vmap.*\.item\(\).* no \.item\(\), float\(\)",
+        {"log_posterior": with_item},
+    )
+    trace = sgmcmc.SGLD(with_item, step_size=0.1).sample(torch.zeros(2), num_chains=1, num_steps=3, progress=False)
+    assert trace.posterior["theta"].shape == (1, 3, 2)  # one chain is not vmapped: nothing to refuse
 
 
 def test_non_finite_start_names_the_chain():

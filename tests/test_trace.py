@@ -183,9 +183,14 @@ def test_a_run_that_writes_a_trace_file_held_open_by_its_inferencedata_says_so(t
     assert run().num_draws == 5
 
 
-def test_a_trace_file_that_cannot_be_written_for_another_reason_gets_no_hint_about_holding_it_open(tmp_path):
-    (tmp_path / "t.nc").mkdir()
-    with pytest.raises(OSError, match="Is a directory") as raised:
+def test_a_trace_file_that_cannot_be_written_for_another_reason_gets_no_hint_about_holding_it_open(
+    tmp_path, monkeypatch
+):
+    def full_disk(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(h5netcdf, "File", full_disk)
+    with pytest.raises(OSError, match="No space left on device") as raised:
         sgmcmc.SGLD(standard_normal_log_posterior, 0.1).sample(
             torch.zeros(2), num_chains=2, num_steps=5, seed=0, trace_file=tmp_path / "t.nc", progress=False
         )
@@ -216,6 +221,14 @@ def test_bad_trace_requests():
         run(functionals={"f": lambda theta: theta.sum().to(torch.bfloat16)})
     with pytest.raises(FileNotFoundError, match="no trace file"):
         sgmcmc.Trace.load("missing.nc")
+
+
+def test_loading_a_file_that_is_not_netcdf_names_the_file(tmp_path):
+    """Before, h5py's "OSError: Unable to synchronously open file (file signature not found)"."""
+    path = tmp_path / "draws.nc"
+    path.write_text("chain,draw,theta\n0,0,0.5\n")
+    with pytest.raises(ValueError, match="draws.nc is not an sgmcmc trace: it is not a netCDF-4"):
+        sgmcmc.Trace.load(path)
 
 
 @pytest.mark.parametrize("streamed", [False, True], ids=["in memory", "streamed"])
