@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from torch.utils import _pytree as pytree
 
-from sgmcmc._checks import count
+from sgmcmc._checks import count, warn_caller
 
 __all__ = [
     "chain_seeds",
@@ -74,7 +74,17 @@ def seeds_of_chains(seed: int | Sequence[int], num_chains: int) -> list[int]:
     if isinstance(seed, Sequence) and not isinstance(seed, str):
         if len(seed) != num_chains:
             raise ValueError(f"seed gives {len(seed)} per-chain seeds for num_chains={num_chains}")
-        return [_checked_seed(value, "per-chain seeds must be integers") for value in seed]
+        seeds = [_checked_seed(value, "per-chain seeds must be integers") for value in seed]
+        chains_of = {value: [chain for chain, other in enumerate(seeds) if other == value] for value in seeds}
+        repeated = [chains for chains in chains_of.values() if len(chains) > 1]
+        if repeated:
+            warn_caller(
+                f"per-chain seeds repeat: chains {' and '.join(map(str, repeated))} share a seed, so they draw the "
+                "same noise and minibatches and are not independent (from one start they are one chain), which "
+                "R-hat and ESS assume; give each chain its own seed, or one integer seed for all",
+                RuntimeWarning,
+            )
+        return seeds
     return chain_seeds(seed, num_chains)
 
 

@@ -64,6 +64,18 @@ def test_per_chain_seeds_given_as_a_list_go_to_their_chains():
         )
 
 
+def test_repeated_per_chain_seeds_are_warned_about_naming_the_chains():
+    """Before, silent: chains 0 and 2 below are the same chain, which R-hat and ESS would count twice."""
+    with pytest.warns(RuntimeWarning, match=r"chains \[0, 2\] and \[1, 3\] share a seed") as record:
+        trace = sgmcmc.SGLD(lambda theta: -0.5 * theta.square().sum(), step_size=0.1).sample(
+            torch.zeros(2), num_chains=4, num_steps=20, seed=[7, 8, 7, 8], progress=False
+        )
+    assert {warning.filename for warning in record} == {__file__}
+    draws = trace.posterior["theta"]
+    np.testing.assert_array_equal(draws[0], draws[2])
+    assert not np.array_equal(draws[0], draws[1])
+
+
 def test_select_chains():
     mask = torch.tensor([True, False])
     picked = select_chains(mask, {"x": torch.ones(2, 3)}, {"x": torch.zeros(2, 3)})
