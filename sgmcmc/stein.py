@@ -101,6 +101,21 @@ def imq_stein_kernel(
     ``draws_a``, ``scores_a`` are (m, d) and ``draws_b``, ``scores_b`` are (p, d): the points and the
     scores ∇log p at them. Uses the closed form in the module docstring; memory O(m·p), not O(m·p·d).
     """
+    tensors = {"draws_a": draws_a, "scores_a": scores_a, "draws_b": draws_b, "scores_b": scores_b}
+    for name, value in tensors.items():
+        if not isinstance(value, torch.Tensor) or value.ndim != 2 or not value.is_floating_point():
+            described = (
+                f"{value.dtype} {tuple(value.shape)}" if isinstance(value, torch.Tensor) else type(value).__name__
+            )
+            raise ValueError(f"{name} must be a 2-d floating-point tensor (points, d), got {described}")
+    if scores_a.shape != draws_a.shape or scores_b.shape != draws_b.shape or draws_a.shape[1] != draws_b.shape[1]:
+        shapes = {name: tuple(value.shape) for name, value in tensors.items()}
+        raise ValueError(
+            f"imq_stein_kernel takes draws and scores of shapes (m, d), (m, d), (p, d), (p, d); got {shapes}"
+        )
+    if len({(value.dtype, value.device) for value in tensors.values()}) > 1:
+        kinds = {name: f"{value.dtype} on {value.device}" for name, value in tensors.items()}
+        raise ValueError(f"imq_stein_kernel takes tensors of one dtype and device, got {kinds}")
     dim = draws_a.shape[1]
     # k0 depends on x − y, not on x and y: centring is exact and keeps |x|² + |y|² − 2x·y from
     # cancelling catastrophically for draws far from the origin

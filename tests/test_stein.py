@@ -191,6 +191,26 @@ def test_clear_errors(change, error, match):
         kernel_stein_discrepancy(arguments.pop("draws"), arguments.pop("scores"), **arguments)
 
 
+@pytest.mark.parametrize(
+    "change, match",
+    [
+        ({"scores_b": torch.zeros(4, 2)}, r"one dtype and device, got .*'scores_b': 'torch.float32 on cpu'"),
+        ({"draws_b": torch.zeros(4, 3, dtype=torch.float64)}, r"shapes \(m, d\), .*'draws_b': \(4, 3\)"),
+        ({"scores_a": torch.zeros(5, dtype=torch.float64)}, r"scores_a must be a 2-d floating-point tensor .* \(5,\)"),
+        (
+            {"draws_a": torch.zeros(5, 2, dtype=torch.long)},
+            r"draws_a must be a 2-d floating-point tensor \(points, d\), got torch.int64",
+        ),
+    ],
+)
+def test_the_kernel_names_mismatched_inputs(change, match):
+    """Before, torch's own errors from inside the closed form ("expected m1 and m2 to have the same dtype")."""
+    arguments = {"draws_a": torch.zeros(5, 2, dtype=torch.float64), "scores_a": torch.zeros(5, 2, dtype=torch.float64)}
+    arguments |= {"draws_b": torch.zeros(4, 2, dtype=torch.float64), "scores_b": torch.zeros(4, 2, dtype=torch.float64)}
+    with pytest.raises(ValueError, match=match):
+        imq_stein_kernel(**(arguments | change))
+
+
 @pytest.mark.cuda
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_cuda_tensors_give_the_cpu_value():
