@@ -53,7 +53,17 @@ class Classification:
                 "softmax is (1 − sigmoid(z), sigmoid(z))"
             )
         # log_softmax + gather, not cross_entropy: under vmap, nll_loss is an order of magnitude slower
-        return outputs.log_softmax(dim=-1).gather(-1, targets.long().unsqueeze(-1)).squeeze(-1)
+        log_probabilities = outputs.log_softmax(dim=-1)
+        if torch.compiler.is_compiling():  # the eager calls before compiling have explained any failure
+            return log_probabilities.gather(-1, targets.long().unsqueeze(-1)).squeeze(-1)
+        try:
+            return log_probabilities.gather(-1, targets.long().unsqueeze(-1)).squeeze(-1)
+        except RuntimeError as error:  # a label out of range: gather's message does not say what the index was
+            raise ValueError(
+                f"Classification takes labels 0 … {outputs.shape[-1] - 1} for logits of {outputs.shape[-1]} classes, "
+                f"and a label is outside them ({error}); labels counted from 1 need − 1, and more classes need more "
+                "outputs"
+            ) from error
 
     def predictive(self, outputs: torch.Tensor) -> torch.Tensor:
         """Class probabilities (…, classes) from logits."""

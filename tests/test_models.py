@@ -44,6 +44,17 @@ def test_classification_refuses_labels_that_are_not_integers():
     )
 
 
+@pytest.mark.parametrize("num_chains", [1, 2], ids=["one chain", "vmapped"])
+def test_labels_outside_the_classes_are_named(num_chains):
+    """Labels 1 … 3 for 3 logits (counted from 1); before, gather's "index 3 is out of bounds for dimension 1"."""
+    posterior = ModulePosterior(nn.Linear(3, 3), Classification(), num_data=20)
+    data = sgmcmc.Minibatches(torch.randn(20, 3), torch.arange(20) % 3 + 1, batch_size=5)
+    with pytest.raises(ValueError, match="Classification takes labels 0 … 2 for logits of 3 classes"):
+        sgmcmc.SGLD(posterior.log_posterior, step_size=1e-3).sample(
+            posterior.params(), data, num_chains=num_chains, num_steps=2, progress=False
+        )
+
+
 def test_regression_likelihood_is_gaussian():
     outputs, targets = torch.tensor([[0.5], [1.0]]), torch.tensor([1.0, 1.0])
     expected = torch.distributions.Normal(outputs.squeeze(1), 0.3).log_prob(targets)
