@@ -54,8 +54,6 @@ class Classification:
             )
         # log_softmax + gather, not cross_entropy: under vmap, nll_loss is an order of magnitude slower
         log_probabilities = outputs.log_softmax(dim=-1)
-        if torch.compiler.is_compiling():  # the eager calls before compiling have explained any failure
-            return log_probabilities.gather(-1, targets.long().unsqueeze(-1)).squeeze(-1)
         try:
             return log_probabilities.gather(-1, targets.long().unsqueeze(-1)).squeeze(-1)
         except RuntimeError as error:  # a label out of range: gather's message does not say what the index was
@@ -264,8 +262,6 @@ class ModulePosterior:
                 f"submodules {training} of the module are in training mode; call module.eval() first (batch norm "
                 "then uses its running statistics, held fixed, and dropout is off)"
             )
-        if torch.compiler.is_compiling():  # the eager calls before compiling have explained any failure
-            return functional_call(self.module, params, (inputs,))
         try:
             return functional_call(self.module, params, (inputs,))
         except RuntimeError as error:
