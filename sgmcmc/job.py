@@ -324,7 +324,7 @@ def _step_size(config: JobConfig, task: str, method: str) -> float:
     chosen = config.ensemble_step_size if method == "ensemble" else config.step_size
     if chosen is not None:
         return chosen
-    if task == "classification":
+    if task == "classification" or method == "psgld":  # pSGLD's RMSprop preconditioner scales with the curvature
         return DEFAULT_STEP_SIZES[task][method]
     return DEFAULT_STEP_SIZES[task][method] * (config.noise_scale / REGRESSION_REFERENCE_NOISE_SCALE) ** 2
 

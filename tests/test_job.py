@@ -171,9 +171,11 @@ def test_default_step_sizes_of_a_regression_do_not_diverge_on_diabetes(tmp_path,
     assert all(scores["rmse"] < 70 for scores in report["methods"].values())  # predicting the mean scores 77
 
 
-def test_regression_step_sizes_scale_with_the_noise_variance_and_settings_win():
+def test_regression_step_sizes_but_psglds_scale_with_the_noise_variance_and_settings_win():
     config = JobConfig(noise_scale=0.25)
     assert _step_size(config, "regression", "sgld") == DEFAULT_STEP_SIZES["regression"]["sgld"] / 4
+    # pSGLD's preconditioner 1/sqrt(E g²) already grows with noise_scale²: before, the default was scaled twice
+    assert _step_size(config, "regression", "psgld") == DEFAULT_STEP_SIZES["regression"]["psgld"]
     assert _step_size(config, "classification", "ensemble") == DEFAULT_STEP_SIZES["classification"]["ensemble"]
     chosen = JobConfig(step_size=3e-3, ensemble_step_size=2e-3, noise_scale=0.25)
     assert _step_size(chosen, "regression", "sghmc") == 3e-3 and _step_size(chosen, "regression", "ensemble") == 2e-3
