@@ -90,6 +90,16 @@ def test_cell_errors_by_hand():
     assert float(cells["mse"]) == 5.0 and float(cells["mse_se"]) == pytest.approx(4.0, rel=1e-12)
 
 
+def test_decreasing_schedule_mse_by_hand():
+    """The decreasing schedule's MSE is the mean over replicates of the squared error summed over coordinates,
+    as the constant steps' is: errors (1, 3) and (0, 0) give (1 + 9)/2 = 5 (found by mutation testing: a mean
+    over coordinates, 2.5, went unseen)."""
+    estimates = np.zeros((1, 1, 2, 2))
+    decreasing = np.array([[[1.0, 3.0], [0.0, 0.0]]])  # (budget, replicate, coordinate)
+    study = _study_of(estimates, [0.0, 0.0], decreasing=decreasing, decreasing_diverged=np.zeros((1, 2), bool))
+    assert study.fit("mean").decreasing_mse.tolist() == [5.0]
+
+
 def _study_of(estimates, exact, constant_diverged=None, decreasing=None, decreasing_diverged=None):
     """A study holding ``estimates`` (budget, step_size, replicate, coordinate) of the mean, none diverged
     unless ``constant_diverged`` (budget, step_size, replicate) says so; with ``decreasing`` (budget,

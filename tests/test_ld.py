@@ -77,8 +77,10 @@ def test_mala_is_exact_at_a_temperature():
     assert abs(rate - exact) < K_SIGMA * np.hypot(rate_se, exact_se), (rate, exact)
 
 
-def test_mala_lp_stat_is_the_exact_log_posterior_of_the_draw():
-    trace = _run(metropolis=True)
+@pytest.mark.parametrize("metropolis", [True, False], ids=["MALA", "plain LD"])
+def test_lp_stat_is_the_exact_log_posterior_of_the_draw(metropolis):
+    """Plain LD's too (found by mutation testing: its lp of the proposal, one step ahead of the draw, went unseen)."""
+    trace = _run(metropolis=metropolis)
     theta = trace.posterior["theta"]
     np.testing.assert_allclose(trace.sample_stats["lp"], -0.5 * (theta**2).sum(axis=-1), rtol=1e-12)
 

@@ -237,6 +237,22 @@ def test_noise_estimate_cancels_a_known_gradient_noise(temperature, friction):
     assert abs(variance - exact) < K_SIGMA * se, (variance, exact, se)
 
 
+@pytest.mark.parametrize("mass", [1.0, 4.0])
+def test_the_first_momentum_is_drawn_at_the_temperature(mass):
+    """v_0 ~ N(0, ηT/M): the first draw's kinetic energy Σ M v²/(2η) has mean dT/2 and variance dT²/2 per chain,
+    whatever the mass (found by mutation testing: v_0 = 0 went unseen by this file's tests)."""
+    dimension, temperature, num_chains = 10, 0.25, 64
+    trace = sgmcmc.SGHMC(
+        standard_normal_log_posterior, step_size=0.01, friction=0.1, mass=mass, temperature=temperature
+    ).sample(torch.zeros(dimension, dtype=torch.float64), num_chains=num_chains, num_steps=1, seed=0, progress=False)
+    first = trace.sample_stats["kinetic_energy"][:, 0]
+    se = np.sqrt(dimension / 2) * temperature / np.sqrt(num_chains)
+    assert abs(first.mean() - dimension * temperature / 2) < K_SIGMA * se, (first.mean(), se)
+    wrong = [0.0, dimension / 2] + ([dimension * temperature * mass / 2] if mass != 1 else [])
+    for other in wrong:  # v_0 = 0; v_0 at T = 1; v_0 ~ N(0, ηT), the mass left out
+        assert abs(first.mean() - other) > K_SIGMA * se
+
+
 def test_momentum_is_in_the_final_state():
     trace = sgmcmc.SGHMC(lambda p: -(p["w"] ** 2).sum(), step_size=0.1, friction=0.5).sample(
         {"w": torch.zeros(2, 3)}, num_chains=2, num_steps=3, progress=False

@@ -52,27 +52,64 @@ def test_adapts_to_unknown_gradient_noise_on_figure_1():
     assert thermostat > 1.0 + K_SIGMA * se
 
 
-def test_the_thermostat_settles_where_the_diffusion_puts_it():
+@pytest.mark.parametrize("temperature", [1.0, 0.5])
+def test_the_thermostat_settles_where_the_diffusion_puts_it(temperature):
     """Exact gradients on N(0, I_10), A = 2. With ξ frozen the chain is SGHMC with η = h², α = ξh and
     injected variance 2Ah³T, a linear chain; ξ settles (to first order) at the ξ* whose frozen law has
-    E[p²] = T. Seeds 0-9 gave z-scores from −1.6 to 0.5; without A in the noise ξ* would be about 1."""
+    E[p²] = T. Seeds 0-9 gave z-scores from −1.6 to 0.5 at T = 1, seeds 0-5 from −1.4 to 0.4 at T = 0.5;
+    without A in the noise ξ* would be about 1, and at T = 0.5 without T in the noise (found by mutation
+    testing) 5.56 against 2.26."""
     step_size, diffusion, dimension = 0.1, 2.0, 10
 
     def settled_thermostat(diffusion):
         def momentum_variance(thermostat):
             transition, _, injected = sghmc_linear_chain(
-                step_size**2, thermostat * step_size, 1.0, noise_estimate=(thermostat - diffusion) * step_size
+                step_size**2,
+                thermostat * step_size,
+                1.0,
+                noise_estimate=(thermostat - diffusion) * step_size * temperature,
+                temperature=temperature,
             )
             return linalg.solve_discrete_lyapunov(transition, injected)[1, 1] / step_size**2
 
-        return optimize.brentq(lambda thermostat: momentum_variance(thermostat) - 1.0, 0.05, 20.0)
+        return optimize.brentq(lambda thermostat: momentum_variance(thermostat) - temperature, 0.05, 20.0)
 
-    trace = sgmcmc.SGNHT(standard_normal_log_posterior, step_size=step_size, diffusion=diffusion).sample(
+    trace = sgmcmc.SGNHT(
+        standard_normal_log_posterior, step_size=step_size, diffusion=diffusion, temperature=temperature
+    ).sample(
         torch.zeros(dimension, dtype=torch.float64), num_chains=16, num_steps=6000, burn_in=1000, seed=0, progress=False
     )
     thermostat, se = between_chains_mean_and_se(trace.sample_stats["thermostat"])
     assert abs(thermostat - settled_thermostat(diffusion)) < K_SIGMA * se, (thermostat, se)
     assert abs(thermostat - settled_thermostat(1.0)) > K_SIGMA * se
+    if temperature != 1.0:  # noise of variance 2Ah³, T left out: the thermostat of diffusion A/T at T
+        assert abs(thermostat - settled_thermostat(diffusion / temperature)) > K_SIGMA * se
+
+
+def test_thermostat_counts_the_momentum_of_every_parameter():
+    """n in ξ's rule is the dimension of all parameters together, not of one: with parameters of 3 and 7
+    elements, ξ_N − ξ_0 = h Σ_t (p_t⊤p_t/10 − T) exactly (found by mutation testing: n = 3 went unseen)."""
+    step_size, temperature, num_steps = 0.1, 0.7, 200
+    trace = sgmcmc.SGNHT(
+        lambda params: -0.5 * (params["a"].square().sum() + params["b"].square().sum()),
+        step_size=step_size,
+        diffusion=2.0,
+        temperature=temperature,
+    ).sample(
+        {"a": torch.zeros(3, dtype=torch.float64), "b": torch.zeros(7, dtype=torch.float64)},
+        num_chains=2,
+        num_steps=num_steps,
+        seed=0,
+        progress=False,
+    )
+    kinetic = trace.sample_stats["kinetic_energy"]  # (p_a⊤p_a + p_b⊤p_b)/2 for t = 0 … N − 1
+    final = sum(
+        (momentum.numpy() ** 2).sum(axis=1, keepdims=True) for momentum in trace.final_state["momentum"].values()
+    )
+    squared_norms = np.concatenate([2 * kinetic[:, 1:], final], axis=1)
+    integral = step_size * (squared_norms / 10 - temperature).sum(axis=1)
+    thermostat = trace.sample_stats["thermostat"]
+    np.testing.assert_allclose(trace.final_state["thermostat"].numpy() - thermostat[:, 0], integral, rtol=1e-10)
 
 
 def test_the_first_momentum_is_drawn_at_the_temperature():
