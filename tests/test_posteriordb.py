@@ -4,7 +4,8 @@ MALA (``LD(metropolis=True)``) on eight schools (non-centred), and minibatch SGL
 kidiq (kidscore_momiq) and arK. Judged as posteriordb's README prescribes: gate on split R-hat
 and ESS, then per element |m̂ − m| ≤ k √(se_mean² + mcse_mean²) + b·s and
 |ŝ − s| ≤ k √(se_sd² + mcse_sd²) + b·s, k = 4. MALA is exact, so b = 0; the SG samplers have a
-fixed step and minibatch noise, so they get a stated bias budget b = 0.1 ("accurate"). The data
+fixed step and minibatch noise, so they get a bias budget: b = 0.1 for means ("accurate"), b = 0.03,
+their measured bias, for sds. The data
 and reference summaries are copied to tests/data (see LICENSE-posteriordb.txt).
 """
 
@@ -28,7 +29,14 @@ Y = torch.tensor(REFERENCE["data"]["y"], dtype=torch.float64)
 SIGMA = torch.tensor(REFERENCE["data"]["sigma"], dtype=torch.float64)
 
 BIAS_BUDGET = 0.1
-"""b: the bias a fixed-step SG sampler may add to a mean or an sd, as a fraction of the reference sd."""
+"""b: the bias a fixed-step SG sampler may add to a mean, as a fraction of the reference sd."""
+SD_BIAS_BUDGET = 0.03
+"""b for an sd. Predicted on the whitened, near-Gaussian posterior: the minibatch noise inflates the sd by
+0.8-0.9 % (see the test) and the fixed step by about η/4 = 0.5 % (SGLD's stationary variance on N(0, 1)
+is 1/(1 − η/2)). Measured over seeds 5-7: kidiq's sds within 1.1 % (1.1 s.e.), arK's up to 2.3-2.6 % too
+wide under SGLD (2.4-2.6 s.e.) and 2.8-4.2 % under SGHMC (2.7-4.0 s.e.): a bias of about 3 %, more than
+predicted (arK's posterior is further from Gaussian); b is that.
+b = 0.1 let a noise variance 20 % too large (sd +9.5 %) pass, which a mutation test found."""
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -62,14 +70,15 @@ def _elements(constrained: dict[str, np.ndarray], reference: dict):
 
 
 def assert_matches_reference(
-    constrained: dict[str, np.ndarray], reference: dict, bias_budget: float = 0.0
+    constrained: dict[str, np.ndarray], reference: dict, bias_budget: float = 0.0, sd_bias_budget: float = 0.0
 ) -> dict[str, float]:
     """Gate (split R-hat < 1.05, bulk ESS ≥ 400), then the per-element mean and sd tests.
 
     Args:
         constrained: block name -> (chain, draw, *shape) draws in the stored (constrained) space.
         reference: block name -> {"mean", "sd", "mcse_mean", "mcse_sd"}, scalars or lists.
-        bias_budget: b, a fraction of the reference sd allowed on top of k Monte Carlo s.e.
+        bias_budget: b, a fraction of the reference sd allowed on top of k Monte Carlo s.e. of a mean.
+        sd_bias_budget: b for the sds.
 
     Returns:
         The one-line summary over elements: max R-hat, min ESS, max |m̂ − m|/s, the sd ratio ŝ/s
@@ -90,7 +99,7 @@ def assert_matches_reference(
         mean_scale = math.hypot(draws_sd / math.sqrt(effective_size), mcse_mean)
         sd_scale = math.hypot(_se_sd(draws), mcse_sd)
         mean_allowed = K_SIGMA * mean_scale + bias_budget * sd
-        sd_allowed = K_SIGMA * sd_scale + bias_budget * sd
+        sd_allowed = K_SIGMA * sd_scale + sd_bias_budget * sd
         assert abs(draws_mean - mean) <= mean_allowed, (
             f"{where}: mean {draws_mean:.6g}, reference {mean:.6g}: off by "
             f"{abs(draws_mean - mean) / sd:.3f} sd, allowed {mean_allowed / sd:.3f} sd"
@@ -220,7 +229,8 @@ SG_SAMPLERS = {
 @pytest.mark.parametrize("sampler_name", SG_SAMPLERS)
 @pytest.mark.parametrize("posterior", [kidiq, ark], ids=["kidiq", "arK"])
 def test_minibatch_sampler_matches_the_stan_reference(posterior, sampler_name):
-    """Minibatch SGLD and SGHMC on kidiq and arK, within k = 4 s.e. plus b = 0.1 reference sd.
+    """Minibatch SGLD and SGHMC on kidiq and arK, within k = 4 s.e. plus b = 0.1 reference sd for a mean and
+    b = 0.03 for an sd (:data:`SD_BIAS_BUDGET`).
 
     Preconditioning, as a user without the reference would do it: the Laplace approximation
     N(mode, L Lᵀ) of the full-data posterior (:func:`sgmcmc.laplace_approximation`); the samplers
@@ -254,5 +264,7 @@ def test_minibatch_sampler_matches_the_stan_reference(posterior, sampler_name):
         **run_length,
     )
     u = laplace.unwhiten(trace).posterior["theta"]
-    summary = assert_matches_reference(posterior.constrain(u), posterior.reference, bias_budget=BIAS_BUDGET)
+    summary = assert_matches_reference(
+        posterior.constrain(u), posterior.reference, bias_budget=BIAS_BUDGET, sd_bias_budget=SD_BIAS_BUDGET
+    )
     print(", ".join(f"{name} {value:.{0 if name == 'min_ess' else 3}f}" for name, value in summary.items()))
