@@ -3,6 +3,7 @@
 import dis
 import math
 import os
+import re
 import subprocess
 import sys
 import warnings
@@ -153,8 +154,8 @@ def test_bad_device_jitter_and_file_paths_are_named(tmp_path):
     _error(
         ValueError, r"init_jitter=1e\+300 overflows parameters \['theta'\] \(torch.float32\) to inf", init_jitter=1e300
     )
-    _error(ValueError, f"trace_file {tmp_path} is a directory; give a file in it", trace_file=tmp_path)
-    _error(ValueError, f"checkpoint {tmp_path} is a directory; give a file in it", checkpoint=tmp_path)
+    _error(ValueError, f"trace_file {re.escape(str(tmp_path))} is a directory; give a file in it", trace_file=tmp_path)
+    _error(ValueError, f"checkpoint {re.escape(str(tmp_path))} is a directory; give a file in it", checkpoint=tmp_path)
     assert not any(tmp_path.iterdir())
 
 
