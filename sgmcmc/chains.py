@@ -75,7 +75,9 @@ def seeds_of_chains(seed: int | Sequence[int], num_chains: int) -> list[int]:
         if len(seed) != num_chains:
             raise ValueError(f"seed gives {len(seed)} per-chain seeds for num_chains={num_chains}")
         seeds = [_checked_seed(value, "per-chain seeds must be integers") for value in seed]
-        chains_of = {value: [chain for chain, other in enumerate(seeds) if other == value] for value in seeds}
+        chains_of: dict[int, list[int]] = {}
+        for chain, value in enumerate(seeds):
+            chains_of.setdefault(value, []).append(chain)
         repeated = [chains for chains in chains_of.values() if len(chains) > 1]
         if repeated:
             warn_caller(
