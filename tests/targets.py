@@ -310,13 +310,18 @@ def assert_moments(draws: np.ndarray, mean: np.ndarray, covariance: np.ndarray, 
 
 
 def sghmc_linear_chain(step_size, friction, precision=1.0, noise_estimate=0.0, temperature=1.0):
-    """SGHMC on a Gaussian of precision h as z ← A z + B c + w, z = (θ − μ, v), w ~ N(0, Q):
+    """SGHMC on a Gaussian of precision H (a number, or a d × d matrix) as z ← A z + B c + w, z = (θ − μ, v),
+    w ~ N(0, Q):
 
-    v' = (1 − α) v − ηh (θ − μ) + η c + σ ξ, θ' = θ + v', σ² = 2(αT − β̂) η, c the gradient's error.
+    v' = (1 − α) v − ηH (θ − μ) + η c + σ ξ, θ' = θ + v', σ² = 2(αT − β̂) η, c the gradient's error.
+    A is 2d × 2d, B 2d × d, Q 2d × 2d (2 × 2, 2 × 1, 2 × 2 for a number).
     """
-    transition = np.array([[1 - step_size * precision, 1 - friction], [-step_size * precision, 1 - friction]])
+    precision = np.atleast_2d(precision)
+    identity = np.eye(len(precision))
+    damped = (1 - friction) * identity
+    transition = np.block([[identity - step_size * precision, damped], [-step_size * precision, damped]])
     variance = 2 * (friction * temperature - noise_estimate) * step_size
-    return transition, np.full((2, 1), step_size), np.full((2, 2), variance)
+    return transition, step_size * np.vstack([identity, identity]), variance * np.kron(np.ones((2, 2)), identity)
 
 
 def assert_exact_law(
