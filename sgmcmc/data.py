@@ -139,23 +139,27 @@ class ChainData:
         return ChainData(pytree.tree_map(lambda t: t.to(device), self.units), self.units_per_step, self.rows)
 
     @property
-    def num_rows(self) -> int:
-        """The number of examples: rows, or the pre-made batches' rows together."""
-        leaf = pytree.tree_leaves(self.units)[0]
-        return self.num_units if self.rows else self.num_units * leaf.shape[1]
+    def example_counts(self) -> list[int]:
+        """The numbers of examples the data may hold: its rows; for pre-made batches, the batches times a
+        batch's rows, which any of its tensors may carry (a dict batch may hold a per-batch tensor first,
+        as :func:`sgmcmc.minibatch_log_posterior` allows), so one count per distinct length of dim 1."""
+        if self.rows:
+            return [self.num_units]
+        return sorted({self.num_units * leaf.shape[1] for leaf in pytree.tree_leaves(self.units)})
 
     def check_num_data(self, log_posterior: Any, num_shards: int = 1) -> None:
         """Warn when ``log_posterior.num_data``, if it has one, is not the number of examples the data covers:
         these rows, or ``num_shards`` ranks' shards of them each."""
         num_data = getattr(log_posterior, "num_data", None)
-        covered = num_shards * self.num_rows
-        if num_data is None or num_data == covered:
+        counts = self.example_counts
+        if num_data is None or num_data in [num_shards * examples for examples in counts]:
             return
         if num_shards == 1:
-            held = f"the data holds {self.num_rows} examples"
+            held = f"the data holds {' or '.join(map(str, counts))} examples"
             advice = "the number of examples the data covers (not, say, the number of batches)"
         else:
-            held = f"the {num_shards} ranks' shards hold {num_shards} × {self.num_rows} = {covered} examples"
+            covered = " or ".join(f"{num_shards} × {examples} = {num_shards * examples}" for examples in counts)
+            held = f"the {num_shards} ranks' shards hold {covered} examples"
             advice = (
                 "the size of the WHOLE data set (sharded_num_rows(N)) and each rank's shard its own share (shard_rows)"
             )

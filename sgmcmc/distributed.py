@@ -347,7 +347,11 @@ def sample_chain_parallel(
         settings = _settings(sampler, {**sample_kwargs, **arguments})
         # every rank's chains must sample one posterior: the same data (by its values), not each rank's own
         stream = chain_data(data)
-        settings["data"] = None if stream is None else f"{stream.num_rows} rows (sha256 {tensor_digest(stream.units)})"
+        settings["data"] = (
+            None
+            if stream is None
+            else f"{stream.num_units} {'rows' if stream.rows else 'batches'} (sha256 {tensor_digest(stream.units)})"
+        )
         _check_same_settings(_settings_by_rank(settings))
         # the gather waits for the slowest rank's chains (a rank without chains waits for the whole run),
         # which the process group's timeout, meant for a peer that hangs, would cut short

@@ -243,6 +243,36 @@ def test_num_data_that_is_not_the_number_of_examples_is_warned():
         assert [warning.filename for warning in record] == [__file__]  # the line that called sample
 
 
+def test_pre_made_dict_batches_count_their_examples_from_any_tensor():
+    """A dict batch whose first tensor is per batch (3 weights) and whose second has the 10 rows: 4 batches
+    hold 40 examples. Before, only the first tensor was counted (12 examples), and a correct num_data=40
+    was warned about."""
+    generator = torch.Generator().manual_seed(0)
+    batches = [
+        {
+            "weights": torch.ones(3, dtype=torch.float64),
+            "x": torch.randn(10, 2, dtype=torch.float64, generator=generator),
+        }
+        for _ in range(4)
+    ]
+
+    def sample(num_data):
+        log_posterior = sgmcmc.minibatch_log_posterior(
+            lambda theta: -(theta**2).sum() / 2,
+            lambda theta, batch: -((batch["x"] - theta) ** 2).sum(dim=1) * batch["weights"].mean() / 2,
+            num_data,
+        )
+        return sgmcmc.SGLD(log_posterior, step_size=1e-3).sample(
+            torch.zeros(2, dtype=torch.float64), batches, num_steps=3, progress=False
+        )
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        sample(num_data=40)
+    with pytest.warns(RuntimeWarning, match=r"num_data=4 but the data holds 12 or 40 examples"):
+        sample(num_data=4)
+
+
 def test_bad_run_lengths():
     _error(ValueError, "burn_in \\(10\\) must be < num_steps \\(10\\)", burn_in=10)
     _error(ValueError, "thin must be >= 1", thin=0)
