@@ -6,7 +6,7 @@ import arviz as az
 import numpy as np
 import pytest
 import xarray as xr
-from scipy import optimize
+from scipy import optimize, stats
 
 import sgmcmc
 import sgmcmc.bias_variance as bias_variance
@@ -171,8 +171,10 @@ def test_a_cell_with_a_diverged_replicate_has_infinite_mse_however_finite_its_es
 def test_the_bootstrap_standard_error_of_the_optimal_step_size_is_its_spread_across_studies():
     """100 synthetic studies of one budget whose cells' squared errors have mean m(η) = 1 + (log η − log 0.1)²
     (optimum 0.1; each cell's replicates independent, R = 16): the bootstrap s.e. of log η_opt, averaged
-    over the studies, is its standard deviation across them, within K_SIGMA s.e. of that sd
-    (1/sqrt(2·99) of it) widened by a 10% allowance for the bootstrap's own small-R bias."""
+    over the studies, is its standard deviation across them, within K_SIGMA s.e. of their ratio. That s.e.
+    comes from the studies themselves: the mean s.e.'s own error, and the sd's, (κ − 1)/(4n) relative
+    variance with κ the optima's kurtosis (3 to 4.7: the vertex is clipped to the grid). Over seeds 1-8
+    the z-scores ran from −1.8 to 2.5 (the bootstrap's own small-R bias, some +5%, included)."""
     generator = np.random.default_rng(1)
     step_sizes = np.geomspace(0.01, 1.0, 9)
     mean_squared_error = 1.0 + (np.log(step_sizes) - math.log(0.1)) ** 2
@@ -183,8 +185,12 @@ def test_the_bootstrap_standard_error_of_the_optimal_step_size_is_its_spread_acr
         fit = study.fit("mean")
         optima.append(math.log(fit.optimal_step_size[0]))
         standard_errors.append(fit.optimal_step_size_se[0])
-    spread, mean_se = np.std(optima, ddof=1), np.mean(standard_errors)
-    assert abs(mean_se / spread - 1) < K_SIGMA / math.sqrt(2 * 99) + 0.1, (mean_se, spread)
+    num_studies, spread, mean_se = len(optima), np.std(optima, ddof=1), np.mean(standard_errors)
+    kurtosis = stats.kurtosis(optima, fisher=False)
+    relative_se = math.sqrt(
+        np.var(standard_errors, ddof=1) / (num_studies * mean_se**2) + (kurtosis - 1) / (4 * num_studies)
+    )
+    assert abs(mean_se / spread - 1) < K_SIGMA * relative_se, (mean_se, spread, relative_se)
 
 
 def test_the_optimal_step_size_is_the_vertex_of_a_parabola_through_five_grid_points_in_log_log():
