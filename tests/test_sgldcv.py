@@ -114,7 +114,7 @@ def test_logistic_regression_same_mean_as_sgld_each_at_its_law_at_a_far_lower_gr
     contraction = np.eye(dim) - step_size * (hessian + np.eye(dim) / model.prior_sd**2)
     per_example_gradients = (labels - probabilities)[:, None] * features
     gradient_noise = (
-        num_data**2 / batch_size * (num_data - batch_size) / (num_data - 1) * np.cov(per_example_gradients.T)
+        num_data**2 / batch_size * (num_data - batch_size) / (num_data - 1) * np.cov(per_example_gradients.T, bias=True)
     )
 
     def sgld_law(batches_per_epoch):
