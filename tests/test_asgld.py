@@ -5,6 +5,7 @@ import pytest
 import torch
 
 import sgmcmc
+from sgmcmc.asgld import asgld_step
 from targets import K_SIGMA
 
 CURVATURE, STEP, RHO, PSI = 2.0, 0.1, 0.9, 3.0
@@ -55,3 +56,35 @@ def test_errors():
         sgmcmc.ASGLD(quadratic, step_size=0.1, momentum=1.0)
     with pytest.raises(ValueError, match="noise must be a finite number >= 0"):
         sgmcmc.ASGLD(quadratic, step_size=0.1, noise=-1.0)
+
+
+def test_the_step_is_elementwise():
+    """asgld_step on (2 chains, 3 elements) with different g, μ, C and z in every element equals Algorithm 1
+    element by element (found by mutation testing: every other test used 1-element params, so a C averaged over
+    a parameter's elements went unseen), and the trace keeps ρ and ψ under their own names."""
+    generator = torch.Generator().manual_seed(0)
+    gradient, mean, noise = (torch.randn(2, 3, generator=generator, dtype=torch.float64) for _ in range(3))
+    variance = torch.rand(2, 3, generator=generator, dtype=torch.float64)
+    momentum, step_size, noise_scale = 0.9, 0.1, 3.0
+    params, new_mean, new_variance = asgld_step(
+        {"w": torch.zeros(2, 3, dtype=torch.float64)},
+        {"w": mean},
+        {"w": variance},
+        {"w": gradient},
+        {"w": noise},
+        step_size,
+        momentum,
+        noise_scale,
+    )
+    g, m, c, z = (value.numpy() for value in (gradient, mean, variance, noise))
+    expected_mean = momentum * m + (1 - momentum) * g
+    expected_variance = momentum * c + (1 - momentum) * (g - expected_mean) * (g - m)
+    np.testing.assert_allclose(new_mean["w"].numpy(), expected_mean, rtol=1e-12)
+    np.testing.assert_allclose(new_variance["w"].numpy(), expected_variance, rtol=1e-12)
+    expected_params = -step_size * (g + noise_scale * (expected_mean + np.sqrt(np.maximum(expected_variance, 0)) * z))
+    np.testing.assert_allclose(params["w"].numpy(), expected_params, rtol=1e-12)
+
+    trace = sgmcmc.ASGLD(lambda theta: -0.5 * (theta**2).sum(), step_size=0.1, momentum=0.9, noise=3.0).sample(
+        torch.zeros(1), num_steps=2, progress=False
+    )
+    assert trace.attrs["noise"] == 3.0 and trace.attrs["momentum"] == 0.9

@@ -151,6 +151,20 @@ def test_cyclical_sghmc_draws_no_momentum_noise_while_exploring():
         assert float(state["params"]["theta"][0, 0]) == pytest.approx(theta, rel=1e-12)
 
 
+def test_cyclical_sghmc_passes_every_sghmc_setting_on():
+    """With no exploration stage every update samples, so CyclicalSGHMC with a mass and a noise estimate
+    makes SGHMC's chain with the same settings and seed, draw for draw (found by mutation testing: with the
+    defaults in every test, dropping mass or noise_estimate went unseen). SGHMC keeps the state of step 0,
+    which cSGHMC does not (no sampling update made it)."""
+    schedule = Cyclical(0.05, num_cycles=2, total_steps=20, exploration=0.0)
+    settings = dict(friction=0.3, mass=2.0, noise_estimate=0.1)
+    options = dict(num_chains=2, num_steps=20, seed=0, progress=False)
+    init = torch.ones(2, dtype=torch.float64)
+    cyclical = sgmcmc.CyclicalSGHMC(standard_normal_log_posterior, schedule, **settings).sample(init, **options)
+    plain = sgmcmc.SGHMC(standard_normal_log_posterior, schedule, **settings).sample(init, **options)
+    np.testing.assert_array_equal(cyclical.posterior["theta"], plain.posterior["theta"][:, 1:])
+
+
 def test_a_run_that_ends_before_its_first_sampling_stage_is_refused():
     schedule = Cyclical(initial_step_size=0.1, num_cycles=2, total_steps=100, exploration=0.8)
     with pytest.raises(

@@ -114,3 +114,38 @@ def test_mala_needs_positive_temperature():
 def test_metropolis_must_be_a_bool():
     with pytest.raises(TypeError, match="metropolis must be True or False, got str 'False'"):
         sgmcmc.LD(standard_normal_log_posterior, step_size=0.1, metropolis="False")  # bool("False") is True
+
+
+def test_a_proposal_outside_the_support_is_rejected_with_acceptance_rate_zero():
+    """log p = −θ²/2 + log(1 − 10¹²θ²) is NaN outside |θ| < 10⁻⁶, where every proposal from 0 lands (found by
+    mutation testing: a NaN log acceptance counted as 0 recorded such rejections as acceptance_rate 1)."""
+
+    def log_posterior(theta):
+        return -0.5 * (theta**2).sum() + torch.log(1 - 1e12 * (theta**2).sum())
+
+    trace = sgmcmc.LD(log_posterior, step_size=0.5, metropolis=True).sample(
+        torch.zeros(1, dtype=torch.float64), num_chains=2, num_steps=20, seed=0, progress=False
+    )
+    assert (trace.posterior["theta"] == 0).all()
+    np.testing.assert_array_equal(trace.sample_stats["acceptance_rate"], 0.0)
+
+
+def test_acceptance_rate_is_the_metropolis_probability_of_each_move():
+    """On N(0, I) at T = 1 the proposal from a is N((1 − η) a, 2η I), so every accepted move a → b had
+    α = min(1, p(b) q(a | b) / (p(a) q(b | a))) in closed form; the stat is α, not the 0/1 outcome (found by
+    mutation testing: the outcome has the same mean, which the rate test alone cannot tell)."""
+    step_size = 1.5
+    trace = sgmcmc.LD(standard_normal_log_posterior, step_size=step_size, metropolis=True).sample(
+        torch.zeros(2, dtype=torch.float64), num_chains=4, num_steps=300, seed=4, progress=False
+    )
+    draws, rates = trace.posterior["theta"], trace.sample_stats["acceptance_rate"]
+    before, after = draws[:, :-1], draws[:, 1:]  # the stat of draw t is that of the move from it
+
+    def log_proposal(to, start):
+        return -((to - (1 - step_size) * start) ** 2).sum(-1) / (4 * step_size)
+
+    log_ratio = (before**2 - after**2).sum(-1) / 2 + log_proposal(before, after) - log_proposal(after, before)
+    moved = (before != after).any(-1)
+    assert 0.1 < moved.mean() < 0.99
+    np.testing.assert_allclose(rates[:, :-1][moved], np.exp(np.minimum(log_ratio, 0))[moved], rtol=1e-10)
+    assert trace.attrs["metropolis"] in (True, 1)  # the trace says which sampler made it (a checkpoint compares it)

@@ -53,5 +53,7 @@ def test_bad_polynomial_arguments():
         Polynomial(a=1.0, b=1e-200, gamma=2.0)  # 1e400 overflows
     with pytest.raises(ValueError, match="first step .* is inf"):
         Polynomial(a=1e300, b=1e-10, gamma=2.0)
+    with pytest.raises(ValueError, match=r"first step .* is 0.0; it must be a finite number > 0"):
+        Polynomial(a=1e-300, b=1e300, gamma=1.0)  # 1e-600 underflows: a sampler that never moves
     with pytest.raises(TypeError, match="step_size"):
         as_schedule("0.1")

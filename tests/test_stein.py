@@ -329,3 +329,13 @@ def test_boolean_and_complex_weights_are_refused_as_such_draws_are():
         with pytest.raises(TypeError, match=f"weights must be real numbers .*, got dtype {weights.dtype}"):
             kernel_stein_discrepancy(draws, -draws, weights=weights)
     kernel_stein_discrepancy(draws, -draws, weights=torch.tensor([1, 0, 2, 1]))  # integers are counts
+
+
+def test_one_dimensional_draws_are_points_of_one_dimension():
+    """(n,) draws are n points in d = 1, as documented, not one point in n dimensions; flattened traces are
+    chain-major, the order of trace.posterior[name].reshape(-1, d) (both found by mutation testing)."""
+    draws = torch.randn(50, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    assert kernel_stein_discrepancy(draws, -draws) == kernel_stein_discrepancy(draws[:, None], -draws[:, None])
+    assert score_at_draws(standard_normal_log_posterior, draws).shape == (50, 1)
+    chains_by_draws = np.arange(6.0).reshape(2, 3)
+    np.testing.assert_array_equal(flatten_draws({"a": chains_by_draws}).numpy()[:, 0], chains_by_draws.reshape(-1))
