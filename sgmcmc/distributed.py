@@ -54,7 +54,7 @@ import torch
 import torch.distributed as dist
 from torch.utils import _pytree as pytree
 
-from sgmcmc._checks import count, positive, warn_caller
+from sgmcmc._checks import count, positive, sampling_device, warn_caller
 from sgmcmc.chains import seeds_of_chains
 from sgmcmc.checkpoint import write_atomically
 from sgmcmc.data import Minibatches, chain_data
@@ -142,7 +142,7 @@ def process_group(
     If the block raises, this rank prints the error on stderr with its rank, leaves the group
     and re-raises, so the process exits non-zero and the launcher stops the others.
     """
-    device = torch.device(device)
+    device = sampling_device("device", device)
     timeout_s = positive("timeout_s", timeout_s)
     if not launched():
         yield ProcessGroup(0, 1, 0, device, timeout_s)

@@ -128,10 +128,8 @@ class GaussianMean:
         return mean, np.eye(dim) / self.precision
 
     def gradient_noise_covariance(self, batch_size: int) -> np.ndarray:
-        """Cov of c = (N/n) Σ_{i∈B} (y_i − ȳ)/σ², n rows drawn without replacement: (N²/n)(N − n)/(N − 1) S²."""
-        num_data = self.observations.shape[0]
-        spread = np.cov(self.observations.numpy(), rowvar=False, bias=True).reshape(self.observations.shape[1], -1)
-        return num_data**2 / batch_size * (num_data - batch_size) / (num_data - 1) * spread / self.noise_sd**4
+        """Cov of c = (N/n) Σ_{i∈B} (y_i − ȳ)/σ², n rows without replacement (:func:`minibatch_gradient_noise`)."""
+        return minibatch_gradient_noise(self.observations.numpy() / self.noise_sd**2, batch_size)
 
     def log_prior(self, theta: torch.Tensor) -> torch.Tensor:
         return -0.5 * (theta**2).sum() / self.prior_sd**2
@@ -141,6 +139,15 @@ class GaussianMean:
 
     def log_posterior(self):
         return sgmcmc.minibatch_log_posterior(self.log_prior, self.log_likelihood, num_data=len(self.observations))
+
+
+def minibatch_gradient_noise(per_example_gradients: np.ndarray, batch_size: int) -> np.ndarray:
+    """Cov of the minibatch gradient's error (N/n) Σ_{i∈B} g_i − Σ_i g_i, n of the N rows (N, d) of
+    ``per_example_gradients`` drawn without replacement: (N²/n)(N − n)/(N − 1) S², S² their covariance
+    with divisor N."""
+    num_data, dim = per_example_gradients.shape
+    spread = np.cov(per_example_gradients, rowvar=False, bias=True).reshape(dim, dim)
+    return num_data**2 / batch_size * (num_data - batch_size) / (num_data - 1) * spread
 
 
 def minibatch_stationary_covariance(

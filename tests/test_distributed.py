@@ -332,3 +332,11 @@ def test_process_group_timeout_must_be_a_finite_positive_number():
         with pytest.raises(ValueError, match="timeout_s must be a finite number > 0"):
             with distributed.process_group(timeout_s=timeout_s):
                 pass
+
+
+def test_process_group_devices_are_checked_as_samplings_are():
+    """The device check of sample, find_mode and the job (sampling_device), not torch's raw RuntimeError."""
+    for device, match in (("gpu0", "device must name a torch device"), ("meta", "device is the meta device")):
+        with pytest.raises(ValueError, match=match):
+            with distributed.process_group(device=device):
+                pass

@@ -17,6 +17,7 @@ from targets import (
     LogisticRegression,
     assert_exact_law,
     mean_and_se,
+    minibatch_gradient_noise,
     minibatch_stationary_covariance,
 )
 
@@ -109,13 +110,11 @@ def test_logistic_regression_same_mean_as_sgld_each_at_its_law_at_a_far_lower_gr
 
     features, labels = model.features.numpy(), model.labels.numpy()
     probabilities = 1 / (1 + np.exp(-features @ mode.numpy()))
-    num_data, dim = features.shape
+    dim = features.shape[1]
     hessian = np.einsum("n,ni,nj->ij", probabilities * (1 - probabilities), features, features)
     contraction = np.eye(dim) - step_size * (hessian + np.eye(dim) / model.prior_sd**2)
     per_example_gradients = (labels - probabilities)[:, None] * features
-    gradient_noise = (
-        num_data**2 / batch_size * (num_data - batch_size) / (num_data - 1) * np.cov(per_example_gradients.T, bias=True)
-    )
+    gradient_noise = minibatch_gradient_noise(per_example_gradients, batch_size)
 
     def sgld_law(batches_per_epoch):
         return minibatch_stationary_covariance(
