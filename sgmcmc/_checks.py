@@ -67,6 +67,14 @@ def sampling_device(name: str, value: Any) -> torch.device:
         raise ValueError(f"{name} must name a torch device, such as cpu or cuda, got {value!r}") from error
     if device.type == "meta":  # tensors there have shapes and no values: nothing can be sampled or checked
         raise ValueError(f"{name} is the meta device, whose tensors hold no values; give cpu or cuda")
+    if device.type == "cuda" and not torch.cuda.is_available():  # a CPU-only torch: its bare AssertionError
+        raise ValueError(f"{name} {str(device)!r} needs a CUDA GPU, and this torch sees none")
+    if device.type != "cpu":
+        try:
+            torch.empty(0, device=device)
+        except (RuntimeError, AssertionError) as error:  # an index past the devices, a backend this build lacks
+            reason = str(error).strip().split(". ")[0]  # torch's next sentences list every dispatch key
+            raise ValueError(f"{name} {str(device)!r} cannot be used here: {reason}") from error
     return device
 
 
@@ -94,6 +102,8 @@ def parameter_tensor(where: str, value: Any) -> torch.Tensor:
     ValueError naming ``where``."""
     if not isinstance(value, torch.Tensor):
         raise TypeError(f"{where} is a {type(value).__name__}, not a torch.Tensor")
+    if value.layout != torch.strided:
+        raise TypeError(f"{where} is a {value.layout} tensor; parameters must be dense: pass tensor.to_dense()")
     floating_point(where, value)
     recordable(where, value)
     if not torch.isfinite(value).all():

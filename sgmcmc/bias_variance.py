@@ -37,7 +37,7 @@ import torch
 import xarray as xr
 
 import sgmcmc
-from sgmcmc._checks import count, positive
+from sgmcmc._checks import below_one, count, positive
 from sgmcmc.ld import LD
 from sgmcmc.runner import TENSOR_PARAM_NAME, SamplerDivergenceWarning, stop_if_interrupted
 from sgmcmc.sampler import Sampler
@@ -320,6 +320,11 @@ def bias_variance_study(
         replicate, coordinate), and of the decreasing schedule's (estimator, budget, replicate,
         coordinate).
     """
+    for name, grid in (("step_sizes", step_sizes), ("budgets", budgets), ("estimators", estimators)):
+        if isinstance(grid, str) or not isinstance(grid, (Sequence, np.ndarray)):
+            raise TypeError(f"{name} must be a sequence, got {type(grid).__name__} {grid!r}")
+    if not (isinstance(sampler, type) and issubclass(sampler, Sampler)):
+        raise TypeError(f"sampler must be a Sampler class such as sgmcmc.SGLD, got {sampler!r}")
     step_size_grid = np.asarray([positive("step_sizes", value) for value in step_sizes], dtype=np.float64)
     budget_grid = np.asarray([count("budgets", value, 2) for value in budgets], dtype=np.int64)
     for name, grid in (("step_sizes", step_size_grid), ("budgets", budget_grid)):
@@ -340,8 +345,7 @@ def bias_variance_study(
             f"step_sizes reach {step_size_grid[-1]}, but {sampler.__name__} on {target!r} is stable only for step "
             f"sizes < 2σ²_min = {stable_limit}"
         )
-    if not 0 <= burn_in_fraction < 1:
-        raise ValueError(f"burn_in_fraction must be in [0, 1), got {burn_in_fraction}")
+    burn_in_fraction = below_one("burn_in_fraction", burn_in_fraction)
     unknown = [name for name in estimators if name not in ESTIMATORS]
     if unknown or not estimators:
         raise ValueError(f"estimators must be a non-empty subset of {ESTIMATORS}, got {list(estimators)}")
@@ -570,6 +574,12 @@ class BiasVarianceStudy:
     def estimators(self) -> list[str]:
         return [str(name) for name in self.dataset["estimator"].values]
 
+    def _estimates(self, estimator: str) -> xr.Dataset:
+        """The dataset's variables for ``estimator``, or a ValueError naming the estimators the study holds."""
+        if estimator not in self.estimators:
+            raise ValueError(f"this study holds estimators {self.estimators}, not {estimator!r}")
+        return self.dataset.sel(estimator=estimator)
+
     def cell_errors(self, estimator: str) -> xr.Dataset:
         """Per (budget, step_size) cell, summed over coordinates: ``squared_bias``, ``variance``, ``mse``,
         ``mse_se`` and ``bias_p_value`` (Hotelling's T² test of zero bias, NaN with no more replicates
@@ -579,7 +589,7 @@ class BiasVarianceStudy:
         variance); variance is s²; MSE is the mean of |estimate − x|² over replicates. A cell
         with a diverged replicate has MSE = ∞ and its other statistics NaN.
         """
-        data = self.dataset.sel(estimator=estimator)
+        data = self._estimates(estimator)
         diverged = data["constant_diverged"].any("replicate")
         # a diverged replicate's estimate comes from a frozen chain, often near overflow: its cell's spread is void
         error = (data["constant_estimate"] - data["exact"]).where(~diverged)
@@ -652,8 +662,9 @@ class BiasVarianceStudy:
             optimal_step_size_se=np.where(np.isfinite(log_optimum), optimum_se, np.nan),
             model_optimal_step_size=model_optimum,
             slope=slope,
+            # NaN with the slope: resamples that find optima the data did not say nothing of its error
             slope_se=float(np.nanstd(bootstrap_slopes, ddof=1))
-            if np.isfinite(bootstrap_slopes).sum() > 1
+            if math.isfinite(slope) and np.isfinite(bootstrap_slopes).sum() > 1
             else math.nan,
             model_slope=model_slope,
             model_slope_se=model_slope_se,
@@ -665,7 +676,7 @@ class BiasVarianceStudy:
     def _bootstrap_mse(self, estimator: str) -> np.ndarray:
         """MSE per (bootstrap, budget, step_size), replicates resampled with replacement, the same
         indices for every step size of a budget (they share seeds)."""
-        data = self.dataset.sel(estimator=estimator)
+        data = self._estimates(estimator)
         squared_error = ((data["constant_estimate"] - data["exact"]) ** 2).sum("coordinate")
         squared_error = squared_error.where(~data["constant_diverged"], np.inf).transpose(
             "budget", "step_size", "replicate"

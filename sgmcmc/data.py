@@ -324,11 +324,13 @@ def chain_data(data: Any) -> ChainData | None:
         return None
     if isinstance(data, Minibatches):
         return ChainData(data.rows, data.batch_size, rows=True)
-    if isinstance(data, DataLoader) and data.batch_size is None and _is_tensor_dataset(data.dataset):
-        # each row would be read as a batch of its elements: (d,) features as d examples
+    if isinstance(data, DataLoader) and data.batch_sampler is None and _is_tensor_dataset(data.dataset):
+        # without batching (no batch_size, no batch_sampler) each row would be read as a batch of its
+        # elements: (d,) features as d examples
         raise ValueError(
             "data is a DataLoader with batch_size=None, which yields its TensorDataset's rows one at a time; "
-            "give it a batch_size (or use sgmcmc.Minibatches(*tensors, batch_size=...))"
+            "give it a batch_size (or use sgmcmc.Minibatches(*tensors, batch_size=...)); if each row is a whole "
+            "batch, pass list(loader)"
         )
     tensors = _rows_of_loader(data) if isinstance(data, DataLoader) else None
     if tensors is not None:

@@ -8,6 +8,7 @@ likelihood.
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -22,6 +23,7 @@ __all__ = [
     "minibatch_log_posterior",
     "ChainPotential",
     "BoundPotential",
+    "check_call_form",
     "check_log_posterior",
     "checked_log_density",
 ]
@@ -91,6 +93,29 @@ def check_log_posterior(value: Any, where: str, params: Iterable[torch.Tensor], 
             "(computed under torch.no_grad(), from detached tensors, through .item() or numpy, or by a "
             "module with its own weights instead of the params: use torch.func.functional_call?)"
         )
+
+
+def check_call_form(log_posterior: Callable[..., torch.Tensor], has_data: bool) -> None:
+    """A TypeError, before the first call, when ``log_posterior``'s signature cannot take the arguments it
+    will get: ``(params, batch)`` with data, ``(params)`` without (else Python's own "missing 1 required
+    positional argument" would name neither the data nor the sampler's call)."""
+    try:
+        signature = inspect.signature(log_posterior)
+    except (TypeError, ValueError):  # a builtin or an extension type: its first call will tell
+        return
+    arguments = ("params", "batch") if has_data else ("params",)
+    try:
+        signature.bind(*arguments)
+    except TypeError:
+        if has_data:
+            raise TypeError(
+                f"data is given, so log_posterior is called as log_posterior(params, batch), which its signature "
+                f"{signature} does not take: give it a batch argument, or sample without data"
+            ) from None
+        raise TypeError(
+            f"no data is given, so log_posterior is called as log_posterior(params), which its signature "
+            f"{signature} does not take: pass the data to sample, or drop the batch argument"
+        ) from None
 
 
 def checked_log_density(

@@ -47,7 +47,7 @@ from sgmcmc.chains import (
 )
 from sgmcmc.checkpoint import check_same_run, load_checkpoint, save_checkpoint
 from sgmcmc.data import chain_data
-from sgmcmc.log_density import BoundPotential, ChainPotential, checked_log_density
+from sgmcmc.log_density import BoundPotential, ChainPotential, check_call_form, checked_log_density
 from sgmcmc.schedules import Cyclical, Schedule
 from sgmcmc.trace import Trace, TraceRecorder, Variable, netcdf_attr
 
@@ -143,6 +143,7 @@ def _check_log_posterior_at_start(
 
     Chain 0 is called directly, so that a wrong return reads as the user's error, not vmap's.
     """
+    check_call_form(log_posterior, has_data=first_batch is not None)
     where = "at the initial params of chain 0" + ("" if first_batch is None else " with the first batch")
     data = () if first_batch is None else (first_batch,)
     # a copy of the dict: a log posterior that rebinds a key (p["w"] = 2 * p["w"]) must not replace a leaf
@@ -405,6 +406,8 @@ def _step_size_at(schedule: Schedule, step: int) -> float:
     would otherwise freeze the chains, divide by zero or be reported as a divergence."""
     value = schedule(step)
     try:
+        if isinstance(value, (str, bytes, bool, np.bool_)):  # which float() would take
+            raise TypeError
         step_size = float(value)
     except (TypeError, ValueError):
         raise TypeError(f"the step-size schedule {schedule!r} gave {value!r} at step {step}, not a number") from None

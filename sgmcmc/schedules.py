@@ -19,7 +19,8 @@ __all__ = ["Schedule", "Constant", "Polynomial", "Cyclical", "as_schedule"]
 
 
 class Schedule(ABC):
-    """A step-size schedule: ``schedule(k)`` is the step size η_k at step k ≥ 0."""
+    """A step-size schedule: ``schedule(k)`` is the step size η_k at step k ≥ 0 (an int; the built-in
+    schedules refuse anything else, where a negative k would give Polynomial a complex number)."""
 
     @abstractmethod
     def __call__(self, step: int) -> float: ...
@@ -30,6 +31,7 @@ class Schedule(ABC):
 
     def values(self, num_steps: int) -> np.ndarray:
         """η_0 … η_{num_steps−1} as an array of shape (num_steps,)."""
+        num_steps = count("num_steps", num_steps, 0)
         return np.array([self(step) for step in range(num_steps)], dtype=np.float64)
 
     def __repr__(self) -> str:
@@ -48,6 +50,7 @@ class Constant(Schedule):
         object.__setattr__(self, "step_size", positive("step_size", self.step_size))
 
     def __call__(self, step: int) -> float:
+        count("step", step, 0)
         return self.step_size
 
     def satisfies_robbins_monro(self) -> bool:
@@ -81,7 +84,7 @@ class Polynomial(Schedule):
             )
 
     def __call__(self, step: int) -> float:
-        return self.a * (self.b + step) ** (-self.gamma)
+        return self.a * (self.b + count("step", step, 0)) ** (-self.gamma)
 
     def satisfies_robbins_monro(self) -> bool:
         return 0.5 < self.gamma <= 1.0
@@ -144,14 +147,14 @@ class Cyclical(Schedule):
 
     def _position(self, step: int) -> float:
         """r = mod(k, L)/L ∈ [0, 1), where the step lies within its cycle."""
-        return (step % self.cycle_length) / self.cycle_length
+        return (count("step", step, 0) % self.cycle_length) / self.cycle_length
 
     def __call__(self, step: int) -> float:
         return self.initial_step_size / 2 * (math.cos(math.pi * self._position(step)) + 1)
 
     def cycle(self, step: int) -> int:
         """The index (from 0) of the cycle that ``step`` belongs to."""
-        return step // self.cycle_length
+        return count("step", step, 0) // self.cycle_length
 
     def is_sampling(self, step: int) -> bool:
         """Whether ``step`` is in the sampling stage (r ≥ β) of its cycle, not the exploration stage."""

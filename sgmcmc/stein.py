@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from sgmcmc._checks import count, positive, real
+from sgmcmc._checks import count, flag, positive, real
 from sgmcmc.log_density import checked_log_density
 from sgmcmc.runner import TENSOR_PARAM_NAME
 
@@ -181,6 +181,7 @@ def kernel_stein_discrepancy(
     if not -1.0 < beta < 0.0:
         raise ValueError(f"beta must be in (-1, 0) for the IMQ kernel to detect non-convergence, got {beta}")
     block_size = count("block_size", block_size, 1)
+    squared = flag("squared", squared)
     if isinstance(draws, Mapping) or isinstance(scores, Mapping):
         if not (isinstance(draws, Mapping) and isinstance(scores, Mapping)):
             raise TypeError("draws and scores must both be arrays or both be mappings of named arrays")
@@ -259,6 +260,8 @@ def score_at_draws(
         TypeError: draws that are not floating point (``log_density`` cannot be differentiated there).
         ValueError: ``log_density`` at the first draw is not a finite 0-dim tensor that depends on it.
     """
+    if chunk_size is not None:
+        chunk_size = count("chunk_size", chunk_size, 1)
     score = torch.func.vmap(torch.func.grad(log_density), chunk_size=chunk_size)
     if isinstance(draws, Mapping):
         tensors = _trace_shaped(draws)

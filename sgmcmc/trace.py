@@ -122,7 +122,8 @@ class Trace:
 
     @classmethod
     def load(cls, path: str | Path) -> Trace:
-        """The trace in a netCDF file written by a streaming run (``sample(..., trace_file=path)``).
+        """The trace in a netCDF file written by a streaming run (``sample(..., trace_file=path)``), or by
+        ArviZ's ``to_netcdf`` from :meth:`to_arviz` (which keeps the run's attrs on each group).
 
         Variables are read from the file when indexed, so a trace larger than memory can be
         opened; the file of an interrupted run holds the draws written before it stopped.
@@ -136,10 +137,16 @@ class Trace:
             present = [name for name in GROUPS if name in file.groups]
             if "sample_stats" not in present:
                 raise ValueError(f"{path} is not an sgmcmc trace: it has no sample_stats group")
-            attrs = {key: value.item() if isinstance(value, np.generic) else value for key, value in file.attrs.items()}
             stats = file.groups["sample_stats"]
+            # a streamed file keeps the run's attrs at its root (where its progress is updated); ArviZ on each group
+            attrs = {
+                key: value.item() if isinstance(value, np.generic) else value
+                for key, value in {**stats.attrs, **file.attrs}.items()
+            }
             coords = [name for name, variable in stats.variables.items() if variable.dimensions == ("draw",)]
             draw_coords = {name: np.asarray(stats.variables[name][...]) for name in coords if name != "draw"}
+            if "step" not in draw_coords:
+                raise ValueError(f"{path} is not an sgmcmc trace: its sample_stats has no step coordinate")
         groups = {name: _StoredGroup(path, name) for name in present}
         return cls(
             posterior=groups.get("posterior", {}),
@@ -497,11 +504,12 @@ class TraceRecorder:
     def checkpoint(self, steps_done: int) -> dict[str, Any]:
         """What a checkpoint needs to restore the trace: the draws so far (in memory) or their count."""
         self.flush(steps_done)
+        counts = {"num_draws": self._num_flushed, "non_finite_functionals": dict(self.non_finite_functionals)}
         if self.file is not None:
-            return {"num_draws": self._num_flushed, "created_at": self.attrs["created_at"]}
+            return {**counts, "created_at": self.attrs["created_at"]}
         # copies: a view would make torch.save write the whole preallocated array
         return {
-            "num_draws": self._num_flushed,
+            **counts,
             "values": {
                 group: {name: torch.from_numpy(v[:, : self._num_flushed].copy()) for name, v in variables.items()}
                 for group, variables in self._values.items()
@@ -513,6 +521,7 @@ class TraceRecorder:
         """Continue from a :meth:`checkpoint` taken after ``steps_done`` steps: reload its draws, or cut
         the file back to them (and its ``steps_done`` with them)."""
         self._num_flushed = checkpoint["num_draws"]
+        self.non_finite_functionals = dict(checkpoint.get("non_finite_functionals", {}))
         if self.file is not None:
             if not self.file.path.is_file():
                 raise FileNotFoundError(f"resuming needs the trace file {self.file.path}, which is missing")

@@ -521,6 +521,42 @@ def test_invalid_arguments(change, match):
         bias_variance_study(**arguments)
 
 
+@pytest.mark.parametrize(
+    "change, match",
+    [
+        ({"step_sizes": 0.1}, "step_sizes must be a sequence, got float 0.1"),
+        ({"estimators": "mean"}, "estimators must be a sequence, got str 'mean'"),
+        ({"sampler": "SGLD"}, "sampler must be a Sampler class such as sgmcmc.SGLD, got 'SGLD'"),
+        ({"burn_in_fraction": "0.1"}, "burn_in_fraction must be a real number, got str"),
+        ({"burn_in_fraction": False}, "burn_in_fraction must be a real number, got bool"),
+    ],
+)
+def test_arguments_of_the_wrong_type_are_named(change, match):
+    """Before: Python's own errors ('float' object is not iterable, 'str' object is not callable, '<=' not
+    supported between 'int' and 'str'), the string 'mean' read as its letters, and False as 0."""
+    arguments = {"target": TARGET, "step_sizes": [0.1, 0.2], "budgets": [10, 20], "num_replicates": 2, **change}
+    with pytest.raises(TypeError, match=match):
+        bias_variance_study(**arguments)
+
+
+def test_an_estimator_the_study_does_not_hold_is_named(study):
+    """Before, xarray's KeyError "not all values found in index 'estimator'"."""
+    for analysis in (study.fit, study.cell_errors, study.markdown_table):
+        with pytest.raises(ValueError, match=r"this study holds estimators \['mean', 'second_moment'\], not 'median'"):
+            analysis("median")
+
+
+def test_the_slope_has_no_standard_error_when_it_is_not_measured():
+    """Here the data find an interior optimum at one budget only, so no slope, while some bootstrap resamples
+    find one at both: their spread was given as the s.e. of a NaN slope."""
+    small = bias_variance_study(GaussianTarget.isotropic(2), [0.1, 0.2, 0.4], [40, 80], num_replicates=8)
+    fit = small.fit("second_moment")
+    assert np.isfinite(fit.optimal_step_size).sum() == 1 and math.isnan(fit.slope)
+    bootstrap_optima = bias_variance._vertex_step_sizes(np.log([0.1, 0.2, 0.4]), small._bootstrap_mse("second_moment"))
+    assert np.isfinite(bias_variance._slopes(np.log([40, 80]), bootstrap_optima)).sum() > 1
+    assert math.isnan(fit.slope_se)
+
+
 def test_command_writes_study_figure_and_table(tmp_path, capsys):
     arguments = ["bias-variance", "--output", str(tmp_path), "--dim", "1", "--budgets", "16", "32"]
     arguments += ["--num-step-sizes", "3", "--num-replicates", "4", "--no-progress"]

@@ -343,6 +343,31 @@ def test_a_chain_that_diverged_before_the_checkpoint_is_still_reported_after_the
     _assert_same_draws(resumed, uninterrupted)
 
 
+@pytest.mark.parametrize("streamed", [False, True])
+def test_a_resumed_run_warns_of_every_non_finite_functional_value_as_an_uninterrupted_one(tmp_path, streamed):
+    """log θ₀ is NaN wherever a chain's θ₀ < 0. The count covered only the draws made after a resume, and a
+    rerun of a finished run warned of none."""
+    options = dict(num_chains=2, num_steps=100, seed=1, progress=False, checkpoint_every=50)
+    options.update(functionals={"log_first": lambda theta: torch.log(theta[0])})
+    if streamed:
+        options.update(trace_file=tmp_path / "trace.nc")
+    init = torch.full((3,), 0.5)
+
+    def sample(sampler):
+        with pytest.warns(RuntimeWarning, match="functional 'log_first' is NaN or infinite") as warned:
+            trace = sampler.sample(init, **options)
+        count = int(np.isnan(trace.functionals["log_first"]).sum())
+        return count, next(str(w.message) for w in warned if "log_first" in str(w.message))
+
+    expected, message = sample(sgmcmc.SGLD(standard_normal_log_posterior, step_size=0.1))
+    assert 0 < expected < 200 and f"at {expected} of the 2 × 100" in message
+    options.update(checkpoint=tmp_path / "run.pt")
+    with pytest.warns(RuntimeWarning, match="interrupted after 80"), pytest.warns(RuntimeWarning, match="log_first"):
+        sgmcmc.SGLD(Interrupting(standard_normal_log_posterior, at_step=80), step_size=0.1).sample(init, **options)
+    for _ in range(2):  # the resumed run, then a rerun of the finished one
+        assert sample(sgmcmc.SGLD(standard_normal_log_posterior, step_size=0.1)) == (expected, message)
+
+
 def test_resuming_with_pre_made_batches_a_run_of_rows_names_the_kind_of_data(tmp_path):
     def log_posterior(theta, batch):
         return standard_normal_log_posterior(theta) - 0.5 * ((batch - theta) ** 2).sum()

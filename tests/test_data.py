@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 import torch
-from torch.utils.data import DataLoader, Subset, SubsetRandomSampler, TensorDataset
+from torch.utils.data import BatchSampler, DataLoader, SequentialSampler, Subset, SubsetRandomSampler, TensorDataset
 
 import sgmcmc
 from sgmcmc.chains import ChainGenerators
@@ -255,3 +255,15 @@ def test_a_loader_that_yields_single_rows_of_a_tensor_dataset_is_refused():
     for dataset in (TensorDataset(ROWS), Subset(TensorDataset(ROWS), range(10))):
         with pytest.raises(ValueError, match="DataLoader with batch_size=None, which yields its TensorDataset's rows"):
             chain_data(DataLoader(dataset, batch_size=None))
+
+
+def test_a_loader_batched_by_its_batch_sampler_is_read_as_its_batches():
+    """A loader given batch_sampler= has batch_size None (DataLoader forbids both) yet yields whole batches;
+    it was refused as one that yields single rows."""
+    dataset = TensorDataset(ROWS, LABELS)
+    loader = DataLoader(dataset, batch_sampler=BatchSampler(SequentialSampler(dataset), 5, drop_last=True))
+    stream = chain_data(loader)
+    assert not stream.rows and stream.num_units == 2
+    batch = stream.next(_generators(num_chains=1))
+    assert batch[0].shape == (1, 5, 2)
+    assert sorted(batch[1][0].tolist()) in ([0, 1, 2, 3, 4], [5, 6, 7, 8, 9])

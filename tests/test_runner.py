@@ -121,6 +121,29 @@ def test_bad_log_posterior_results():
     _error(TypeError, "floating", {"log_posterior": lambda theta: torch.tensor(1)})
 
 
+def test_a_log_posterior_that_cannot_take_the_arguments_it_gets_is_told_why():
+    """Before, Python's "missing 1 required positional argument: 'batch'" (or "takes 1 positional argument but
+    2 were given"), which named neither the data nor the call."""
+    _error(
+        TypeError,
+        r"no data is given, so log_posterior is called as log_posterior\(params\), which its signature "
+        r"\(theta, batch\) does not take",
+        {"log_posterior": lambda theta, batch: -(theta**2).sum()},
+    )
+    _error(
+        TypeError,
+        r"data is given, so log_posterior is called as log_posterior\(params, batch\), which its signature "
+        r"\(theta: 'torch.Tensor'\) -> 'torch.Tensor' does not take",
+        data=sgmcmc.Minibatches(torch.zeros(10, 2), batch_size=5),
+    )
+    # an optional batch takes either call
+    optional = sgmcmc.SGLD(lambda theta, batch=None: -(theta**2).sum(), step_size=0.1)
+    for data in (None, sgmcmc.Minibatches(torch.zeros(10, 2), batch_size=5)):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # the num_data check finds no num_data on a lambda
+            assert optional.sample(torch.zeros(2), data, num_steps=2, progress=False).num_draws == 2
+
+
 def test_bad_params():
     _error(TypeError, "floating point", init=torch.zeros(2, dtype=torch.long))
     _error(TypeError, "tensor or a dict", init=[0.0, 0.0])
@@ -138,6 +161,10 @@ def test_bad_params():
             full_batch_method="lbfgs",
         )
     _error(ValueError, "non-finite", init=torch.tensor([0.0, float("nan")]))
+    # before, torch's NotImplementedError for aten::ne on the SparseCPU backend
+    _error(
+        TypeError, r"parameter 'theta' of init is a torch.sparse_coo tensor.*to_dense", init=torch.zeros(3).to_sparse()
+    )
     _error(
         TypeError,
         "parameter 'theta' of init has dtype torch.bfloat16, which numpy and so the trace cannot hold",
@@ -151,6 +178,12 @@ def test_bad_device_jitter_and_file_paths_are_named(tmp_path):
     init_jitter, and h5py's IsADirectoryError once the trace file was created."""
     _error(ValueError, "device is the meta device, whose tensors hold no values", device="meta")
     _error(ValueError, "device must name a torch device, such as cpu or cuda, got 'gpu'", device="gpu")
+    # no machine has 100 GPUs; a CPU-only torch raised its bare AssertionError "Torch not compiled with CUDA"
+    _error(
+        ValueError,
+        "device 'cuda:99' (needs a CUDA GPU, and this torch sees none|cannot be used here)",
+        device="cuda:99",
+    )
     _error(
         ValueError, r"init_jitter=1e\+300 overflows parameters \['theta'\] \(torch.float32\) to inf", init_jitter=1e300
     )
@@ -442,6 +475,27 @@ def test_a_schedule_that_gives_a_step_size_that_is_not_positive_and_finite_is_re
         sgmcmc.SGHMC(standard_normal_log_posterior, _Linear(-0.1, 0.5), friction=0.1).sample(
             torch.zeros(2), num_steps=10, progress=False
         )
+
+
+class _Gives(_Linear):
+    """η_k = ``initial`` as it is, whatever its type."""
+
+    def __call__(self, step: int) -> float:
+        return self.initial
+
+
+def test_a_schedule_that_gives_something_other_than_a_number_is_refused_and_any_number_taken():
+    """float() takes the string "0.1" and True, which were sampled with as step sizes 0.1 and 1."""
+    for value in ("0.1", True, None):
+        with pytest.raises(TypeError, match=rf"gave {re.escape(repr(value))} at step 0, not a number"):
+            sgmcmc.SGLD(standard_normal_log_posterior, _Gives(value, 1)).sample(
+                torch.zeros(2), num_steps=3, progress=False
+            )
+    for value in (np.float32(0.25), torch.tensor(0.25, dtype=torch.float64), 1):
+        trace = sgmcmc.SGLD(standard_normal_log_posterior, _Gives(value, 1)).sample(
+            torch.zeros(2), num_steps=3, progress=False
+        )
+        np.testing.assert_array_equal(np.unique(trace.sample_stats["step_size"]), [float(value)])
 
 
 def test_interrupted_run_keeps_its_draws():

@@ -3,7 +3,7 @@ import math
 import numpy as np
 import pytest
 
-from sgmcmc.schedules import Constant, Polynomial, as_schedule
+from sgmcmc.schedules import Constant, Cyclical, Polynomial, as_schedule
 
 
 def test_constant_values_and_robbins_monro():
@@ -57,3 +57,19 @@ def test_bad_polynomial_arguments():
         Polynomial(a=1e-300, b=1e300, gamma=1.0)  # 1e-600 underflows: a sampler that never moves
     with pytest.raises(TypeError, match="step_size"):
         as_schedule("0.1")
+
+
+@pytest.mark.parametrize("schedule", [Constant(0.1), Polynomial(a=1.0), Cyclical(0.1, num_cycles=2, total_steps=10)])
+def test_a_step_that_is_not_a_count_is_refused_by_name(schedule):
+    """Before, Polynomial(1.0)(-5) was the complex number (−0.07−0.46j), values(-1) an empty array, and a
+    float step Python's own TypeError from range()."""
+    for step in (-1, -5):
+        with pytest.raises(ValueError, match=f"step must be >= 0, got {step}"):
+            schedule(step)
+    with pytest.raises(TypeError, match="step must be an integer, got float"):
+        schedule(2.5)
+    with pytest.raises(ValueError, match="num_steps must be >= 0, got -1"):
+        schedule.values(-1)
+    with pytest.raises(TypeError, match="num_steps must be an integer, got float"):
+        schedule.values(2.5)
+    assert schedule.values(0).shape == (0,)

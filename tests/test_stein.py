@@ -339,3 +339,15 @@ def test_one_dimensional_draws_are_points_of_one_dimension():
     assert score_at_draws(standard_normal_log_posterior, draws).shape == (50, 1)
     chains_by_draws = np.arange(6.0).reshape(2, 3)
     np.testing.assert_array_equal(flatten_draws({"a": chains_by_draws}).numpy()[:, 0], chains_by_draws.reshape(-1))
+
+
+def test_flags_and_chunk_sizes_of_the_wrong_type_are_named():
+    """Before, squared="no" (truthy) returned KSD², and chunk_size=2.5 failed in vmap with "can't multiply
+    sequence by non-int of type 'float'"."""
+    draws = torch.randn(10, 2, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    with pytest.raises(TypeError, match="squared must be True or False, got str 'no'"):
+        kernel_stein_discrepancy(draws, -draws, squared="no")
+    with pytest.raises(TypeError, match="chunk_size must be an integer, got float"):
+        score_at_draws(lambda x: -0.5 * (x**2).sum(), draws, chunk_size=2.5)
+    with pytest.raises(ValueError, match="chunk_size must be >= 1, got 0"):
+        score_at_draws(lambda x: -0.5 * (x**2).sum(), draws, chunk_size=0)

@@ -231,6 +231,23 @@ def test_loading_a_file_that_is_not_netcdf_names_the_file(tmp_path):
         sgmcmc.Trace.load(path)
 
 
+def test_a_file_arviz_wrote_loads_with_the_runs_attrs_and_one_of_another_library_is_refused(trace, tmp_path):
+    """ArviZ keeps the attrs on each group, not at the file's root, the one place load read them: the trace
+    came back with no attrs (diverged_at_step a KeyError), and a file without sgmcmc's step coordinate
+    failed in num_draws with StopIteration."""
+    trace.to_arviz().to_netcdf(str(tmp_path / "posterior.nc"))
+    loaded = sgmcmc.Trace.load(tmp_path / "posterior.nc")
+    assert loaded.attrs == trace.attrs
+    assert loaded.diverged_at_step.tolist() == trace.diverged_at_step.tolist()
+    assert loaded.num_draws == trace.num_draws
+    np.testing.assert_array_equal(loaded.posterior["weights"], trace.posterior["weights"])
+    xr.Dataset({"lp": (("chain", "draw"), np.zeros((2, 5)))}).to_netcdf(
+        tmp_path / "other.nc", group="sample_stats", engine="h5netcdf"
+    )
+    with pytest.raises(ValueError, match="other.nc is not an sgmcmc trace: its sample_stats has no step coordinate"):
+        sgmcmc.Trace.load(tmp_path / "other.nc")
+
+
 @pytest.mark.parametrize("streamed", [False, True], ids=["in memory", "streamed"])
 def test_a_bfloat16_log_posterior_is_recorded_as_float64(tmp_path, streamed):
     """Before, lp's device buffer took the value's dtype, which numpy cannot hold: the run failed at its first
