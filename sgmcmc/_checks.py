@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 import sys
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -126,6 +128,20 @@ def autograd_allowed(where: str) -> None:
             f"{where} differentiates log_posterior, which torch.inference_mode() forbids; call it outside "
             "inference mode (under torch.no_grad() it works)"
         )
+
+
+@contextlib.contextmanager
+def output_folder(path: Path) -> Iterator[Path]:
+    """Make the folder ``path`` (and its parents) for a command's output; if the block raises (a usage error
+    found by the work itself) while the folder, made here, is still empty, remove it: no empty folder is left."""
+    made = not path.exists()
+    path.mkdir(parents=True, exist_ok=True)
+    try:
+        yield path
+    except BaseException:
+        if made and path.is_dir() and not any(path.iterdir()):
+            path.rmdir()
+        raise
 
 
 _PACKAGE_DIRECTORY = Path(__file__).resolve().parent

@@ -37,7 +37,7 @@ import torch
 import xarray as xr
 
 import sgmcmc
-from sgmcmc._checks import below_one, count, positive
+from sgmcmc._checks import below_one, count, output_folder, positive
 from sgmcmc.ld import LD
 from sgmcmc.runner import TENSOR_PARAM_NAME, SamplerDivergenceWarning, stop_if_interrupted
 from sgmcmc.sampler import Sampler
@@ -118,7 +118,7 @@ class GaussianTarget:
     @classmethod
     def isotropic(cls, dim: int, mean: float = 0.0, sd: float = 1.0) -> GaussianTarget:
         """N(mean·1, sd² I_dim)."""
-        return cls(np.full(count("dim", dim, 1), float(mean)), np.full(dim, float(sd)))
+        return cls(np.full(count("dim", dim, 1), float(mean)), float(sd))  # a bad sd is then named as given
 
     @property
     def dim(self) -> int:
@@ -822,18 +822,18 @@ class BiasVarianceStudy:
 def _run_command(arguments: argparse.Namespace) -> int:
     output = Path(arguments.output)
     try:
-        output.mkdir(parents=True, exist_ok=True)  # before the study, which an unwritable output would waste
-        study = bias_variance_study(
-            GaussianTarget.isotropic(arguments.dim, sd=arguments.sd),
-            step_sizes=np.geomspace(
-                arguments.min_step_size, arguments.max_step_size, arguments.num_step_sizes
-            ).tolist(),
-            budgets=arguments.budgets,
-            num_replicates=arguments.num_replicates,
-            burn_in_fraction=arguments.burn_in_fraction,
-            seed=arguments.seed,
-            progress=not arguments.no_progress,
-        )
+        with output_folder(output):  # before the study, which an unwritable output would waste
+            study = bias_variance_study(
+                GaussianTarget.isotropic(arguments.dim, sd=arguments.sd),
+                step_sizes=np.geomspace(
+                    arguments.min_step_size, arguments.max_step_size, arguments.num_step_sizes
+                ).tolist(),
+                budgets=arguments.budgets,
+                num_replicates=arguments.num_replicates,
+                burn_in_fraction=arguments.burn_in_fraction,
+                seed=arguments.seed,
+                progress=not arguments.no_progress,
+            )
     except (ValueError, TypeError) as error:  # a bad setting: a usage error, as sgmcmc run gives
         arguments.parser.error(str(error))
     except OSError as error:

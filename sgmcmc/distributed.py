@@ -144,6 +144,13 @@ def process_group(
     """
     device = sampling_device("device", device)
     timeout_s = positive("timeout_s", timeout_s)
+    if timeout_s * 1000 >= 2**31:  # torch's stores count it in milliseconds in a C int
+        raise ValueError(f"timeout_s must be below 2**31 ms (about 24.8 days), got {timeout_s:g}")
+    # a name, or per device type ("cpu:gloo,cuda:nccl"); torch's own check is a bare AssertionError at the rendezvous
+    if backend is not None and any(
+        part.split(":")[-1].strip().lower() not in dist.Backend.backend_list for part in str(backend).split(",")
+    ):
+        raise ValueError(f"backend must be None or one of {dist.Backend.backend_list}, got {backend!r}")
     if not launched():
         yield ProcessGroup(0, 1, 0, device, timeout_s)
         return
@@ -351,6 +358,7 @@ def sample_chain_parallel(
             None
             if stream is None
             else f"{stream.num_units} {'rows' if stream.rows else 'batches'} (sha256 {tensor_digest(stream.units)})"
+            + (f" in batches of {stream.units_per_step}" if stream.rows else "")
         )
         _check_same_settings(_settings_by_rank(settings))
         # the gather waits for the slowest rank's chains (a rank without chains waits for the whole run),
@@ -616,6 +624,7 @@ def sample_in_parallel(
         The trace, or None on ranks other than 0 in the parallel modes.
     """
     if parallel is None:
+        _rank_and_world_size()  # one of several launched processes outside a group would each run it all
         return sampler.sample(init, data, **sample_kwargs)
     if parallel == "chains":
         return sample_chain_parallel(sampler, init, data, **sample_kwargs)

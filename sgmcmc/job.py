@@ -14,6 +14,7 @@ import argparse
 import dataclasses
 import json
 import math
+import os
 import time
 import tomllib
 import types
@@ -33,7 +34,7 @@ from torch import nn
 
 import sgmcmc
 from sgmcmc import metrics
-from sgmcmc._checks import count, nonnegative, positive, sampling_device, warn_caller
+from sgmcmc._checks import count, nonnegative, output_folder, positive, sampling_device, warn_caller
 from sgmcmc.checkpoint import write_atomically
 from sgmcmc.models import Classification, ModulePosterior, Regression
 from sgmcmc.runner import SamplerDivergenceWarning, kept_steps, warn_of_divergences
@@ -147,7 +148,8 @@ class JobConfig:
         for name, least in [("num_chains", 1), ("num_steps", 1), ("thin", 1), ("batch_size", 1), ("num_cycles", 1)]:
             count(name, getattr(self, name), least)
         count("checkpoint_every", self.checkpoint_every, 0)
-        count("seed", self.seed, 0)
+        if count("seed", self.seed, 0) >= 2**32:  # scikit-learn's split takes a 32-bit random_state
+            raise ValueError(f"seed must be < 2**32, got {self.seed}")
         if self.burn_in is not None and count("burn_in", self.burn_in, 0) >= self.num_steps:
             raise ValueError(f"burn_in ({self.burn_in}) must be < num_steps ({self.num_steps}) so that a draw is kept")
         nonnegative("temperature", self.temperature)
@@ -262,8 +264,9 @@ def _prepare(config: JobConfig) -> _Data:
     if config.ood_classes and task != "classification":
         raise ValueError(f"ood_classes need a classification task; {config.dataset} is a {task} task")
     held_out = np.isin(targets, config.ood_classes) if task == "classification" else np.zeros(len(targets), bool)
-    if config.ood_classes and not held_out.any():
-        raise ValueError(f"ood_classes {config.ood_classes} match no label of {config.dataset}")
+    absent = [label for label in config.ood_classes if not np.isin(label, targets)]
+    if absent:  # a typo among them would silently hold out fewer classes than the report records
+        raise ValueError(f"ood_classes {absent} match no label of {config.dataset}")
     if task == "classification" and len(np.unique(targets[~held_out])) < 2:
         raise ValueError(f"ood_classes {config.ood_classes} leave fewer than 2 classes of {config.dataset} to train on")
     stratify = targets if task == "classification" else None
@@ -457,27 +460,28 @@ def run_job(config: JobConfig) -> dict[str, Any]:
 
     sampler = _sampler(config, step_sizes["sampler"], posterior.log_posterior, config.temperature)
     kept_steps(sampler, config.num_steps, burn_in, config.thin)  # a cyclical sampler may keep none of them
-    output.mkdir(parents=True, exist_ok=True)  # after the settings' checks: a usage error leaves no folder
-    start = time.perf_counter()
-    trace = _naming_divergences(
-        f"chains of the {config.sampler} run",
-        "--step-size",
-        lambda: sgmcmc.distributed.sample_in_parallel(
-            config.parallel,
-            sampler,
-            init,
-            minibatches,
-            burn_in=burn_in,
-            thin=config.thin,
-            functionals=functionals,
-            keep=None if config.keep_params else (),
-            trace_file=output / "trace.nc" if config.stream else None,
-            checkpoint=output / "checkpoint.pt" if config.checkpoint_every else None,
-            checkpoint_every=max(config.checkpoint_every, 1),
-            compile=config.compile,
-            **common,
-        ),
-    )
+    # after the settings' checks, and gone again if sampling refuses the settings: a usage error leaves no folder
+    with output_folder(output):
+        start = time.perf_counter()
+        trace = _naming_divergences(
+            f"chains of the {config.sampler} run",
+            "--step-size",
+            lambda: sgmcmc.distributed.sample_in_parallel(
+                config.parallel,
+                sampler,
+                init,
+                minibatches,
+                burn_in=burn_in,
+                thin=config.thin,
+                functionals=functionals,
+                keep=None if config.keep_params else (),
+                trace_file=output / "trace.nc" if config.stream else None,
+                checkpoint=output / "checkpoint.pt" if config.checkpoint_every else None,
+                checkpoint_every=max(config.checkpoint_every, 1),
+                compile=config.compile,
+                **common,
+            ),
+        )
     seconds = {"sampler": time.perf_counter() - start}
     if trace is None:  # a rank other than 0 of a parallel run: rank 0 has the trace and writes the files
         return {}
@@ -490,10 +494,11 @@ def run_job(config: JobConfig) -> dict[str, Any]:
             f"its first kept draw (burn-in {burn_in}), so there is nothing to score{resume}"
         )
     alive = ~trace.sample_stats["diverging"]
-    if not alive.any():
+    diverged_at_step = trace.diverged_at_step
+    if (diverged_at_step >= 0).all():  # its draws before the divergence come from chains already blowing up
         raise JobError(
-            f"every chain of the {config.sampler} run diverged, so no draw is left to score; "
-            "try a smaller step size (--step-size)"
+            f"every chain of the {config.sampler} run diverged (at steps {diverged_at_step.tolist()}), so there "
+            "is nothing to score; try a smaller step size (--step-size)"
         )
 
     def pooled(name: str) -> np.ndarray:
@@ -803,6 +808,11 @@ def _run_command(arguments: argparse.Namespace) -> int:
         config = config_from_arguments(arguments)
     except (ValueError, TypeError, OSError) as error:  # a bad setting or config file: a usage error
         arguments.parser.error(str(error))
+    if config.parallel is None and sgmcmc.distributed.launched() and int(os.environ["WORLD_SIZE"]) > 1:
+        arguments.parser.error(
+            f"this is one of {os.environ['WORLD_SIZE']} processes a launcher started, but --parallel is not set: "
+            "every process would run the whole job and write the same --output; give --parallel chains or data"
+        )
     try:
         if config.parallel is None:
             run_job(config)
@@ -812,6 +822,8 @@ def _run_command(arguments: argparse.Namespace) -> int:
         return 0
     except (ValueError, TypeError, OSError) as error:  # the data, the output folder or a setting the run checks
         arguments.parser.error(str(error))
+    except MemoryError as error:  # the in-memory trace's own check, before sampling: its remedies in flags
+        arguments.parser.error(f"{error}; in sgmcmc run: --stream, a larger --thin or --burn-in, or --no-keep-params")
     except JobError as error:  # it ran, but has nothing to score
         arguments.parser.exit(1, f"{arguments.parser.prog}: {error}\n")
 

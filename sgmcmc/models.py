@@ -9,15 +9,18 @@ statistics) are: batch norm and dropout must be in eval mode.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import fnmatch
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 import torch
 from torch import nn
 from torch.func import functional_call
+from torch.nn.utils.parametrizations import _SpectralNorm
+from torch.nn.utils.spectral_norm import SpectralNorm as HookSpectralNorm
 
 from sgmcmc._checks import count, positive, warn_caller
 from sgmcmc.chains import as_dtype, at_least_float32, start_seeds
@@ -103,7 +106,25 @@ def _depends_on_training_mode(module: nn.Module) -> bool:
         return isinstance(module, nn.modules.batchnorm._BatchNorm) or module.track_running_stats
     if isinstance(module, (nn.RNNBase, nn.MultiheadAttention)):
         return module.dropout > 0
-    return isinstance(module, (nn.modules.dropout._DropoutNd, nn.RReLU))
+    # spectral norm's power iteration updates its u and v buffers at every call in training mode
+    spectral_norm_hooks = any(isinstance(hook, HookSpectralNorm) for hook in module._forward_pre_hooks.values())
+    return spectral_norm_hooks or isinstance(module, (nn.modules.dropout._DropoutNd, nn.RReLU, _SpectralNorm))
+
+
+@contextlib.contextmanager
+def _attention_fastpath_off(module_has_attention: bool) -> Iterator[None]:
+    """In eval mode ``nn.MultiheadAttention`` and the Transformer layers run torch's fused kernels, which
+    have no derivative under ``torch.func``'s transforms (sampling more than one chain failed); their
+    composite path is the same function. Dynamo refuses the switch, and compiles the composite path anyway."""
+    if not module_has_attention or torch.compiler.is_compiling():
+        yield
+        return
+    enabled = torch.backends.mha.get_fastpath_enabled()
+    torch.backends.mha.set_fastpath_enabled(False)
+    try:
+        yield
+    finally:
+        torch.backends.mha.set_fastpath_enabled(enabled)
 
 
 def _sum_of_squares(value: torch.Tensor) -> torch.Tensor:
@@ -142,6 +163,16 @@ class ModulePosterior:
     ) -> None:
         if not isinstance(module, nn.Module):
             raise TypeError(f"module must be a torch.nn.Module, got {type(module).__name__}")
+        if isinstance(likelihood, type):
+            raise TypeError(
+                f"likelihood is the class {likelihood.__name__}; give an instance, such as {likelihood.__name__}()"
+            )
+        missing = [name for name in ("log_likelihood", "predictive") if not callable(getattr(likelihood, name, None))]
+        if missing:
+            raise TypeError(
+                f"likelihood must have log_likelihood(outputs, targets) and predictive(outputs) methods, as "
+                f"Classification() and Regression() do; {type(likelihood).__name__} {likelihood!r} lacks {missing}"
+            )
         self.module = module
         self.likelihood = likelihood
         self.num_data = count("num_data", num_data, 1)
@@ -172,6 +203,10 @@ class ModulePosterior:
             for name, value in self._sampled(module)
         )
         self.log_posterior = minibatch_log_posterior(self.log_prior, self.log_likelihood, self.num_data)
+        self._has_attention = any(
+            isinstance(submodule, (nn.MultiheadAttention, nn.TransformerEncoderLayer, nn.TransformerDecoderLayer))
+            for submodule in module.modules()
+        )
         self._mode_dependent = [
             (name, submodule) for name, submodule in module.named_modules() if _depends_on_training_mode(submodule)
         ]
@@ -263,7 +298,8 @@ class ModulePosterior:
                 "then uses its running statistics, held fixed, and dropout is off)"
             )
         try:
-            return functional_call(self.module, params, (inputs,))
+            with _attention_fastpath_off(self._has_attention):
+                return functional_call(self.module, params, (inputs,))
         except RuntimeError as error:
             floating = sorted({str(value.dtype) for value in params.values() if value.is_floating_point()})
             if isinstance(inputs, torch.Tensor) and inputs.is_floating_point() and str(inputs.dtype) not in floating:

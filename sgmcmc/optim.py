@@ -13,8 +13,11 @@ tensor, ``optim.SGLD([theta], lr, seed=s)`` moves θ exactly as
 ``sgmcmc.SGLD(...).sample(theta, num_chains=1, seed=s)`` on the same gradients. ``state_dict()``
 holds the noise stream's state beside the momentum and preconditioner, so a run resumed with
 ``load_state_dict`` goes on with the noise it would have drawn. A ``torch.optim.lr_scheduler``
-may change ``lr`` between steps; each step checks it is finite and ≥ 0 (0 leaves θ still), and
-the other hyperparameters of every param group as the constructor does.
+may change ``lr`` between steps; each step checks it is finite and ≥ 0, and the other
+hyperparameters of every param group as the constructor does. ``lr`` = 0 leaves θ still, except
+under SGHMC: its momentum v, made at earlier steps' η as in the sampler (Chen et al.'s eq. 15
+with η changing between steps, as cyclical SGHMC uses it), carries on, θ ← θ + (1 − α) v, and
+fades geometrically.
 """
 
 from __future__ import annotations

@@ -33,7 +33,7 @@ import numpy as np
 import torch
 
 from sgmcmc import optim
-from sgmcmc._checks import count, flag, nonnegative, positive
+from sgmcmc._checks import count, flag, nonnegative, output_folder, positive
 from sgmcmc.chains import chain_seeds
 from sgmcmc.landscapes import LANDSCAPES, Landscape, make_landscape
 from sgmcmc.schedules import Polynomial, Schedule, as_schedule
@@ -449,8 +449,9 @@ def plot_loss_curves(comparison: Comparison, path: str | Path | None = None) -> 
     """U(θ_k) − U(θ*) (top) and |θ_k − θ*|² (bottom) over the steps k, one column per optimizer: median over
     runs (line) and quartiles (band), log scale.
 
-    Each row's scale runs from 10× the largest finite quartile down to the smallest quartile reached, but at
-    most 16 decades: a diverged run leaves the top, one converging to rounding level the bottom.
+    Each row's scale runs from 10× the largest quartile of the runs whose quartiles stay finite down to the
+    smallest quartile reached, but at most 16 decades: a diverged run leaves the top, one converging to
+    rounding level the bottom. (If every run diverges, the top is 10× the largest finite quartile.)
     """
     from matplotlib.figure import Figure
 
@@ -471,10 +472,14 @@ def plot_loss_curves(comparison: Comparison, path: str | Path | None = None) -> 
             )
             for run in comparison.runs
         }
-        # over every step, not the first: a run started near θ* rises to its stationary level
-        largest = max(upper[np.isfinite(upper)].max(initial=0.0) for _, _, upper in quartiles.values())
-        # capped: a diverging run passes through finite values above 1.8e307, whose tenfold is inf
-        ceiling = np.finfo(np.float64).max
+        # over every step, not the first: a run started near θ* rises to its stationary level; a diverging run
+        # passes through values up to 1e308 before inf, which would squeeze every other run off the bottom
+        finite_uppers = [upper for _, _, upper in quartiles.values() if np.isfinite(upper).all()]
+        uppers = finite_uppers or [upper[np.isfinite(upper)] for _, _, upper in quartiles.values()]
+        largest = max(upper.max(initial=0.0) for upper in uppers)
+        # capped: a diverging run passes through finite values near the float64 maximum, whose tenfold is inf,
+        # and matplotlib's log ticks above 1e308 (a decade past the maximum) fail to format
+        ceiling = 1e300
         top = (10 * largest if largest < ceiling / 10 else ceiling) or 1.0
         reached = np.concatenate([lower[lower > 0] for lower, _, _ in quartiles.values()])
         axes[row, 0].set_ylim(max(reached.min(initial=top), 1e-16 * top), top)
@@ -537,8 +542,8 @@ def _run_command(arguments: argparse.Namespace) -> int:
             final_temperature=arguments.final_temperature,
         )
         output = Path(arguments.output)
-        output.mkdir(parents=True, exist_ok=True)  # before the runs, which an unwritable output would waste
-        comparison = compare(landscape, methods, arguments.num_starts, arguments.num_steps, arguments.seed)
+        with output_folder(output):  # before the runs, which an unwritable output would waste
+            comparison = compare(landscape, methods, arguments.num_starts, arguments.num_steps, arguments.seed)
     except (ValueError, TypeError) as error:  # a bad setting: a usage error, as sgmcmc run gives
         arguments.parser.error(str(error))
     except OSError as error:

@@ -12,7 +12,15 @@ from typing import Any, Literal
 
 import torch
 
-from sgmcmc._checks import autograd_allowed, count, has_elements, parameter_tensor, sampling_device, warn_caller
+from sgmcmc._checks import (
+    autograd_allowed,
+    count,
+    has_elements,
+    parameter_tensor,
+    positive,
+    sampling_device,
+    warn_caller,
+)
 from sgmcmc.chains import ChainGenerators, at_least_float32, per_chain_sum
 from sgmcmc.data import full_data_arguments
 from sgmcmc.ld import LD
@@ -80,6 +88,8 @@ def find_mode(
     num_steps = count("num_steps", num_steps, 0 if num_full_batch_steps > 0 else 1)
     if full_batch_method not in ("gradient", "lbfgs"):
         raise ValueError(f"full_batch_method must be 'gradient' or 'lbfgs', got {full_batch_method!r}")
+    if full_batch_step_size is not None:
+        full_batch_step_size = positive("full_batch_step_size", full_batch_step_size)
     if full_batch_method == "lbfgs" and full_batch_step_size is not None:
         raise ValueError("full_batch_step_size is for gradient steps; L-BFGS takes its steps by line search")
     if num_full_batch_steps == 0 and (full_batch_step_size is not None or full_batch_method != "gradient"):

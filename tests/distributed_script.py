@@ -190,6 +190,14 @@ def sample(output: Path) -> None:
             num_chains=2,
             num_steps=3,
         )
+        # rank 1's chains given batches of another size: refused, not gathered into one trace
+        results["other_batch_size"] = refusals(
+            distributed.sample_chain_parallel,
+            sgld(),
+            sgmcmc.Minibatches(features, labels, batch_size=8 + group.rank),
+            num_chains=2,
+            num_steps=3,
+        )
         # rank 1's shard in float32: refused at the start, not a deadlock of unlike all_reduces
         results["other_dtype"] = refusals(
             distributed.sample_data_parallel,

@@ -567,10 +567,21 @@ def test_command_writes_study_figure_and_table(tmp_path, capsys):
     assert (tmp_path / "bias_variance.png").exists() and (tmp_path / "bias_variance.md").exists()
 
 
-@pytest.mark.parametrize("option, value, match", [("--sd", "0", "sd must be"), ("--budgets", "16", "budgets")])
-def test_command_reports_a_bad_option_as_a_usage_error(tmp_path, capsys, option, value, match):
-    """Before, a bad value printed a Python traceback and exited 1; sgmcmc run and landscape exit 2 with a message."""
+@pytest.mark.parametrize(
+    "option, value, match",
+    [
+        ("--sd", "-1", "sd must be finite and > 0, got -1.0"),
+        ("--budgets", "16", "budgets"),
+        ("--seed", "-1", "seed must be >= 0"),
+        ("--burn-in-fraction", "1.5", "burn_in_fraction must be in [0, 1)"),
+    ],
+)
+def test_command_reports_a_bad_option_as_a_usage_error_and_leaves_no_folder(tmp_path, capsys, option, value, match):
+    """Before, a bad value printed a Python traceback and exited 1; sgmcmc run and landscape exit 2 with a message.
+    Then the output folder, made before the study checked its settings, was left behind empty (and --sd -1 was
+    named as a 16-element array)."""
     with pytest.raises(SystemExit) as stopped:
-        main(["bias-variance", "--output", str(tmp_path), "--dim", "1", "--no-progress", option, value])
+        main(["bias-variance", "--output", str(tmp_path / "out"), "--dim", "16", "--no-progress", option, value])
     assert stopped.value.code == 2
     assert match in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()

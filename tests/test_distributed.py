@@ -110,7 +110,15 @@ def test_chain_parallel_ranks_given_other_data_and_data_parallel_shards_of_other
     until the timeout, blaming another rank."""
     other_data, other_dtype = two_process_results["other_data"], two_process_results["other_dtype"]
     assert other_data[0] == other_data[1] and re.match(
-        r"the ranks were given different settings \(data by rank: \['64 rows \(sha256 \w+\)', '64 rows", other_data[0]
+        r"the ranks were given different settings \(data by rank: \['64 rows \(sha256 \w+\) in batches of 8', '64 rows",
+        other_data[0],
+    )
+    # before, chains 0-1 sampled on batches of 8 and chains 2-3 on batches of 9 were gathered into one trace
+    other_batch_size = two_process_results["other_batch_size"]
+    assert other_batch_size[0] == other_batch_size[1] and re.match(
+        r"the ranks were given different settings \(data by rank: \['64 rows \(sha256 (\w+)\) in batches of 8', "
+        r"'64 rows \(sha256 \1\) in batches of 9'\]\)",
+        other_batch_size[0],
     )
     assert (
         other_dtype[0] == other_dtype[1]
@@ -332,6 +340,22 @@ def test_process_group_timeout_must_be_a_finite_positive_number():
         with pytest.raises(ValueError, match="timeout_s must be a finite number > 0"):
             with distributed.process_group(timeout_s=timeout_s):
                 pass
+
+
+def test_process_group_timeouts_past_torchs_limit_and_unknown_backends_are_named():
+    """Before, under a launcher: 1e10 s failed at once with "The client socket has timed out after
+    10000000000000ms", 1e15 with "Python int too large to convert to C int", and backend "bogus" with a bare
+    AssertionError."""
+    for timeout_s in (1e10, 1e15):
+        with pytest.raises(ValueError, match=r"timeout_s must be below 2\*\*31 ms \(about 24.8 days\)"):
+            with distributed.process_group(timeout_s=timeout_s):
+                pass
+    with pytest.raises(ValueError, match=r"backend must be None or one of \[.*'gloo'.*\], got 'bogus'"):
+        with distributed.process_group(backend="bogus"):
+            pass
+    for backend in ("gloo", "cpu:gloo,cuda:nccl"):
+        with distributed.process_group(backend=backend) as group:
+            assert group.world_size == 1
 
 
 def test_process_group_devices_are_checked_as_samplings_are():

@@ -189,6 +189,30 @@ def _usage_error(argv, message):
     assert re.search(message, stderr.getvalue()), stderr.getvalue()
 
 
+def test_a_job_launched_as_one_of_several_processes_without_parallel_is_a_usage_error(tmp_path, monkeypatch):
+    """Under torchrun without --parallel every rank ran the whole job, each writing the same folder (exit 0)."""
+    monkeypatch.setenv("RANK", "1")
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    _usage_error(
+        ["run", "--output", str(tmp_path / "out")],
+        r"one of 2 processes a launcher started, but --parallel is not set: .* give --parallel chains or data",
+    )
+    assert not (tmp_path / "out").exists()
+    with pytest.raises(RuntimeError, match="rank 1 of 2 started by a launcher, but it joined no process group"):
+        sgmcmc.distributed.sample_in_parallel(None, sgmcmc.SGLD(lambda theta: -(theta**2).sum(), 0.1), torch.zeros(2))
+
+
+def test_a_trace_too_large_for_memory_is_a_usage_error_in_the_commands_terms_and_leaves_no_folder(tmp_path):
+    """Before, a MemoryError traceback naming sample's arguments (trace_file=, keep=), exit 1, and an empty
+    output folder."""
+    _usage_error(
+        ["run", "--num-steps", str(10**9), "--burn-in", "0", "--no-ensemble", "--output", str(tmp_path / "huge")],
+        r"the in-memory trace of .* would take .* GB.*; in sgmcmc run: --stream, a larger --thin or --burn-in, "
+        r"or --no-keep-params",
+    )
+    assert not (tmp_path / "huge").exists()
+
+
 def test_npz_input_and_bad_settings(tmp_path):
     path = tmp_path / "data.npz"
     np.savez(path, x=np.zeros((20, 2)), y=np.arange(20) % 2)
@@ -203,6 +227,14 @@ def test_npz_input_and_bad_settings(tmp_path):
         JobConfig(parallel="gpus")
     with pytest.raises(ValueError, match="ood_classes \\[42\\] match no label"):
         run_job(JobConfig(ood_classes=[42], output=str(tmp_path / "x"), **TINY))
+    # before, 42 was dropped without a word beside a class that matched, and the report recorded [9, 42]
+    with pytest.raises(ValueError, match="ood_classes \\[42\\] match no label"):
+        run_job(JobConfig(ood_classes=[9, 42], output=str(tmp_path / "x"), **TINY))
+    # before, scikit-learn's "The 'random_state' parameter of train_test_split must be an int in the range"
+    _usage_error(
+        ["run", "--seed", str(2**32), "--output", str(tmp_path / "x")], r"seed must be < 2\*\*32, got 4294967296"
+    )
+    assert not (tmp_path / "x").exists()
     config = tmp_path / "bad.toml"
     config.write_text("num_stepz = 3\n")
     _usage_error(["run", "--config", str(config)], "unknown settings \\['num_stepz'\\]")
@@ -292,6 +324,9 @@ def test_diverged_chains_are_counted_and_a_run_with_none_left_is_an_error(tmp_pa
         assert report["methods"]["posterior"]["accuracy"] > 0 and (tmp_path / "out" / "posterior.nc").is_file()
         with pytest.raises(RuntimeError, match="every chain of the sgld run diverged.*--step-size"):
             run_job(JobConfig(step_size=1e6, ensemble=False, **tiny))
+        # both chains diverge (steps 29) after burn-in: the draws before were scored (an NLL of 1e16), exit 0
+        with pytest.raises(RuntimeError, match=r"every chain of the sgld run diverged \(at steps \[29, 29\]\)"):
+            run_job(JobConfig(**{**tiny, "burn_in": 10, "thin": 1}, step_size=5.0, ensemble=False))
     report = run_job(JobConfig(**tiny))
     assert report["methods"]["posterior"]["diverged"] == 0 and report["methods"]["SGD ensemble of 2"]["diverged"] == 0
 

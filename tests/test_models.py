@@ -1,5 +1,7 @@
 """nn.Module posteriors: the log posterior by hand, independent inits, and R-hat on functionals."""
 
+import warnings
+
 import arviz as az
 import numpy as np
 import pytest
@@ -367,6 +369,71 @@ def test_rrelu_in_training_mode_is_refused_as_dropout_is():
         posterior(posterior.params(), torch.randn(4, 2))
     posterior.module.eval()
     assert posterior(posterior.params(), torch.randn(4, 2)).shape == (4, 2)
+
+
+def test_a_likelihood_that_is_a_class_or_lacks_its_methods_is_refused_by_name():
+    """Before, accepted, and the first call failed with "log_likelihood() missing 1 required positional
+    argument: 'targets'" (the class) or "'str' object has no attribute 'log_likelihood'"."""
+    with pytest.raises(TypeError, match=r"likelihood is the class Classification; give an instance, such as Class"):
+        ModulePosterior(nn.Linear(3, 2), Classification, num_data=10)
+    with pytest.raises(TypeError, match=r"likelihood must have log_likelihood.*str 'classification' lacks \['log_"):
+        ModulePosterior(nn.Linear(3, 2), "classification", num_data=10)
+
+
+@pytest.mark.parametrize("api", ["parametrization", "hook"])
+def test_spectral_norm_in_training_mode_is_refused_as_batch_norm_is(api):
+    """Its power iteration updated the u and v buffers at every call in training mode: the log posterior
+    changed with the calls before it, and the module's buffers changed under the sampler."""
+    normalise = nn.utils.parametrizations.spectral_norm if api == "parametrization" else nn.utils.spectral_norm
+    torch.manual_seed(0)
+    net = nn.Sequential(normalise(nn.Linear(3, 4)), nn.Tanh(), nn.Linear(4, 2))
+    posterior = ModulePosterior(net, Classification(), num_data=20)
+    buffers = {name: value.clone() for name, value in net.named_buffers()}
+    with pytest.raises(ValueError, match=r"submodules \[.*\] of the module are in training mode"):
+        posterior(posterior.params(), torch.randn(5, 3))
+    net.eval()
+    first = posterior(posterior.params(), torch.ones(5, 3))
+    torch.testing.assert_close(posterior(posterior.params(), torch.ones(5, 3)), first, rtol=0, atol=0)
+    for name, value in net.named_buffers():
+        assert torch.equal(value, buffers[name]), name
+
+
+@pytest.mark.parametrize("layer", ["attention", "transformer"])
+def test_attention_in_eval_mode_samples_several_chains_and_gives_the_fused_kernels_values(layer):
+    """In eval mode torch runs fused attention kernels, which have no derivative under torch.func: sampling
+    two chains failed with "derivative for aten::_native_multi_head_attention is not implemented"."""
+
+    class Network(nn.Module):
+        def __init__(self):
+            super().__init__()
+            if layer == "attention":
+                self.attention = nn.MultiheadAttention(4, 2, dropout=0.1, batch_first=True)
+            else:
+                self.encoder = nn.TransformerEncoderLayer(4, 2, dim_feedforward=8, batch_first=True)
+            self.head = nn.Linear(4, 2)
+
+        def forward(self, x):
+            mixed = self.attention(x, x, x, need_weights=False)[0] if layer == "attention" else self.encoder(x)
+            return self.head(mixed.mean(1))
+
+    torch.manual_seed(0)
+    posterior = ModulePosterior(Network().eval(), Classification(), num_data=10)
+    features, labels = torch.randn(10, 3, 4), torch.randint(0, 2, (10,))
+    init = posterior.initial_params(2, seed=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # torch: no batching rule for the CPU flash attention
+        trace = sgmcmc.LD(posterior.log_posterior, step_size=1e-4).sample(
+            init,
+            sgmcmc.Minibatches(features, labels, batch_size=10),
+            num_chains=2,
+            num_steps=2,
+            stacked_init=True,
+            progress=False,
+        )
+    with torch.no_grad():  # the fused kernels' path
+        direct = [posterior.log_posterior({n: v[c] for n, v in init.items()}, (features, labels)) for c in range(2)]
+    np.testing.assert_allclose(trace.sample_stats["lp"][:, 0], torch.stack(direct).numpy(), rtol=1e-5)
+    assert torch.backends.mha.get_fastpath_enabled()
 
 
 def test_initial_params_leave_the_gpus_generators_alone(monkeypatch):

@@ -101,7 +101,14 @@ def test_trains_an_nn_module_in_an_ordinary_loop():
     torch.testing.assert_close(model.weight.detach()[0], torch.tensor([1.0, -2.0, 0.5, 3.0]), atol=0.3, rtol=0)
 
 
-@pytest.mark.parametrize("make", [lambda p: sgmcmc.optim.SGLD(p, lr=0.1), lambda p: sgmcmc.optim.PSGLD(p, lr=0.1)])
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda p: sgmcmc.optim.SGLD(p, lr=0.1),
+        lambda p: sgmcmc.optim.PSGLD(p, lr=0.1),
+        lambda p: sgmcmc.optim.ASGLD(p, lr=0.1),
+    ],
+)
 def test_an_lr_set_between_steps_is_checked_at_the_step(make):
     """An LR scheduler edits param_groups[i]["lr"]: before, NaN made every parameter NaN without a word and a
     negative value failed with 'math domain error'. 0, where a cosine schedule may end, leaves θ where it is."""
@@ -116,6 +123,23 @@ def test_an_lr_set_between_steps_is_checked_at_the_step(make):
     optimizer.param_groups[0]["lr"] = 0.0
     optimizer.step()
     assert torch.equal(theta.detach(), torch.ones(2))
+
+
+def test_sghmc_at_lr_zero_moves_by_its_faded_momentum_as_its_docstring_says():
+    """The module docstring said lr 0 leaves θ still, which SGHMC's momentum does not."""
+    theta = torch.nn.Parameter(torch.ones(3))
+    optimizer = sgmcmc.optim.SGHMC([theta], lr=0.1, friction=0.1, seed=0)
+    for _ in range(3):
+        optimizer.zero_grad()
+        (theta**2).sum().backward()
+        optimizer.step()
+    before, momentum = theta.detach().clone(), optimizer.state[theta]["momentum"][0].clone()
+    optimizer.param_groups[0]["lr"] = 0.0
+    optimizer.zero_grad()
+    (theta**2).sum().backward()
+    optimizer.step()
+    torch.testing.assert_close(theta.detach(), before + 0.9 * momentum, rtol=1e-6, atol=0)
+    assert (theta.detach() - before).abs().max() > 0.1
 
 
 def test_the_lr_of_every_param_group_is_checked_before_any_moves():

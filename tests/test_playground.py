@@ -1,5 +1,6 @@
 """The playground: one torch.optim loop over R starts, reproducible success rates, the Gaussian target, the CLI."""
 
+import io
 import math
 
 import numpy as np
@@ -248,15 +249,50 @@ def test_bad_settings_of_the_command_are_usage_errors_naming_them(capsys):
         sweep(temperature=1.0, final_temperature=2.0)
 
 
-def test_the_loss_plot_of_a_diverging_run_is_drawn():
-    """SGD at lr 10 on a quadratic grows tenfold a step: before, its largest finite quartile (above 1.8e307)
-    times 10 was inf, and the plot failed with "Axis limits cannot be NaN or Inf"."""
+@pytest.mark.parametrize("learning_rate", [3.0, 10.0])
+def test_the_loss_plot_of_a_diverging_run_is_drawn(learning_rate):
+    """SGD at lr 3 or 10 on a quadratic grows 5- or 19-fold a step: before, its largest finite quartile (near
+    1.8e308) times 10 was inf, and the plot failed with "Axis limits cannot be NaN or Inf"; then, capped at
+    the float64 maximum, the figure failed to save (matplotlib's log ticks overflowed), which made the
+    default `sgmcmc landscape ill-conditioned` crash."""
     from sgmcmc.playground import plot_loss_curves
 
-    comparison = compare(Quadratic(2), [Method("sgd", 10.0)], num_starts=4, num_steps=400, seed=0)
+    comparison = compare(Quadratic(2), [Method("sgd", learning_rate)], num_starts=4, num_steps=600, seed=0)
     assert comparison.runs[0].diverged.all()
-    bottom, top = plot_loss_curves(comparison).axes[0].get_ylim()
+    figure = plot_loss_curves(comparison)
+    bottom, top = figure.axes[0].get_ylim()
     assert 0 < bottom < top <= np.finfo(np.float64).max
+    figure.savefig(io.BytesIO(), format="png")
+
+
+def test_a_diverging_run_leaves_the_top_of_the_loss_plot_of_the_runs_that_do_not():
+    """The top was 10× the largest finite quartile of any run, a diverging one's near 1e308, and the 16
+    decades below it left every converging run off the bottom."""
+    from sgmcmc.playground import plot_loss_curves
+
+    comparison = compare(Quadratic(2), [Method("sgd", 10.0), Method("sgd", 0.1)], num_starts=4, num_steps=600, seed=0)
+    diverging, converging = comparison.runs
+    assert diverging.diverged.all() and not converging.diverged.any()
+    upper = np.quantile(converging.loss - comparison.landscape.minimum_value, 0.75, axis=1, method="inverted_cdf")
+    _, top = plot_loss_curves(comparison).axes[0].get_ylim()
+    assert top == pytest.approx(10 * upper.max(), rel=1e-12)
+
+
+@pytest.mark.parametrize(
+    "options, match",
+    [
+        (["--num-starts", "0"], "num_starts must be >= 1"),
+        (["--seed", "-1"], r"seed must be an integer in [0, 2**64), got -1"),
+        (["--lr", "0.1", "0.1"], "given more than once"),
+    ],
+)
+def test_settings_that_the_runs_refuse_leave_no_output_folder(tmp_path, capsys, options, match):
+    """These are checked by compare(), after the folder was made: it was left behind, empty."""
+    with pytest.raises(SystemExit) as exit_status:
+        main(["landscape", "quadratic", "--num-steps", "2", "--output", str(tmp_path / "out"), *options])
+    assert exit_status.value.code == 2
+    assert match in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
 
 
 def test_an_output_that_cannot_be_a_folder_is_a_usage_error_before_the_runs(tmp_path, capsys):

@@ -1,6 +1,7 @@
 """SGLD-CV: the exact discrete-time law on a conjugate regression, the same posterior as SGLD on a
 logistic regression at a far lower gradient variance, the estimator at the mode, find_mode, bad modes."""
 
+import math
 import warnings
 
 import numpy as np
@@ -337,6 +338,10 @@ def test_find_mode_refuses_settings_that_do_not_fit_its_stages():
         sgmcmc.find_mode(*arguments, num_steps=0, num_full_batch_steps=5)
     with pytest.raises(ValueError, match="num_steps must be >= 1"):
         sgmcmc.find_mode(*arguments, num_steps=0, step_size=1e-3)
+    # before, "step_size must be a finite number > 0, got -1.0", of a valid step_size
+    for bad in (-1.0, math.nan):
+        with pytest.raises(ValueError, match=f"full_batch_step_size must be a finite number > 0, got {bad}"):
+            sgmcmc.find_mode(*arguments, num_steps=5, step_size=1e-3, num_full_batch_steps=5, full_batch_step_size=bad)
 
 
 @pytest.mark.parametrize("stage", ["minibatch SGD stage", "full-batch gradient stage"])
