@@ -401,34 +401,51 @@ def sample_chain_parallel(
 
 
 def _concatenate_chains(traces: list[Trace], seed: int | Sequence[int], seeds: list[int], num_processes: int) -> Trace:
-    """One trace of the chains of ``traces`` (in order), with attrs describing the whole run."""
+    """One trace of the chains of ``traces`` (in order), with attrs describing the whole run.
+
+    Ranks that a Ctrl-C stopped at different steps kept different numbers of draws: the trace keeps the
+    draws every rank made (a warning says so), as a stopped run keeps its draws, and ``steps_done`` and
+    ``diverged_at_step`` go back to the earliest stop. ``final_state`` stays each rank's last state.
+    """
+    num_draws = min(trace.num_draws for trace in traces)
     first = traces[0]
     for trace in traces[1:]:
-        if any(not np.array_equal(values, trace.draw_coords[name]) for name, values in first.draw_coords.items()):
-            raise DistributedSamplingError(
-                "the ranks kept different draws (was one interrupted?); their traces cannot be joined"
-            )
+        if any(
+            not np.array_equal(values[:num_draws], trace.draw_coords[name][:num_draws])
+            for name, values in first.draw_coords.items()
+        ):
+            raise DistributedSamplingError("the ranks kept draws of different steps; their traces cannot be joined")
+    steps_done = min(int(trace.attrs["steps_done"]) for trace in traces)
+    if any(trace.num_draws > num_draws or int(trace.attrs["steps_done"]) > steps_done for trace in traces):
+        warn_caller(
+            f"the ranks stopped after different numbers of steps "
+            f"({[int(trace.attrs['steps_done']) for trace in traces]}); the trace keeps the {num_draws} draws "
+            f"of the first {steps_done} steps, which every rank made",
+            RuntimeWarning,
+        )
     groups = {
         group: {
-            name: np.concatenate([getattr(trace, group)[name] for trace in traces], axis=0)
+            name: np.concatenate([getattr(trace, group)[name][:, :num_draws] for trace in traces], axis=0)
             for name in getattr(first, group)
         }
         for group in GROUPS
     }
+    diverged_at_step = np.concatenate([trace.diverged_at_step for trace in traces])
     attrs = {
         **first.attrs,
+        "steps_done": steps_done,
         "seed": netcdf_attr(int(seed) if isinstance(seed, (int, np.integer)) else [int(value) for value in seed]),
         "chain_seeds": netcdf_attr(seeds),
         "num_chains": len(seeds),
         "num_processes": num_processes,
-        "diverged_at_step": netcdf_attr(np.concatenate([trace.diverged_at_step for trace in traces]).tolist()),
+        "diverged_at_step": netcdf_attr(np.where(diverged_at_step < steps_done, diverged_at_step, -1).tolist()),
     }
     final_state = pytree.tree_map(lambda *leaves: torch.cat(leaves), *[trace.final_state for trace in traces])
     return Trace(
         posterior=groups["posterior"],
         sample_stats=groups["sample_stats"],
         attrs=attrs,
-        draw_coords=first.draw_coords,
+        draw_coords={name: values[:num_draws] for name, values in first.draw_coords.items()},
         final_state=final_state,
         functionals=groups["functionals"],
         gradients=groups["gradients"],

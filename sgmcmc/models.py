@@ -184,6 +184,7 @@ class ModulePosterior:
                 + (f": all {frozen} of its parameters have requires_grad=False" if frozen else "")
             )
         self.prior_scales = {name: self._prior_scale(name, prior_scale) for name in names}
+        self._shapes = {name: value.shape for name, value in self._sampled(module)}
         if isinstance(prior_scale, Mapping):
             unmatched = [pattern for pattern in prior_scale if not fnmatch.filter(names, pattern)]
             if unmatched:  # a typo, or "*.bias" for a top-level module's "bias": its scale would silently not apply
@@ -289,6 +290,13 @@ class ModulePosterior:
                 f"params must have exactly the sampled parameters' names {list(self.prior_scales)} (from "
                 f"params() or initial_params()); unexpected {sorted(params.keys() - self.prior_scales.keys())}, "
                 f"missing {sorted(self.prior_scales.keys() - params.keys())}"
+            )
+        reshaped = {name: tuple(value.shape) for name, value in params.items() if value.shape != self._shapes[name]}
+        if reshaped:
+            expected = {name: tuple(self._shapes[name]) for name in reshaped}
+            raise ValueError(
+                f"params of one network have the module's shapes {expected}, got {reshaped}; params stacked over "
+                "chains (initial_params()) are sampled with stacked_init=True"
             )
         training = [name for name, submodule in self._mode_dependent if submodule.training]
         if training:

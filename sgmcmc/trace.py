@@ -205,18 +205,25 @@ def tensor_digest(value: Any) -> str | None:
 
 
 class _StoredGroup(Mapping[str, np.ndarray]):
-    """One group of a trace file; indexing reads that variable (decoded by xarray)."""
+    """One group of a trace file; indexing reads that variable (decoded by xarray), from the run the group
+    was opened on: a later run that wrote the same file (another ``created_at``) is refused, not read."""
 
     def __init__(self, path: Path, group: str) -> None:
         self.path, self.group = path, group
         with h5netcdf.File(path, "r") as file:
             variables = file.groups[group].variables
             self._names = [name for name, variable in variables.items() if variable.dimensions[:2] == ("chain", "draw")]
+            self._created_at = file.groups[group].attrs.get("created_at")
 
     def __getitem__(self, name: str) -> np.ndarray:
         if name not in self._names:
             raise KeyError(name)
         with xr.open_dataset(self.path, group=self.group, engine="h5netcdf") as dataset:
+            if dataset.attrs.get("created_at") != self._created_at:
+                raise RuntimeError(
+                    f"{self.path} now holds another run (created_at {dataset.attrs.get('created_at')}, not "
+                    f"{self._created_at}): it was written again after this trace was opened"
+                )
             return dataset[name].values
 
     def __iter__(self) -> Iterator[str]:

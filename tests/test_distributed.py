@@ -16,6 +16,7 @@ import torch
 
 import sgmcmc
 from sgmcmc import distributed
+from targets import Interrupting, standard_normal_log_posterior
 
 SCRIPT = Path(__file__).with_name("distributed_script.py")
 FLOAT64_TOLERANCE = 1e-10
@@ -364,3 +365,26 @@ def test_process_group_devices_are_checked_as_samplings_are():
         with pytest.raises(ValueError, match=match):
             with distributed.process_group(device=device):
                 pass
+
+
+def test_traces_of_ranks_stopped_at_different_steps_are_joined_on_the_draws_every_rank_made():
+    """A Ctrl-C stops each rank at its own step: before, rank 0 raised "the ranks kept different draws" and
+    the job lost every draw (and wrote nothing)."""
+    options = dict(num_chains=1, num_steps=100, burn_in=10, progress=False)
+    whole = sgmcmc.SGLD(standard_normal_log_posterior, 0.1).sample(torch.zeros(2), seed=1, **options)
+    with pytest.warns(RuntimeWarning, match="interrupted after 60 of 100"):
+        stopped = sgmcmc.SGLD(Interrupting(standard_normal_log_posterior, at_step=60), 0.1).sample(
+            torch.zeros(2), seed=2, **options
+        )
+    whole.attrs["diverged_at_step"] = "[70]"  # a divergence after the other rank stopped: not in the trace
+    with pytest.warns(
+        RuntimeWarning,
+        match=r"stopped after different numbers of steps \(\[100, 60\]\); the trace "
+        r"keeps the 50 draws of the first 60 steps",
+    ):
+        joined = distributed._concatenate_chains([whole, stopped], seed=[1, 2], seeds=[1, 2], num_processes=2)
+    assert joined.num_draws == 50 and joined.attrs["steps_done"] == 60
+    np.testing.assert_array_equal(joined.draw_coords["step"], np.arange(10, 60))
+    np.testing.assert_array_equal(joined.posterior["theta"][0], whole.posterior["theta"][0, :50])
+    np.testing.assert_array_equal(joined.posterior["theta"][1], stopped.posterior["theta"][0])
+    assert joined.diverged_at_step.tolist() == [-1, -1]

@@ -371,6 +371,26 @@ def test_rrelu_in_training_mode_is_refused_as_dropout_is():
     assert posterior(posterior.params(), torch.randn(4, 2)).shape == (4, 2)
 
 
+def test_params_of_another_shape_are_named_with_the_likely_cause():
+    """The likeliest: initial_params() sampled without stacked_init=True. Before, torch's "t() expects a
+    tensor with <= 2 dimensions, but self is 3D", which named neither the parameter nor the cause."""
+    net = nn.Sequential(nn.Linear(2, 16), nn.Tanh(), nn.Linear(16, 2))
+    posterior = ModulePosterior(net, Classification(), num_data=20)
+    data = sgmcmc.Minibatches(torch.randn(20, 2), torch.randint(0, 2, (20,)), batch_size=5)
+    with pytest.raises(
+        ValueError,
+        match=r"params of one network have the module's shapes \{'0.weight': \(16, 2\), .*got \{'0.weight': "
+        r"\(4, 16, 2\), .* sampled with stacked_init=True",
+    ):
+        sgmcmc.SGLD(posterior.log_posterior, 1e-3).sample(
+            posterior.initial_params(4, seed=0), data, num_chains=4, num_steps=3, progress=False
+        )
+    trace = sgmcmc.SGLD(posterior.log_posterior, 1e-3).sample(
+        posterior.initial_params(4, seed=0), data, num_chains=4, num_steps=3, stacked_init=True, progress=False
+    )
+    assert trace.posterior["0.weight"].shape == (4, 3, 16, 2)
+
+
 def test_a_likelihood_that_is_a_class_or_lacks_its_methods_is_refused_by_name():
     """Before, accepted, and the first call failed with "log_likelihood() missing 1 required positional
     argument: 'targets'" (the class) or "'str' object has no attribute 'log_likelihood'"."""

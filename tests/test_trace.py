@@ -248,6 +248,19 @@ def test_a_file_arviz_wrote_loads_with_the_runs_attrs_and_one_of_another_library
         sgmcmc.Trace.load(tmp_path / "other.nc")
 
 
+def test_a_streamed_trace_refuses_to_read_its_file_once_another_run_wrote_it(tmp_path):
+    """Before, the first run's trace read the second run's draws: its attrs said 20 draws of seed 0, its
+    posterior held the 10 draws of seed 1."""
+    sampler = sgmcmc.SGLD(standard_normal_log_posterior, step_size=0.1)
+    options = dict(num_chains=2, trace_file=tmp_path / "trace.nc", progress=False)
+    first = sampler.sample(torch.zeros(5), num_steps=20, seed=0, **options)
+    assert first.posterior["theta"].shape == (2, 20, 5)
+    second = sampler.sample(torch.zeros(5), num_steps=10, seed=1, **options)
+    with pytest.raises(RuntimeError, match="trace.nc now holds another run .*: it was written again after this trace"):
+        first.posterior["theta"]
+    assert second.posterior["theta"].shape == (2, 10, 5)
+
+
 @pytest.mark.parametrize("streamed", [False, True], ids=["in memory", "streamed"])
 def test_a_bfloat16_log_posterior_is_recorded_as_float64(tmp_path, streamed):
     """Before, lp's device buffer took the value's dtype, which numpy cannot hold: the run failed at its first
