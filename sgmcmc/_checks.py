@@ -69,9 +69,12 @@ def sampling_device(name: str, value: Any) -> torch.device:
         raise ValueError(f"{name} must name a torch device, such as cpu or cuda, got {value!r}") from error
     if device.type == "meta":  # tensors there have shapes and no values: nothing can be sampled or checked
         raise ValueError(f"{name} is the meta device, whose tensors hold no values; give cpu or cuda")
-    if device.type == "cuda" and not torch.cuda.is_available():  # a CPU-only torch: its bare AssertionError
-        raise ValueError(f"{name} {str(device)!r} needs a CUDA GPU, and this torch sees none")
-    if device.type != "cpu":
+    if device.type == "cuda":  # checked without touching a GPU: each rank of a job would make a context on GPU 0
+        if not torch.cuda.is_available():  # a CPU-only torch: its bare AssertionError
+            raise ValueError(f"{name} {str(device)!r} needs a CUDA GPU, and this torch sees none")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise ValueError(f"{name} {str(device)!r} names a GPU past the {torch.cuda.device_count()} this torch sees")
+    elif device.type != "cpu":
         try:
             torch.empty(0, device=device)
         except (RuntimeError, AssertionError) as error:  # an index past the devices, a backend this build lacks

@@ -181,7 +181,7 @@ def test_bad_device_jitter_and_file_paths_are_named(tmp_path):
     # no machine has 100 GPUs; a CPU-only torch raised its bare AssertionError "Torch not compiled with CUDA"
     _error(
         ValueError,
-        "device 'cuda:99' (needs a CUDA GPU, and this torch sees none|cannot be used here)",
+        "device 'cuda:99' (needs a CUDA GPU, and this torch sees none|names a GPU past the)",
         device="cuda:99",
     )
     _error(
