@@ -768,7 +768,10 @@ def config_from_arguments(arguments: argparse.Namespace) -> JobConfig:
     values: dict[str, Any] = {}
     if arguments.config is not None:
         with open(arguments.config, "rb") as file:
-            values = tomllib.load(file)
+            try:
+                values = tomllib.load(file)
+            except tomllib.TOMLDecodeError as error:  # its message names a line, not the file
+                raise ValueError(f"{arguments.config} is not valid TOML: {error}") from None
         unknown = set(values) - {item.name for item in dataclasses.fields(JobConfig)}
         if unknown:
             raise ValueError(f"{arguments.config}: unknown settings {sorted(unknown)}")

@@ -124,8 +124,15 @@ def polynomial_decay(initial: float, final: float, num_steps: int, gamma: float 
     if final >= initial:
         raise ValueError(f"final must be < initial for a decay, got initial={initial}, final={final}")
     gamma = positive("gamma", gamma)
-    offset = count("num_steps", num_steps, 1) / ((initial / final) ** (1 / gamma) - 1)
-    return Polynomial(a=initial * offset**gamma, b=offset, gamma=gamma)
+    num_steps = count("num_steps", num_steps, 1)
+    try:
+        offset = num_steps / ((initial / final) ** (1 / gamma) - 1)
+        return Polynomial(a=initial * offset**gamma, b=offset, gamma=gamma)
+    except (OverflowError, ZeroDivisionError, ValueError):  # (initial/final)^(1/γ), b or a out of float64's range
+        raise ValueError(
+            f"no decay a (b + k)^(−{gamma:g}) from initial={initial:g} to final={final:g} in {num_steps} steps is "
+            "representable in float64; bring initial and final closer or raise gamma"
+        ) from None
 
 
 def sweep(

@@ -129,6 +129,8 @@ class Trace:
         opened; the file of an interrupted run holds the draws written before it stopped.
         """
         path = Path(path)
+        if path.is_dir():
+            raise ValueError(f"{path} is a directory; give the trace file in it (such as {path / 'trace.nc'})")
         if not path.is_file():
             raise FileNotFoundError(f"no trace file at {path}")
         if not h5py.is_hdf5(path):

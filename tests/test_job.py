@@ -236,6 +236,8 @@ def test_npz_input_and_bad_settings(tmp_path):
     )
     assert not (tmp_path / "x").exists()
     config = tmp_path / "bad.toml"
+    config.write_text("num_steps = \n")  # before, tomllib's message alone, which names a line but not the file
+    _usage_error(["run", "--config", str(config)], f"{re.escape(str(config))} is not valid TOML: .*line 1")
     config.write_text("num_stepz = 3\n")
     _usage_error(["run", "--config", str(config)], "unknown settings \\['num_stepz'\\]")
     config.write_text('ensemble = "false"\n')  # a string, which bool() would take for True

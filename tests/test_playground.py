@@ -2,6 +2,7 @@
 
 import io
 import math
+import re
 
 import numpy as np
 import pytest
@@ -127,6 +128,10 @@ def test_sweep_methods_and_schedules():
     assert cooling(0) == pytest.approx(2.0) and cooling(500) == pytest.approx(0.1) and cooling.gamma == 1.0
     with pytest.raises(ValueError, match="final must be < initial"):
         polynomial_decay(0.1, 0.2, 100)
+    # before, a bare OverflowError, and "a must be a finite number > 0" of an a the caller never gave
+    for initial, final, gamma in ((1.0, 1e-5, 0.01), (1e300, 1e-300, 0.55)):
+        with pytest.raises(ValueError, match=re.escape(f"no decay a (b + k)^(−{gamma:g}) from initial={initial:g}")):
+            polynomial_decay(initial, final, 100, gamma=gamma)
     at_zero = sweep(("sgld",), (0.01, 0.1), temperature=0.0, num_steps=500)  # nothing to cool: no annealed run
     assert [method.label for method in at_zero][-1] == "SGLD lr=0.1→0.01 T=0" and len(at_zero) == 3
     assert decay.gamma == 0.55  # seed 000's decaying rate, Robbins–Monro with room to spare

@@ -224,7 +224,10 @@ def test_bad_trace_requests():
 
 
 def test_loading_a_file_that_is_not_netcdf_names_the_file(tmp_path):
-    """Before, h5py's "OSError: Unable to synchronously open file (file signature not found)"."""
+    """Before, h5py's "OSError: Unable to synchronously open file (file signature not found)"; and a
+    directory was "no trace file at" it."""
+    with pytest.raises(ValueError, match="is a directory; give the trace file in it"):
+        sgmcmc.Trace.load(tmp_path)
     path = tmp_path / "draws.nc"
     path.write_text("chain,draw,theta\n0,0,0.5\n")
     with pytest.raises(ValueError, match="draws.nc is not an sgmcmc trace: it is not a netCDF-4"):
