@@ -462,6 +462,8 @@ def run_job(config: JobConfig) -> dict[str, Any]:
     kept_steps(sampler, config.num_steps, burn_in, config.thin)  # a cyclical sampler may keep none of them
     # after the settings' checks, and gone again if sampling refuses the settings: a usage error leaves no folder
     with output_folder(output):
+        # its presence marks a finished run: an earlier job's must not outlive this one if this one fails
+        (output / "report.json").unlink(missing_ok=True)
         start = time.perf_counter()
         trace = _naming_divergences(
             f"chains of the {config.sampler} run",

@@ -159,10 +159,17 @@ def _check_log_posterior_at_start(
         if num_chains == 1:
             raise
         # chain 0 alone ran: what failed is most likely vmap's refusal of an op
+        advice = (
+            # torch's own gap (recurrent layers have none), not the user's code
+            "torch.func.vmap has no rule for that op, so chains cannot be vectorised through it: sample one chain "
+            "a run (num_chains=1 is not vmapped), or one per process with sgmcmc.distributed.sample_chain_parallel"
+            if "Batching rule not implemented" in str(error)
+            else "Use torch operations on the params and the batch: no .item(), float() or Python if on their "
+            "values (torch.where instead)"
+        )
         raise RuntimeError(
             f"log_posterior ran for chain 0 alone but failed for all {num_chains} chains together, as "
-            f"sample evaluates it with torch.func.vmap: {str(error).rstrip('.')}. Use torch operations on the params "
-            "and the batch: no .item(), float() or Python if on their values (torch.where instead)"
+            f"sample evaluates it with torch.func.vmap: {str(error).rstrip('.')}. {advice}"
         ) from error
     finite = torch.isfinite(values)
     for gradient in gradients.values():

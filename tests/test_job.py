@@ -326,6 +326,11 @@ def test_diverged_chains_are_counted_and_a_run_with_none_left_is_an_error(tmp_pa
         assert report["methods"]["posterior"]["accuracy"] > 0 and (tmp_path / "out" / "posterior.nc").is_file()
         with pytest.raises(RuntimeError, match="every chain of the sgld run diverged.*--step-size"):
             run_job(JobConfig(step_size=1e6, ensemble=False, **tiny))
+        # an earlier job's report, which marks a finished run, is not left beside a run that fails
+        (tmp_path / "out" / "report.json").write_text("{}")
+        with pytest.raises(RuntimeError, match="every chain of the sgld run diverged"):
+            run_job(JobConfig(step_size=1e6, ensemble=False, **tiny))
+        assert not (tmp_path / "out" / "report.json").exists()
         # both chains diverge (steps 29) after burn-in: the draws before were scored (an NLL of 1e16), exit 0
         with pytest.raises(RuntimeError, match=r"every chain of the sgld run diverged \(at steps \[29, 29\]\)"):
             run_job(JobConfig(**{**tiny, "burn_in": 10, "thin": 1}, step_size=5.0, ensemble=False))

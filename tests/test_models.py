@@ -391,6 +391,26 @@ def test_params_of_another_shape_are_named_with_the_likely_cause():
     assert trace.posterior["0.weight"].shape == (4, 3, 16, 2)
 
 
+def test_a_recurrent_layer_that_vmap_cannot_batch_is_named_as_torchs_gap_and_one_chain_samples():
+    """torch.func.vmap has no batching rule for aten::gru: the error told the user to avoid .item() and Python
+    ifs, which their module does not use."""
+
+    class Recurrent(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.rnn, self.head = nn.GRU(4, 8, batch_first=True), nn.Linear(8, 2)
+
+        def forward(self, x):
+            return self.head(self.rnn(x)[0][:, -1])
+
+    posterior = ModulePosterior(Recurrent(), Classification(), num_data=10)
+    data = sgmcmc.Minibatches(torch.randn(10, 3, 4), torch.randint(0, 2, (10,)), batch_size=5)
+    sampler = sgmcmc.SGLD(posterior.log_posterior, 1e-4)
+    with pytest.raises(RuntimeError, match=r"Batching rule not implemented for aten::gru.*sample one chain a run"):
+        sampler.sample(posterior.params(), data, num_chains=2, num_steps=2, progress=False)
+    assert sampler.sample(posterior.params(), data, num_chains=1, num_steps=2, progress=False).num_draws == 2
+
+
 def test_a_likelihood_that_is_a_class_or_lacks_its_methods_is_refused_by_name():
     """Before, accepted, and the first call failed with "log_likelihood() missing 1 required positional
     argument: 'targets'" (the class) or "'str' object has no attribute 'log_likelihood'"."""
