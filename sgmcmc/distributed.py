@@ -71,6 +71,7 @@ __all__ = [
     "AveragedPotential",
     "process_group",
     "launched",
+    "launched_world_size",
     "chain_block",
     "sample_chain_parallel",
     "sample_data_parallel",
@@ -121,6 +122,11 @@ class ProcessGroup:
 def launched() -> bool:
     """Whether a launcher such as torchrun started this process (it sets ``RANK`` and ``WORLD_SIZE``)."""
     return "RANK" in os.environ and "WORLD_SIZE" in os.environ
+
+
+def launched_world_size() -> int:
+    """How many processes the launcher started (its ``WORLD_SIZE``); 1 without a launcher."""
+    return int(os.environ["WORLD_SIZE"]) if launched() else 1
 
 
 @contextmanager
@@ -180,7 +186,7 @@ def _rank_and_world_size() -> tuple[int, int]:
     every other rank would, each writing the same results."""
     if dist.is_available() and dist.is_initialized():
         return dist.get_rank(), dist.get_world_size()
-    if launched() and int(os.environ["WORLD_SIZE"]) > 1:
+    if launched_world_size() > 1:
         raise RuntimeError(
             f"this process is rank {os.environ['RANK']} of {os.environ['WORLD_SIZE']} started by a launcher, but "
             "it joined no process group: call sgmcmc.distributed's functions inside `with "
@@ -408,6 +414,8 @@ def _concatenate_chains(traces: list[Trace], seed: int | Sequence[int], seeds: l
     ``diverged_at_step`` go back to the earliest stop. ``final_state`` stays each rank's last state.
     """
     num_draws = min(trace.num_draws for trace in traces)
+    steps_done_by_rank = [int(trace.attrs["steps_done"]) for trace in traces]
+    steps_done = min(steps_done_by_rank)
     first = traces[0]
     for trace in traces[1:]:
         if any(
@@ -415,11 +423,10 @@ def _concatenate_chains(traces: list[Trace], seed: int | Sequence[int], seeds: l
             for name, values in first.draw_coords.items()
         ):
             raise DistributedSamplingError("the ranks kept draws of different steps; their traces cannot be joined")
-    steps_done = min(int(trace.attrs["steps_done"]) for trace in traces)
-    if any(trace.num_draws > num_draws or int(trace.attrs["steps_done"]) > steps_done for trace in traces):
+    if any(trace.num_draws > num_draws for trace in traces) or max(steps_done_by_rank) > steps_done:
         warn_caller(
             f"the ranks stopped after different numbers of steps "
-            f"({[int(trace.attrs['steps_done']) for trace in traces]}); the trace keeps the {num_draws} draws "
+            f"({steps_done_by_rank}); the trace keeps the {num_draws} draws "
             f"of the first {steps_done} steps, which every rank made",
             RuntimeWarning,
         )

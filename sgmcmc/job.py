@@ -14,7 +14,6 @@ import argparse
 import dataclasses
 import json
 import math
-import os
 import time
 import tomllib
 import types
@@ -813,9 +812,10 @@ def _run_command(arguments: argparse.Namespace) -> int:
         config = config_from_arguments(arguments)
     except (ValueError, TypeError, OSError) as error:  # a bad setting or config file: a usage error
         arguments.parser.error(str(error))
-    if config.parallel is None and sgmcmc.distributed.launched() and int(os.environ["WORLD_SIZE"]) > 1:
+    processes = sgmcmc.distributed.launched_world_size()
+    if config.parallel is None and processes > 1:
         arguments.parser.error(
-            f"this is one of {os.environ['WORLD_SIZE']} processes a launcher started, but --parallel is not set: "
+            f"this is one of {processes} processes a launcher started, but --parallel is not set: "
             "every process would run the whole job and write the same --output; give --parallel chains or data"
         )
     try:

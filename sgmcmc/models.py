@@ -176,7 +176,8 @@ class ModulePosterior:
         self.module = module
         self.likelihood = likelihood
         self.num_data = count("num_data", num_data, 1)
-        names = [name for name, value in self._sampled(module)]
+        self._shapes = {name: value.shape for name, value in self._sampled(module)}
+        names = list(self._shapes)
         if not names:
             frozen = sum(1 for _ in module.parameters())
             raise ValueError(
@@ -184,7 +185,6 @@ class ModulePosterior:
                 + (f": all {frozen} of its parameters have requires_grad=False" if frozen else "")
             )
         self.prior_scales = {name: self._prior_scale(name, prior_scale) for name in names}
-        self._shapes = {name: value.shape for name, value in self._sampled(module)}
         if isinstance(prior_scale, Mapping):
             unmatched = [pattern for pattern in prior_scale if not fnmatch.filter(names, pattern)]
             if unmatched:  # a typo, or "*.bias" for a top-level module's "bias": its scale would silently not apply
@@ -200,8 +200,8 @@ class ModulePosterior:
         for name, scale in self.prior_scales.items():
             self._names_by_scale.setdefault(scale, []).append(name)
         self._log_normaliser = -sum(
-            value.numel() * (math.log(self.prior_scales[name]) + 0.5 * math.log(2 * math.pi))
-            for name, value in self._sampled(module)
+            shape.numel() * (math.log(self.prior_scales[name]) + 0.5 * math.log(2 * math.pi))
+            for name, shape in self._shapes.items()
         )
         self.log_posterior = minibatch_log_posterior(self.log_prior, self.log_likelihood, self.num_data)
         self._has_attention = any(
