@@ -40,7 +40,10 @@ from __future__ import annotations
 
 import inspect
 import os
+import signal
 import sys
+import threading
+import time
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -65,6 +68,8 @@ from sgmcmc.trace import GROUPS, Trace, netcdf_attr, tensor_digest
 
 __all__ = [
     "DEFAULT_TIMEOUT_S",
+    "STOP_CHECK_EVERY",
+    "REPEATED_INTERRUPT_S",
     "PARALLEL_MODES",
     "DistributedSamplingError",
     "ProcessGroup",
@@ -89,6 +94,15 @@ _WAIT_FOR_SAMPLING = timedelta(days=7)
 """How long the chain-parallel gather waits for the other ranks to finish their chains: the length of a
 run, not a peer's hang, which ``timeout_s`` bounds. A rank that dies closes its connections (gloo), or
 its launcher stops the others, so the wait ends then."""
+
+STOP_CHECK_EVERY = 16
+"""Steps between the data-parallel ranks' agreements on whether to stop (after Ctrl-C on any of them, or
+a ``stop_when`` that said so): one all-reduce of two flags, which on CUDA waits for the device."""
+
+REPEATED_INTERRUPT_S = 1.0
+"""A second Ctrl-C this many seconds after the first interrupts a data-parallel rank at once; an earlier
+one is taken for the same Ctrl-C, which reaches a worker twice under torchrun (from the terminal, then
+forwarded by the launcher)."""
 
 PARALLEL_MODES = ("chains", "data")
 """The modes of :func:`sample_in_parallel` (and of ``sgmcmc run --parallel``)."""
@@ -232,10 +246,11 @@ def _block_of_init(init: Any, block: range, num_chains: int) -> Any:
 
 
 _PER_RANK_ARGUMENTS = frozenset(
-    {"data", "device", "progress", "trace_file", "checkpoint", "checkpoint_every", "wrap_potential"}
+    {"data", "device", "progress", "trace_file", "checkpoint", "checkpoint_every", "wrap_potential", "stop_when"}
 )
 """Arguments of ``sample`` that the ranks need not share: each has its own device and data (a data-parallel
-run compares its shards' shapes), only rank 0 writes, and the others are refused."""
+run compares its shards' shapes), only rank 0 writes, each rank may decide to stop (a time budget), and
+the others are refused."""
 
 
 def _settings(sampler: Sampler, arguments: dict[str, Any]) -> dict[str, Any]:
@@ -504,6 +519,51 @@ class AveragedPotential(ChainPotential):
         return _all_reduce_mean(self.potential.with_hessian_vector_product(params, batch, tangent))
 
 
+@contextmanager
+def _stopping_together(
+    device: torch.device, stop_when: Callable[[int], bool] | None
+) -> Iterator[Callable[[int], bool]]:
+    """A ``stop_when`` for ``sample`` on every data-parallel rank: all of them stop after the same step.
+
+    A rank stopped on its own (plain Ctrl-C between two steps) would leave the others waiting in the
+    step's all-reduce, and every rank's draws would be lost. Here Ctrl-C (SIGINT) only marks a stop as
+    asked for, and so does ``stop_when`` returning True; every :data:`STOP_CHECK_EVERY` steps the ranks
+    share their marks, and if any rank asked, all stop there: by raising ``KeyboardInterrupt`` after a
+    Ctrl-C (``sample`` keeps the draws and warns), by returning True after ``stop_when``. The handler is
+    installed only in the main thread, which alone receives signals.
+    """
+    interrupted_at: float | None = None
+    asked = False
+
+    def on_interrupt(signum: int, frame: Any) -> None:
+        nonlocal interrupted_at
+        now = time.monotonic()
+        if interrupted_at is None:
+            interrupted_at = now
+        elif now - interrupted_at > REPEATED_INTERRUPT_S:
+            raise KeyboardInterrupt
+
+    def agreed_stop(steps_done: int) -> bool:
+        nonlocal asked
+        asked = asked or (stop_when is not None and bool(stop_when(steps_done)))
+        if steps_done % STOP_CHECK_EVERY:
+            return False
+        marks = torch.tensor([interrupted_at is not None, asked], dtype=torch.int32, device=device)
+        _collective("agreeing whether to stop", lambda: dist.all_reduce(marks, op=dist.ReduceOp.MAX))
+        any_interrupted, any_asked = marks.tolist()
+        if any_interrupted:
+            raise KeyboardInterrupt
+        return bool(any_asked)
+
+    in_main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGINT, on_interrupt) if in_main_thread else None
+    try:
+        yield agreed_stop
+    finally:
+        if in_main_thread:
+            signal.signal(signal.SIGINT, previous)
+
+
 def sample_data_parallel(
     sampler: Sampler,
     init: torch.Tensor | dict[str, torch.Tensor],
@@ -531,7 +591,11 @@ def sample_data_parallel(
     Returns:
         The trace on rank 0 (``lp`` is the averaged estimate), None on the other ranks. At the end
         the ranks check that their final params are identical, and raise
-        :class:`DistributedSamplingError` if they drifted apart.
+        :class:`DistributedSamplingError` if they drifted apart. Ctrl-C on any rank, or a
+        ``stop_when`` (which each rank may give its own) returning True on any, stops every rank
+        after the same step, within :data:`STOP_CHECK_EVERY` steps, and rank 0's trace keeps the
+        draws so far, as ``sample``'s does; a second Ctrl-C more than
+        :data:`REPEATED_INTERRUPT_S` seconds after the first interrupts at once, and the draws are lost.
 
     Raises:
         ValueError: on every rank, before sampling, if the ranks' shards differ in shape or the
@@ -561,31 +625,35 @@ def sample_data_parallel(
                 "data-parallel sampling needs equal shards (see shard_rows)"
             )
         _check_same_settings(by_rank)
-    trace = sampler.sample(
-        init,
-        shard,
-        trace_file=trace_file if rank == 0 else None,
-        wrap_potential=AveragedPotential if world_size > 1 else None,  # one process: nothing to average
-        **sample_kwargs,
-    )
-    if world_size > 1:
-        params = trace.final_state["params"]
-        differs = []
-        for value in params.values():
-            reference = value.clone()
-            _collective(
-                "comparing the replicas' final params", lambda reference=reference: dist.broadcast(reference, src=0)
-            )
-            differs.append(not torch.equal(reference, value))
-        # rank 0 compares its params with themselves: every rank must learn what the others found
-        drifted = torch.tensor(differs, dtype=torch.int32, device=next(iter(params.values())).device)
-        _collective("comparing the replicas' final params", lambda: dist.all_reduce(drifted, op=dist.ReduceOp.MAX))
-        names = [name for name, flag in zip(params, drifted.tolist(), strict=True) if flag]
-        if names:
-            raise DistributedSamplingError(
-                f"the replicas drifted apart: parameters {names} differ from rank 0's on some rank (give every "
-                "rank the same sampler, seed, init and settings)"
-            )
+    if world_size == 1:  # one process: nothing to average, no other rank to stop with
+        return sampler.sample(init, shard, trace_file=trace_file, **sample_kwargs)
+    stop_when = sample_kwargs.pop("stop_when", None)
+    with _stopping_together(sampling_device("device", sample_kwargs.get("device", "cpu")), stop_when) as agreed_stop:
+        trace = sampler.sample(
+            init,
+            shard,
+            trace_file=trace_file if rank == 0 else None,
+            wrap_potential=AveragedPotential,
+            stop_when=agreed_stop,
+            **sample_kwargs,
+        )
+    params = trace.final_state["params"]
+    differs = []
+    for value in params.values():
+        reference = value.clone()
+        _collective(
+            "comparing the replicas' final params", lambda reference=reference: dist.broadcast(reference, src=0)
+        )
+        differs.append(not torch.equal(reference, value))
+    # rank 0 compares its params with themselves: every rank must learn what the others found
+    drifted = torch.tensor(differs, dtype=torch.int32, device=next(iter(params.values())).device)
+    _collective("comparing the replicas' final params", lambda: dist.all_reduce(drifted, op=dist.ReduceOp.MAX))
+    names = [name for name, flag in zip(params, drifted.tolist(), strict=True) if flag]
+    if names:
+        raise DistributedSamplingError(
+            f"the replicas drifted apart: parameters {names} differ from rank 0's on some rank (give every "
+            "rank the same sampler, seed, init and settings)"
+        )
     return trace if rank == 0 else None
 
 

@@ -480,9 +480,12 @@ def run(
     checkpoint_every: int,
     wrap_potential: Callable[[ChainPotential], ChainPotential] | None = None,
     compile: bool = False,
+    stop_when: Callable[[int], bool] | None = None,
 ) -> Trace:
     """Run ``sampler``; the arguments are those of :meth:`sgmcmc.Sampler.sample`."""
     autograd_allowed("sample")
+    if stop_when is not None and not callable(stop_when):
+        raise TypeError(f"stop_when must be callable as stop_when(steps_done) -> bool, got {type(stop_when).__name__}")
     num_chains = count("num_chains", num_chains, 1)
     num_steps = count("num_steps", num_steps, 1)
     burn_in = count("burn_in", burn_in, 0)
@@ -658,7 +661,8 @@ def run(
                 )
             state, alive = new_state, still_alive
             steps_done = step + 1
-            if checkpoint is not None and (steps_done % checkpoint_every == 0 or steps_done == num_steps):
+            stopping = steps_done < num_steps and stop_when is not None and bool(stop_when(steps_done))
+            if checkpoint is not None and (steps_done % checkpoint_every == 0 or steps_done == num_steps or stopping):
                 contents = {
                     "settings": checkpoint_settings,
                     "model_probe": _model_probe(full_data_potential, state["params"], first_batch),
@@ -671,6 +675,8 @@ def run(
                     "trace": recorder.checkpoint(steps_done),
                 }
                 save_checkpoint(checkpoint, contents)
+            if stopping:
+                break
     except KeyboardInterrupt:
         interrupted = True
     except Exception as error:

@@ -113,6 +113,7 @@ class Sampler(ABC):
         checkpoint_every: int = 1000,
         wrap_potential: Callable[[ChainPotential], ChainPotential] | None = None,
         compile: bool = False,
+        stop_when: Callable[[int], bool] | None = None,
     ) -> Trace:
         """Run ``num_chains`` chains for ``num_steps`` steps; keep every ``thin``-th state from step ``burn_in``.
 
@@ -155,6 +156,12 @@ class Sampler(ABC):
                 (a graph break in ``log_posterior``, a compiler error, or more than dynamo's
                 recompile limit, 8, compilations of one sampler's step on inputs of the same
                 shapes), a RuntimeWarning says why and the run goes on eagerly.
+            stop_when: ``stop_when(steps_done) -> bool``, called after every step but the last;
+                True ends the run there, as Ctrl-C does but without a warning: the trace keeps
+                the draws so far (its ``steps_done`` attr says how many steps ran) and, with
+                ``checkpoint``, the state is saved at that step, so the same call resumes from
+                it. For a time budget: ``deadline = time.monotonic() + 3600`` and
+                ``stop_when=lambda steps_done: time.monotonic() > deadline``.
 
         Returns:
             A :class:`sgmcmc.Trace`; draw i is the state after ``burn_in + i * thin`` steps.
@@ -182,4 +189,5 @@ class Sampler(ABC):
             checkpoint_every=checkpoint_every,
             wrap_potential=wrap_potential,
             compile=compile,
+            stop_when=stop_when,
         )

@@ -10,6 +10,8 @@ Modes:
         ``keep`` given as a generator or set, a data-parallel trace file, and ``num_data`` that does
         not match the shards; rank 0 saves every result to OUT.
     fail: data-parallel SGLD in which rank 1 raises after a few steps.
+    stop: data-parallel SGLD stopped by rank 1's ``stop_when`` alone, then by Ctrl-C (SIGINT) that reaches
+        rank 1 twice at once at one step and rank 0 later; rank 0 saves what each run kept to OUT.
     hang: rank 1 sleeps past rank 0's 4 s collective timeout before it starts.
 
 The models are also imported by the test, which runs them in a single process to compare.
@@ -17,6 +19,8 @@ The models are also imported by the test, which runs them in a single process to
 
 from __future__ import annotations
 
+import os
+import signal
 import sys
 import time
 import warnings
@@ -387,12 +391,55 @@ def fail() -> None:
         )
 
 
+def stop(output: Path) -> None:
+    torch.set_num_threads(1)
+    with distributed.process_group(timeout_s=20) as group:
+        features, labels = distributed.shard_rows(*regression_data())
+        healthy = log_posterior()
+        calls = 0
+
+        def interrupting_log_posterior(params: dict[str, torch.Tensor], batch: Any) -> torch.Tensor:
+            nonlocal calls
+            calls += 1
+            if calls == (20 if group.rank == 1 else 40):
+                for _ in range(2 if group.rank == 1 else 1):
+                    os.kill(os.getpid(), signal.SIGINT)
+            return healthy(params, batch)
+
+        results = {}
+        for name, sampler, stop_when in (
+            ("stop_when", sgmcmc.SGLD(healthy, step_size=1e-3), lambda steps_done: group.rank == 1 and steps_done >= 5),
+            ("ctrl_c", sgmcmc.SGLD(interrupting_log_posterior, step_size=1e-3), None),
+        ):
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                trace = distributed.sample_data_parallel(
+                    sampler,
+                    init(),
+                    sgmcmc.Minibatches(features, labels, batch_size=8),
+                    num_chains=2,
+                    num_steps=100_000,
+                    progress=False,
+                    stop_when=stop_when,
+                )
+            if group.rank == 0:
+                results[name] = {
+                    "steps_done": trace.attrs["steps_done"],
+                    "num_draws": trace.num_draws,
+                    "warnings": [str(warning.message) for warning in caught],
+                }
+        if group.rank == 0:
+            torch.save(results, output)
+
+
 if __name__ == "__main__":
     mode, *arguments = sys.argv[1:]
     if mode == "sample":
         sample(Path(arguments[0]))
     elif mode == "fail":
         fail()
+    elif mode == "stop":
+        stop(Path(arguments[0]))
     elif mode == "hang":
         hang()
     elif mode == "slow_gather":

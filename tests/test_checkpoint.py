@@ -57,6 +57,25 @@ def test_resumed_run_equals_uninterrupted_run(tmp_path):
         torch.testing.assert_close(resumed.final_state["momentum"][name], value, rtol=0, atol=0)
 
 
+def test_a_run_stopped_by_stop_when_between_checkpoints_saves_there_and_resumes_bit_for_bit(tmp_path):
+    """A time budget's stop at step 61 (checkpoints every 25): the run saves step 61, so the same call
+    resumes from it rather than redoing the steps after the checkpoint of step 50."""
+    uninterrupted = _run()
+    checkpoint, steps_asked = tmp_path / "run.pt", []
+
+    def stop_when(steps_done):
+        steps_asked.append(steps_done)
+        return steps_done == 61
+
+    stopped = _run(checkpoint, stop_when=stop_when)
+    assert steps_asked == list(range(1, 62))
+    assert stopped.attrs["steps_done"] == 61 and stopped.steps_run == 61
+    assert load_checkpoint(checkpoint)["step"] == 61
+    resumed = _run(checkpoint)
+    assert resumed.steps_run == NUM_STEPS - 61
+    _assert_same_draws(resumed, uninterrupted)
+
+
 def test_resumed_streaming_run_equals_uninterrupted_run(tmp_path):
     uninterrupted = _run()
     checkpoint, trace_file = tmp_path / "run.pt", tmp_path / "trace.nc"

@@ -191,6 +191,24 @@ def test_a_failing_rank_stops_the_job_within_the_timeout():
     assert elapsed < 30  # the script's collective timeout is 20 s, the run itself 100 000 steps
 
 
+def test_data_parallel_ranks_stop_together_after_ctrl_c_or_stop_when_on_one_rank_keeping_the_draws(tmp_path):
+    """Rank 1's stop_when says stop from step 5, and the ranks stop at the next agreement (step 16). Then
+    SIGINT reaches rank 1 twice at its 20th call (a terminal's and torchrun's copy) and rank 0 at its 40th:
+    both stop at step 32 and rank 0 keeps 32 draws. Before, rank 1 stopped alone and rank 0 waited in the
+    step's all-reduce until the 20 s timeout, losing every draw."""
+    output = tmp_path / "stops.pt"
+    completed = torchrun(str(SCRIPT), "stop", str(output), timeout=90)
+    assert completed.returncode == 0, completed.stderr[-4000:]
+    results = torch.load(output)
+    assert distributed.STOP_CHECK_EVERY == 16
+    assert results["stop_when"] == {"steps_done": 16, "num_draws": 16, "warnings": []}
+    assert results["ctrl_c"] == {
+        "steps_done": 32,
+        "num_draws": 32,
+        "warnings": ["sampling interrupted after 32 of 100000 steps; the trace keeps the draws so far"],
+    }
+
+
 def test_a_rank_waiting_on_a_hung_peer_stops_at_its_timeout_saying_another_rank_is_the_cause():
     """Rank 1 sleeps 60 s; rank 0, whose process group has timeout_s=4, stops at its first collective."""
     start = time.perf_counter()

@@ -509,6 +509,29 @@ def test_interrupted_run_keeps_its_draws():
     assert np.isfinite(trace.posterior["theta"]).all()
 
 
+def test_stop_when_ends_the_run_after_the_step_it_says_keeping_the_draws_without_a_warning():
+    sampler = sgmcmc.SGLD(standard_normal_log_posterior, step_size=0.1)
+    options = dict(num_chains=2, num_steps=100, burn_in=10, thin=2, seed=0, progress=False)
+    full = sampler.sample(torch.zeros(2), **options)
+    steps_asked = []
+
+    def stop_when(steps_done):
+        steps_asked.append(steps_done)
+        return steps_done >= 30
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        stopped = sampler.sample(torch.zeros(2), stop_when=stop_when, **options)
+    assert steps_asked == list(range(1, 31))
+    assert stopped.attrs["steps_done"] == 30
+    assert stopped.num_draws == 10  # steps 10, 12, ..., 28
+    np.testing.assert_array_equal(stopped.posterior["theta"], full.posterior["theta"][:, :10])
+    never = sampler.sample(torch.zeros(2), stop_when=steps_asked.append, **{**options, "num_steps": 5, "burn_in": 0})
+    assert never.attrs["steps_done"] == 5 and steps_asked[30:] == [1, 2, 3, 4]  # not asked after the last step
+    with pytest.raises(TypeError, match="stop_when must be callable"):
+        sampler.sample(torch.zeros(2), stop_when=3600, **options)
+
+
 @pytest.mark.parametrize("streamed", [False, True], ids=["in memory", "streamed"])
 def test_a_run_stopped_by_an_error_hands_its_draws_on_with_the_error(tmp_path, streamed):
     """Before, an in-memory run lost every draw to an error (out of memory, a failing data read)."""
