@@ -133,6 +133,7 @@ class ChainData:
         self.num_units = pytree.tree_leaves(units)[0].shape[0]
         self.steps_per_epoch = self.num_units // units_per_step
         self._permutations: torch.Tensor | None = None
+        self._epoch_start_generators: list[torch.Tensor] | None = None
         self._position = 0
 
     def to(self, device: torch.device) -> ChainData:
@@ -198,9 +199,10 @@ class ChainData:
         return bool(((saved - now).abs() <= 1e-9 * scale).all())
 
     def get_state(self) -> dict[str, Any]:
-        """The position in every chain's epoch, for a checkpoint."""
+        """The position in every chain's epoch, for a checkpoint: the generators' states at the epoch's start,
+        from which :meth:`set_state` makes the epoch's shuffles again (num_chains × rows of them, far larger)."""
         return {
-            "permutations": self._permutations,
+            "epoch_start_generators": self._epoch_start_generators,
             "position": self._position,
             "num_units": self.num_units,
             "units_per_step": self.units_per_step,
@@ -222,13 +224,18 @@ class ChainData:
                 "the checkpoint was written with other data of the same size (the sums of its tensors differ); "
                 "pass the data it was written with, or delete the checkpoint to start afresh"
             )
-        permutations = state["permutations"]
-        self._permutations = None if permutations is None else permutations.to(pytree.tree_leaves(self.units)[0].device)
+        device = pytree.tree_leaves(self.units)[0].device
+        self._epoch_start_generators, self._permutations = state["epoch_start_generators"], None
+        if self._epoch_start_generators is not None:
+            shuffler = ChainGenerators([0] * len(self._epoch_start_generators), device)
+            shuffler.set_states(self._epoch_start_generators)
+            self._permutations = shuffler.permutations(self.num_units)
         self._position = state["position"]
 
     def next(self, generators: ChainGenerators) -> Any:
         """The next batch of every chain, each leaf with a leading chain dim."""
         if self._position == 0:
+            self._epoch_start_generators = generators.get_states()
             self._permutations = generators.permutations(self.num_units)
         start = self._position * self.units_per_step
         indices = self._permutations[:, start : start + self.units_per_step]

@@ -421,8 +421,14 @@ def _with_predictive_groups(idata: Any, groups: dict[str, xr.Dataset]) -> Any:
 
 def run_job(config: JobConfig) -> dict[str, Any]:
     """Run the job of ``config``; prints the report and returns it (the contents of ``report.json``)."""
-    data = _prepare(config)
     output = Path(config.output)
+    in_the_way = [name for name in _FILES if (output / name).is_dir()]
+    if in_the_way:  # found now, not when the results of a long run are written
+        raise ValueError(
+            f"--output {output} holds directories named as the files the job writes ({', '.join(in_the_way)}): "
+            "move them or give another --output"
+        )
+    data = _prepare(config)
     likelihood = Classification() if data.task == "classification" else Regression(config.noise_scale)
     train_x, train_y = data.train
     torch.manual_seed(config.seed)

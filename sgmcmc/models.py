@@ -307,7 +307,7 @@ class ModulePosterior:
             )
         try:
             with _attention_fastpath_off(self._has_attention):
-                return functional_call(self.module, params, (inputs,))
+                outputs = functional_call(self.module, params, (inputs,))
         except RuntimeError as error:
             floating = sorted({str(value.dtype) for value in params.values() if value.is_floating_point()})
             if isinstance(inputs, torch.Tensor) and inputs.is_floating_point() and str(inputs.dtype) not in floating:
@@ -318,6 +318,12 @@ class ModulePosterior:
                     "parameters' dtype (e.g. inputs.float()), or the module to the data's (module.double())"
                 ) from error
             raise
+        if not isinstance(outputs, torch.Tensor):
+            raise TypeError(
+                f"ModulePosterior: the module returned a {type(outputs).__name__}, not one tensor of outputs (logits "
+                "or means) for the likelihood; wrap it in a module whose forward returns that tensor"
+            )
+        return outputs
 
     def log_prior(self, params: Params) -> torch.Tensor:
         """Σ_j log N(θ_j; 0, s_j²) = Σ_j [−θ_j²/(2 s_j²) − log s_j − log(2π)/2], shape ()."""

@@ -183,34 +183,71 @@ def _check_log_posterior_at_start(
         )
 
 
-def _model_probe(potential: ChainPotential, params: dict[str, torch.Tensor], batch: Any) -> dict[str, Any]:
+def _model_probe(
+    potential: ChainPotential,
+    functionals: Mapping[str, Callable[[dict[str, torch.Tensor]], torch.Tensor]],
+    params: dict[str, torch.Tensor],
+    batch: Any,
+) -> dict[str, Any]:
     """For a checkpoint: every chain's log posterior at ``params`` on ``batch`` (one chain's batch, or
-    None), (num_chains,), and the batch's tensors, all on the CPU."""
-    leaves = [] if batch is None else [leaf.cpu() for leaf in pytree.tree_leaves(batch)]
-    return {"values": potential.value(params, batch).cpu(), "batch": leaves}
+    None), (num_chains,), the batch's tensors, and every functional at ``params`` (num_chains, *shape),
+    all on the CPU."""
+    # cloned: a batch of rows is a view of the whole data set, whose storage torch.save would write entire
+    leaves = [] if batch is None else [leaf.cpu().clone() for leaf in pytree.tree_leaves(batch)]
+    return {
+        "values": potential.value(params, batch).cpu(),
+        "batch": leaves,
+        "functionals": {name: functional(params).cpu() for name, functional in functionals.items()},
+    }
+
+
+def _first_difference(saved: torch.Tensor, now: torch.Tensor) -> int | None:
+    """The first chain (leading dim) at which ``now`` differs from ``saved`` beyond rounding, or None.
+
+    The tolerance, 256 units of rounding (at most 1e-4), allows for rounding that differs with the thread
+    count or machine; a 1% change of a prior's scale moves a log posterior far more."""
+    if saved.dtype != now.dtype or saved.shape != now.shape:
+        return 0
+    if not saved.is_floating_point():
+        differs = saved != now
+    else:
+        tolerance = min(256 * torch.finfo(saved.dtype).eps, 1e-4)
+        differs = ~torch.isclose(saved, now, rtol=tolerance, atol=tolerance, equal_nan=True)
+    chains = differs.reshape(len(differs), -1).any(dim=1).nonzero().flatten().tolist()
+    return chains[0] if chains else None
 
 
 def _check_same_model(
-    probe: dict[str, Any], potential: ChainPotential, params: dict[str, torch.Tensor], batch: Any, path: Path
+    probe: dict[str, Any],
+    potential: ChainPotential,
+    functionals: Mapping[str, Callable[[dict[str, torch.Tensor]], torch.Tensor]],
+    params: dict[str, torch.Tensor],
+    batch: Any,
+    path: Path,
 ) -> None:
-    """Raise if ``log_posterior`` at the checkpoint's state, on the batch the checkpoint keeps, differs from
-    what it was when the checkpoint at ``path`` was written: the model was edited, and a resumed run would
-    mix two posteriors' draws. ``batch``, this run's first batch, gives the saved batch's structure.
-
-    The tolerance, 256 units of rounding (at most 1e-4), allows for rounding that differs with the thread
-    count or machine; a 1% change of a prior's scale moves the value far more."""
+    """Raise if ``log_posterior`` at the checkpoint's state, on the batch the checkpoint keeps, or a functional
+    there, differs from what it was when the checkpoint at ``path`` was written: the model or the functional
+    was edited, and a resumed run would mix two posteriors' draws, or two quantities under one name. ``batch``,
+    this run's first batch, gives the saved batch's structure."""
     leaves = [leaf.to(pytree.tree_leaves(params)[0].device) for leaf in probe["batch"]]
     saved_batch = None if batch is None else pytree.tree_unflatten(leaves, pytree.tree_structure(batch))
     saved = probe["values"]
     now = potential.value(params, saved_batch).cpu()
-    tolerance = min(256 * torch.finfo(saved.dtype).eps, 1e-4)
-    if saved.dtype != now.dtype or not torch.allclose(saved, now, rtol=tolerance, atol=tolerance, equal_nan=True):
-        chain = int((saved.double() - now.double()).abs().nan_to_num(nan=float("inf")).argmax())
+    chain = _first_difference(saved, now)
+    if chain is not None:
         raise ValueError(
             f"checkpoint {path} was written with another log_posterior: at chain {chain}'s saved state it gave "
             f"{saved[chain].item():.8g}, now {now[chain].item():.8g} (on a batch the checkpoint keeps); delete "
             "the checkpoint to sample the edited model afresh, or restore the model it was written with"
         )
+    for name, saved in probe.get("functionals", {}).items():  # none in a checkpoint of sgmcmc before 2026-11-25
+        chain = _first_difference(saved, functionals[name](params).cpu())
+        if chain is not None:
+            raise ValueError(
+                f"checkpoint {path} was written with another functional {name!r}: at chain {chain}'s saved state "
+                "it now gives other values; a resumed run would keep two quantities under one name. Delete the "
+                "checkpoint to sample afresh, restore the functional, or record the new one under another name"
+            )
 
 
 def _check_initial_state(state: dict[str, Any]) -> None:
@@ -626,7 +663,9 @@ def run(
         generators.set_states(saved["generators"])
         if stream is not None:
             stream.set_state(saved["data"])
-        _check_same_model(saved["model_probe"], full_data_potential, state["params"], first_batch, checkpoint)
+        _check_same_model(
+            saved["model_probe"], full_data_potential, functionals, state["params"], first_batch, checkpoint
+        )
         recorder.restore(saved["trace"], steps_done=first_step)
     else:
         recorder.start(steps_done=0)
@@ -665,7 +704,7 @@ def run(
             if checkpoint is not None and (steps_done % checkpoint_every == 0 or steps_done == num_steps or stopping):
                 contents = {
                     "settings": checkpoint_settings,
-                    "model_probe": _model_probe(full_data_potential, state["params"], first_batch),
+                    "model_probe": _model_probe(full_data_potential, functionals, state["params"], first_batch),
                     "step": steps_done,
                     "state": state,
                     "alive": alive,

@@ -112,7 +112,12 @@ class Trace:
         import arviz as az  # imported on use: importing ArviZ is slow and, in 0.x, warns
 
         if self.path is not None:
-            return az.from_netcdf(str(self.path))
+            stored = az.from_netcdf(str(self.path))
+            # this trace's draws: a run still writing the file may have appended more since it was opened
+            draws = {"draw": slice(0, self.num_draws)}
+            if isinstance(stored, xr.DataTree):  # ArviZ 1.x; its root node has no draw dim
+                return stored.isel(draws, missing_dims="ignore")
+            return stored.isel(**draws)
         groups = {name: self._dataset(variables) for name, variables in self.groups().items()}
         if int(az.__version__.split(".")[0]) < 1:
             with warnings.catch_warnings():
@@ -149,7 +154,7 @@ class Trace:
             draw_coords = {name: np.asarray(stats.variables[name][...]) for name in coords if name != "draw"}
             if "step" not in draw_coords:
                 raise ValueError(f"{path} is not an sgmcmc trace: its sample_stats has no step coordinate")
-        groups = {name: _StoredGroup(path, name) for name in present}
+        groups = {name: _StoredGroup(path, name, len(draw_coords["step"])) for name in present}
         return cls(
             posterior=groups.get("posterior", {}),
             sample_stats=groups["sample_stats"],
@@ -207,11 +212,13 @@ def tensor_digest(value: Any) -> str | None:
 
 
 class _StoredGroup(Mapping[str, np.ndarray]):
-    """One group of a trace file; indexing reads that variable (decoded by xarray), from the run the group
-    was opened on: a later run that wrote the same file (another ``created_at``) is refused, not read."""
+    """One group of a trace file; indexing reads that variable's first ``num_draws`` draws (decoded by xarray),
+    the draws the file held when it was opened, whose coordinates the trace keeps: a run still writing the file
+    appends more, and a resumed one cuts it back to its checkpoint and writes the same draws again. A file now
+    shorter than that, or written by a later run (another ``created_at``), is refused, not read."""
 
-    def __init__(self, path: Path, group: str) -> None:
-        self.path, self.group = path, group
+    def __init__(self, path: Path, group: str, num_draws: int) -> None:
+        self.path, self.group, self.num_draws = path, group, num_draws
         with h5netcdf.File(path, "r") as file:
             variables = file.groups[group].variables
             self._names = [name for name, variable in variables.items() if variable.dimensions[:2] == ("chain", "draw")]
@@ -226,7 +233,12 @@ class _StoredGroup(Mapping[str, np.ndarray]):
                     f"{self.path} now holds another run (created_at {dataset.attrs.get('created_at')}, not "
                     f"{self._created_at}): it was written again after this trace was opened"
                 )
-            return dataset[name].values
+            if dataset.sizes["draw"] < self.num_draws:
+                raise RuntimeError(
+                    f"{self.path} now holds {dataset.sizes['draw']} draws, fewer than the {self.num_draws} it held "
+                    "when this trace was opened: a resumed run has cut it back to its checkpoint; load it again"
+                )
+            return dataset[name][:, : self.num_draws].values
 
     def __iter__(self) -> Iterator[str]:
         return iter(self._names)

@@ -7,6 +7,7 @@ from torch.utils.data import DataLoader
 
 import sgmcmc
 from sgmcmc.checkpoint import check_same_run, load_checkpoint, write_atomically
+from sgmcmc.trace import group_dataset
 from targets import ConjugateLinearRegression, Interrupting, standard_normal_log_posterior
 
 NUM_STEPS = 120
@@ -283,6 +284,27 @@ def test_a_resumed_streaming_run_stopped_again_at_once_keeps_no_stale_draws(tmp_
     np.testing.assert_array_equal(loaded.draw_coords["step"], np.arange(10, 75, 3))
 
 
+def test_a_trace_read_from_a_file_a_resume_rewrites_keeps_the_draws_it_was_opened_with(tmp_path):
+    """Before, a Trace over the file kept its coordinates but read every draw the file held at each index
+    (the steps of 26 draws beside 37 values), or fewer after the resume had cut the file back."""
+    checkpoint, trace_file = tmp_path / "run.pt", tmp_path / "trace.nc"
+    with pytest.warns(RuntimeWarning, match="interrupted after 88"):
+        interrupted = _run(checkpoint, interrupt_at=88, trace_file=trace_file)
+    reader = sgmcmc.Trace.load(trace_file)
+    assert interrupted.num_draws == reader.num_draws == 26  # steps 10, 13, ..., 85
+    with pytest.warns(RuntimeWarning, match="interrupted after 77"):  # cut back to step 75's 22 draws
+        _run(checkpoint, interrupt_at=2, trace_file=trace_file)
+    for trace in (interrupted, reader):
+        with pytest.raises(RuntimeError, match="now holds 23 draws, fewer than the 26 .* load it again"):
+            trace.posterior["theta"]
+    finished = _run(checkpoint, trace_file=trace_file)
+    for trace in (interrupted, reader):
+        assert trace.posterior["theta"].shape == (3, 26, 2) and trace.sample_stats["lp"].shape == (3, 26)
+        np.testing.assert_array_equal(trace.posterior["theta"], finished.posterior["theta"][:, :26])
+        steps = group_dataset(trace.to_arviz(), "posterior")["step"]
+        np.testing.assert_array_equal(steps, np.arange(10, 88, 3))
+
+
 def test_a_resume_refuses_a_trace_file_another_run_has_since_written_and_leaves_it_alone(tmp_path):
     """Before, the resume cut any file at that path back to the checkpoint's draws: another run's trace written
     there since (here the same settings, run to the end) lost its later draws."""
@@ -345,6 +367,11 @@ def test_a_resume_that_records_other_functionals_or_params_is_refused(tmp_path):
         _run(checkpoint, functionals={"f": lambda theta: theta.sum().float()})
     with pytest.raises(ValueError, match=r"different run.*kept: checkpoint \['theta'\], now \[\]"):
         _run(checkpoint, functionals={"f": lambda theta: theta.sum()}, keep=())
+    # same name, shape and dtype, other values: before, the resumed draws recorded 1000 + Σθ after Σθ
+    with pytest.raises(ValueError, match="written with another functional 'f': at chain 0's saved state"):
+        _run(checkpoint, functionals={"f": lambda theta: 1000 + theta.sum()})
+    resumed = _run(checkpoint, functionals={"f": lambda theta: theta.sum()})
+    np.testing.assert_allclose(resumed.functionals["f"], resumed.posterior["theta"].sum(axis=-1), rtol=1e-12)
 
 
 def test_a_chain_that_diverged_before_the_checkpoint_is_still_reported_after_the_resume(tmp_path):

@@ -213,6 +213,13 @@ def test_a_trace_too_large_for_memory_is_a_usage_error_in_the_commands_terms_and
     assert not (tmp_path / "huge").exists()
 
 
+def test_a_directory_named_as_an_output_file_is_refused_before_sampling(tmp_path, monkeypatch):
+    (tmp_path / "report.json").mkdir(parents=True)
+    monkeypatch.setattr(sgmcmc.SGLD, "sample", lambda *arguments, **options: pytest.fail("sampled"))
+    with pytest.raises(ValueError, match=r"holds directories named as the files the job writes \(report.json\)"):
+        run_job(JobConfig(output=str(tmp_path), ensemble=False, **TINY))
+
+
 def test_npz_input_and_bad_settings(tmp_path):
     path = tmp_path / "data.npz"
     np.savez(path, x=np.zeros((20, 2)), y=np.arange(20) % 2)

@@ -164,6 +164,25 @@ def test_batches_that_are_not_input_target_pairs_are_refused_by_name():
         posterior.log_posterior(posterior.params(), batch)
 
 
+class _OutputsAndState(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.linear = nn.Linear(3, 2)
+
+    def forward(self, inputs: torch.Tensor) -> tuple[torch.Tensor, None]:
+        return self.linear(inputs), None
+
+
+def test_a_module_that_returns_more_than_one_tensor_is_refused_by_name():
+    """Before, the likelihood failed on it with "'tuple' object has no attribute 'shape'"."""
+    posterior = ModulePosterior(_OutputsAndState(), Classification(), num_data=8)
+    data = sgmcmc.Minibatches(torch.randn(8, 3), torch.randint(0, 2, (8,)), batch_size=4)
+    with pytest.raises(TypeError, match="the module returned a tuple, not one tensor of outputs"):
+        sgmcmc.SGLD(posterior.log_posterior, step_size=1e-3).sample(
+            posterior.params(), data, num_chains=2, num_steps=2, progress=False
+        )
+
+
 def test_batch_norm_in_training_mode_is_refused_before_it_touches_its_statistics():
     module = nn.Sequential(nn.Linear(3, 4), nn.BatchNorm1d(4), nn.Dropout(0.1), nn.Linear(4, 2))
     posterior = ModulePosterior(module, Classification(), num_data=8)

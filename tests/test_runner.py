@@ -741,7 +741,8 @@ def test_compiled_runs_with_other_data_and_batch_sizes_in_one_process_all_compil
 class _NormStoppingAt:
     """A functional, θ ↦ ‖θ‖², that raises KeyboardInterrupt (as Ctrl-C would) at its call ``at``.
 
-    Functionals run outside the compiled step, once at the start and once per kept draw."""
+    Functionals run outside the compiled step, once at the start, once per kept draw and once per checkpoint
+    (which keeps their values at its state)."""
 
     def __init__(self, at=None):
         self.at, self.calls = at, 0
@@ -758,7 +759,7 @@ def _compiled_run_stopped_and_resumed(sampler, data, checkpoint, **options):
     resume = dict(compile=True, checkpoint=checkpoint, checkpoint_every=10)
     with pytest.warns(RuntimeWarning, match="interrupted after 23 of 40 steps"):
         sampler.sample(
-            torch.zeros(2, dtype=torch.float64), data, functionals={"norm": _NormStoppingAt(25)}, **resume, **options
+            torch.zeros(2, dtype=torch.float64), data, functionals={"norm": _NormStoppingAt(27)}, **resume, **options
         )
     return sampler.sample(
         torch.zeros(2, dtype=torch.float64), data, functionals={"norm": _NormStoppingAt()}, **resume, **options

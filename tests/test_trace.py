@@ -388,9 +388,9 @@ def test_a_resumed_streamed_file_has_the_divergence_record_of_its_checkpoint(tmp
     init = torch.tensor([[1.0], [0.0]])  # θ ← −2θ: chain 0 overflows float32 at step 64
 
     def watch(theta):
-        if "resumed" in seen:  # called once for the layout, then at each draw
+        if "resumed" in seen:  # called once for the layout, once to check it against the checkpoint, then at each draw
             seen["resumed"] += 1
-            if seen["resumed"] == 2:  # the first draw after the restore (step 60)
+            if seen["resumed"] == 3:  # the first draw after the restore (step 60)
                 seen["file"] = sgmcmc.Trace.load(path)
         return theta.sum()
 
