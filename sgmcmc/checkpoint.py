@@ -17,10 +17,11 @@ import torch
 
 __all__ = ["write_atomically", "save_checkpoint", "load_checkpoint", "check_same_run"]
 
-FORMAT_VERSION = 4
+FORMAT_VERSION = 5
 """2: the data's fingerprint has Σ|x| too, and the checkpoint keeps a probe of the model. 3: the
 settings hold each functional's shape and dtype, not only its name. 4: they hold the kind of data
-(none, rows or pre-made batches), and the trace file as an absolute path."""
+(none, rows or pre-made batches), and the trace file as an absolute path. 5: the probe holds the
+functionals' values, and the data's state the generators' states at the epoch's start, not its shuffles."""
 
 
 def write_atomically(path: str | Path, write: Callable[[Path], None]) -> Path:

@@ -240,7 +240,7 @@ def _check_same_model(
             f"{saved[chain].item():.8g}, now {now[chain].item():.8g} (on a batch the checkpoint keeps); delete "
             "the checkpoint to sample the edited model afresh, or restore the model it was written with"
         )
-    for name, saved in probe.get("functionals", {}).items():  # none in a checkpoint of sgmcmc before 2026-11-25
+    for name, saved in probe["functionals"].items():
         chain = _first_difference(saved, functionals[name](params).cpu())
         if chain is not None:
             raise ValueError(

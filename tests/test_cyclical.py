@@ -126,9 +126,10 @@ def test_cyclical_sghmc_runs_sgd_with_momentum_while_exploring():
 
 
 def test_cyclical_sghmc_draws_no_momentum_noise_while_exploring():
-    """The initial momentum and every momentum resampled in exploration are N(0, η·0): the kernel's first
-    five updates are the SGD-with-momentum recursion whatever the seed. Through ``sample`` this cannot be
-    seen: the first kept state carries the sampling update's noise, which scales with √T like a leak would."""
+    """The initial momentum is N(0, η·0) and every momentum resampled in exploration is its noiseless law given
+    θ, −(η/2) ∇log p(θ) / (1 − α/2) (sgmcmc.sghmc.refreshed_momentum at T = 0): the kernel's first five updates
+    are the SGD-with-momentum recursion whatever the seed. Through ``sample`` this cannot be seen: the first
+    kept state carries the sampling update's noise, which scales with √T like a leak would."""
     schedule = Cyclical(initial_step_size=0.1, num_cycles=3, total_steps=30, exploration=0.5)
     sampler = sgmcmc.CyclicalSGHMC(
         standard_normal_log_posterior, schedule, friction=0.5, temperature=4.0, resample_momentum_every=2
@@ -139,8 +140,8 @@ def test_cyclical_sghmc_draws_no_momentum_noise_while_exploring():
     )
     theta, velocity = 1.0, 0.0
     for step in range(5):
-        if step in (2, 4):  # resampled from N(0, η T_k / M) with T_k = 0
-            velocity = 0.0
+        if step in (2, 4):  # resampled at T_k = 0: ∇log p(θ) = −θ, friction 0.5
+            velocity = 0.5 * schedule(step) * theta / (1 - 0.5 / 2)
         velocity = velocity - schedule(step) * theta - 0.5 * velocity
         theta += velocity
     for seed in (0, 1):
