@@ -266,22 +266,61 @@ def _check_initial_state(state: dict[str, Any]) -> None:
         )
 
 
-def _advance_function(sampler: Sampler, potential: ChainPotential) -> Callable[..., Any]:
+class _GradientKeepingPotential(BoundPotential):
+    """A :class:`BoundPotential` that keeps ∇log p̃ of its first call at ``params`` (the step's current state),
+    which a run with ``keep_gradients`` records instead of computing it again."""
+
+    def __init__(self, potential: ChainPotential, batch: Any, params: dict[str, torch.Tensor]) -> None:
+        super().__init__(potential, batch)
+        self.params = params
+        self.gradient: dict[str, torch.Tensor] | None = None
+
+    def _keep(self, params: dict[str, torch.Tensor], gradient: dict[str, torch.Tensor]) -> None:
+        if params is self.params and self.gradient is None:
+            self.gradient = gradient
+
+    def __call__(self, params: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        log_posterior, gradient = super().__call__(params)
+        self._keep(params, gradient)
+        return log_posterior, gradient
+
+    def with_hessian_vector_product(
+        self, params: dict[str, torch.Tensor], tangent: dict[str, torch.Tensor]
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+        log_posterior, gradient, product = super().with_hessian_vector_product(params, tangent)
+        self._keep(params, gradient)
+        return log_posterior, gradient, product
+
+
+def _advance_function(sampler: Sampler, potential: ChainPotential, keep_gradients: bool) -> Callable[..., Any]:
     """One step of every chain with the divergence guard: the function ``compile=True`` compiles.
 
-    ``advance(state, batch, step_size, temperature, alive, generators) -> (state, stats, alive)``:
+    ``advance(state, batch, step_size, temperature, alive, generators) -> (state, stats, alive, gradient)``:
     a chain whose new state is not finite keeps its old state and is no longer alive; so does one
     whose stats of the current state (its log p̃, ...) are not finite, and then the current state's
-    own draw is flagged too (``stats["diverging"]``, the flag of the current state's draw).
+    own draw is flagged too (``stats["diverging"]``, the flag of the current state's draw). With
+    ``keep_gradients``, ``gradient`` is ∇log p̃ at the current state on ``batch`` if the step computed
+    it (every sampler but LD, which keeps the full-data one from its previous step), else None.
     """
 
     def advance(
         state: dict[str, Any], batch: Any, step_size: float, temperature: float, alive: torch.Tensor, generators: Any
-    ) -> tuple[dict[str, Any], dict[str, torch.Tensor], torch.Tensor]:
-        new_state, stats = sampler.step(state, BoundPotential(potential, batch), step_size, temperature, generators)
+    ) -> tuple[dict[str, Any], dict[str, torch.Tensor], torch.Tensor, dict[str, torch.Tensor] | None]:
+        bound = (
+            _GradientKeepingPotential(potential, batch, state["params"])
+            if keep_gradients
+            else BoundPotential(potential, batch)
+        )
+        new_state, stats = sampler.step(state, bound, step_size, temperature, generators)
         current_alive = alive & _finite_stats(stats)
         still_alive = current_alive & _finite_per_chain(new_state, state)
-        return select_chains(still_alive, new_state, state), {**stats, "diverging": ~current_alive}, still_alive
+        gradient = bound.gradient if keep_gradients else None
+        return (
+            select_chains(still_alive, new_state, state),
+            {**stats, "diverging": ~current_alive},
+            still_alive,
+            gradient,
+        )
 
     return advance
 
@@ -360,7 +399,7 @@ class _CompiledAdvance:
         temperature: float,
         alive: torch.Tensor,
         generators: ChainGenerators,
-    ) -> tuple[dict[str, Any], dict[str, torch.Tensor], torch.Tensor]:
+    ) -> tuple[dict[str, Any], dict[str, torch.Tensor], torch.Tensor, dict[str, torch.Tensor] | None]:
         if self.requests is None:
             # learn what a step draws from an eager step, then rewind the streams and take the step
             # compiled: a resumed run's first step is then compiled too, as in the run never stopped
@@ -583,11 +622,17 @@ def run(
         full_data_potential, potential = wrap_potential(full_data_potential), wrap_potential(potential)
     state = sampler.init(params, BoundPotential(full_data_potential, full_batch), generators)
     _check_initial_state(state)
-    advance = _advance_function(sampler, potential)
+    advance = _advance_function(sampler, potential, keep_gradients)
     if compile:
         advance = _CompiledAdvance(advance, sampler)
 
-    def draw(state: dict[str, Any], stats: dict[str, torch.Tensor], batch: Any) -> dict[str, dict[str, torch.Tensor]]:
+    def draw(
+        state: dict[str, Any],
+        stats: dict[str, torch.Tensor],
+        batch: Any,
+        gradient: dict[str, torch.Tensor] | None,
+    ) -> dict[str, dict[str, torch.Tensor]]:
+        """The draw of ``state``; ``gradient``: ∇log p̃ there on ``batch`` if the step computed it."""
         chain_params = state["params"]
         values = {
             "posterior": {name: chain_params[name] for name in kept_params},
@@ -595,7 +640,8 @@ def run(
             "sample_stats": stats,
         }
         if keep_gradients:
-            gradient = BoundPotential(potential, batch)(chain_params)[1]
+            if gradient is None:
+                gradient = BoundPotential(potential, batch)(chain_params)[1]
             values["gradients"] = {name: gradient[name] for name in kept_params}
         return values
 
@@ -688,13 +734,13 @@ def run(
                 batch = stream.next(generators)
             step_size = _step_size_at(sampler.step_size, step)
             temperature = sampler.temperature_at(step)
-            new_state, stats, still_alive = advance(state, batch, step_size, temperature, alive, generators)
+            new_state, stats, still_alive, gradient = advance(state, batch, step_size, temperature, alive, generators)
             # before the draw, whose chunk may be written now: the file's record then covers its steps_done
             diverged_at = torch.where(alive & ~still_alive, step, diverged_at)
             if kept(step):
                 step_sizes = torch.full((num_chains,), step_size, dtype=torch.float64, device=device)
                 recorder.append(
-                    draw(state, {**stats, "step_size": step_sizes}, batch),
+                    draw(state, {**stats, "step_size": step_sizes}, batch, gradient),
                     {"step": step, **sampler.draw_coords(step)},
                     steps_done=step + 1,
                 )

@@ -68,6 +68,8 @@ class Trace:
 
     @property
     def num_chains(self) -> int:
+        if isinstance(self.sample_stats, _StoredGroup):  # from the file's dims, without reading a variable
+            return self.sample_stats.num_chains
         return self.sample_stats["lp"].shape[0]
 
     @property
@@ -223,6 +225,7 @@ class _StoredGroup(Mapping[str, np.ndarray]):
             variables = file.groups[group].variables
             self._names = [name for name, variable in variables.items() if variable.dimensions[:2] == ("chain", "draw")]
             self._created_at = file.groups[group].attrs.get("created_at")
+            self.num_chains = file.groups[group].dimensions["chain"].size
 
     def __getitem__(self, name: str) -> np.ndarray:
         if name not in self._names:
