@@ -52,8 +52,9 @@ def mass_like(mass: Mass, params: dict[str, torch.Tensor]) -> dict[str, torch.Te
         else:
             value = torch.tensor(positive(f"mass of {name!r}", value), dtype=torch.float64)
         value = mass_in_dtype(value, params[name].dtype, f"mass of {name!r}")
-        # detached, as init is: a mass that requires grad would chain every step's momentum into one graph
-        masses[name] = value.detach().to(params[name].device).expand_as(params[name]).clone()
+        # detached, as init is: a mass that requires grad would chain every step's momentum into one graph;
+        # one copy (the caller's tensor may change later), viewed across chains: a constant of the state
+        masses[name] = value.detach().to(params[name].device).clone().expand_as(params[name])
     return masses
 
 

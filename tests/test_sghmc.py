@@ -285,6 +285,18 @@ def test_the_first_momentum_is_drawn_at_the_temperature(mass):
         assert abs(first.mean() - other) > K_SIGMA * se
 
 
+def test_the_mass_is_held_once_not_once_per_chain():
+    """Before, the state held a copy per chain (at K = 32 and 10⁶ parameters, 128 MB of ones)."""
+    mass = torch.full((1000,), 2.0, dtype=torch.float64)
+    trace = sgmcmc.SGHMC(standard_normal_log_posterior, step_size=0.01, friction=0.1, mass=mass).sample(
+        torch.zeros(1000, dtype=torch.float64), num_chains=16, num_steps=3, progress=False
+    )
+    held = trace.final_state["mass"]["theta"]
+    assert held.shape == (16, 1000) and held.untyped_storage().nbytes() == 1000 * 8
+    mass += 1.0  # the caller's tensor, changed later, is not the sampler's
+    assert (held == 2.0).all()
+
+
 def test_momentum_is_in_the_final_state():
     trace = sgmcmc.SGHMC(lambda p: -(p["w"] ** 2).sum(), step_size=0.1, friction=0.5).sample(
         {"w": torch.zeros(2, 3)}, num_chains=2, num_steps=3, progress=False
