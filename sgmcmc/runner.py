@@ -603,6 +603,8 @@ def run(
     stream = chain_data(data)
     if stream is not None:
         stream = stream.to(device)
+        if checkpoint is not None:
+            stream.keep_epoch_starts()
         if wrap_potential is None:  # a wrapper's estimate covers more than this data (a shard)
             stream.check_num_data(sampler.log_posterior)
     first_batch = None if stream is None else stream.first_batch()
@@ -716,6 +718,20 @@ def run(
     else:
         recorder.start(steps_done=0)
 
+    def save(steps_done: int) -> None:
+        contents = {
+            "settings": checkpoint_settings,
+            "model_probe": _model_probe(full_data_potential, functionals, state["params"], first_batch),
+            "step": steps_done,
+            "state": state,
+            "alive": alive,
+            "diverged_at": diverged_at,
+            "generators": generators.get_states(),
+            "data": None if stream is None else stream.get_state(),
+            "trace": recorder.checkpoint(steps_done),
+        }
+        save_checkpoint(checkpoint, contents)
+
     steps_done = first_step
     interrupted = False
     show = progress and not os.environ.get("CI")
@@ -746,21 +762,13 @@ def run(
                 )
             state, alive = new_state, still_alive
             steps_done = step + 1
-            stopping = steps_done < num_steps and stop_when is not None and bool(stop_when(steps_done))
-            if checkpoint is not None and (steps_done % checkpoint_every == 0 or steps_done == num_steps or stopping):
-                contents = {
-                    "settings": checkpoint_settings,
-                    "model_probe": _model_probe(full_data_potential, functionals, state["params"], first_batch),
-                    "step": steps_done,
-                    "state": state,
-                    "alive": alive,
-                    "diverged_at": diverged_at,
-                    "generators": generators.get_states(),
-                    "data": None if stream is None else stream.get_state(),
-                    "trace": recorder.checkpoint(steps_done),
-                }
-                save_checkpoint(checkpoint, contents)
-            if stopping:
+            due = checkpoint is not None and (steps_done % checkpoint_every == 0 or steps_done == num_steps)
+            if due:
+                save(steps_done)
+            # after the save that was due, which a stop_when that raises must not skip
+            if steps_done < num_steps and stop_when is not None and stop_when(steps_done):
+                if checkpoint is not None and not due:
+                    save(steps_done)
                 break
     except KeyboardInterrupt:
         interrupted = True

@@ -12,7 +12,14 @@ from sgmcmc.chains import ChainGenerators, at_least_float32, per_chain_sum, sele
 from sgmcmc.sampler import Potential, Sampler, State
 from sgmcmc.schedules import Schedule
 
-__all__ = ["SGHMC", "check_friction", "refreshed_momentum", "sghmc_step", "stationary_momentum"]
+__all__ = [
+    "SGHMC",
+    "cancelled_gradient_noise",
+    "check_friction",
+    "refreshed_momentum",
+    "sghmc_step",
+    "stationary_momentum",
+]
 
 Mass = float | torch.Tensor | dict[str, float | torch.Tensor]
 
@@ -110,9 +117,10 @@ def refreshed_momentum(
     the stationary chain it leans back against the gradient at θ, and its variance is the stationary
     one of v ← (1 − α)v + N(0, 2αηT M⁻¹). On a Gaussian target this is the exact conditional law of v
     given θ under the discrete chain (the test suite checks it against the Lyapunov solution), so a
-    refresh leaves the chain's law as it was. A draw from N(0, ηT M⁻¹), independent of θ, narrows
-    θ's law instead, by O(1/n) for a refresh every n steps however small η (var θ 0.83 against 1.00
-    at n = 5 on N(0, 1), α = 0.1, before this was fixed).
+    refresh leaves the chain's law as it was (with a minibatch gradient, together with
+    :func:`cancelled_gradient_noise`). A draw from N(0, ηT M⁻¹), independent of θ, narrows θ's law
+    instead, by O(1/n) for a refresh every n steps however small η (var θ 0.83 against 1.00 at
+    n = 5 on N(0, 1), α = 0.1, before this was fixed).
     """
     inflation = 1.0 / (1.0 - friction / 2.0)
     noise = generators.normal_like(mass)
@@ -122,6 +130,23 @@ def refreshed_momentum(
         + noise_scale * torch.rsqrt(mass[name]) * noise[name]
         for name in mass
     }
+
+
+def cancelled_gradient_noise(
+    mass: dict[str, torch.Tensor], step_size: float, friction: float, noise_estimate: float, generators: ChainGenerators
+) -> dict[str, torch.Tensor]:
+    """Gradient noise N(0, a(2 − a) V), V = 2β̂M/η, a = (1 − α)/(2 − α): what a refresh takes out of its step's kick.
+
+    The refreshed v leans on this step's minibatch gradient g̃ = g + z, which the kick then adds
+    again: v' = (1 − α)v + ηM⁻¹g̃ + … carries z with weight η(1 − a), not η, so a(2 − a) η²M⁻²V of
+    the gradient noise that β̂ = ηV/2 (for M = 1) took out of the injected noise goes missing. This
+    independent draw, added to the kick's gradient, puts it back (exactly, for a Gaussian target
+    and noise). Shaped like ``mass``; β̂ = 0 assumes no gradient noise and gives zeros.
+    """
+    share = (1.0 - friction) / (2.0 - friction)
+    scale = math.sqrt(share * (2.0 - share) * 2.0 * noise_estimate / step_size)
+    noise = generators.normal_like(mass)
+    return {name: scale * torch.sqrt(mass[name]) * noise[name] for name in mass}
 
 
 def sghmc_step(
@@ -219,9 +244,12 @@ class SGHMC(Sampler):
         params, momentum, mass = state["params"], state["momentum"], state["mass"]
         log_posterior, gradient = potential(params)
         if self.resample_momentum_every is not None:
-            fresh = refreshed_momentum(mass, gradient, step_size, self.friction, temperature, generators)
             refresh = (state["steps"] % self.resample_momentum_every == 0) & (state["steps"] > 0)
+            fresh = refreshed_momentum(mass, gradient, step_size, self.friction, temperature, generators)
             momentum = select_chains(refresh, fresh, momentum)
+            if self.noise_estimate > 0:
+                restored = cancelled_gradient_noise(mass, step_size, self.friction, self.noise_estimate, generators)
+                gradient = select_chains(refresh, {name: g + restored[name] for name, g in gradient.items()}, gradient)
         kinetic_energy = per_chain_sum(
             {name: mass[name] * v.to(at_least_float32(v.dtype)) ** 2 for name, v in momentum.items()}
         ) / (2.0 * step_size)

@@ -114,12 +114,19 @@ class Trace:
         import arviz as az  # imported on use: importing ArviZ is slow and, in 0.x, warns
 
         if self.path is not None:
+            self.sample_stats.check_unchanged()
             stored = az.from_netcdf(str(self.path))
             # this trace's draws: a run still writing the file may have appended more since it was opened
             draws = {"draw": slice(0, self.num_draws)}
             if isinstance(stored, xr.DataTree):  # ArviZ 1.x; its root node has no draw dim
-                return stored.isel(draws, missing_dims="ignore")
-            return stored.isel(**draws)
+                stored = stored.isel(draws, missing_dims="ignore")
+                nodes = list(stored.children.values())
+            else:
+                stored = stored.isel(**draws)
+                nodes = [stored[group] for group in stored.groups()]
+            for node in nodes:  # the run's record as of these draws (steps_done, diverged_at_step), not the file's now
+                node.attrs.update(self.attrs)
+            return stored
         groups = {name: self._dataset(variables) for name, variables in self.groups().items()}
         if int(az.__version__.split(".")[0]) < 1:
             with warnings.catch_warnings():
@@ -227,20 +234,28 @@ class _StoredGroup(Mapping[str, np.ndarray]):
             self._created_at = file.groups[group].attrs.get("created_at")
             self.num_chains = file.groups[group].dimensions["chain"].size
 
+    def _check_unchanged(self, dataset: xr.Dataset) -> None:
+        if dataset.attrs.get("created_at") != self._created_at:
+            raise RuntimeError(
+                f"{self.path} now holds another run (created_at {dataset.attrs.get('created_at')}, not "
+                f"{self._created_at}): it was written again after this trace was opened"
+            )
+        if dataset.sizes["draw"] < self.num_draws:
+            raise RuntimeError(
+                f"{self.path} now holds {dataset.sizes['draw']} draws, fewer than the {self.num_draws} it held "
+                "when this trace was opened: a resumed run has cut it back to its checkpoint; load it again"
+            )
+
+    def check_unchanged(self) -> None:
+        """Raise if the file now holds another run, or fewer draws than when this group was opened."""
+        with xr.open_dataset(self.path, group=self.group, engine="h5netcdf") as dataset:
+            self._check_unchanged(dataset)
+
     def __getitem__(self, name: str) -> np.ndarray:
         if name not in self._names:
             raise KeyError(name)
         with xr.open_dataset(self.path, group=self.group, engine="h5netcdf") as dataset:
-            if dataset.attrs.get("created_at") != self._created_at:
-                raise RuntimeError(
-                    f"{self.path} now holds another run (created_at {dataset.attrs.get('created_at')}, not "
-                    f"{self._created_at}): it was written again after this trace was opened"
-                )
-            if dataset.sizes["draw"] < self.num_draws:
-                raise RuntimeError(
-                    f"{self.path} now holds {dataset.sizes['draw']} draws, fewer than the {self.num_draws} it held "
-                    "when this trace was opened: a resumed run has cut it back to its checkpoint; load it again"
-                )
+            self._check_unchanged(dataset)
             return dataset[name][:, : self.num_draws].values
 
     def __iter__(self) -> Iterator[str]:

@@ -10,8 +10,9 @@ Modes:
         ``keep`` given as a generator or set, a data-parallel trace file, and ``num_data`` that does
         not match the shards; rank 0 saves every result to OUT.
     fail: data-parallel SGLD in which rank 1 raises after a few steps.
-    stop: data-parallel SGLD stopped by rank 1's ``stop_when`` alone, then by Ctrl-C (SIGINT) that reaches
-        rank 1 twice at once at one step and rank 0 later; rank 0 saves what each run kept to OUT.
+    stop: data-parallel SGLD stopped by one rank's ``stop_when``, by Ctrl-C (SIGINT) reaching the ranks at other
+        steps, and by Ctrl-C in a run of slow steps; rank 0 saves what each run kept to OUT.
+    forced: data-parallel SGLD whose rank 1 gets a second Ctrl-C while its peer waits in a collective.
     hang: rank 1 sleeps past rank 0's 4 s collective timeout before it starts.
 
 The models are also imported by the test, which runs them in a single process to compare.
@@ -391,32 +392,43 @@ def fail() -> None:
         )
 
 
+def _signalling_log_posterior(signals: dict[int, tuple[float, ...]], sleep: float = 0.0) -> Callable[..., torch.Tensor]:
+    """The regression's log posterior, sleeping ``sleep`` seconds at each call; at call n (from 1), for each
+    pause in ``signals[n]``, it waits that many seconds and sends this process SIGINT."""
+    healthy, calls = log_posterior(), 0
+
+    def signalling(params: dict[str, torch.Tensor], batch: Any) -> torch.Tensor:
+        nonlocal calls
+        calls += 1
+        time.sleep(sleep)
+        for pause in signals.get(calls, ()):
+            time.sleep(pause)
+            os.kill(os.getpid(), signal.SIGINT)
+        return healthy(params, batch)
+
+    return signalling
+
+
 def stop(output: Path) -> None:
+    """Data-parallel SGLD stopped by rank 1's stop_when alone; by Ctrl-C reaching rank 1 twice at once at its
+    20th call (a terminal's and torchrun's copy) and rank 0 at its 40th; and by Ctrl-C on rank 1 in a run of
+    0.2 s steps. Rank 0 saves what each run kept."""
     torch.set_num_threads(1)
     with distributed.process_group(timeout_s=20) as group:
-        features, labels = distributed.shard_rows(*regression_data())
-        healthy = log_posterior()
-        calls = 0
-
-        def interrupting_log_posterior(params: dict[str, torch.Tensor], batch: Any) -> torch.Tensor:
-            nonlocal calls
-            calls += 1
-            if calls == (20 if group.rank == 1 else 40):
-                for _ in range(2 if group.rank == 1 else 1):
-                    os.kill(os.getpid(), signal.SIGINT)
-            return healthy(params, batch)
-
+        shard = distributed.shard_rows(*regression_data())
+        runs = {
+            "stop_when": (log_posterior(), lambda steps_done: group.rank == 1 and steps_done >= 5),
+            "ctrl_c": (_signalling_log_posterior({20: (0, 0)} if group.rank == 1 else {40: (0,)}), None),
+            "slow_steps": (_signalling_log_posterior({5: (0,)} if group.rank == 1 else {}, sleep=0.2), None),
+        }
         results = {}
-        for name, sampler, stop_when in (
-            ("stop_when", sgmcmc.SGLD(healthy, step_size=1e-3), lambda steps_done: group.rank == 1 and steps_done >= 5),
-            ("ctrl_c", sgmcmc.SGLD(interrupting_log_posterior, step_size=1e-3), None),
-        ):
+        for name, (density, stop_when) in runs.items():
             with warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("always")
                 trace = distributed.sample_data_parallel(
-                    sampler,
+                    sgmcmc.SGLD(density, step_size=1e-3),
                     init(),
-                    sgmcmc.Minibatches(features, labels, batch_size=8),
+                    sgmcmc.Minibatches(*shard, batch_size=8),
                     num_chains=2,
                     num_steps=100_000,
                     progress=False,
@@ -432,6 +444,21 @@ def stop(output: Path) -> None:
             torch.save(results, output)
 
 
+def forced() -> None:
+    """Rank 1 gets Ctrl-C, then another 1.2 s later while its log posterior runs; rank 0 waits in the step's
+    all-reduce."""
+    torch.set_num_threads(1)
+    with distributed.process_group(timeout_s=20) as group:
+        distributed.sample_data_parallel(
+            sgmcmc.SGLD(_signalling_log_posterior({5: (0, 1.2)} if group.rank == 1 else {}), step_size=1e-3),
+            init(),
+            sgmcmc.Minibatches(*distributed.shard_rows(*regression_data()), batch_size=8),
+            num_chains=2,
+            num_steps=100_000,
+            progress=False,
+        )
+
+
 if __name__ == "__main__":
     mode, *arguments = sys.argv[1:]
     if mode == "sample":
@@ -440,6 +467,8 @@ if __name__ == "__main__":
         fail()
     elif mode == "stop":
         stop(Path(arguments[0]))
+    elif mode == "forced":
+        forced()
     elif mode == "hang":
         hang()
     elif mode == "slow_gather":

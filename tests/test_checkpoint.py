@@ -77,6 +77,20 @@ def test_a_run_stopped_by_stop_when_between_checkpoints_saves_there_and_resumes_
     _assert_same_draws(resumed, uninterrupted)
 
 
+def test_a_stop_when_that_raises_comes_after_the_checkpoint_due_at_its_step(tmp_path):
+    checkpoint = tmp_path / "run.pt"
+
+    def stop_when(steps_done):
+        if steps_done == 75:  # a checkpoint is due (every 25)
+            raise RuntimeError("the budget's clock failed")
+        return False
+
+    with pytest.raises(RuntimeError, match="clock failed") as raised:
+        _run(checkpoint, stop_when=stop_when)
+    assert raised.value.partial_trace.attrs["steps_done"] == 75
+    assert load_checkpoint(checkpoint)["step"] == 75
+
+
 def test_resumed_streaming_run_equals_uninterrupted_run(tmp_path):
     uninterrupted = _run()
     checkpoint, trace_file = tmp_path / "run.pt", tmp_path / "trace.nc"
@@ -297,12 +311,15 @@ def test_a_trace_read_from_a_file_a_resume_rewrites_keeps_the_draws_it_was_opene
     for trace in (interrupted, reader):
         with pytest.raises(RuntimeError, match="now holds 23 draws, fewer than the 26 .* load it again"):
             trace.posterior["theta"]
+        with pytest.raises(RuntimeError, match="now holds 23 draws, fewer than the 26 .* load it again"):
+            trace.to_arviz()
     finished = _run(checkpoint, trace_file=trace_file)
     for trace in (interrupted, reader):
         assert trace.posterior["theta"].shape == (3, 26, 2) and trace.sample_stats["lp"].shape == (3, 26)
         np.testing.assert_array_equal(trace.posterior["theta"], finished.posterior["theta"][:, :26])
-        steps = group_dataset(trace.to_arviz(), "posterior")["step"]
-        np.testing.assert_array_equal(steps, np.arange(10, 88, 3))
+        posterior = group_dataset(trace.to_arviz(), "posterior")
+        np.testing.assert_array_equal(posterior["step"], np.arange(10, 88, 3))
+        assert posterior.attrs["steps_done"] == 88  # as of these draws, not the finished run's 120
 
 
 def test_a_resume_refuses_a_trace_file_another_run_has_since_written_and_leaves_it_alone(tmp_path):

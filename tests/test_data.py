@@ -63,6 +63,16 @@ def test_a_checkpoint_keeps_the_generators_of_the_epochs_start_not_its_shuffles(
     assert ChainGenerators([0, 1], torch.device("cpu")).permutations(10).dtype == torch.int32
 
 
+def test_a_run_without_checkpoints_does_not_read_the_generators_at_each_epoch(monkeypatch):
+    """Reading K generator states took 0.7 ms an epoch at K = 1024 (a review measured 30% on one-batch epochs)."""
+    reads = []
+    monkeypatch.setattr(ChainGenerators, "get_states", lambda generators: reads.append(1) or [])
+    sgmcmc.SGLD(lambda theta, batch: -(theta - batch).square().sum(), step_size=1e-3).sample(
+        torch.zeros(()), sgmcmc.Minibatches(torch.randn(10), batch_size=5), num_chains=2, num_steps=20, progress=False
+    )
+    assert reads == []
+
+
 def test_dataloader_over_tensor_dataset_is_read_as_minibatches():
     loader = DataLoader(TensorDataset(ROWS, LABELS), batch_size=5, shuffle=True)
     via_loader, via_minibatches = chain_data(loader), chain_data(sgmcmc.Minibatches(ROWS, LABELS, batch_size=5))

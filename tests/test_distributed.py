@@ -3,6 +3,7 @@
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
 import time
@@ -192,21 +193,49 @@ def test_a_failing_rank_stops_the_job_within_the_timeout():
 
 
 def test_data_parallel_ranks_stop_together_after_ctrl_c_or_stop_when_on_one_rank_keeping_the_draws(tmp_path):
-    """Rank 1's stop_when says stop from step 5, and the ranks stop at the next agreement (step 16). Then
-    SIGINT reaches rank 1 twice at its 20th call (a terminal's and torchrun's copy) and rank 0 at its 40th:
-    both stop at step 32 and rank 0 keeps 32 draws. Before, rank 1 stopped alone and rank 0 waited in the
-    step's all-reduce until the 20 s timeout, losing every draw."""
+    """Before, rank 1 stopped alone and rank 0 waited in the step's all-reduce until the 20 s timeout, losing
+    every draw. Now the ranks agree to stop at a later step (the final comparison of their params, which would
+    fail otherwise, checks it is the same one), and rank 0 keeps the draws of all the steps done."""
     output = tmp_path / "stops.pt"
     completed = torchrun(str(SCRIPT), "stop", str(output), timeout=90)
     assert completed.returncode == 0, completed.stderr[-4000:]
     results = torch.load(output)
-    assert distributed.STOP_CHECK_EVERY == 16
-    assert results["stop_when"] == {"steps_done": 16, "num_draws": 16, "warnings": []}
-    assert results["ctrl_c"] == {
-        "steps_done": 32,
-        "num_draws": 32,
-        "warnings": ["sampling interrupted after 32 of 100000 steps; the trace keeps the draws so far"],
-    }
+    checks = Interrupting.CHECKS  # log posterior calls before the first step
+    for name, first_request in [("stop_when", 5), ("ctrl_c", 20 - checks), ("slow_steps", 5 - checks)]:
+        steps_done = results[name]["steps_done"]
+        assert first_request <= steps_done < 100_000 and results[name]["num_draws"] == steps_done, (name, results)
+    assert results["stop_when"]["warnings"] == []
+    steps_done = results["ctrl_c"]["steps_done"]
+    assert results["ctrl_c"]["warnings"] == [
+        f"sampling interrupted after {steps_done} of 100000 steps; the trace keeps the draws so far"
+    ]
+    # 0.2 s steps: the ranks agree about once a second, so within about 5 steps, not after a fixed 16 (3 s):
+    # torchrun kills its workers 30 s after it forwards a Ctrl-C, which steps over 1.9 s overran
+    assert results["slow_steps"]["steps_done"] <= 5 + 2 * 5, results["slow_steps"]
+
+
+def test_a_second_ctrl_c_interrupts_its_rank_at_once_and_the_peer_fails_fast():
+    """Before, the twice-interrupted rank went on to the final comparison while its peer waited in the step's
+    all-reduce, and both hung until the process group's timeout (600 s by default)."""
+    start = time.perf_counter()
+    completed = torchrun(str(SCRIPT), "forced", timeout=90)
+    elapsed = time.perf_counter() - start
+    assert completed.returncode != 0
+    assert "rank 1 of 2: interrupted at once by a second Ctrl-C; its draws are lost" in completed.stderr, (
+        completed.stderr[-4000:]
+    )
+    assert elapsed < 20  # the script's collective timeout is 20 s
+
+
+def test_one_ctrl_c_reaching_a_data_parallel_rank_twice_at_once_marks_one_stop():
+    agreement = distributed._StopAgreement(torch.device("cpu"), None)
+    agreement.interrupt(signal.SIGINT, None)
+    agreement.interrupt(signal.SIGINT, None)  # torchrun's forwarded copy, milliseconds later
+    assert agreement.interrupted_at is not None and not agreement.forced
+    agreement.interrupted_at -= distributed.REPEATED_INTERRUPT_S + 0.1
+    with pytest.raises(KeyboardInterrupt):
+        agreement.interrupt(signal.SIGINT, None)
+    assert agreement.forced
 
 
 def test_a_rank_waiting_on_a_hung_peer_stops_at_its_timeout_saying_another_rank_is_the_cause():

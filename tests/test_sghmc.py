@@ -220,6 +220,42 @@ def test_momentum_resampling_leaves_the_exact_discrete_law_as_it_was(monkeypatch
         assert exact - variance > K_SIGMA * se, (variance, exact, se)
 
 
+def _variance_under_gradient_noise(step_size, friction, gradient_noise, num_chains, num_steps, **options):
+    """θ's variance and its s.e. from SGHMC on N(0, 1) whose gradient is −θ + z, z one of 10⁵ rows of mean 0 and
+    variance ``gradient_noise`` (V) exactly, with noise_estimate β̂ = ηV/2 and ``options`` for the sampler."""
+    rows = torch.randn(100_000, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    rows = (rows - rows.mean()) / rows.std(correction=0) * np.sqrt(gradient_noise)
+
+    def log_posterior(theta, batch):
+        return -0.5 * (theta**2).sum() + theta.sum() * batch.sum()
+
+    sampler = sgmcmc.SGHMC(
+        log_posterior, step_size=step_size, friction=friction, noise_estimate=step_size * gradient_noise / 2, **options
+    )
+    trace = sampler.sample(
+        torch.zeros(1, dtype=torch.float64),
+        sgmcmc.Minibatches(rows, batch_size=1),
+        num_chains=num_chains,
+        num_steps=num_steps,
+        burn_in=num_steps // 10,
+        seed=3,
+        progress=False,
+    )
+    return variance_about_and_se(trace.posterior["theta"][..., 0], center=0.0)
+
+
+def test_momentum_resampling_with_minibatch_gradients_keeps_the_law_noise_estimate_gives():
+    """Gradient noise of variance V = 3.9, β̂ = ηV/2: without refreshes θ has the noise-free exact law. A
+    refresh's mean takes this step's z, which the kick then adds again, so z entered that kick with weight
+    η(1 − a) instead of η: without the independent noise that puts the missing a(2 − a)V back, θ's variance
+    was 0.909 (exact covariance propagation) against 1.013, a review found."""
+    step_size, friction = 0.05, 0.1
+    variance, se = _variance_under_gradient_noise(step_size, friction, 3.9, 8, 20_000, resample_momentum_every=5)
+    exact = exact_stationary_covariance(step_size, friction)[0, 0]
+    assert abs(variance - exact) < K_SIGMA * se, (variance, exact, se)
+    assert exact - 0.909 > K_SIGMA * se, "the test cannot tell the law without the restored noise from the exact one"
+
+
 def test_the_refreshed_momentum_is_the_exact_conditional_law_of_v_given_theta():
     """On N(0, 1) (∇log p = −θ) the discrete chain's stationary covariance Σ of (θ, v) gives
     v | θ ~ N(Σ_vθ/Σ_θθ θ, Σ_vv − Σ_vθ²/Σ_θθ); :func:`refreshed_momentum` draws that, for several (η, α)."""
@@ -242,29 +278,8 @@ def test_noise_estimate_cancels_a_known_gradient_noise(temperature, friction):
     Left out, the momentum noise would be 1.5× larger at T = 1, and so would θ's variance; at
     T = 0.6, taking β̂ out of αT's noise 2(α − β̂)ηT instead of 2(αT − β̂)η makes it 1.33× larger.
     At T = 2, β̂ = 0.25 > α = 0.2 but ≤ αT: before, it was refused for β̂ > α."""
-    step_size, gradient_noise = 0.1, 5.0
-    rows = torch.randn(10_000, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
-    rows = (rows - rows.mean()) / rows.std(correction=0) * np.sqrt(gradient_noise)  # mean 0, variance V exactly
-
-    def log_posterior(theta, batch):  # gradient −θ + (one row): N(0, 1) with gradient noise of variance V
-        return -0.5 * (theta**2).sum() + theta.sum() * batch.sum()
-
-    trace = sgmcmc.SGHMC(
-        log_posterior,
-        step_size=step_size,
-        friction=friction,
-        noise_estimate=step_size * gradient_noise / 2,
-        temperature=temperature,
-    ).sample(
-        torch.zeros(1, dtype=torch.float64),
-        sgmcmc.Minibatches(rows, batch_size=1),
-        num_chains=16,
-        num_steps=5000,
-        burn_in=500,
-        seed=3,
-        progress=False,
-    )
-    variance, se = variance_about_and_se(trace.posterior["theta"][..., 0], center=0.0)
+    step_size = 0.1
+    variance, se = _variance_under_gradient_noise(step_size, friction, 5.0, 16, 5000, temperature=temperature)
     exact = exact_stationary_covariance(step_size, friction, temperature=temperature)[0, 0]
     assert abs(variance - exact) < K_SIGMA * se, (variance, exact, se)
 
