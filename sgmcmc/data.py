@@ -143,7 +143,9 @@ class ChainData:
         self._keeps_epoch_starts = True
 
     def to(self, device: torch.device) -> ChainData:
-        return ChainData(pytree.tree_map(lambda t: t.to(device), self.units), self.units_per_step, self.rows)
+        moved = ChainData(pytree.tree_map(lambda t: t.to(device), self.units), self.units_per_step, self.rows)
+        moved._keeps_epoch_starts = self._keeps_epoch_starts
+        return moved
 
     @property
     def example_counts(self) -> list[int]:
@@ -206,7 +208,13 @@ class ChainData:
 
     def get_state(self) -> dict[str, Any]:
         """The position in every chain's epoch, for a checkpoint: the generators' states at the epoch's start,
-        from which :meth:`set_state` makes the epoch's shuffles again (num_chains × rows of them, far larger)."""
+        from which :meth:`set_state` makes the epoch's shuffles again (num_chains × rows of them, far larger).
+        Needs :meth:`keep_epoch_starts` called before the first :meth:`next`."""
+        if not self._keeps_epoch_starts:
+            raise RuntimeError(
+                "ChainData.get_state() needs keep_epoch_starts() called before the first next(): without the "
+                "generators' states at the epoch's start the saved position could not be restored"
+            )
         return {
             "epoch_start_generators": self._epoch_start_generators,
             "position": self._position,

@@ -103,8 +103,10 @@ STOP_CHECK_SECONDS = 1.0
 is one all-reduce of three numbers, which on CUDA waits for the device. torchrun kills its workers 30 s
 after it forwards a Ctrl-C, so the ranks must stop well within that."""
 
-STOP_CHECK_MAX_STEPS = 1000
-"""The most steps between two of the data-parallel ranks' agreements on whether to stop."""
+STOP_CHECK_MAX_STEPS = 16
+"""The most steps between two of the data-parallel ranks' agreements on whether to stop: the gap is
+predicted from the steps before it, and steps that slow down after an agreement (a 3 ms step becoming
+a 150 ms one) stretch it; 16 steps bound that to 16 of the slower steps."""
 
 REPEATED_INTERRUPT_S = 1.0
 """A second Ctrl-C this many seconds after the first interrupts a data-parallel rank at once; an earlier

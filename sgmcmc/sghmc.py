@@ -106,12 +106,13 @@ def stationary_momentum(
 def refreshed_momentum(
     mass: dict[str, torch.Tensor],
     gradient: dict[str, torch.Tensor],
+    noise: dict[str, torch.Tensor],
     step_size: float,
     friction: float,
     temperature: float,
-    generators: ChainGenerators,
 ) -> dict[str, torch.Tensor]:
-    """v ~ N(−(η/2) c M⁻¹ ∇log p̃(θ), η T c M⁻¹), c = 1/(1 − α/2): the step's momentum given θ, shaped like ``mass``.
+    """v ~ N(−(η/2) c M⁻¹ ∇log p̃(θ), η T c M⁻¹), c = 1/(1 − α/2): the step's momentum given θ; ``noise`` is
+    ξ ~ N(0, I) shaped like ``mass`` (num_chains, *shape).
 
     The v that :func:`sghmc_step` carries has just moved θ to where it is (a kick, then a drift), so in
     the stationary chain it leans back against the gradient at θ, and its variance is the stationary
@@ -123,7 +124,6 @@ def refreshed_momentum(
     n = 5 on N(0, 1), α = 0.1, before this was fixed).
     """
     inflation = 1.0 / (1.0 - friction / 2.0)
-    noise = generators.normal_like(mass)
     noise_scale = math.sqrt(step_size * temperature * inflation)
     return {
         name: -(0.5 * step_size * inflation) * gradient[name] / mass[name]
@@ -133,19 +133,24 @@ def refreshed_momentum(
 
 
 def cancelled_gradient_noise(
-    mass: dict[str, torch.Tensor], step_size: float, friction: float, noise_estimate: float, generators: ChainGenerators
+    mass: dict[str, torch.Tensor],
+    noise: dict[str, torch.Tensor],
+    step_size: float,
+    friction: float,
+    noise_estimate: float,
+    temperature: float,
 ) -> dict[str, torch.Tensor]:
     """Gradient noise N(0, a(2 − a) V), V = 2β̂M/η, a = (1 − α)/(2 − α): what a refresh takes out of its step's kick.
 
     The refreshed v leans on this step's minibatch gradient g̃ = g + z, which the kick then adds
     again: v' = (1 − α)v + ηM⁻¹g̃ + … carries z with weight η(1 − a), not η, so a(2 − a) η²M⁻²V of
     the gradient noise that β̂ = ηV/2 (for M = 1) took out of the injected noise goes missing. This
-    independent draw, added to the kick's gradient, puts it back (exactly, for a Gaussian target
-    and noise). Shaped like ``mass``; β̂ = 0 assumes no gradient noise and gives zeros.
+    independent draw (``noise``, ξ ~ N(0, I) shaped like ``mass``), added to the kick's gradient,
+    puts it back (exactly, for a Gaussian target and noise). At T = 0, where SGHMC injects no noise
+    (an optimizer, or cyclical exploration), it is 0, as it is for β̂ = 0.
     """
     share = (1.0 - friction) / (2.0 - friction)
-    scale = math.sqrt(share * (2.0 - share) * 2.0 * noise_estimate / step_size)
-    noise = generators.normal_like(mass)
+    scale = math.sqrt(share * (2.0 - share) * 2.0 * noise_estimate / step_size) if temperature > 0 else 0.0
     return {name: scale * torch.sqrt(mass[name]) * noise[name] for name in mass}
 
 
@@ -245,10 +250,16 @@ class SGHMC(Sampler):
         log_posterior, gradient = potential(params)
         if self.resample_momentum_every is not None:
             refresh = (state["steps"] % self.resample_momentum_every == 0) & (state["steps"] > 0)
-            fresh = refreshed_momentum(mass, gradient, step_size, self.friction, temperature, generators)
+            # drawn at every step, so that a compiled step draws alike at each; one call per chain for both
+            uses = ("momentum", "gradient") if self.noise_estimate > 0 else ("momentum",)
+            draws = generators.normal_like({(use, name): value for use in uses for name, value in mass.items()})
+            noise = {use: {name: draws[use, name] for name in mass} for use in uses}
+            fresh = refreshed_momentum(mass, gradient, noise["momentum"], step_size, self.friction, temperature)
             momentum = select_chains(refresh, fresh, momentum)
             if self.noise_estimate > 0:
-                restored = cancelled_gradient_noise(mass, step_size, self.friction, self.noise_estimate, generators)
+                restored = cancelled_gradient_noise(
+                    mass, noise["gradient"], step_size, self.friction, self.noise_estimate, temperature
+                )
                 gradient = select_chains(refresh, {name: g + restored[name] for name, g in gradient.items()}, gradient)
         kinetic_energy = per_chain_sum(
             {name: mass[name] * v.to(at_least_float32(v.dtype)) ** 2 for name, v in momentum.items()}

@@ -131,8 +131,14 @@ def test_cyclical_sghmc_draws_no_momentum_noise_while_exploring():
     are the SGD-with-momentum recursion whatever the seed. Through ``sample`` this cannot be seen: the first
     kept state carries the sampling update's noise, which scales with √T like a leak would."""
     schedule = Cyclical(initial_step_size=0.1, num_cycles=3, total_steps=30, exploration=0.5)
+    # with a noise estimate, a refresh at T > 0 restores the gradient noise it cancels; at T = 0 it adds none
     sampler = sgmcmc.CyclicalSGHMC(
-        standard_normal_log_posterior, schedule, friction=0.5, temperature=4.0, resample_momentum_every=2
+        standard_normal_log_posterior,
+        schedule,
+        friction=0.5,
+        noise_estimate=0.1,
+        temperature=4.0,
+        resample_momentum_every=2,
     )
     to_user = lambda params: params["theta"]  # noqa: E731
     potential = BoundPotential(

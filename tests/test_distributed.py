@@ -227,6 +227,20 @@ def test_a_second_ctrl_c_interrupts_its_rank_at_once_and_the_peer_fails_fast():
     assert elapsed < 20  # the script's collective timeout is 20 s
 
 
+def test_the_ranks_agree_whether_to_stop_about_once_a_second_and_at_most_every_16_steps(monkeypatch):
+    """The gap to the next agreement comes from the step time since the last one (the all-reduce, here
+    left out, makes it the slowest rank's). Before, fast steps stretched it to 1000 steps, which steps that
+    then slowed down (3 ms to 150 ms) took 48 s to reach, past torchrun's 30 s."""
+    monkeypatch.setattr(distributed.dist, "all_reduce", lambda tensor, op: None)
+    agreement = distributed._StopAgreement(torch.device("cpu"), None)
+    assert agreement.next_agreement == 1
+    assert agreement(1) is False  # a fast first step
+    assert agreement.next_agreement == 1 + distributed.STOP_CHECK_MAX_STEPS == 17
+    agreement.last_agreement = (1, time.monotonic() - 16 * 0.4)  # 16 steps of 0.4 s
+    assert agreement(17) is False
+    assert agreement.next_agreement == 17 + 2  # ⌊1 s / 0.4 s⌋
+
+
 def test_one_ctrl_c_reaching_a_data_parallel_rank_twice_at_once_marks_one_stop():
     agreement = distributed._StopAgreement(torch.device("cpu"), None)
     agreement.interrupt(signal.SIGINT, None)
