@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from sgmcmc._checks import warn_caller
 from sgmcmc.schedules import Cyclical
 from sgmcmc.sghmc import SGHMC, Mass
 from sgmcmc.sgld import SGLD
@@ -29,6 +30,15 @@ class _CyclicalStages:
         if not isinstance(step_size, Cyclical):
             raise TypeError(
                 f"step_size of a cyclical sampler must be a sgmcmc.schedules.Cyclical, got {type(step_size).__name__}"
+            )
+        last_cycle = range((step_size.num_cycles - 1) * step_size.cycle_length, step_size.total_steps)
+        if sum(step_size.is_sampling(step) for step in last_cycle) < 2:
+            # the state after the last sampling update is the run's final state, which no draw records
+            warn_caller(
+                f"the last of the {step_size.num_cycles} cycles of {step_size!r} samples at one step only, so the "
+                "sampler keeps no draw of it (its one sampled state is the run's final_state) and the trace has "
+                f"{step_size.num_cycles - 1} cycles; make the cycles longer or exploration smaller",
+                UserWarning,
             )
 
     def temperature_at(self, step: int) -> float:

@@ -178,6 +178,11 @@ def sweep(
     return methods
 
 
+ESCAPED = 1e6
+"""How many times the squared reach of the starts a run's final squared distance from θ* must exceed for
+the run to count as diverged though finite (a distance 1000 times the start box's diagonal)."""
+
+
 @dataclass(frozen=True)
 class Run:
     """One method's R runs; step k's entries are the states after k steps (before step k's update).
@@ -189,7 +194,11 @@ class Run:
         final: θ_K, shape (num_starts, dim).
         best: the state of lowest U visited by each run, shape (num_starts, dim).
         final_in_basin, best_in_basin: ``landscape.in_global_basin`` of those, bool (num_starts,); a run that
-            diverged (non-finite final state or loss) is never in the basin.
+            diverged is never in the basin.
+        diverged: whether each run diverged, bool (num_starts,): its final state or loss is non-finite, or
+            its final state lies more than :data:`ESCAPED` times farther from θ* (in squared distance)
+            than the start box's diagonal or any start (SGD above its stability limit grows geometrically,
+            and may still be finite after the last step).
         seconds: wall-clock time of the loop.
     """
 
@@ -201,6 +210,7 @@ class Run:
     best: np.ndarray
     final_in_basin: np.ndarray
     best_in_basin: np.ndarray
+    diverged: np.ndarray
     seconds: float
 
     @property
@@ -212,11 +222,6 @@ class Run:
     def best_success_rate(self) -> float:
         """Fraction of runs whose lowest-loss state lies in the global basin."""
         return float(self.best_in_basin.mean())
-
-    @property
-    def diverged(self) -> np.ndarray:
-        """Whether each run's final state or loss is non-finite, bool (num_starts,)."""
-        return ~(np.isfinite(self.final).all(axis=-1) & np.isfinite(self.loss[-1]))
 
 
 @dataclass(frozen=True)
@@ -374,6 +379,11 @@ def _run(
     seconds = time.perf_counter() - start
 
     final = theta.detach()
+    low, high = landscape.start_box
+    reach = max(landscape.dim * (high - low) ** 2, float(squared_distance[0].max()))
+    diverged = ~(torch.isfinite(final).all(dim=-1) & torch.isfinite(loss[-1])) | (
+        squared_distance[-1] > ESCAPED * reach
+    )
     return Run(
         method=method,
         loss=loss.numpy(),
@@ -381,8 +391,9 @@ def _run(
         trajectories=trajectories.numpy(),
         final=final.numpy(),
         best=best.numpy(),
-        final_in_basin=(landscape.in_global_basin(final) & torch.isfinite(loss[-1])).numpy(),
-        best_in_basin=landscape.in_global_basin(best).numpy(),
+        final_in_basin=(landscape.in_global_basin(final) & ~diverged).numpy(),
+        best_in_basin=(landscape.in_global_basin(best) & ~diverged).numpy(),
+        diverged=diverged.numpy(),
         seconds=seconds,
     )
 

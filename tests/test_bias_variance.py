@@ -352,6 +352,25 @@ def test_step_sizes_beyond_the_stability_of_langevin_on_the_gaussian_are_refused
     assert np.isfinite(study.dataset["constant_estimate"]).all()
 
 
+def test_a_decreasing_schedule_that_starts_unstable_is_refused_and_one_not_robbins_monro_is_warned_of(tmp_path):
+    """Before, at σ = 0.1 the default η_0 = 1 blew the decreasing runs up (MSE 4.7e146, then inf, and a ratio
+    printed with 150 digits); the command now starts it at min(1, σ²). A schedule that is not Robbins–Monro
+    was taken silently as the Robbins–Monro comparison."""
+    target = GaussianTarget.isotropic(2, sd=0.1)
+    with pytest.raises(ValueError, match=r"decreasing_step_size starts at η_0 = 1, but SGLD .* < 2σ²_min = 0.02"):
+        bias_variance_study(target, [0.001, 0.002], [10, 20], num_replicates=2)
+    with pytest.warns(UserWarning, match="does not satisfy the Robbins–Monro conditions"):
+        bias_variance_study(
+            target, [0.001, 0.002], [10, 20], num_replicates=2, decreasing_step_size=Polynomial(a=0.01, gamma=0.2)
+        )
+    output = tmp_path / "study"
+    arguments = ["--dim", "2", "--sd", "0.1", "--budgets", "64", "256", "--num-replicates", "8"]
+    steps = ["--min-step-size", "0.0003", "--max-step-size", "0.008", "--num-step-sizes", "5", "--no-progress"]
+    assert main(["bias-variance", *arguments, *steps, "--output", str(output)]) == 0
+    decreasing = BiasVarianceStudy.load(output / "study.nc").dataset["decreasing_estimate"]
+    assert np.isfinite(decreasing).all() and float(np.abs(decreasing).max()) < 1.0
+
+
 def test_a_bad_seed_is_refused_naming_it():
     """Before, numpy's SeedSequence errors ('expected non-negative integer', 'int() argument must be...')."""
     target = GaussianTarget([0.0], [1.0])

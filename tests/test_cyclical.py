@@ -251,3 +251,13 @@ def test_only_the_sampling_update_adds_noise_in_distribution():
     assert abs(residual.mean()) < K_SIGMA * math.sqrt(variance / num_chains)
     fourth = ((residual - residual.mean()) ** 4).mean()
     assert abs(residual.var() - variance) < K_SIGMA * math.sqrt((fourth - variance**2) / num_chains), residual.var()
+
+
+def test_a_plan_whose_last_cycle_samples_once_is_warned_of():
+    """Its one sampled state is the run's final state, which no draw records: before, the trace silently had
+    cycles 0-2 of 4 (a review found it), though the plan passes Cyclical's own checks."""
+    schedule = Cyclical(initial_step_size=0.1, num_cycles=4, total_steps=12, exploration=0.5)
+    with pytest.warns(UserWarning, match="the last of the 4 cycles .* samples at one step only, .* has 3 cycles"):
+        sampler = sgmcmc.CyclicalSGLD(standard_normal_log_posterior, schedule)
+    trace = sampler.sample(torch.zeros(2), num_chains=2, num_steps=12, progress=False)
+    assert sorted(set(trace.draw_coords["cycle"].tolist())) == [0, 1, 2]

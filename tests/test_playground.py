@@ -116,6 +116,11 @@ def test_diverged_runs_count_as_failures():
         assert row["median final U − U*"] == math.inf
     assert converging["diverged"] == 0.0 and converging["final in global basin"] == 1.0
     assert "| SGD lr=0.1 | 0.0% |" in compare(Quadratic(2, condition_number=100.0), methods[:1], 4, 300).to_markdown()
+    # Before, a run still finite but growing geometrically (lr 2.5 > 2/λ: |θ|² near 1e70 after 100 steps) was in
+    # the basin (all of R² for a quadratic) and not diverged, and every diverged run's finite start was its "best"
+    for method, num_steps in ((Method("sgd", 2.5), 100), (Method("sgd", 100.0), 400)):
+        row = compare(Quadratic(2), [method], 4, num_steps).table()[0]
+        assert row["diverged"] == 1.0 and row["final in global basin"] == row["best in global basin"] == 0.0, row
 
 
 def test_sweep_methods_and_schedules():
