@@ -203,3 +203,11 @@ def test_float16_parameters_of_the_psgld_optimizer_keep_float32_moments():
     optimizer.step()
     assert torch.isfinite(parameter).all() and parameter.dtype == torch.float16
     assert optimizer.state[parameter]["square_average"].dtype == torch.float32
+
+
+def test_a_seed_of_2_to_the_64_is_refused_by_name():
+    """The largest 64-bit seed is 2**64 − 1 (found by mutation testing: letting 2**64 through failed later in
+    torch with 'Overflow when unpacking long long')."""
+    with pytest.raises(ValueError, match=r"in \[0, 2\*\*64\), got 18446744073709551616"):
+        sgmcmc.chain_seeds(2**64, 2)
+    assert len(sgmcmc.chain_seeds(2**64 - 1, 2)) == 2

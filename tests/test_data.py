@@ -319,3 +319,8 @@ def test_a_loader_batched_by_its_batch_sampler_is_read_as_its_batches():
     batch = stream.next(_generators(num_chains=1))
     assert batch[0].shape == (1, 5, 2)
     assert sorted(batch[1][0].tolist()) in ([0, 1, 2, 3, 4], [5, 6, 7, 8, 9])
+
+
+def test_a_batch_of_every_row_is_allowed():
+    """batch_size = N, full-batch minibatches (found by mutation testing: refusing it went unseen)."""
+    assert sgmcmc.Minibatches(ROWS, LABELS, batch_size=len(ROWS)).batch_size == len(ROWS)

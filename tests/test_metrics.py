@@ -216,3 +216,10 @@ def test_the_mixture_nll_from_log_likelihoods_is_exact_where_float32_probabiliti
     assert metrics.mixture_negative_log_likelihood(both) == pytest.approx(expected, rel=1e-12)
     with pytest.raises(ValueError, match=r"draw_log_likelihoods must be \(num_draws, num_points\)"):
         metrics.mixture_negative_log_likelihood(np.zeros(3))
+
+
+def test_negative_probabilities_are_refused_even_when_rows_sum_to_one():
+    """[−0.2, 0.6, 0.6] sums to 1 and lies below 1 (found by mutation testing: dropping the check for values
+    below 0 went unseen; it was scored, NLL 708)."""
+    with pytest.raises(ValueError, match=r"probabilities must lie in \[0, 1\]"):
+        metrics.negative_log_likelihood(np.array([[-0.2, 0.6, 0.6]]), np.array([1]))

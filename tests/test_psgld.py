@@ -9,7 +9,7 @@ import torch
 import sgmcmc
 from sgmcmc.chains import ChainGenerators
 from sgmcmc.psgld import psgld_step
-from targets import K_SIGMA, variance_about_and_se
+from targets import K_SIGMA, standard_normal_log_posterior, variance_about_and_se
 
 ALPHA, EPS = 0.9, 1e-3
 SCALES = torch.tensor([0.5, 3.0], dtype=torch.float64)
@@ -171,3 +171,13 @@ def test_errors():
         sgmcmc.PSGLD(separable, step_size=0.1, eps=0.0)
     with pytest.raises(TypeError, match="gamma_correction must be True or False, got str 'False'"):
         sgmcmc.PSGLD(separable, step_size=0.1, gamma_correction="False")  # bool("False") would switch Γ on
+
+
+def test_a_gradient_entry_of_exactly_zero_with_the_gamma_correction_does_not_divide_by_zero():
+    """At θ = 0 of N(0, I) every entry of the first gradient is 0, where the correction's 1/√V would be 0/0
+    (found by mutation testing: dividing there froze the chain as diverged at step 0)."""
+    with pytest.warns(RuntimeWarning, match="gradient at the initial params is about 0"):
+        trace = sgmcmc.PSGLD(standard_normal_log_posterior, step_size=0.01, gamma_correction=True).sample(
+            torch.zeros(2, dtype=torch.float64), num_chains=2, num_steps=5, progress=False
+        )
+    assert (trace.diverged_at_step == -1).all() and np.isfinite(trace.posterior["theta"]).all()

@@ -1007,3 +1007,17 @@ def test_a_functional_that_leaves_its_domain_is_reported_with_its_count(tmp_path
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         sampler.sample(torch.zeros(1), functionals={"square": lambda theta: theta.square().sum()}, **options)
+
+
+def test_a_chain_that_diverges_at_step_0_is_warned_of():
+    """diverged_at_step 0 is a divergence like any other (found by mutation testing: warning only from step 1
+    went unseen). θ = 10¹⁰ − 10³⁰⁰ · 10¹⁰ overflows float64 in the first update."""
+    with pytest.warns(sgmcmc.SamplerDivergenceWarning, match="1 of 2 chains diverged .*: chain 0 at step 0"):
+        trace = sgmcmc.SGLD(standard_normal_log_posterior, step_size=1e300, temperature=0.0).sample(
+            torch.tensor([[1e10], [0.0]], dtype=torch.float64),
+            num_chains=2,
+            num_steps=3,
+            stacked_init=True,
+            progress=False,
+        )
+    assert trace.diverged_at_step.tolist() == [0, -1]

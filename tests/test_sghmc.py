@@ -1,12 +1,14 @@
 """SGHMC: the update pinned by its exact discrete-time law, the paper's Figure 1, the high-friction limit."""
 
+import math
+
 import numpy as np
 import pytest
 import torch
 from scipy import linalg, stats
 
 import sgmcmc
-from sgmcmc.sghmc import refreshed_momentum
+from sgmcmc.sghmc import cancelled_gradient_noise, refreshed_momentum
 from targets import (
     K_SIGMA,
     DoubleWell,
@@ -192,9 +194,13 @@ def test_a_mass_that_requires_grad_is_taken_as_a_constant():
     assert not any(leaf.requires_grad for leaf in trace.final_state["params"].values())
 
 
-def _resampling_sghmc_variance(step_size, friction, every):
+def _resampling_sghmc_variance(step_size, friction, every, temperature=1.0):
     trace = sgmcmc.SGHMC(
-        standard_normal_log_posterior, step_size=step_size, friction=friction, resample_momentum_every=every
+        standard_normal_log_posterior,
+        step_size=step_size,
+        friction=friction,
+        temperature=temperature,
+        resample_momentum_every=every,
     ).sample(torch.zeros(2, dtype=torch.float64), num_chains=8, num_steps=6000, burn_in=500, seed=3, progress=False)
     assert trace.attrs["resample_momentum_every"] == every
     return [variance_about_and_se(trace.posterior["theta"][..., dim], center=0.0) for dim in range(2)]
@@ -218,6 +224,45 @@ def test_momentum_resampling_leaves_the_exact_discrete_law_as_it_was(monkeypatch
     )
     for variance, se in _resampling_sghmc_variance(step_size, friction, every):
         assert exact - variance > K_SIGMA * se, (variance, exact, se)
+
+
+def test_momentum_resampling_at_a_temperature_keeps_the_tempered_law():
+    """At T = 0.25 the law is N(0, T) (its exact discrete variance): a refresh that drew at T = 1, found by
+    mutation testing (every refresh test ran at T = 1), gave 0.717."""
+    step_size, friction, temperature = 0.05, 0.1, 0.25
+    exact = exact_stationary_covariance(step_size, friction, temperature=temperature)[0, 0]
+    for variance, se in _resampling_sghmc_variance(step_size, friction, 5, temperature):
+        assert abs(variance - exact) < K_SIGMA * se, (variance, exact, se)
+
+
+def test_the_momentum_is_refreshed_and_the_cancelled_noise_restored_at_steps_n_2n_only(monkeypatch):
+    """With the restored gradient noise patched to a huge constant and friction 1 (the momentum forgotten at every
+    step), θ jumps exactly at the refreshes: steps 5 and 10 of 12 for every 5, not at step 0 (found by mutation
+    testing: the refresh mask inverted for the restored noise, or the refreshes moved a step, went unseen)."""
+    monkeypatch.setattr(
+        sgmcmc.sghmc,
+        "cancelled_gradient_noise",
+        lambda mass, noise, step_size, friction, noise_estimate, temperature: {
+            name: 1e6 + 0 * noise[name] for name in mass
+        },
+    )
+    trace = sgmcmc.SGHMC(
+        standard_normal_log_posterior, step_size=0.01, friction=1.0, noise_estimate=0.01, resample_momentum_every=5
+    ).sample(torch.ones(1, dtype=torch.float64), num_chains=1, num_steps=12, progress=False)
+    moves = np.abs(np.diff(trace.posterior["theta"][0, :, 0]))  # move k: the update of step k
+    assert np.flatnonzero(moves > 1e3).tolist() == [5, 10]
+
+
+def test_the_cancelled_gradient_noise_has_the_variance_a_refresh_takes_out_and_none_at_zero_temperature():
+    """a(2 − a) V with a = (1 − α)/(2 − α), V = 2β̂M/η: at α = 0.5, β̂ = 0.01, η = 0.02, M = 4, a = 1/3 and the
+    scale is sqrt(5/9 · 1 · 4)."""
+    mass, noise = (
+        {"theta": torch.full((1, 3), 4.0, dtype=torch.float64)},
+        {"theta": torch.ones(1, 3, dtype=torch.float64)},
+    )
+    restored = cancelled_gradient_noise(mass, noise, 0.02, 0.5, 0.01, 1.0)["theta"]
+    torch.testing.assert_close(restored, torch.full((1, 3), math.sqrt(5 / 9 * 4), dtype=torch.float64))
+    assert (cancelled_gradient_noise(mass, noise, 0.02, 0.5, 0.01, 0.0)["theta"] == 0).all()
 
 
 def _variance_under_gradient_noise(step_size, friction, gradient_noise, num_chains, num_steps, **options):
@@ -261,12 +306,12 @@ def test_the_refreshed_momentum_is_the_exact_conditional_law_of_v_given_theta():
     v | θ ~ N(Σ_vθ/Σ_θθ θ, Σ_vv − Σ_vθ²/Σ_θθ); :func:`refreshed_momentum` draws that, for several (η, α)."""
     theta = torch.tensor([[-1.5], [0.5], [2.0]], dtype=torch.float64).repeat_interleave(20_000, dim=0)
     mass = {"theta": torch.ones_like(theta)}
-    for step_size, friction in [(0.3, 0.1), (0.1, 0.5), (0.3, 1.0)]:
-        covariance = exact_stationary_covariance(step_size, friction)
+    for step_size, friction, temperature in [(0.3, 0.1, 1.0), (0.1, 0.5, 0.3), (0.3, 1.0, 2.0)]:
+        covariance = exact_stationary_covariance(step_size, friction, temperature=temperature)
         slope = covariance[0, 1] / covariance[0, 0]
         variance = covariance[1, 1] - covariance[0, 1] ** 2 / covariance[0, 0]
         noise = {"theta": torch.randn(theta.shape, generator=torch.Generator().manual_seed(0), dtype=theta.dtype)}
-        momentum = refreshed_momentum(mass, {"theta": -theta}, noise, step_size, friction, 1.0)["theta"]
+        momentum = refreshed_momentum(mass, {"theta": -theta}, noise, step_size, friction, temperature)["theta"]
         standardised = ((momentum - slope * theta) / np.sqrt(variance)).numpy().ravel()
         assert stats.kstest(standardised, "norm").pvalue > 1e-4, (step_size, friction)
 
@@ -359,3 +404,11 @@ def test_a_mass_dict_with_other_names_is_refused_naming_both():
     sampler = sgmcmc.SGHMC(standard_normal_log_posterior, step_size=0.1, friction=0.1, mass={0: 1.0, "theta": 1.0})
     with pytest.raises(ValueError, match=r"mass must give every parameter: params \['theta'\], mass \[0, 'theta'\]"):
         sampler.sample(torch.zeros(2), num_chains=1, num_steps=2, progress=False)
+
+
+def test_a_noise_estimate_equal_to_the_friction_is_allowed_at_zero_temperature():
+    """β̂ ∈ [0, α] at T = 0, both ends included (found by mutation testing: refusing β̂ = α went unseen)."""
+    sampler = sgmcmc.SGHMC(
+        standard_normal_log_posterior, step_size=0.01, friction=0.2, noise_estimate=0.2, temperature=0
+    )
+    assert sampler.noise_estimate == 0.2
