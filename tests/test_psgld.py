@@ -1,5 +1,6 @@
 """pSGLD: the update of Li et al. (2016), Alg. 1, in our convention; the Γ term against autograd."""
 
+import math
 import warnings
 
 import numpy as np
@@ -181,3 +182,19 @@ def test_a_gradient_entry_of_exactly_zero_with_the_gamma_correction_does_not_div
             torch.zeros(2, dtype=torch.float64), num_chains=2, num_steps=5, progress=False
         )
     assert (trace.diverged_at_step == -1).all() and np.isfinite(trace.posterior["theta"]).all()
+
+
+@pytest.mark.parametrize("scale, warns", [(0.99, True), (1.01, False)])
+def test_the_vanishing_first_gradient_warning_is_at_eps_over_sqrt_of_1_minus_alpha(scale, warns):
+    """√(1 − α)|g| ≤ λ makes the first step's G near its cap 1/λ: at α = 0.75, λ = 0.01 the threshold is 0.02
+    (found by mutation testing: λ / (1 − α) = 0.04 went unseen)."""
+    gradient = scale * 0.01 / math.sqrt(1 - 0.75)
+
+    def log_posterior(theta):  # ∇ = gradient everywhere
+        return gradient * theta.sum()
+
+    sampler = sgmcmc.PSGLD(log_posterior, step_size=1e-6, alpha=0.75, eps=0.01)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        sampler.sample(torch.zeros(2, dtype=torch.float64), num_chains=1, num_steps=1, progress=False)
+    assert any("gradient at the initial params is about 0" in str(warning.message) for warning in caught) == warns

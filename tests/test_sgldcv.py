@@ -590,3 +590,25 @@ def test_float16_chains_far_from_the_mode_are_not_taken_for_diverged():
     assert not trace.sample_stats["diverging"].any()
     distance = trace.sample_stats["distance_to_mode"]
     assert np.isfinite(distance).all() and (distance > 256).all()  # sqrt(65 504) = 256
+
+
+def test_find_mode_started_at_the_mode_does_not_warn_that_it_failed():
+    """Full-batch steps from the exact mode of −θ²/2 − Σ(x − θ)²/2 stay there: the log posterior at the result
+    equals the start's, which is no failure (found by mutation testing: warning unless strictly above went
+    unseen)."""
+    rows = torch.tensor([[1.0], [-1.0], [2.0], [-2.0]], dtype=torch.float64)  # mode θ = Σx / (N + 1) = 0
+
+    def log_posterior(theta, batch):
+        return -0.5 * theta.square().sum() - 0.5 * (batch[:, 0] - theta).square().sum()
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        mode = sgmcmc.find_mode(
+            log_posterior,
+            torch.zeros(()),
+            sgmcmc.Minibatches(rows, batch_size=4),
+            num_steps=0,
+            num_full_batch_steps=3,
+            full_batch_step_size=0.1,
+        )
+    assert float(mode) == 0.0
