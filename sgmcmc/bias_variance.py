@@ -28,7 +28,7 @@ import datetime
 import math
 import warnings
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, ClassVar, Protocol
 
@@ -350,7 +350,8 @@ def bias_variance_study(
             raise ValueError(
                 f"decreasing_step_size starts at η_0 = {decreasing_step_size(0):g}, but {sampler.__name__} on "
                 f"{target!r} is stable only for step sizes < 2σ²_min = {stable_limit}: its early steps would blow "
-                f"the chains up; scale it to the target, e.g. Polynomial(a={stable_limit / 2:g}, b=1.0, gamma=0.55)"
+                f"the chains up; scale it to the target, e.g. Polynomial(a={stable_limit / 2:g}, "
+                f"b={ROBBINS_MONRO.b:g}, gamma={ROBBINS_MONRO.gamma:g})"
             )
         if not decreasing_step_size.satisfies_robbins_monro():
             warnings.warn(
@@ -844,7 +845,7 @@ def _run_command(arguments: argparse.Namespace) -> int:
             study = bias_variance_study(
                 GaussianTarget.isotropic(arguments.dim, sd=arguments.sd),
                 # ROBBINS_MONRO at σ ≥ 1; below, started at σ², where SGLD on the target is stable (< 2σ²)
-                decreasing_step_size=Polynomial(a=min(1.0, arguments.sd**2), b=1.0, gamma=0.55),
+                decreasing_step_size=replace(ROBBINS_MONRO, a=min(ROBBINS_MONRO.a, arguments.sd**2)),
                 step_sizes=np.geomspace(
                     arguments.min_step_size, arguments.max_step_size, arguments.num_step_sizes
                 ).tolist(),

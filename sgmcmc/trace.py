@@ -15,6 +15,7 @@ import datetime
 import hashlib
 import warnings
 from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -246,16 +247,22 @@ class _StoredGroup(Mapping[str, np.ndarray]):
                 "when this trace was opened: a resumed run has cut it back to its checkpoint; load it again"
             )
 
-    def check_unchanged(self) -> None:
-        """Raise if the file now holds another run, or fewer draws than when this group was opened."""
+    @contextmanager
+    def _opened(self) -> Iterator[xr.Dataset]:
+        """The group's dataset, once it is known to hold the run and the draws it held when opened."""
         with xr.open_dataset(self.path, group=self.group, engine="h5netcdf") as dataset:
             self._check_unchanged(dataset)
+            yield dataset
+
+    def check_unchanged(self) -> None:
+        """Raise if the file now holds another run, or fewer draws than when this group was opened."""
+        with self._opened():
+            pass
 
     def __getitem__(self, name: str) -> np.ndarray:
         if name not in self._names:
             raise KeyError(name)
-        with xr.open_dataset(self.path, group=self.group, engine="h5netcdf") as dataset:
-            self._check_unchanged(dataset)
+        with self._opened() as dataset:
             return dataset[name][:, : self.num_draws].values
 
     def __iter__(self) -> Iterator[str]:
@@ -560,7 +567,7 @@ class TraceRecorder:
         """Continue from a :meth:`checkpoint` taken after ``steps_done`` steps: reload its draws, or cut
         the file back to them (and its ``steps_done`` with them)."""
         self._num_flushed = checkpoint["num_draws"]
-        self.non_finite_functionals = dict(checkpoint.get("non_finite_functionals", {}))
+        self.non_finite_functionals = dict(checkpoint["non_finite_functionals"])
         if self.file is not None:
             if not self.file.path.is_file():
                 raise FileNotFoundError(f"resuming needs the trace file {self.file.path}, which is missing")
